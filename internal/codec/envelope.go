@@ -1,0 +1,248 @@
+// Package codec is rediq's wire format: the versioned msgpack envelope that every
+// task message is stored as in Redis (docs/PROTOCOL.md is its specification).
+//
+// The envelope is a msgpack map with one-letter keys. Only what differs from the
+// registered task's defaults is written, so a typical message is well under 100
+// bytes. Encoding is hand-rolled (append-only, no reflection) because it sits on the
+// enqueue hot path; decoding accepts any valid msgpack encoding of the same map, so
+// producers in other languages may use any msgpack library.
+package codec
+
+import (
+	"errors"
+	"fmt"
+	"math"
+
+	"github.com/vmihailenco/msgpack/v5/msgpcode"
+)
+
+// Version is the envelope version this code writes and the highest it reads.
+const Version = 1
+
+// Envelope is one task message.
+type Envelope struct {
+	ID         string // "i": task id
+	Name       string // "n": registered task name
+	Args       []byte // "a": the arguments, one msgpack value (kept raw)
+	EnqueuedAt int64  // "t": Unix milliseconds of the first enqueue
+	Priority   int    // "p": omitted when 0
+	MaxRetries int    // "r": per-call override; -1 (omitted) means the task's default
+	TimeoutMs  int64  // "o": per-call override; 0 (omitted) means the task's default
+	Retried    int    // "x": attempts already failed; omitted when 0
+	Error      string // "e": the last attempt's error, once one failed
+	Stack      string // "k": the stack of a panic, when the last attempt panicked
+	Raw        []byte // "b": bytes that could not be decoded (dead messages only)
+}
+
+// ErrMalformed is wrapped by every decoding error.
+var ErrMalformed = errors.New("malformed message")
+
+// Append encodes e onto dst.
+func Append(dst []byte, e *Envelope) []byte {
+	n := 4 // v, i, n, t
+	if e.Args != nil {
+		n++
+	}
+	if e.Priority != 0 {
+		n++
+	}
+	if e.MaxRetries >= 0 {
+		n++
+	}
+	if e.TimeoutMs > 0 {
+		n++
+	}
+	if e.Retried != 0 {
+		n++
+	}
+	if e.Error != "" {
+		n++
+	}
+	if e.Stack != "" {
+		n++
+	}
+	if e.Raw != nil {
+		n++
+	}
+	dst = append(dst, byte(msgpcode.FixedMapLow)|byte(n))
+	dst = appendKey(dst, 'v')
+	dst = appendInt(dst, Version)
+	dst = appendKey(dst, 'i')
+	dst = appendStr(dst, e.ID)
+	dst = appendKey(dst, 'n')
+	dst = appendStr(dst, e.Name)
+	if e.Args != nil {
+		dst = appendKey(dst, 'a')
+		dst = append(dst, e.Args...)
+	}
+	dst = appendKey(dst, 't')
+	dst = appendInt(dst, e.EnqueuedAt)
+	if e.Priority != 0 {
+		dst = appendKey(dst, 'p')
+		dst = appendInt(dst, int64(e.Priority))
+	}
+	if e.MaxRetries >= 0 {
+		dst = appendKey(dst, 'r')
+		dst = appendInt(dst, int64(e.MaxRetries))
+	}
+	if e.TimeoutMs > 0 {
+		dst = appendKey(dst, 'o')
+		dst = appendInt(dst, e.TimeoutMs)
+	}
+	if e.Retried != 0 {
+		dst = appendKey(dst, 'x')
+		dst = appendInt(dst, int64(e.Retried))
+	}
+	if e.Error != "" {
+		dst = appendKey(dst, 'e')
+		dst = appendStr(dst, e.Error)
+	}
+	if e.Stack != "" {
+		dst = appendKey(dst, 'k')
+		dst = appendStr(dst, e.Stack)
+	}
+	if e.Raw != nil {
+		dst = appendKey(dst, 'b')
+		dst = appendBin(dst, e.Raw)
+	}
+	return dst
+}
+
+// Encode returns e's encoding.
+func Encode(e *Envelope) []byte { return Append(make([]byte, 0, 64+len(e.Args)+len(e.Error)), e) }
+
+func appendKey(dst []byte, k byte) []byte { return append(dst, byte(msgpcode.FixedStrLow)|1, k) }
+
+func appendStr(dst []byte, s string) []byte {
+	switch n := len(s); {
+	case n < 32:
+		dst = append(dst, byte(msgpcode.FixedStrLow)|byte(n))
+	case n <= math.MaxUint8:
+		dst = append(dst, msgpcode.Str8, byte(n))
+	case n <= math.MaxUint16:
+		dst = append(dst, msgpcode.Str16, byte(n>>8), byte(n))
+	default:
+		dst = append(dst, msgpcode.Str32, byte(n>>24), byte(n>>16), byte(n>>8), byte(n))
+	}
+	return append(dst, s...)
+}
+
+func appendBin(dst []byte, b []byte) []byte {
+	switch n := len(b); {
+	case n <= math.MaxUint8:
+		dst = append(dst, msgpcode.Bin8, byte(n))
+	case n <= math.MaxUint16:
+		dst = append(dst, msgpcode.Bin16, byte(n>>8), byte(n))
+	default:
+		dst = append(dst, msgpcode.Bin32, byte(n>>24), byte(n>>16), byte(n>>8), byte(n))
+	}
+	return append(dst, b...)
+}
+
+func appendInt(dst []byte, v int64) []byte {
+	switch {
+	case v >= 0 && v <= math.MaxInt8:
+		return append(dst, byte(v))
+	case v < 0 && v >= -32:
+		return append(dst, byte(int8(v)))
+	case v >= math.MinInt8 && v <= math.MaxInt8:
+		return append(dst, msgpcode.Int8, byte(v))
+	case v >= math.MinInt16 && v <= math.MaxInt16:
+		return append(dst, msgpcode.Int16, byte(v>>8), byte(v))
+	case v >= math.MinInt32 && v <= math.MaxInt32:
+		return append(dst, msgpcode.Int32, byte(v>>24), byte(v>>16), byte(v>>8), byte(v))
+	default:
+		return append(dst, msgpcode.Int64, byte(v>>56), byte(v>>48), byte(v>>40), byte(v>>32),
+			byte(v>>24), byte(v>>16), byte(v>>8), byte(v))
+	}
+}
+
+// Decode parses a message. Unknown keys are skipped so that later minor additions
+// stay readable; a newer major version is an error.
+func Decode(b []byte) (*Envelope, error) {
+	e := &Envelope{MaxRetries: -1}
+	if err := DecodeInto(b, e); err != nil {
+		return nil, err
+	}
+	return e, nil
+}
+
+// DecodeInto parses b into e, which it resets first. e's byte slices alias b.
+func DecodeInto(b []byte, e *Envelope) error {
+	*e = Envelope{MaxRetries: -1}
+	r := reader{b: b}
+	n, err := r.mapLen()
+	if err != nil {
+		return err
+	}
+	version := -1
+	for ; n > 0; n-- {
+		key, err := r.str()
+		if err != nil {
+			return err
+		}
+		if len(key) != 1 {
+			if err := r.skip(); err != nil {
+				return err
+			}
+			continue
+		}
+		switch key[0] {
+		case 'v':
+			v, err := r.int()
+			if err != nil {
+				return err
+			}
+			version = int(v)
+		case 'i':
+			e.ID, err = r.strString()
+		case 'n':
+			e.Name, err = r.strString()
+		case 'a':
+			start := r.off
+			if err = r.skip(); err == nil {
+				e.Args = b[start:r.off:r.off]
+			}
+		case 't':
+			e.EnqueuedAt, err = r.int()
+		case 'p':
+			var v int64
+			v, err = r.int()
+			e.Priority = int(v)
+		case 'r':
+			var v int64
+			v, err = r.int()
+			e.MaxRetries = int(v)
+		case 'o':
+			e.TimeoutMs, err = r.int()
+		case 'x':
+			var v int64
+			v, err = r.int()
+			e.Retried = int(v)
+		case 'e':
+			e.Error, err = r.strString()
+		case 'k':
+			e.Stack, err = r.strString()
+		case 'b':
+			e.Raw, err = r.bin()
+		default:
+			err = r.skip()
+		}
+		if err != nil {
+			return err
+		}
+	}
+	switch {
+	case version < 0:
+		return fmt.Errorf("%w: no version", ErrMalformed)
+	case version > Version:
+		return fmt.Errorf("%w: version %d is newer than this worker's %d", ErrMalformed, version, Version)
+	case e.ID == "":
+		return fmt.Errorf("%w: no task id", ErrMalformed)
+	case e.Name == "":
+		return fmt.Errorf("%w: no task name", ErrMalformed)
+	case r.off != len(b):
+		return fmt.Errorf("%w: %d trailing bytes", ErrMalformed, len(b)-r.off)
+	}
+	return nil
+}

@@ -1,0 +1,207 @@
+// Package core is the state that package rediq (registration, enqueue, accessors)
+// and package worker (running tasks) share without exporting it to users.
+package core
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+
+	"github.com/rediq/rediq/internal/broker"
+	"github.com/rediq/rediq/internal/executor"
+)
+
+// Event indexes the hook lists; the values match rediq.Event.
+type Event int
+
+const (
+	BeforeWorkerStartup Event = iota
+	AfterWorkerShutdown
+	BeforeTaskStart
+	BeforeTaskRetry
+	AfterTaskSuccess
+	AfterTaskFailure
+	NumEvents
+)
+
+// Hook is a registered event handler.
+type Hook func(ctx context.Context) error
+
+// ErrSkipRetry marks a handler error that must not be retried.
+var ErrSkipRetry = errors.New("rediq: skip retry")
+
+// TaskDef is a registered task with its defaults.
+type TaskDef struct {
+	Name     string
+	Queue    string
+	Priority int
+	Retries  int
+	Timeout  time.Duration
+	Backoff  func(retried int) time.Duration
+	// Run decodes the msgpack args and calls the typed handler.
+	Run func(ctx context.Context, args []byte) (any, error)
+}
+
+// App is the shared state behind a rediq.App.
+type App struct {
+	Log *zap.Logger
+
+	broker atomic.Pointer[broker.Broker]
+	own    bool // the client was made by rediq: close it
+
+	mu    sync.RWMutex
+	tasks map[string]*TaskDef
+	hooks [NumEvents][]Hook
+}
+
+// NewApp returns an App with no tasks or hooks. own says whether Close closes rdb.
+func NewApp(rdb redis.UniversalClient, own bool, ns string, log *zap.Logger) *App {
+	a := &App{Log: log, own: own, tasks: map[string]*TaskDef{}}
+	a.broker.Store(broker.New(rdb, ns))
+	return a
+}
+
+// Broker returns the App's broker.
+func (a *App) Broker() *broker.Broker { return a.broker.Load() }
+
+// Dial returns a client for a redis:// or rediss:// URL.
+func Dial(url string) (redis.UniversalClient, error) {
+	opt, err := redis.ParseURL(url)
+	if err != nil {
+		return nil, err
+	}
+	return redis.NewClient(opt), nil
+}
+
+// Connect points the App at the Redis at url (a worker's --redis-url), closing
+// the previous client if the App made it.
+func (a *App) Connect(url string) error {
+	rdb, err := Dial(url)
+	if err != nil {
+		return err
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	old := a.broker.Swap(broker.New(rdb, a.Broker().Namespace()))
+	if a.own {
+		_ = old.Client().Close()
+	}
+	a.own = true
+	return nil
+}
+
+// Close closes the client if the App made it.
+func (a *App) Close() error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if !a.own {
+		return nil
+	}
+	if err := a.Broker().Client().Close(); err != nil && !errors.Is(err, redis.ErrClosed) {
+		return err
+	}
+	return nil
+}
+
+// Unwrap returns the core of a *rediq.App; package rediq sets it at init so that
+// package worker can reach the core without it being part of rediq's API.
+var Unwrap func(app any) *App
+
+// AddTask registers def; it reports false if the name is taken.
+func (a *App) AddTask(def *TaskDef) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if _, dup := a.tasks[def.Name]; dup {
+		return false
+	}
+	a.tasks[def.Name] = def
+	return true
+}
+
+// Task returns the registered task called name.
+func (a *App) Task(name string) (*TaskDef, bool) {
+	a.mu.RLock()
+	defer a.mu.RUnlock()
+	d, ok := a.tasks[name]
+	return d, ok
+}
+
+// TaskNames lists the registered task names.
+func (a *App) TaskNames() []string {
+	a.mu.RLock()
+	defer a.mu.RUnlock()
+	names := make([]string, 0, len(a.tasks))
+	for n := range a.tasks {
+		names = append(names, n)
+	}
+	return names
+}
+
+// AddHook appends a hook for e.
+func (a *App) AddHook(e Event, h Hook) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.hooks[e] = append(a.hooks[e], h)
+}
+
+// Hooks returns the hooks registered for e.
+func (a *App) Hooks(e Event) []Hook {
+	a.mu.RLock()
+	defer a.mu.RUnlock()
+	return a.hooks[e]
+}
+
+// State is what the context accessors read: the current task (ID empty in worker
+// hooks) and the worker's executor.
+type State struct {
+	ID         string
+	Name       string
+	Queue      string
+	Priority   int
+	Args       []byte
+	EnqueuedAt time.Time
+	Worker     string
+	MaxRetries int
+	Timeout    time.Duration
+	Retried    int
+
+	Result    any
+	HasResult bool
+	Err       error
+
+	Exec *executor.Pool
+	Log  *zap.Logger // the worker's logger; Logger adds the task's fields
+
+	logOnce sync.Once
+	taskLog *zap.Logger
+}
+
+// Logger returns a logger carrying the task's fields, built on first use.
+func (s *State) Logger() *zap.Logger {
+	s.logOnce.Do(func() {
+		s.taskLog = s.Log
+		if s.ID != "" {
+			s.taskLog = s.Log.With(zap.String("task_id", s.ID), zap.String("task", s.Name),
+				zap.String("queue", s.Queue), zap.Int("retried", s.Retried))
+		}
+	})
+	return s.taskLog
+}
+
+type stateKey struct{}
+
+// WithState returns ctx carrying s.
+func WithState(ctx context.Context, s *State) context.Context {
+	return context.WithValue(ctx, stateKey{}, s)
+}
+
+// StateFrom returns the state ctx carries, or nil.
+func StateFrom(ctx context.Context) *State {
+	s, _ := ctx.Value(stateKey{}).(*State)
+	return s
+}

@@ -1,0 +1,89 @@
+package rediq
+
+import (
+	"fmt"
+	"os"
+
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+
+	"github.com/rediq/rediq/internal/broker"
+	"github.com/rediq/rediq/internal/core"
+)
+
+// DefaultRedisURL is used when neither Config.RedisURL nor REDIQ_REDIS_URL is set.
+const DefaultRedisURL = "redis://127.0.0.1:6379/0"
+
+// DefaultNamespace prefixes every key when Config.Namespace is empty.
+const DefaultNamespace = "rediq"
+
+// Config configures an App. The zero value is usable: it connects to
+// $REDIQ_REDIS_URL or DefaultRedisURL.
+type Config struct {
+	// RedisURL is a redis:// or rediss:// (TLS) URL, with user, password and
+	// database number as redis-cli takes them. Default: $REDIQ_REDIS_URL, then
+	// DefaultRedisURL. Ignored when Redis is set.
+	RedisURL string
+	// Redis is a client of the caller's: a *redis.Client, *redis.ClusterClient or
+	// a Sentinel failover client. rediq uses it as is and never closes it.
+	Redis redis.UniversalClient
+	// Namespace prefixes every key, so that several apps share one Redis.
+	// Default: DefaultNamespace.
+	Namespace string
+	// Logger receives the library's logs. Default: a no-op logger.
+	Logger *zap.Logger
+}
+
+// App is the registry of tasks and hooks and the connection to Redis. Producers
+// use it to enqueue; package worker runs its tasks. It is safe for concurrent use.
+type App struct {
+	core *core.App
+}
+
+func init() {
+	core.Unwrap = func(app any) *core.App { return app.(*App).core }
+}
+
+// New returns an App. It does not connect until first used.
+func New(cfg Config) (*App, error) {
+	if cfg.Namespace == "" {
+		cfg.Namespace = DefaultNamespace
+	}
+	if err := broker.ValidateQueueName(cfg.Namespace); err != nil {
+		return nil, fmt.Errorf("rediq: namespace: %w", err)
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = zap.NewNop()
+	}
+	rdb, own := cfg.Redis, false
+	if rdb == nil {
+		url := cfg.RedisURL
+		if url == "" {
+			url = os.Getenv("REDIQ_REDIS_URL")
+		}
+		if url == "" {
+			url = DefaultRedisURL
+		}
+		var err error
+		if rdb, err = core.Dial(url); err != nil {
+			return nil, fmt.Errorf("rediq: redis url: %w", err)
+		}
+		own = true
+	}
+	return &App{core: core.NewApp(rdb, own, cfg.Namespace, cfg.Logger)}, nil
+}
+
+// Redis returns the client the App uses.
+func (a *App) Redis() redis.UniversalClient { return a.core.Broker().Client() }
+
+// Namespace returns the key prefix.
+func (a *App) Namespace() string { return a.core.Broker().Namespace() }
+
+// Close closes the Redis client if the App created it; a client passed in
+// Config.Redis is left open.
+func (a *App) Close() error {
+	if err := a.core.Close(); err != nil {
+		return fmt.Errorf("rediq: close: %w", err)
+	}
+	return nil
+}

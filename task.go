@@ -1,0 +1,308 @@
+package rediq
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/vmihailenco/msgpack/v5"
+
+	"github.com/rediq/rediq/internal/backoff"
+	"github.com/rediq/rediq/internal/broker"
+	"github.com/rediq/rediq/internal/codec"
+	"github.com/rediq/rediq/internal/core"
+)
+
+// Defaults of a registered task.
+const (
+	DefaultQueue   = "default"
+	DefaultRetries = 3
+	DefaultTimeout = 30 * time.Minute
+)
+
+// Priority bounds. Lower runs first; the default is 0.
+const (
+	MinPriority = broker.MinPriority
+	MaxPriority = broker.MaxPriority
+)
+
+// TaskID identifies one enqueued task: 20 characters that sort by enqueue time.
+type TaskID string
+
+// TaskInfo describes the task a handler or hook is running for.
+type TaskInfo struct {
+	ID         TaskID
+	Name       string
+	Queue      string
+	Priority   int
+	Args       []byte // the arguments as msgpack
+	EnqueuedAt time.Time
+	Worker     string // the name of the worker running it
+	MaxRetries int
+	Timeout    time.Duration
+}
+
+// Task is a registered task function: the handle producers enqueue with.
+type Task[A, R any] struct {
+	app *App
+	def *core.TaskDef
+}
+
+// Name returns the task's registered name.
+func (t *Task[A, R]) Name() string { return t.def.Name }
+
+// Register registers fn as the task called name and returns its handle. fn runs
+// on a worker with the decoded arguments; its result is available to
+// AfterTaskSuccess hooks. Arguments are encoded with msgpack (struct fields by
+// name, or by `msgpack:"..."` tags).
+//
+// Defaults: queue DefaultQueue, priority 0, DefaultRetries retries, DefaultTimeout,
+// exponential backoff with jitter (1s, 2s, 4s, … capped at 10 minutes).
+//
+// Register panics if name is empty or already registered on app, or if an option
+// is invalid: these are programming errors, found at start-up like a duplicate
+// http.Handle pattern.
+func Register[A, R any](app *App, name string, fn func(context.Context, A) (R, error), opts ...TaskOption) *Task[A, R] {
+	if name == "" {
+		panic("rediq: Register: empty task name")
+	}
+	if fn == nil {
+		panic(fmt.Sprintf("rediq: Register %q: nil function", name))
+	}
+	o := taskOptions{queue: DefaultQueue, retries: DefaultRetries, timeout: DefaultTimeout, backoff: backoff.Exponential}
+	for _, opt := range opts {
+		opt.applyTask(&o)
+	}
+	if o.err != nil {
+		panic(fmt.Sprintf("rediq: Register %q: %v", name, o.err))
+	}
+	def := &core.TaskDef{
+		Name: name, Queue: o.queue, Priority: o.priority, Retries: o.retries, Timeout: o.timeout, Backoff: o.backoff,
+		Run: func(ctx context.Context, raw []byte) (any, error) {
+			var args A
+			if err := msgpack.Unmarshal(raw, &args); err != nil {
+				return nil, SkipRetry(fmt.Errorf("decode arguments: %w", err))
+			}
+			return fn(ctx, args)
+		},
+	}
+	if !app.core.AddTask(def) {
+		panic(fmt.Sprintf("rediq: Register: task %q is already registered", name))
+	}
+	return &Task[A, R]{app: app, def: def}
+}
+
+// Enqueue adds one task to its queue and returns its id. The arguments are
+// encoded before anything is written: an error there (an *EncodeError), or a ctx
+// already done, leaves Redis untouched.
+func (t *Task[A, R]) Enqueue(ctx context.Context, args A, opts ...EnqueueOption) (TaskID, error) {
+	if err := ctx.Err(); err != nil {
+		return "", err
+	}
+	o, err := t.enqueueOptions(opts)
+	if err != nil {
+		return "", err
+	}
+	id, body, err := t.encode(args, o, time.Now())
+	if err != nil {
+		return "", err
+	}
+	b := t.app.core.Broker()
+	q := b.Queue(o.queue)
+	if o.delay > 0 {
+		err = b.Enqueue(ctx, q, []broker.Message{{Slot: broker.Slot(o.priority), Delay: o.delay, Body: body}})
+	} else {
+		err = b.Enqueue1(ctx, q, broker.Slot(o.priority), body)
+	}
+	if err != nil {
+		return "", fmt.Errorf("rediq: %w", err)
+	}
+	return id, nil
+}
+
+// EnqueueMany adds one task per element of args with the same options, in one
+// round trip, and returns their ids in order. Either every argument encodes and
+// the whole batch is sent, or nothing is written.
+func (t *Task[A, R]) EnqueueMany(ctx context.Context, args []A, opts ...EnqueueOption) ([]TaskID, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if len(args) == 0 {
+		return nil, nil
+	}
+	o, err := t.enqueueOptions(opts)
+	if err != nil {
+		return nil, err
+	}
+	ids := make([]TaskID, len(args))
+	msgs := make([]broker.Message, len(args))
+	now := time.Now()
+	slot := broker.Slot(o.priority)
+	for i := range args {
+		id, body, err := t.encode(args[i], o, now)
+		if err != nil {
+			return nil, err
+		}
+		ids[i] = id
+		msgs[i] = broker.Message{Slot: slot, Delay: o.delay, Body: body}
+	}
+	b := t.app.core.Broker()
+	if err := b.Enqueue(ctx, b.Queue(o.queue), msgs); err != nil {
+		return nil, fmt.Errorf("rediq: %w", err)
+	}
+	return ids, nil
+}
+
+func (t *Task[A, R]) enqueueOptions(opts []EnqueueOption) (*enqueueOptions, error) {
+	o := enqueueOptions{taskOptions: taskOptions{queue: t.def.Queue, priority: t.def.Priority, retries: -1}}
+	for _, opt := range opts {
+		opt.applyEnqueue(&o)
+	}
+	if o.err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrInvalidOption, o.err)
+	}
+	if !o.at.IsZero() {
+		o.delay = time.Until(o.at)
+	}
+	return &o, nil
+}
+
+var encoders = sync.Pool{New: func() any {
+	e := &argsEncoder{}
+	e.enc = msgpack.NewEncoder(&e.buf)
+	e.enc.UseCompactInts(true)
+	e.enc.UseCompactFloats(true)
+	return e
+}}
+
+type argsEncoder struct {
+	buf bytes.Buffer
+	enc *msgpack.Encoder
+}
+
+func (t *Task[A, R]) encode(args A, o *enqueueOptions, now time.Time) (TaskID, []byte, error) {
+	e := encoders.Get().(*argsEncoder)
+	defer encoders.Put(e)
+	e.buf.Reset()
+	if err := e.enc.Encode(args); err != nil {
+		return "", nil, &EncodeError{Task: t.def.Name, Err: err}
+	}
+	env := codec.Envelope{
+		ID: codec.NewID(now), Name: t.def.Name, Args: e.buf.Bytes(), EnqueuedAt: now.UnixMilli(),
+		Priority: o.priority, MaxRetries: o.retries, TimeoutMs: o.timeout.Milliseconds(),
+	}
+	return TaskID(env.ID), codec.Encode(&env), nil
+}
+
+// TaskOption configures Register.
+type TaskOption interface{ applyTask(*taskOptions) }
+
+// EnqueueOption configures one Enqueue or EnqueueMany call.
+type EnqueueOption interface{ applyEnqueue(*enqueueOptions) }
+
+// Option works both at registration (the task's default) and per call (an override).
+type Option interface {
+	TaskOption
+	EnqueueOption
+}
+
+type taskOptions struct {
+	queue    string
+	priority int
+	retries  int // per call: -1 keeps the task's default
+	timeout  time.Duration
+	backoff  func(int) time.Duration
+	err      error
+}
+
+type enqueueOptions struct {
+	taskOptions
+	delay time.Duration
+	at    time.Time
+}
+
+type option func(*taskOptions)
+
+func (f option) applyTask(o *taskOptions)       { f(o) }
+func (f option) applyEnqueue(o *enqueueOptions) { f(&o.taskOptions) }
+
+type enqueueOnly func(*enqueueOptions)
+
+func (f enqueueOnly) applyEnqueue(o *enqueueOptions) { f(o) }
+
+type taskOnly func(*taskOptions)
+
+func (f taskOnly) applyTask(o *taskOptions) { f(o) }
+
+func (o *taskOptions) fail(format string, args ...any) {
+	if o.err == nil {
+		o.err = fmt.Errorf(format, args...)
+	}
+}
+
+// Queue sets the queue (default "default"). A name is at most 200 bytes without
+// '{', '}', ':', spaces or line breaks.
+func Queue(name string) Option {
+	return option(func(o *taskOptions) {
+		if err := broker.ValidateQueueName(name); err != nil {
+			o.fail("%v", err)
+		}
+		o.queue = name
+	})
+}
+
+// Priority sets the priority, from MinPriority to MaxPriority; lower runs first,
+// and tasks of equal priority run in enqueue order. Default 0.
+func Priority(p int) Option {
+	return option(func(o *taskOptions) {
+		if p < MinPriority || p > MaxPriority {
+			o.fail("priority %d is outside [%d, %d]", p, MinPriority, MaxPriority)
+		}
+		o.priority = p
+	})
+}
+
+// Retries sets how many times a failed task is retried (0: never). Default 3.
+func Retries(n int) Option {
+	return option(func(o *taskOptions) {
+		if n < 0 {
+			o.fail("retries %d is negative", n)
+		}
+		o.retries = n
+	})
+}
+
+// Timeout bounds each attempt: the handler's context is cancelled when it
+// passes and the attempt counts as failed. Default DefaultTimeout.
+func Timeout(d time.Duration) Option {
+	return option(func(o *taskOptions) {
+		if d < time.Millisecond {
+			o.fail("timeout %s is under a millisecond", d)
+		}
+		o.timeout = d
+	})
+}
+
+// Backoff sets the delay before retry number retried+1 (retried counts the
+// failed attempts so far, from 0).
+func Backoff(f func(retried int) time.Duration) TaskOption {
+	return taskOnly(func(o *taskOptions) {
+		if f == nil {
+			o.fail("nil backoff")
+		}
+		o.backoff = f
+	})
+}
+
+// Delay makes the task due d from now (by the Redis server's clock) instead of
+// at once.
+func Delay(d time.Duration) EnqueueOption {
+	return enqueueOnly(func(o *enqueueOptions) { o.delay = d })
+}
+
+// ProcessAt makes the task due at t.
+func ProcessAt(t time.Time) EnqueueOption {
+	return enqueueOnly(func(o *enqueueOptions) { o.at = t })
+}

@@ -1,0 +1,54 @@
+package worker_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strconv"
+	"time"
+
+	"github.com/rediq/rediq"
+	"github.com/rediq/rediq/worker"
+)
+
+// childMain runs in a child process started by a test (the test binary run
+// again with REDIQ_TEST_CHILD set), so that the test can kill it or signal it.
+func childMain(mode string) int {
+	app, err := rediq.New(rediq.Config{RedisURL: os.Getenv("REDIQ_TEST_URL"), Namespace: os.Getenv("REDIQ_TEST_NS")})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 3
+	}
+	switch mode {
+	case "hold": // take tasks and never finish them: the parent SIGKILLs us
+		rediq.Register(app, "job", func(ctx context.Context, _ int) (int, error) {
+			<-ctx.Done()
+			return 0, ctx.Err()
+		})
+		ttl, _ := time.ParseDuration(os.Getenv("REDIQ_TEST_LEASE_TTL"))
+		w, err := worker.New(app, worker.Config{Concurrency: 50, Prefetch: 100, LeaseTTL: ttl})
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 3
+		}
+		_ = w.Run(context.Background())
+		return 4 // unreachable unless Run fails
+	case "main": // the worker command line, stopped by the parent's SIGINT
+		rediq.Register(app, "job", func(ctx context.Context, n int) (int, error) {
+			select {
+			case <-time.After(200 * time.Millisecond):
+			case <-ctx.Done():
+				return 0, ctx.Err()
+			}
+			info, _ := rediq.CurrentTask(ctx)
+			if err := app.Redis().SAdd(ctx, os.Getenv("REDIQ_TEST_NS")+":done", string(info.ID)).Err(); err != nil {
+				return 0, err
+			}
+			return n, nil
+		})
+		worker.Main(app)
+		return 5 // Main exits
+	}
+	fmt.Fprintln(os.Stderr, "unknown child mode", strconv.Quote(mode))
+	return 3
+}

@@ -1,0 +1,256 @@
+// Package worker runs the tasks of a rediq.App: it fetches from the App's queues
+// without polling, runs handlers with bounded concurrency, settles their outcomes
+// in coalesced round trips and keeps leases alive so that a worker that dies loses
+// nothing. Main gives an application binary the worker's command line.
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/rediq/rediq"
+	"github.com/rediq/rediq/internal/broker"
+	"github.com/rediq/rediq/internal/codec"
+	"github.com/rediq/rediq/internal/core"
+	"github.com/rediq/rediq/internal/executor"
+)
+
+// Config configures a Worker. Zero fields take the defaults in their comments.
+type Config struct {
+	// Queues to serve besides "default" (see SkipDefaultQueue), in order.
+	Queues []string
+	// SkipDefaultQueue leaves the "default" queue out.
+	SkipDefaultQueue bool
+	// Weights gives queues a share of the fetched tasks relative to the others'
+	// (default 1 each: fair sharing). Ignored with StrictPriority.
+	Weights map[string]int
+	// StrictPriority serves the queues in order: a later queue only gets tasks
+	// while every earlier one is empty.
+	StrictPriority bool
+	// Name identifies the worker in logs and in TaskInfo.Worker. Default host:pid.
+	Name string
+	// Concurrency is how many handlers run at once. Default 10.
+	Concurrency int
+	// Prefetch is how many fetched tasks may wait for a free handler, beyond
+	// those running. Default: Concurrency.
+	Prefetch int
+	// ExecutorPoolSize bounds rediq.RunInExecutor. Default: GOMAXPROCS.
+	ExecutorPoolSize int
+	// ShutdownTimeout is how long a stopping worker lets running and prefetched
+	// tasks finish before it cancels them. Default 30s.
+	ShutdownTimeout time.Duration
+	// LeaseTTL is how long a worker's tasks stay leased to it without a
+	// heartbeat: a worker that dies has its tasks run elsewhere within LeaseTTL
+	// (plus a few ms). Heartbeats go every LeaseTTL/3. Default 15s.
+	LeaseTTL time.Duration
+	// MaxRecoveries is how many times a task may be taken back from a worker that
+	// died holding it before it goes to the dead set as poison. Default 3.
+	MaxRecoveries int
+	// DeadMaxAge and DeadMaxLen bound each queue's dead set. Default 30 days and
+	// 10,000 tasks.
+	DeadMaxAge time.Duration
+	DeadMaxLen int
+	// Logger for the worker. Default: the App's logger.
+	Logger *zap.Logger
+}
+
+// Defaults of Config.
+const (
+	DefaultConcurrency     = 10
+	DefaultShutdownTimeout = 30 * time.Second
+	DefaultLeaseTTL        = 15 * time.Second
+	DefaultMaxRecoveries   = 3
+	DefaultDeadMaxAge      = 30 * 24 * time.Hour
+	DefaultDeadMaxLen      = 10000
+)
+
+// Worker runs tasks. Create it with New, run it with Run.
+type Worker struct {
+	app *core.App
+	b   *broker.Broker
+	cfg Config
+	log *zap.Logger
+
+	queues   []*queue
+	byChan   map[string]*queue
+	session  string
+	capacity int64
+	held     atomic.Int64 // tasks fetched and not yet settled
+	tokens   atomic.Uint64
+	exec     *executor.Pool
+	keep     broker.DeadRetention
+
+	kick    chan struct{} // wakes the fetcher
+	jobs    chan *job     // prefetch buffer
+	settler settler
+
+	started atomic.Bool
+	stopReq chan context.Context // Shutdown hands its context to Run
+	done    chan struct{}        // closed when Run returns
+	runErr  error
+
+	forced    chan struct{} // closed: skip the rest of the drain
+	forceOnce sync.Once
+	abort     chan struct{} // closed: runners start nothing more
+	leftMu    sync.Mutex
+	leftover  []*job       // jobs runners declined after abort
+	active    atomic.Int64 // handlers running now
+	hooks     [core.NumEvents][]core.Hook
+	runCtx    context.Context // parent of every task's context; cancelled to abort
+}
+
+type queue struct {
+	*broker.Queue
+	weight  int
+	ready   atomic.Bool  // may have pending tasks: fetch from it
+	nextDue atomic.Int64 // Unix ms of its earliest scheduled task, 0 if none
+	gen     atomic.Pointer[generation]
+}
+
+// generation is a lease epoch of one queue: when a session's lease on the queue
+// is lost, the tasks it held are run elsewhere, so their contexts are cancelled.
+type generation struct {
+	ctx    context.Context
+	cancel context.CancelFunc
+}
+
+// New checks cfg and returns a worker for app.
+func New(app *rediq.App, cfg Config) (*Worker, error) {
+	c := core.Unwrap(app)
+	if cfg.Concurrency == 0 {
+		cfg.Concurrency = DefaultConcurrency
+	}
+	if cfg.Prefetch == 0 {
+		cfg.Prefetch = cfg.Concurrency
+	}
+	if cfg.ExecutorPoolSize == 0 {
+		cfg.ExecutorPoolSize = runtime.GOMAXPROCS(0)
+	}
+	if cfg.ShutdownTimeout == 0 {
+		cfg.ShutdownTimeout = DefaultShutdownTimeout
+	}
+	if cfg.LeaseTTL == 0 {
+		cfg.LeaseTTL = DefaultLeaseTTL
+	}
+	if cfg.MaxRecoveries == 0 {
+		cfg.MaxRecoveries = DefaultMaxRecoveries
+	}
+	if cfg.DeadMaxAge == 0 {
+		cfg.DeadMaxAge = DefaultDeadMaxAge
+	}
+	if cfg.DeadMaxLen == 0 {
+		cfg.DeadMaxLen = DefaultDeadMaxLen
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = c.Log
+	}
+	if cfg.Name == "" {
+		host, _ := os.Hostname()
+		cfg.Name = fmt.Sprintf("%s:%d", host, os.Getpid())
+	}
+	switch {
+	case cfg.Concurrency < 0 || cfg.Prefetch < 0 || cfg.ExecutorPoolSize < 0:
+		return nil, errors.New("worker: concurrency, prefetch and executor pool size must be positive")
+	case cfg.LeaseTTL < 30*time.Millisecond:
+		return nil, fmt.Errorf("worker: lease TTL %s is under 30ms", cfg.LeaseTTL)
+	case cfg.ShutdownTimeout < 0 || cfg.MaxRecoveries < 0 || cfg.DeadMaxAge < 0 || cfg.DeadMaxLen < 0:
+		return nil, errors.New("worker: durations and limits must not be negative")
+	}
+	names := append([]string(nil), cfg.Queues...)
+	if !cfg.SkipDefaultQueue {
+		names = append(names, rediq.DefaultQueue)
+	}
+	w := &Worker{
+		app: c, b: c.Broker(), cfg: cfg, log: cfg.Logger.With(zap.String("worker", cfg.Name)),
+		byChan:   map[string]*queue{},
+		capacity: int64(cfg.Concurrency + cfg.Prefetch),
+		keep:     broker.DeadRetention{MaxAge: cfg.DeadMaxAge, MaxLen: cfg.DeadMaxLen},
+		kick:     make(chan struct{}, 1),
+		stopReq:  make(chan context.Context, 1),
+		done:     make(chan struct{}),
+		abort:    make(chan struct{}),
+		forced:   make(chan struct{}),
+	}
+	seen := map[string]bool{}
+	for _, n := range names {
+		if seen[n] {
+			continue
+		}
+		seen[n] = true
+		if err := broker.ValidateQueueName(n); err != nil {
+			return nil, fmt.Errorf("worker: %w", err)
+		}
+		weight := 1
+		if wt, ok := cfg.Weights[n]; ok {
+			if wt < 1 {
+				return nil, fmt.Errorf("worker: weight of queue %q must be at least 1", n)
+			}
+			weight = wt
+		}
+		q := &queue{Queue: c.Broker().Queue(n), weight: weight}
+		w.queues = append(w.queues, q)
+		w.byChan[q.Channel] = q
+	}
+	for n := range cfg.Weights {
+		if !seen[n] {
+			return nil, fmt.Errorf("worker: weight given for queue %q, which the worker does not serve", n)
+		}
+	}
+	if len(w.queues) == 0 {
+		return nil, errors.New("worker: no queues to serve (SkipDefaultQueue with no Queues)")
+	}
+	w.session = cfg.Name + "/" + codec.NewID(time.Now())[12:]
+	w.jobs = make(chan *job, w.capacity)
+	w.settler.init(w)
+	return w, nil
+}
+
+// Name returns the worker's name.
+func (w *Worker) Name() string { return w.cfg.Name }
+
+// Run starts the worker and blocks until it has stopped: when ctx ends it stops
+// fetching and drains within Config.ShutdownTimeout (see Shutdown for a drain
+// bounded by a context of your own). It returns the BeforeWorkerStartup hooks'
+// error if one fails, else nil after a complete drain, or an error describing
+// what could not be drained. A Worker runs once.
+func (w *Worker) Run(ctx context.Context) error {
+	if !w.started.CompareAndSwap(false, true) {
+		return errors.New("worker: Run called twice")
+	}
+	defer close(w.done)
+	w.runErr = w.run(ctx)
+	return w.runErr
+}
+
+// Shutdown stops a running worker like http.Server.Shutdown: it stops fetching,
+// lets running and prefetched tasks finish until ctx ends, then cancels what is
+// still running and returns what never started to its queue. It waits for Run to
+// return, and returns ctx.Err() if ctx ended before the drain was complete.
+// Calling it again, or with a context already done (to skip the wait), is safe.
+func (w *Worker) Shutdown(ctx context.Context) error {
+	if !w.started.Load() {
+		return errors.New("worker: not running")
+	}
+	select {
+	case w.stopReq <- ctx:
+	default: // a stop is already under way
+	}
+	select {
+	case <-w.done:
+		return nil
+	case <-ctx.Done():
+		w.force()
+		<-w.done
+		return ctx.Err()
+	}
+}
+
+func (w *Worker) force() { w.forceOnce.Do(func() { close(w.forced) }) }
