@@ -34,9 +34,10 @@ func childMain(mode string) int {
 		_ = w.Run(context.Background())
 		return 4 // unreachable unless Run fails
 	case "main": // the worker command line, stopped by the parent's SIGINT
+		jobTime, _ := time.ParseDuration(os.Getenv("REDIQ_TEST_JOB_TIME"))
 		rediq.Register(app, "job", func(ctx context.Context, n int) (int, error) {
 			select {
-			case <-time.After(200 * time.Millisecond):
+			case <-time.After(jobTime):
 			case <-ctx.Done():
 				return 0, ctx.Err()
 			}

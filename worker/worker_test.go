@@ -472,3 +472,35 @@ func TestNewRejectsBadConfig(t *testing.T) {
 		}
 	}
 }
+
+// A task that keeps killing its workers goes to dead as poison instead of
+// looping forever.
+func TestPoisonTaskGoesToDead(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ran := newRecorder[int]()
+	task := rediq.Register(e.app, "p", func(ctx context.Context, n int) (int, error) {
+		ran.add(n)
+		return n, nil
+	})
+	ctx := context.Background()
+	if _, err := task.EnqueueMany(ctx, []int{1, 2}); err != nil {
+		t.Fatal(err)
+	}
+	q := e.queue("default")
+	members := e.rdb.ZRange(ctx, q.Pending, 0, -1).Val()
+	// As if the first had been reclaimed from 4 dead workers, the second from 3.
+	e.rdb.HSet(ctx, q.Recovered, members[0], 4, members[1], 3)
+	e.start(e.app, worker.Config{MaxRecoveries: 3})
+	ran.wait(t, 1, 10*time.Second)
+	testredis.WaitFor(t, 10*time.Second, "the poison task in dead", func() bool { return e.count(q.Dead) == 1 })
+	if d := e.dead("default")[0]; !strings.Contains(d.Error, "poison") {
+		t.Fatalf("dead reason %q", d.Error)
+	}
+	if got := ran.get(); !slices.Equal(got, []int{2}) {
+		t.Fatalf("ran %v, want only the task under the limit", got)
+	}
+	testredis.WaitFor(t, 5*time.Second, "recovery counts to clear", func() bool {
+		return e.rdb.Exists(ctx, q.Recovered).Val() == 0
+	})
+}

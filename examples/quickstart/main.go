@@ -139,6 +139,7 @@ func run() error {
 		return err
 	}
 	runCtx, stop := context.WithCancel(ctx)
+	defer stop()
 	errc := make(chan error, 1)
 	go func() { errc <- w.Run(runCtx) }()
 	select {
