@@ -58,7 +58,7 @@ type options struct {
 	cfg       Config
 }
 
-func parseFlags(prog string, args []string, stderr io.Writer) (*options, error) {
+func parseFlags(prog string, args []string, stderr io.Writer, getenv func(string) (string, bool)) (*options, error) {
 	o := &options{}
 	fs := pflag.NewFlagSet(prog, pflag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -87,15 +87,18 @@ func parseFlags(prog string, args []string, stderr io.Writer) (*options, error) 
 	fs.StringVar(&o.logLevel, "log-level", "info", help("log-level", "debug, info, warn or error"))
 	fs.StringVar(&o.logFile, "log-file", "", help("log-file", "append logs to this file instead of stderr"))
 	fs.StringVar(&o.logFormat, "log-format", "console", help("log-format", "json or console"))
+	// The environment sets defaults; the command line overrides them. The queue
+	// list is kept apart so that --queue replaces it rather than adding to it.
+	var envQueues []string
 	for _, fe := range flagEnv {
-		v, ok := os.LookupEnv(fe[1])
+		v, ok := getenv(fe[1])
 		if !ok || v == "" {
 			continue
 		}
 		if fe[0] == "queue" {
 			for _, q := range strings.Split(v, ",") {
 				if q = strings.TrimSpace(q); q != "" {
-					_ = fs.Set("queue", q)
+					envQueues = append(envQueues, q)
 				}
 			}
 			continue
@@ -104,9 +107,6 @@ func parseFlags(prog string, args []string, stderr io.Writer) (*options, error) 
 			return nil, fmt.Errorf("$%s: %w", fe[1], err)
 		}
 	}
-	// The environment filled the queue list; the command line replaces it.
-	envQueues := o.queues
-	o.queues = nil
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -159,7 +159,7 @@ func newLogger(level, file, format string) (*zap.Logger, error) {
 }
 
 func main(app *rediq.App, prog string, args []string, stderr io.Writer) int {
-	o, err := parseFlags(prog, args, stderr)
+	o, err := parseFlags(prog, args, stderr, os.LookupEnv)
 	if errors.Is(err, pflag.ErrHelp) {
 		return 0
 	}

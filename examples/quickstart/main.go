@@ -39,7 +39,7 @@ func main() {
 	}
 }
 
-func run() error {
+func run() (err error) {
 	url := os.Getenv("REDIQ_REDIS_URL")
 	if url == "" {
 		mr, err := miniredis.Run()
@@ -50,13 +50,22 @@ func run() error {
 		url = "redis://" + mr.Addr()
 		fmt.Println("no REDIQ_REDIS_URL: using an embedded miniredis at", mr.Addr())
 	}
-	// A namespace of its own, so a shared Redis is left as it was found.
+	// A namespace of its own, deleted at the end, so a shared Redis is left as
+	// it was found.
 	ns := fmt.Sprintf("quickstart%d", time.Now().UnixNano())
 	app, err := rediq.New(rediq.Config{RedisURL: url, Namespace: ns})
 	if err != nil {
 		return err
 	}
 	defer app.Close()
+	ctx := context.Background()
+	// Runs before app.Close, and after the worker has stopped: every return
+	// below that follows its start waits for it.
+	defer func() {
+		if cerr := deleteNamespace(ctx, app); cerr != nil {
+			err = errors.Join(err, cerr)
+		}
+	}()
 
 	var (
 		mu       sync.Mutex
@@ -117,7 +126,6 @@ func run() error {
 		return nil
 	})
 
-	ctx := context.Background()
 	ids, err := resize.EnqueueMany(ctx, []ResizeArgs{{"cat.jpg", 128}, {"dog.jpg", 256}})
 	if err != nil {
 		return err
@@ -148,6 +156,7 @@ func run() error {
 		return fmt.Errorf("worker stopped early: %v", err)
 	case <-time.After(30 * time.Second):
 		stop()
+		<-errc
 		return errors.New("tasks did not finish within 30s")
 	}
 	stop()
@@ -156,4 +165,24 @@ func run() error {
 	}
 	fmt.Println("done")
 	return nil
+}
+
+// deleteNamespace deletes every key of app's namespace.
+func deleteNamespace(ctx context.Context, app *rediq.App) error {
+	rdb := app.Redis()
+	var cursor uint64
+	for {
+		keys, next, err := rdb.Scan(ctx, cursor, app.Namespace()+":*", 1000).Result()
+		if err != nil {
+			return fmt.Errorf("clean up: scan: %w", err)
+		}
+		if len(keys) > 0 {
+			if err := rdb.Del(ctx, keys...).Err(); err != nil {
+				return fmt.Errorf("clean up: del: %w", err)
+			}
+		}
+		if cursor = next; cursor == 0 {
+			return nil
+		}
+	}
 }

@@ -184,11 +184,10 @@ func (t *batch) exec(ctx context.Context) error {
 	if t.pipe.Len() == 0 {
 		return nil
 	}
-	_, err := t.pipe.Exec(ctx)
-	if err == nil || errors.Is(err, redis.Nil) {
+	cmds, err := t.pipe.Exec(ctx)
+	if err == nil {
 		return nil
 	}
-	var first error
 	for _, c := range t.calls {
 		if redis.HasErrorPrefix(c.cmd.Err(), "NOSCRIPT") {
 			v, rerr := c.script.Eval(ctx, t.b.rdb, c.keys, c.args...).Result()
@@ -196,18 +195,12 @@ func (t *batch) exec(ctx context.Context) error {
 			c.cmd.SetErr(rerr)
 		}
 	}
-	for _, c := range t.pipe.Cmds() { // Cmds after Exec still lists what ran
-		if e := c.Err(); e != nil && !errors.Is(e, redis.Nil) && !redis.HasErrorPrefix(e, "NOSCRIPT") {
-			first = e
-			break
+	for _, c := range cmds {
+		if e := c.Err(); e != nil && !errors.Is(e, redis.Nil) {
+			return e
 		}
 	}
-	for _, c := range t.calls {
-		if e := c.cmd.Err(); e != nil && first == nil {
-			first = e
-		}
-	}
-	return first
+	return nil
 }
 
 // run executes one script outside a pipeline (EVALSHA, falling back to EVAL).
@@ -225,30 +218,32 @@ type Message struct {
 // Enqueue adds messages to queue q in one round trip. Messages without a delay go
 // to pending in order; the others to scheduled.
 func (b *Broker) Enqueue(ctx context.Context, q *Queue, msgs []Message) error {
+	// Large batches are split so that no single script blocks Redis for long.
+	const chunk = 1000
+	t := b.newBatch()
+	b.remember(ctx, t.pipe, q)
 	var now, later []any
-	now = append(now, q.Channel)
-	later = append(later, q.Channel, Epoch)
-	for _, m := range msgs {
+	flush := func() {
+		if len(now) > 0 {
+			t.script(ctx, enqueueScript, []string{q.Pending, q.Seq}, append([]any{q.Channel}, now...)...)
+			now = now[:0]
+		}
+		if len(later) > 0 {
+			t.script(ctx, scheduleScript, []string{q.Scheduled}, append([]any{q.Channel, Epoch}, later...)...)
+			later = later[:0]
+		}
+	}
+	for i, m := range msgs {
 		if m.Delay > 0 {
 			later = append(later, m.Delay.Milliseconds(), m.Slot, m.Body)
 		} else {
 			now = append(now, m.Slot, m.Body)
 		}
+		if (i+1)%chunk == 0 {
+			flush()
+		}
 	}
-	t := b.newBatch()
-	b.remember(ctx, t.pipe, q)
-	// Large batches are split so that no single script blocks Redis for long.
-	const chunk = 2000
-	for i := 1; i < len(now); i += chunk {
-		end := min(i+chunk, len(now))
-		args := append([]any{q.Channel}, now[i:end]...)
-		t.script(ctx, enqueueScript, []string{q.Pending, q.Seq}, args...)
-	}
-	for i := 2; i < len(later); i += chunk / 2 * 3 {
-		end := min(i+chunk/2*3, len(later))
-		args := append([]any{q.Channel, Epoch}, later[i:end]...)
-		t.script(ctx, scheduleScript, []string{q.Scheduled}, args...)
-	}
+	flush()
 	if err := t.exec(ctx); err != nil {
 		return fmt.Errorf("enqueue to %q: %w", q.Name, err)
 	}

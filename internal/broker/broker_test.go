@@ -175,3 +175,50 @@ func TestValidateQueueName(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+// Redis forgets scripts on a restart or SCRIPT FLUSH; pipelined EVALSHA calls
+// that get NOSCRIPT did not run, and are run again with their source.
+func TestScriptsSurviveScriptFlush(t *testing.T) {
+	t.Parallel()
+	b, q, rdb := setup(t)
+	ctx := context.Background()
+	msgs := []broker.Message{{Body: []byte("a")}, {Body: []byte("b")}, {Body: []byte("later"), Delay: time.Hour}}
+	for range 2 {
+		if err := rdb.ScriptFlush(ctx).Err(); err != nil {
+			t.Fatal(err)
+		}
+		if err := b.Enqueue(ctx, q, msgs); err != nil {
+			t.Fatal(err)
+		}
+		if err := b.Enqueue1(ctx, q, broker.Slot(0), []byte("c")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if p, s := rdb.ZCard(ctx, q.Pending).Val(), rdb.ZCard(ctx, q.Scheduled).Val(); p != 3 || s != 1 {
+		t.Fatalf("pending %d scheduled %d, want 3 and 1 (members are unique)", p, s)
+	}
+	rdb.ScriptFlush(ctx)
+	if _, err := b.Heartbeat(ctx, "S", time.Minute, true, []*broker.Queue{q}); err != nil {
+		t.Fatal(err)
+	}
+	rdb.ScriptFlush(ctx)
+	got, err := b.Fetch(ctx, "S", time.Minute, []broker.FetchRequest{{Queue: q, N: 10}})
+	if err != nil || len(got[0].Msgs) != 3 {
+		t.Fatalf("fetch after SCRIPT FLUSH = %+v, %v", got, err)
+	}
+	if got[0].NextDue == 0 {
+		t.Fatal("fetch did not report the scheduled message's due time")
+	}
+}
+
+// A pipeline that fails on the network reports it, acks included.
+func TestSettleReportsConnectionErrors(t *testing.T) {
+	t.Parallel()
+	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1", MaxRetries: -1})
+	defer rdb.Close()
+	b := broker.New(rdb, "x")
+	err := b.Settle(context.Background(), keep, []broker.Settlement{{Session: "S", Queue: b.Queue("q"), Token: 1, Outcome: broker.Ack}})
+	if err == nil {
+		t.Fatal("an ack on an unreachable Redis reported success")
+	}
+}

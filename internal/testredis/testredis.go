@@ -71,7 +71,7 @@ func start() (stop func(), err error) {
 	} else if os.Getenv("REDIQ_TEST_REQUIRE_REDIS") == "1" {
 		return nil, errors.New("REDIQ_TEST_REQUIRE_REDIS=1 but redis-server is not installed")
 	} else {
-		fmt.Fprintln(os.Stderr, "testredis: redis-server not found; running on miniredis; tests that need a real server are skipped")
+		fmt.Fprintln(os.Stderr, "testredis: redis-server not found: running on miniredis (an in-process fake); tests that need a real server are skipped and say so (install redis-server, or set REDIQ_TEST_REDIS_URL)")
 	}
 	mr, err := miniredis.Run()
 	if err != nil {

@@ -1,0 +1,115 @@
+// Command rediq inspects and operates a rediq deployment from the shell.
+//
+//	rediq queues [--redis-url URL] [--namespace NS] [--json]
+//	rediq version
+//	rediq help [command]
+//
+// Commands that touch Redis read --redis-url and --namespace, falling back to
+// $REDIQ_REDIS_URL and $REDIQ_NAMESPACE, then to the library's defaults.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/spf13/pflag"
+)
+
+func main() {
+	// go-redis logs failed dials itself; the same error comes back to the command,
+	// which reports it once.
+	redis.SetLogger(quietLogger{})
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "rediq: %v\n", err)
+		var u *usageError
+		if errors.As(err, &u) {
+			os.Exit(2)
+		}
+		os.Exit(1)
+	}
+}
+
+type quietLogger struct{}
+
+func (quietLogger) Printf(context.Context, string, ...any) {}
+
+// command is one subcommand. run gets the arguments after the command's name.
+type command struct {
+	name    string
+	summary string
+	run     func(ctx context.Context, args []string, stdout, stderr io.Writer) error
+}
+
+// commands lists the subcommands in the order usage shows them.
+var commands = []command{
+	{"queues", "list the queues of a namespace with their counts", runQueues},
+	{"version", "print the version of this binary", runVersion},
+}
+
+// usageError is a mistake on the command line; main exits 2 for it, 1 otherwise.
+type usageError struct{ err error }
+
+func (e *usageError) Error() string { return e.err.Error() }
+func (e *usageError) Unwrap() error { return e.err }
+
+func usageErrorf(format string, args ...any) error {
+	return &usageError{fmt.Errorf(format, args...)}
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		printUsage(stdout)
+		return nil
+	}
+	name, rest := args[0], args[1:]
+	switch name {
+	case "help", "-h", "--help":
+		if name == "help" && len(rest) > 0 {
+			if lookup(rest[0]) == nil {
+				return usageErrorf("help: unknown command %q (run \"rediq help\" for the list)", rest[0])
+			}
+			return run(ctx, []string{rest[0], "--help"}, stdout, stderr)
+		}
+		printUsage(stdout)
+		return nil
+	}
+	if strings.HasPrefix(name, "-") {
+		return usageErrorf("flag %s before a command: flags go after it, as in \"rediq queues %s\"", name, name)
+	}
+	c := lookup(name)
+	if c == nil {
+		return usageErrorf("unknown command %q (run \"rediq help\" for the list)", name)
+	}
+	if err := c.run(ctx, rest, stdout, stderr); !errors.Is(err, pflag.ErrHelp) {
+		return err
+	}
+	return nil
+}
+
+func lookup(name string) *command {
+	for i := range commands {
+		if commands[i].name == name {
+			return &commands[i]
+		}
+	}
+	return nil
+}
+
+func printUsage(w io.Writer) {
+	fmt.Fprint(w, "rediq inspects and operates rediq task queues.\n\nUsage:\n  rediq <command> [flags]\n\nCommands:\n")
+	for _, c := range commands {
+		fmt.Fprintf(w, "  %-10s %s\n", c.name, c.summary)
+	}
+	fmt.Fprintf(w, "  %-10s %s\n", "help", "show this list, or a command's flags: rediq help <command>")
+	fmt.Fprint(w, "\nCommands that touch Redis take --redis-url [$REDIQ_REDIS_URL] and --namespace [$REDIQ_NAMESPACE].\n")
+}

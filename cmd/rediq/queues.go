@@ -1,0 +1,75 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"slices"
+	"text/tabwriter"
+)
+
+// queueRow is one queue as --json prints it.
+type queueRow struct {
+	Queue     string `json:"queue"`
+	Pending   int64  `json:"pending"`
+	Scheduled int64  `json:"scheduled"`
+	Active    int64  `json:"active"`
+	Dead      int64  `json:"dead"`
+	Workers   int64  `json:"workers"`
+}
+
+func runQueues(ctx context.Context, args []string, stdout, _ io.Writer) (err error) {
+	fs := newFlagSet("queues", "rediq queues [flags]\n\n"+
+		"Lists every queue recorded in the namespace, by name, with its tasks by state:\n"+
+		"pending (due, waiting for a worker), scheduled (due later, or waiting to be\n"+
+		"retried), active (leased to a worker), dead (out of retries), and the number\n"+
+		"of worker sessions serving it.")
+	var rf redisFlags
+	rf.register(fs)
+	asJSON := fs.Bool("json", false, "print a JSON array of {queue, pending, scheduled, active, dead, workers}")
+	if err := fs.parse(args, stdout); err != nil {
+		return err
+	}
+	app, b, err := rf.open()
+	if err != nil {
+		return fmt.Errorf("queues: %w", err)
+	}
+	defer func() {
+		if cerr := app.Close(); cerr != nil && err == nil {
+			err = fmt.Errorf("queues: %w", cerr)
+		}
+	}()
+
+	ctx, cancel := withTimeout(ctx)
+	defer cancel()
+	names, err := b.Queues(ctx)
+	if err != nil {
+		return fmt.Errorf("queues: %w", redisError(ctx, err))
+	}
+	slices.Sort(names)
+	stats, err := b.Stats(ctx, names)
+	if err != nil {
+		return fmt.Errorf("queues: %w", redisError(ctx, err))
+	}
+	rows := make([]queueRow, len(stats))
+	for i, s := range stats {
+		rows[i] = queueRow{s.Name, s.Pending, s.Scheduled, s.Active, s.Dead, s.Workers}
+	}
+
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(rows)
+	}
+	if len(rows) == 0 {
+		_, err := fmt.Fprintf(stdout, "No queues are recorded in namespace %q.\n", b.Namespace())
+		return err
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "QUEUE\tPENDING\tSCHEDULED\tACTIVE\tDEAD\tWORKERS")
+	for _, r := range rows {
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\n", r.Queue, r.Pending, r.Scheduled, r.Active, r.Dead, r.Workers)
+	}
+	return tw.Flush()
+}
