@@ -3,7 +3,6 @@ package worker
 import (
 	"context"
 	"errors"
-	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -159,21 +158,27 @@ func (w *Worker) markAllReady() {
 	w.wake()
 }
 
-// subscriber turns wake-channel messages into ready queues. After a reconnect
-// (go-redis resubscribes by itself) messages may have been missed, so every queue
-// is made ready.
-func (w *Worker) subscriber(ctx context.Context, ps *redis.PubSub, closed *atomic.Bool) {
+// subscriber turns wake-channel messages into ready queues until stop is
+// closed. After a reconnect (go-redis resubscribes by itself) messages may have
+// been missed, so every queue is made ready.
+func (w *Worker) subscriber(ctx context.Context, ps *redis.PubSub, stop <-chan struct{}) {
 	failures := 0
 	for {
 		msg, err := ps.Receive(ctx)
-		if closed.Load() {
+		select {
+		case <-stop:
 			return
+		default:
 		}
 		if err != nil {
 			failures++
 			w.log.Debug("wake channel receive", zap.Error(err))
 			w.markAllReady()
-			time.Sleep(retryDelay(failures))
+			select {
+			case <-stop:
+				return
+			case <-time.After(retryDelay(failures)):
+			}
 			continue
 		}
 		failures = 0

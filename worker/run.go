@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"runtime/debug"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -24,7 +23,7 @@ import (
 // worker runs their tasks).
 const cancelGrace = 2 * time.Second
 
-func (w *Worker) run(ctx context.Context) error {
+func (w *Worker) run(ctx context.Context) (err error) {
 	for e := range core.NumEvents {
 		w.hooks[e] = w.app.Hooks(e)
 	}
@@ -35,13 +34,14 @@ func (w *Worker) run(ctx context.Context) error {
 		return fmt.Errorf("worker: before_worker_startup: %w", err)
 	}
 	defer func() {
-		if err := w.fireWorkerHooks(context.WithoutCancel(wctx), core.AfterWorkerShutdown); err != nil {
-			w.log.Error("after_worker_shutdown hook failed", zap.Error(err))
+		if herr := w.fireWorkerHooks(context.WithoutCancel(wctx), core.AfterWorkerShutdown); herr != nil {
+			w.log.Error("after_worker_shutdown hook failed", zap.Error(herr))
 		}
 	}()
 
 	// Redis work that must outlive ctx (settling, heartbeats, the final requeue)
-	// runs under bg, cancelled last.
+	// runs under bg, cancelled last; handlers run under runCtx, cancelled only to
+	// abort a drain.
 	bg, cancelBG := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelBG()
 	runCtx, cancelRun := context.WithCancel(bg)
@@ -51,34 +51,11 @@ func (w *Worker) run(ctx context.Context) error {
 		q.ready.Store(true)
 		q.gen.Store(newGeneration(runCtx))
 	}
-
-	names := make([]string, len(w.queues))
-	chans := make([]string, len(w.queues))
-	for i, q := range w.queues {
-		names[i], chans[i] = q.Name, q.Channel
-	}
-	if err := w.b.RegisterQueues(ctx, names); err != nil {
-		w.exec.Close()
+	ps, err := w.join(ctx)
+	if err != nil {
+		w.closeExecutor()
 		return fmt.Errorf("worker: %w", err)
 	}
-	if _, err := w.beat(ctx, true); err != nil {
-		w.exec.Close()
-		return fmt.Errorf("worker: %w", err)
-	}
-	ps := w.b.Client().Subscribe(ctx, chans...)
-	for subscribed := 0; subscribed < len(chans); {
-		msg, err := ps.Receive(ctx)
-		if err != nil {
-			ps.Close()
-			w.exec.Close()
-			return fmt.Errorf("worker: subscribe: %w", err)
-		}
-		if _, ok := msg.(*redis.Subscription); ok {
-			subscribed++
-		}
-	}
-	w.log.Info("worker started", zap.Strings("queues", names), zap.Int("concurrency", w.cfg.Concurrency),
-		zap.Int("prefetch", w.cfg.Prefetch), zap.String("session", w.session))
 
 	var runners, others sync.WaitGroup
 	for range w.cfg.Concurrency {
@@ -89,7 +66,8 @@ func (w *Worker) run(ctx context.Context) error {
 		}()
 	}
 	stopBG := make(chan struct{})
-	others.Add(2)
+	stopSub := make(chan struct{})
+	others.Add(3)
 	go func() {
 		defer others.Done()
 		w.heartbeater(bg, stopBG)
@@ -98,11 +76,9 @@ func (w *Worker) run(ctx context.Context) error {
 		defer others.Done()
 		w.settler.loop(bg, stopBG)
 	}()
-	subDone := make(chan struct{})
-	var subClosed atomic.Bool
 	go func() {
-		defer close(subDone)
-		w.subscriber(bg, ps, &subClosed)
+		defer others.Done()
+		w.subscriber(bg, ps, stopSub)
 	}()
 	fetchCtx, stopFetch := context.WithCancel(bg)
 	fetchDone := make(chan struct{})
@@ -122,64 +98,115 @@ func (w *Worker) run(ctx context.Context) error {
 	}
 	w.log.Info("worker stopping: fetching stopped, draining", zap.Int64("held", w.held.Load()))
 
-	// Stop fetching; let the runners finish what is running and prefetched.
+	// Stop fetching, then let the runners finish what is running and prefetched.
 	stopFetch()
 	<-fetchDone
-	subClosed.Store(true)
+	close(stopSub)
 	ps.Close()
-	<-subDone
 	close(w.jobs)
-	runnersDone := make(chan struct{})
-	go func() {
-		runners.Wait()
-		close(runnersDone)
-	}()
-	var stuck int64
-	select {
-	case <-runnersDone:
-	case <-drainCtx.Done():
-	case <-w.forced:
-	}
-	select {
-	case <-runnersDone:
-	default:
-		// Out of time: start nothing more and cancel what runs; what returns in
-		// time is requeued by its runner, what never started is collected below.
-		close(w.abort)
-		cancelRun()
-		select {
-		case <-runnersDone:
-		case <-time.After(cancelGrace):
-			stuck = w.active.Load()
-		}
-	}
+	stuck := w.drain(drainCtx, &runners, cancelRun)
+
+	// Give back what never started; the settler flushes everything before it stops.
+	w.leftMu.Lock()
 	for j := range w.jobs { // jobs no runner got to
 		w.leftover = append(w.leftover, j)
 	}
-	w.leftMu.Lock()
 	left := w.leftover
+	w.leftover = nil
 	w.leftMu.Unlock()
 	for _, j := range left {
 		w.settle(j, broker.Settlement{Outcome: broker.Requeue})
 	}
-	close(stopBG) // the settler flushes everything before it returns
+	close(stopBG)
 	others.Wait()
 
-	var err error
 	if stuck > 0 {
+		// Their sessions stay registered, so their leases expire and another
+		// worker runs the tasks; their executor work may still be running.
 		err = fmt.Errorf("worker: %d handlers ignored cancellation and were abandoned; their tasks return to their queues when the lease expires (%s)",
 			stuck, w.cfg.LeaseTTL)
 		w.log.Error("shutdown incomplete", zap.Error(err))
-		return err // their executor work may still run: the pool is left open
+		return err
 	}
 	for _, q := range w.queues {
 		if _, lerr := w.b.Leave(bg, q.Queue, w.session); lerr != nil {
 			w.log.Warn("leave queue", zap.String("queue", q.Name), zap.Error(lerr))
 		}
 	}
-	w.exec.Close()
+	w.closeExecutor()
 	w.log.Info("worker stopped", zap.Int("returned_to_queue", len(left)))
-	return err
+	return nil
+}
+
+// join registers the session and its queues and subscribes to their wake
+// channels, returning once the subscription is confirmed so that no wake-up
+// after this point can be missed.
+func (w *Worker) join(ctx context.Context) (*redis.PubSub, error) {
+	names := make([]string, len(w.queues))
+	chans := make([]string, len(w.queues))
+	for i, q := range w.queues {
+		names[i], chans[i] = q.Name, q.Channel
+	}
+	if err := w.b.RegisterQueues(ctx, names); err != nil {
+		return nil, err
+	}
+	if _, err := w.beat(ctx, true); err != nil {
+		return nil, err
+	}
+	ps := w.b.Client().Subscribe(ctx, chans...)
+	for subscribed := 0; subscribed < len(chans); {
+		msg, err := ps.Receive(ctx)
+		if err != nil {
+			ps.Close()
+			return nil, fmt.Errorf("subscribe: %w", err)
+		}
+		if _, ok := msg.(*redis.Subscription); ok {
+			subscribed++
+		}
+	}
+	w.log.Info("worker started", zap.Strings("queues", names), zap.Int("concurrency", w.cfg.Concurrency),
+		zap.Int("prefetch", w.cfg.Prefetch), zap.String("session", w.session))
+	return ps, nil
+}
+
+// drain waits for the runners to finish the jobs until drainCtx ends or a forced
+// stop; then it aborts: runners start nothing more and running handlers are
+// cancelled, with cancelGrace to return. It reports how many did not.
+func (w *Worker) drain(drainCtx context.Context, runners *sync.WaitGroup, cancelRun context.CancelFunc) (stuck int64) {
+	done := make(chan struct{})
+	go func() {
+		runners.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return 0
+	case <-drainCtx.Done():
+	case <-w.forced:
+	}
+	close(w.abort)
+	cancelRun()
+	select {
+	case <-done:
+		return 0
+	case <-time.After(cancelGrace):
+		return w.active.Load()
+	}
+}
+
+// closeExecutor stops the executor pool, waiting a bounded time for functions
+// whose callers gave up on them (RunInExecutor returns when its ctx ends).
+func (w *Worker) closeExecutor() {
+	done := make(chan struct{})
+	go func() {
+		w.exec.Close()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(cancelGrace):
+		w.log.Error("executor functions still running at shutdown; left to finish in the background")
+	}
 }
 
 func newGeneration(parent context.Context) *generation {

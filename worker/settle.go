@@ -29,6 +29,10 @@ func (s *settler) add(x broker.Settlement) {
 	s.mu.Lock()
 	s.pending = append(s.pending, x)
 	s.mu.Unlock()
+	s.notify()
+}
+
+func (s *settler) notify() {
 	select {
 	case s.signal <- struct{}{}:
 	default:
@@ -69,7 +73,7 @@ func (s *settler) loop(ctx context.Context, stop <-chan struct{}) {
 			s.putBack(batch)
 			select {
 			case <-time.After(retryDelay(failures)):
-				s.add0()
+				s.notify()
 			case <-stop:
 				s.final(ctx)
 				return
@@ -77,13 +81,6 @@ func (s *settler) loop(ctx context.Context, stop <-chan struct{}) {
 			continue
 		}
 		failures = 0
-	}
-}
-
-func (s *settler) add0() {
-	select {
-	case s.signal <- struct{}{}:
-	default:
 	}
 }
 

@@ -25,7 +25,8 @@ import (
 
 // Config configures a Worker. Zero fields take the defaults in their comments.
 type Config struct {
-	// Queues to serve besides "default" (see SkipDefaultQueue), in order.
+	// Queues to serve, in order; "default" is served after them unless it is
+	// listed or SkipDefaultQueue is set.
 	Queues []string
 	// SkipDefaultQueue leaves the "default" queue out.
 	SkipDefaultQueue bool
