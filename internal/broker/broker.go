@@ -145,7 +145,7 @@ func (b *Broker) RegisterQueues(ctx context.Context, names []string) error {
 	return nil
 }
 
-// Queues lists the queue names recorded in the index, sorted.
+// Queues lists the queue names recorded in the index, in no order.
 func (b *Broker) Queues(ctx context.Context) ([]string, error) {
 	names, err := b.rdb.SMembers(ctx, b.indexKey()).Result()
 	if err != nil {
