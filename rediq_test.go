@@ -272,3 +272,40 @@ func TestLoggerCarriesTaskFields(t *testing.T) {
 		t.Fatal("Logger outside a task is nil")
 	}
 }
+
+// Concurrent single enqueues are combined into shared round trips; every one
+// must still land exactly once and return its own id.
+func TestConcurrentEnqueuesAllLand(t *testing.T) {
+	t.Parallel()
+	app, rdb := newApp(t)
+	task := rediq.Register(app, "many", func(context.Context, int) (int, error) { return 0, nil })
+	const producers, each = 64, 200
+	ids := make(chan rediq.TaskID, producers*each)
+	var wg sync.WaitGroup
+	for p := range producers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range each {
+				id, err := task.Enqueue(context.Background(), p*each+i)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				ids <- id
+			}
+		}()
+	}
+	wg.Wait()
+	close(ids)
+	seen := map[rediq.TaskID]bool{}
+	for id := range ids {
+		if seen[id] {
+			t.Fatalf("id %s returned twice", id)
+		}
+		seen[id] = true
+	}
+	if n := rdb.ZCard(context.Background(), app.Namespace()+":{default}:pending").Val(); len(seen) != producers*each || n != producers*each {
+		t.Fatalf("%d ids, %d pending; want %d", len(seen), n, producers*each)
+	}
+}

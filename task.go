@@ -105,7 +105,7 @@ func (t *Task[A, R]) Enqueue(ctx context.Context, args A, opts ...EnqueueOption)
 	if err != nil {
 		return "", err
 	}
-	id, body, err := t.encode(args, o, time.Now())
+	id, body, err := t.encode(args, &o, time.Now())
 	if err != nil {
 		return "", err
 	}
@@ -141,7 +141,7 @@ func (t *Task[A, R]) EnqueueMany(ctx context.Context, args []A, opts ...EnqueueO
 	now := time.Now()
 	slot := broker.Slot(o.priority)
 	for i := range args {
-		id, body, err := t.encode(args[i], o, now)
+		id, body, err := t.encode(args[i], &o, now)
 		if err != nil {
 			return nil, err
 		}
@@ -155,18 +155,18 @@ func (t *Task[A, R]) EnqueueMany(ctx context.Context, args []A, opts ...EnqueueO
 	return ids, nil
 }
 
-func (t *Task[A, R]) enqueueOptions(opts []EnqueueOption) (*enqueueOptions, error) {
+func (t *Task[A, R]) enqueueOptions(opts []EnqueueOption) (enqueueOptions, error) {
 	o := enqueueOptions{taskOptions: taskOptions{queue: t.def.Queue, priority: t.def.Priority, retries: -1}}
 	for _, opt := range opts {
 		opt.applyEnqueue(&o)
 	}
 	if o.err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrInvalidOption, o.err)
+		return o, fmt.Errorf("%w: %v", ErrInvalidOption, o.err)
 	}
 	if !o.at.IsZero() {
 		o.delay = time.Until(o.at)
 	}
-	return &o, nil
+	return o, nil
 }
 
 var encoders = sync.Pool{New: func() any {

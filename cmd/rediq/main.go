@@ -53,6 +53,7 @@ type command struct {
 // commands lists the subcommands in the order usage shows them.
 var commands = []command{
 	{"queues", "list the queues of a namespace with their counts", runQueues},
+	{"bench", "run the standard workload and print its figures as JSON", runBench},
 	{"version", "print the version of this binary", runVersion},
 }
 

@@ -5,7 +5,8 @@ import (
 	"fmt"
 	"io"
 	"runtime"
-	"runtime/debug"
+
+	"github.com/rediq/rediq/internal/version"
 )
 
 func runVersion(_ context.Context, args []string, stdout, _ io.Writer) error {
@@ -13,15 +14,6 @@ func runVersion(_ context.Context, args []string, stdout, _ io.Writer) error {
 	if err := fs.parse(args, stdout); err != nil {
 		return err
 	}
-	_, err := fmt.Fprintf(stdout, "rediq %s %s %s/%s\n", version(), runtime.Version(), runtime.GOOS, runtime.GOARCH)
+	_, err := fmt.Fprintf(stdout, "rediq %s %s %s/%s\n", version.String(), runtime.Version(), runtime.GOOS, runtime.GOARCH)
 	return err
-}
-
-// version is the module version the binary was built from: a tag when installed
-// with go install …@version, "(devel)" when built from a checkout.
-func version() string {
-	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
-		return bi.Main.Version
-	}
-	return "(devel)"
 }

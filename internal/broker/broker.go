@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -60,7 +61,6 @@ type Broker struct {
 	rdb    redis.UniversalClient
 	ns     string
 	queues sync.Map // name -> *Queue
-	known  sync.Map // queue names already recorded in the queue index by this process
 }
 
 // New returns a broker for namespace ns.
@@ -85,6 +85,8 @@ type Queue struct {
 	Recovered string // hash: message -> times reclaimed from a dead session
 	Channel   string // pub/sub channel that wakes idle workers
 	lease     string // prefix of the per-session lease hashes
+	combiner  combiner
+	indexed   atomic.Bool // this process has recorded the queue in the queue index
 }
 
 // Lease is the key of a session's lease hash on this queue.
@@ -123,12 +125,10 @@ func (b *Broker) indexKey() string { return b.ns + ":queues" }
 // remember records q in the namespace's queue index the first time this process
 // uses it; the index lives outside every queue's slot, so it is its own command.
 func (b *Broker) remember(ctx context.Context, p redis.Pipeliner, q *Queue) {
-	if _, ok := b.known.Load(q.Name); !ok {
+	if !q.indexed.Load() {
 		p.SAdd(ctx, b.indexKey(), q.Name)
 	}
 }
-
-func (b *Broker) remembered(q *Queue) { b.known.Store(q.Name, true) }
 
 // RegisterQueues records queue names in the index (workers call it at start).
 func (b *Broker) RegisterQueues(ctx context.Context, names []string) error {
@@ -140,7 +140,7 @@ func (b *Broker) RegisterQueues(ctx context.Context, names []string) error {
 		return fmt.Errorf("register queues: %w", err)
 	}
 	for _, n := range names {
-		b.known.Store(n, true)
+		b.Queue(n).indexed.Store(true)
 	}
 	return nil
 }
@@ -247,17 +247,6 @@ func (b *Broker) Enqueue(ctx context.Context, q *Queue, msgs []Message) error {
 	if err := t.exec(ctx); err != nil {
 		return fmt.Errorf("enqueue to %q: %w", q.Name, err)
 	}
-	b.remembered(q)
-	return nil
-}
-
-// Enqueue1 adds one message without a delay to pending: the single-call hot path.
-func (b *Broker) Enqueue1(ctx context.Context, q *Queue, slot int, body []byte) error {
-	if _, ok := b.known.Load(q.Name); !ok {
-		return b.Enqueue(ctx, q, []Message{{Slot: slot, Body: body}})
-	}
-	if err := b.run(ctx, enqueueScript, []string{q.Pending, q.Seq}, q.Channel, slot, body).Err(); err != nil {
-		return fmt.Errorf("enqueue to %q: %w", q.Name, err)
-	}
+	q.indexed.Store(true)
 	return nil
 }

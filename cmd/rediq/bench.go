@@ -1,0 +1,62 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/rediq/rediq"
+	"github.com/rediq/rediq/internal/bench"
+	"github.com/rediq/rediq/internal/core"
+)
+
+func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("bench", "rediq bench [flags]\n\n"+
+		"Runs the standard queue workload and prints one JSON object: enqueue_per_s (single\n"+
+		"Enqueue calls from -p goroutines), enqueue_batch_per_s (EnqueueMany, --batch per call),\n"+
+		"redis_bytes_per_task (Redis used_memory after the enqueue phase minus before, per\n"+
+		"task), process_per_s (one worker, -c handlers, draining the N tasks) and\n"+
+		"latency_p50_ms / latency_p99_ms (enqueue call to handler start, at --rate into the\n"+
+		"idle worker for --duration).\n\n"+
+		"It is safe on a shared Redis: it never flushes anything, works in a fresh namespace\n"+
+		"and deletes its keys when done. But the memory figure counts whatever else changes\n"+
+		"in that Redis meanwhile: it is only as clean as the Redis is quiet. Progress goes\n"+
+		"to stderr.")
+	redisURL := fs.String("redis", "", "Redis URL [$REDIQ_REDIS_URL] (default "+rediq.DefaultRedisURL+")")
+	n := fs.IntP("tasks", "n", 50000, "tasks per phase")
+	c := fs.IntP("concurrency", "c", 50, "worker concurrency")
+	p := fs.IntP("producers", "p", 16, "producer goroutines")
+	batch := fs.Int("batch", 1000, "tasks per EnqueueMany call")
+	rate := fs.Int("rate", 1000, "latency phase: tasks enqueued per second")
+	dur := fs.Duration("duration", 5*time.Second, "latency phase: how long")
+	if err := fs.parse(args, stdout); err != nil {
+		return err
+	}
+	for name, v := range map[string]int{"tasks": *n, "concurrency": *c, "producers": *p, "batch": *batch, "rate": *rate} {
+		if v <= 0 {
+			return usageErrorf("bench: --%s must be positive", name)
+		}
+	}
+	if *dur <= 0 {
+		return usageErrorf("bench: --duration must be positive")
+	}
+	rf := redisFlags{url: *redisURL}
+	app, _, err := rf.open()
+	if err != nil {
+		return fmt.Errorf("bench: %w", err)
+	}
+	defer app.Close()
+	res, err := bench.Run(ctx, bench.Config{
+		Redis: core.Unwrap(app).Broker().Client(), Tasks: *n, Producers: *p, Concurrency: *c,
+		Batch: *batch, Rate: *rate, Duration: *dur,
+		Progress: func(phase string) { fmt.Fprintf(stderr, "rediq bench: %s…\n", phase) },
+	})
+	if err != nil {
+		return fmt.Errorf("bench: %w", err)
+	}
+	enc := json.NewEncoder(stdout)
+	return enc.Encode(res)
+}
+

@@ -1,0 +1,319 @@
+// Package bench runs the standard queue workload (../shared/BENCH.md) against a
+// Redis: enqueue, batched enqueue, Redis memory per task, drain throughput and
+// enqueue-to-start latency. It works in a namespace of its own and deletes its
+// keys afterwards; it never flushes anything.
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/rediq/rediq"
+	"github.com/rediq/rediq/internal/version"
+	"github.com/rediq/rediq/worker"
+)
+
+// Config is the workload.
+type Config struct {
+	Redis       redis.UniversalClient // the caller's; not closed
+	Tasks       int                   // N, default 50,000
+	Producers   int                   // enqueue goroutines, default 16
+	Concurrency int                   // worker concurrency, default 50
+	Batch       int                   // tasks per EnqueueMany call, default 1,000
+	Rate        int                   // latency phase enqueues per second, default 1,000
+	Duration    time.Duration         // latency phase length, default 5s
+	// Progress, if set, is told as each phase starts.
+	Progress func(phase string)
+}
+
+// Result is the JSON object BENCH.md describes.
+type Result struct {
+	System             string  `json:"system"`
+	Tasks              int     `json:"tasks"`
+	EnqueuePerSec      float64 `json:"enqueue_per_s"`
+	EnqueueBatchPerSec float64 `json:"enqueue_batch_per_s"`
+	ProcessPerSec      float64 `json:"process_per_s"`
+	LatencyP50Ms       float64 `json:"latency_p50_ms"`
+	LatencyP99Ms       float64 `json:"latency_p99_ms"`
+	BytesPerTask       float64 `json:"redis_bytes_per_task"`
+	LatencyRate        int     `json:"latency_rate_per_s"`
+	LatencySamples     int     `json:"latency_samples"`
+	Producers          int     `json:"producers"`
+	Concurrency        int     `json:"concurrency"`
+	BatchSize          int     `json:"batch_size"`
+}
+
+// Payload is the standard task's arguments.
+type Payload struct {
+	UserID int64  `msgpack:"user_id"`
+	Action string `msgpack:"action"`
+	Ts     int64  `msgpack:"ts"`
+}
+
+// Run runs the workload and removes every key it made, even when it fails.
+func Run(ctx context.Context, cfg Config) (res Result, err error) {
+	if cfg.Redis == nil {
+		return res, errors.New("bench: no Redis client")
+	}
+	def := func(v *int, d int) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	def(&cfg.Tasks, 50000)
+	def(&cfg.Producers, 16)
+	def(&cfg.Concurrency, 50)
+	def(&cfg.Batch, 1000)
+	def(&cfg.Rate, 1000)
+	if cfg.Duration <= 0 {
+		cfg.Duration = 5 * time.Second
+	}
+	progress := cfg.Progress
+	if progress == nil {
+		progress = func(string) {}
+	}
+	ns := fmt.Sprintf("rediqbench%08x", rand.Uint32())
+	defer func() {
+		if cerr := deleteNamespace(context.WithoutCancel(ctx), cfg.Redis, ns); cerr != nil && err == nil {
+			err = fmt.Errorf("bench: delete its keys (namespace %s): %w", ns, cerr)
+		}
+	}()
+	app, err := rediq.New(rediq.Config{Redis: cfg.Redis, Namespace: ns})
+	if err != nil {
+		return res, err
+	}
+	res = Result{System: "rediq " + version.String(), Tasks: cfg.Tasks, LatencyRate: cfg.Rate,
+		Producers: cfg.Producers, Concurrency: cfg.Concurrency, BatchSize: cfg.Batch}
+
+	var (
+		processed atomic.Int64
+		drained   = make(chan struct{})
+		latMode   atomic.Bool
+		latMu     sync.Mutex
+		lat       []time.Duration
+	)
+	n := int64(cfg.Tasks)
+	task := rediq.Register(app, "noop", func(ctx context.Context, p Payload) (struct{}, error) {
+		if latMode.Load() {
+			d := time.Since(time.Unix(0, p.Ts))
+			latMu.Lock()
+			lat = append(lat, d)
+			latMu.Unlock()
+		} else if processed.Add(1) == n {
+			close(drained)
+		}
+		return struct{}{}, nil
+	})
+	batchTask := rediq.Register(app, "noop-batch", func(context.Context, Payload) (struct{}, error) {
+		return struct{}{}, nil
+	}, rediq.Queue("batch"))
+	payload := Payload{UserID: 12345, Action: "send_welcome_email", Ts: 1700000000}
+
+	// 1. Enqueue: N single calls from the producers; Redis memory per task.
+	progress("enqueue")
+	m0, err := usedMemory(ctx, cfg.Redis)
+	if err != nil {
+		return res, err
+	}
+	took, err := produce(ctx, cfg.Producers, cfg.Tasks, 1, func(ctx context.Context, _ int) error {
+		_, err := task.Enqueue(ctx, payload)
+		return err
+	})
+	if err != nil {
+		return res, err
+	}
+	res.EnqueuePerSec = float64(cfg.Tasks) / took.Seconds()
+	m1, err := usedMemory(ctx, cfg.Redis)
+	if err != nil {
+		return res, err
+	}
+	res.BytesPerTask = float64(m1-m0) / float64(cfg.Tasks)
+
+	// 2. Enqueue, batched: the same N through EnqueueMany, into a queue of its own.
+	progress("enqueue_batch")
+	batch := make([]Payload, cfg.Batch)
+	for i := range batch {
+		batch[i] = payload
+	}
+	took, err = produce(ctx, cfg.Producers, cfg.Tasks, cfg.Batch, func(ctx context.Context, size int) error {
+		_, err := batchTask.EnqueueMany(ctx, batch[:size])
+		return err
+	})
+	if err != nil {
+		return res, err
+	}
+	res.EnqueueBatchPerSec = float64(cfg.Tasks) / took.Seconds()
+	if err := cfg.Redis.Del(ctx, ns+":{batch}:pending").Err(); err != nil {
+		return res, err
+	}
+
+	// 3. Process: one worker drains the N pending tasks.
+	progress("process")
+	w, err := worker.New(app, worker.Config{Concurrency: cfg.Concurrency, ShutdownTimeout: 10 * time.Second})
+	if err != nil {
+		return res, err
+	}
+	runCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	errc := make(chan error, 1)
+	t0 := time.Now()
+	go func() { errc <- w.Run(runCtx) }()
+	select {
+	case <-drained:
+	case err := <-errc:
+		return res, fmt.Errorf("bench: worker stopped: %v", err)
+	case <-ctx.Done():
+		return res, ctx.Err()
+	}
+	res.ProcessPerSec = float64(cfg.Tasks) / time.Since(t0).Seconds()
+
+	// 4. Latency: a steady rate into the idle worker; enqueue call to handler start.
+	progress("latency")
+	latMode.Store(true)
+	tick := time.NewTicker(time.Second / time.Duration(cfg.Rate))
+	end := time.Now().Add(cfg.Duration)
+	sent := 0
+	for time.Now().Before(end) {
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+			tick.Stop()
+			return res, ctx.Err()
+		}
+		p := payload
+		p.Ts = time.Now().UnixNano()
+		if _, err := task.Enqueue(ctx, p); err != nil {
+			tick.Stop()
+			return res, err
+		}
+		sent++
+	}
+	tick.Stop()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		latMu.Lock()
+		got := len(lat)
+		latMu.Unlock()
+		if got >= sent || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	stop()
+	if err := <-errc; err != nil {
+		return res, err
+	}
+	latMu.Lock()
+	slices.Sort(lat)
+	if len(lat) > 0 {
+		q := func(p float64) float64 { return float64(lat[int(p*float64(len(lat)-1))]) / 1e6 }
+		res.LatencyP50Ms, res.LatencyP99Ms = q(0.50), q(0.99)
+	}
+	res.LatencySamples = len(lat)
+	latMu.Unlock()
+	if res.LatencySamples < sent {
+		return res, fmt.Errorf("bench: %d of %d latency tasks ran within 10s", res.LatencySamples, sent)
+	}
+	return res, nil
+}
+
+// produce runs total units of work in calls of up to size from g goroutines and
+// returns how long it took.
+func produce(ctx context.Context, g, total, size int, call func(ctx context.Context, size int) error) (time.Duration, error) {
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	errc := make(chan error, g)
+	t0 := time.Now()
+	for range g {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				end := next.Add(int64(size))
+				start := end - int64(size)
+				if start >= int64(total) {
+					return
+				}
+				if err := call(ctx, int(min(end, int64(total))-start)); err != nil {
+					errc <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	took := time.Since(t0)
+	select {
+	case err := <-errc:
+		return 0, err
+	default:
+		return took, nil
+	}
+}
+
+func usedMemory(ctx context.Context, rdb redis.UniversalClient) (int64, error) {
+	var total int64
+	read := func(ctx context.Context, c *redis.Client) error {
+		s, err := c.Info(ctx, "memory").Result()
+		if err != nil {
+			return fmt.Errorf("bench: INFO memory: %w", err)
+		}
+		for _, l := range strings.Split(s, "\r\n") {
+			if v, ok := strings.CutPrefix(l, "used_memory:"); ok {
+				n, err := strconv.ParseInt(v, 10, 64)
+				if err != nil {
+					return fmt.Errorf("bench: used_memory %q: %w", v, err)
+				}
+				atomic.AddInt64(&total, n)
+			}
+		}
+		return nil
+	}
+	switch c := rdb.(type) {
+	case *redis.ClusterClient:
+		err := c.ForEachMaster(ctx, read)
+		return total, err
+	case *redis.Client:
+		err := read(ctx, c)
+		return total, err
+	}
+	return 0, fmt.Errorf("bench: cannot read memory through a %T", rdb)
+}
+
+// deleteNamespace removes every key of namespace ns.
+func deleteNamespace(ctx context.Context, rdb redis.UniversalClient, ns string) error {
+	del := func(ctx context.Context, c redis.Cmdable) error {
+		iter := c.Scan(ctx, 0, ns+":*", 1000).Iterator()
+		var keys []string
+		for iter.Next(ctx) {
+			keys = append(keys, iter.Val())
+		}
+		if err := iter.Err(); err != nil {
+			return err
+		}
+		for len(keys) > 0 {
+			k := keys[:min(len(keys), 500)]
+			keys = keys[len(k):]
+			for _, key := range k { // one by one: in a cluster they span slots
+				if err := c.Unlink(ctx, key).Err(); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	}
+	if c, ok := rdb.(*redis.ClusterClient); ok {
+		return c.ForEachMaster(ctx, func(ctx context.Context, m *redis.Client) error { return del(ctx, m) })
+	}
+	return del(ctx, rdb)
+}
