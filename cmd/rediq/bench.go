@@ -59,4 +59,3 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	enc := json.NewEncoder(stdout)
 	return enc.Encode(res)
 }
-
