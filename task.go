@@ -82,7 +82,7 @@ func Register[A, R any](app *App, name string, fn func(context.Context, A) (R, e
 		Name: name, Queue: o.queue, Priority: o.priority, Retries: o.retries, Timeout: o.timeout, Backoff: o.backoff,
 		Run: func(ctx context.Context, raw []byte) (any, error) {
 			var args A
-			if err := msgpack.Unmarshal(raw, &args); err != nil {
+			if err := decodeArgs(raw, &args); err != nil {
 				return nil, SkipRetry(fmt.Errorf("decode arguments: %w", err))
 			}
 			return fn(ctx, args)
@@ -176,6 +176,23 @@ var encoders = sync.Pool{New: func() any {
 	e.enc.UseCompactFloats(true)
 	return e
 }}
+
+// decoders pairs a msgpack decoder with the reader it reads, so that decoding a
+// task's arguments allocates nothing but the values themselves.
+var decoders = sync.Pool{New: func() any { return &argsDecoder{dec: msgpack.NewDecoder(nil)} }}
+
+type argsDecoder struct {
+	r   bytes.Reader
+	dec *msgpack.Decoder
+}
+
+func decodeArgs(raw []byte, v any) error {
+	d := decoders.Get().(*argsDecoder)
+	defer decoders.Put(d)
+	d.r.Reset(raw)
+	d.dec.Reset(&d.r)
+	return d.dec.Decode(v)
+}
 
 type argsEncoder struct {
 	buf bytes.Buffer

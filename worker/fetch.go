@@ -71,8 +71,7 @@ func (w *Worker) fetcher(ctx context.Context) {
 			gen := q.gen.Load()
 			for k, m := range r.Msgs {
 				w.held.Add(1)
-				w.jobs <- &job{q: q, gen: gen, session: w.session, token: reqs[i].TokenBase + uint64(k+1),
-					raw: m, recovered: r.Recovered[k]}
+				w.jobs <- &job{q: q, gen: gen, token: reqs[i].TokenBase + uint64(k+1), raw: m, recovered: r.Recovered[k]}
 			}
 		}
 		if next := w.earliestDue(); next != dueAt {

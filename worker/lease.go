@@ -76,8 +76,9 @@ func (w *Worker) beat(ctx context.Context, register bool) (int64, error) {
 // stalled past LeaseTTL): the tasks it holds from q run elsewhere, so they are
 // cancelled and dropped, and the session registers again for new ones.
 func (w *Worker) leaseLost(ctx context.Context, q *queue) {
-	old := q.gen.Swap(newGeneration(w.runCtx))
-	old.cancel()
+	old := q.gen.Swap(&generation{})
+	old.lost.Store(true)
+	w.cancelRunning(func(sl *slot) bool { return sl.gen == old })
 	w.log.Error("lease lost: this worker stalled past the lease TTL and its tasks were given to others",
 		zap.String("queue", q.Name), zap.Duration("lease_ttl", w.cfg.LeaseTTL))
 	if _, err := w.b.Heartbeat(ctx, w.session, w.cfg.LeaseTTL, true, []*broker.Queue{q.Queue}); err != nil {

@@ -40,16 +40,15 @@ func (w *Worker) run(ctx context.Context) (err error) {
 	}()
 
 	// Redis work that must outlive ctx (settling, heartbeats, the final requeue)
-	// runs under bg, cancelled last; handlers run under runCtx, cancelled only to
-	// abort a drain.
+	// runs under bg, cancelled last. Handlers' contexts hang off base, which is
+	// never cancelled: a stop or a lost lease cancels each through its runner's
+	// slot, which spares every task a registration in a shared parent.
 	bg, cancelBG := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelBG()
-	runCtx, cancelRun := context.WithCancel(bg)
-	defer cancelRun()
-	w.runCtx = runCtx
+	base := context.WithoutCancel(ctx)
 	for _, q := range w.queues {
 		q.ready.Store(true)
-		q.gen.Store(newGeneration(runCtx))
+		q.gen.Store(&generation{})
 	}
 	ps, err := w.join(ctx)
 	if err != nil {
@@ -58,11 +57,11 @@ func (w *Worker) run(ctx context.Context) (err error) {
 	}
 
 	var runners, others sync.WaitGroup
-	for range w.cfg.Concurrency {
+	for _, sl := range w.slots {
 		runners.Add(1)
 		go func() {
 			defer runners.Done()
-			w.runner()
+			w.runner(base, sl)
 		}()
 	}
 	stopBG := make(chan struct{})
@@ -104,7 +103,7 @@ func (w *Worker) run(ctx context.Context) (err error) {
 	close(stopSub)
 	ps.Close()
 	close(w.jobs)
-	stuck := w.drain(drainCtx, &runners, cancelRun)
+	stuck := w.drain(drainCtx, &runners)
 
 	// Give back what never started; the settler flushes everything before it stops.
 	w.leftMu.Lock()
@@ -172,7 +171,7 @@ func (w *Worker) join(ctx context.Context) (*redis.PubSub, error) {
 // drain waits for the runners to finish the jobs until drainCtx ends or a forced
 // stop; then it aborts: runners start nothing more and running handlers are
 // cancelled, with cancelGrace to return. It reports how many did not.
-func (w *Worker) drain(drainCtx context.Context, runners *sync.WaitGroup, cancelRun context.CancelFunc) (stuck int64) {
+func (w *Worker) drain(drainCtx context.Context, runners *sync.WaitGroup) (stuck int64) {
 	done := make(chan struct{})
 	go func() {
 		runners.Wait()
@@ -185,7 +184,7 @@ func (w *Worker) drain(drainCtx context.Context, runners *sync.WaitGroup, cancel
 	case <-w.forced:
 	}
 	close(w.abort)
-	cancelRun()
+	w.cancelRunning(func(*slot) bool { return true })
 	select {
 	case <-done:
 		return 0
@@ -209,16 +208,21 @@ func (w *Worker) closeExecutor() {
 	}
 }
 
-func newGeneration(parent context.Context) *generation {
-	ctx, cancel := context.WithCancel(parent)
-	return &generation{ctx: ctx, cancel: cancel}
+// cancelRunning cancels the handlers of the slots that match.
+func (w *Worker) cancelRunning(match func(*slot) bool) {
+	for _, sl := range w.slots {
+		sl.mu.Lock()
+		if sl.cancel != nil && match(sl) {
+			sl.cancel()
+		}
+		sl.mu.Unlock()
+	}
 }
 
 // job is one leased message.
 type job struct {
 	q         *queue
 	gen       *generation
-	session   string
 	token     uint64
 	raw       []byte
 	recovered int
@@ -233,18 +237,18 @@ func (w *Worker) aborted() bool {
 	}
 }
 
-func (w *Worker) runner() {
+func (w *Worker) runner(base context.Context, sl *slot) {
 	for j := range w.jobs {
 		switch {
 		case w.aborted():
 			w.leftMu.Lock()
 			w.leftover = append(w.leftover, j)
 			w.leftMu.Unlock()
-		case j.gen.ctx.Err() != nil: // the lease was lost: the task runs elsewhere
+		case j.gen.lost.Load(): // the lease was lost: the task runs elsewhere
 			w.release()
 		default:
 			w.active.Add(1)
-			w.process(j)
+			w.process(base, sl, j)
 			w.active.Add(-1)
 		}
 	}
@@ -265,7 +269,7 @@ func (w *Worker) wake() {
 
 // settle hands the job's outcome to the settler and frees its slot.
 func (w *Worker) settle(j *job, s broker.Settlement) {
-	s.Session, s.Queue, s.Token = j.session, j.q.Queue, j.token
+	s.Queue, s.Lease, s.Token = j.q.Queue, j.q.lease, j.token
 	if j.recovered > 0 {
 		s.Recovered, s.Leased = true, j.raw
 	}
@@ -273,7 +277,7 @@ func (w *Worker) settle(j *job, s broker.Settlement) {
 	w.release()
 }
 
-func (w *Worker) process(j *job) {
+func (w *Worker) process(base context.Context, sl *slot, j *job) {
 	var env = envelopePool.Get().(*envelope)
 	defer envelopePool.Put(env)
 	if err := env.decode(j.raw); err != nil {
@@ -305,24 +309,33 @@ func (w *Worker) process(j *job) {
 		EnqueuedAt: time.UnixMilli(env.EnqueuedAt), Worker: w.cfg.Name, MaxRetries: maxRetries,
 		Timeout: timeout, Retried: env.Retried, Exec: w.exec, Log: w.log,
 	}
-	ctx := core.WithState(j.gen.ctx, st)
+	ctx := core.WithState(base, st)
 	w.fireTaskHooks(ctx, st, core.BeforeTaskStart)
 
 	tctx, cancel := context.WithTimeout(ctx, timeout)
-	result, err := call(tctx, def, env.Args)
-	timedOut := errors.Is(tctx.Err(), context.DeadlineExceeded) && ctx.Err() == nil
-	cancel()
-	if timedOut {
-		err = fmt.Errorf("%w after %s", rediq.ErrTimeout, timeout)
+	sl.mu.Lock()
+	sl.cancel, sl.gen = cancel, j.gen
+	sl.mu.Unlock()
+	if w.aborted() || j.gen.lost.Load() { // a cancel may have passed this slot just before
+		cancel()
 	}
+	result, err := call(tctx, def, env.Args)
+	sl.mu.Lock()
+	sl.cancel, sl.gen = nil, nil
+	sl.mu.Unlock()
+	ended := tctx.Err() // DeadlineExceeded: timed out; Canceled: a stop or a lost lease
+	cancel()
 
-	if err != nil && ctx.Err() != nil {
+	if err != nil && errors.Is(ended, context.Canceled) {
 		if w.aborted() { // cancelled by a stop: not an attempt
 			w.settle(j, broker.Settlement{Outcome: broker.Requeue})
 		} else { // the lease was lost: another worker has the task
 			w.release()
 		}
 		return
+	}
+	if errors.Is(ended, context.DeadlineExceeded) {
+		err = fmt.Errorf("%w after %s", rediq.ErrTimeout, timeout)
 	}
 	if err == nil {
 		st.Result, st.HasResult = result, true

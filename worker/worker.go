@@ -105,22 +105,28 @@ type Worker struct {
 	leftover  []*job       // jobs runners declined after abort
 	active    atomic.Int64 // handlers running now
 	hooks     [core.NumEvents][]core.Hook
-	runCtx    context.Context // parent of every task's context; cancelled to abort
+	slots     []*slot
 }
 
 type queue struct {
 	*broker.Queue
+	lease   string // this session's lease hash on the queue
 	weight  int
 	ready   atomic.Bool  // may have pending tasks: fetch from it
 	nextDue atomic.Int64 // Unix ms of its earliest scheduled task, 0 if none
 	gen     atomic.Pointer[generation]
 }
 
-// generation is a lease epoch of one queue: when a session's lease on the queue
-// is lost, the tasks it held are run elsewhere, so their contexts are cancelled.
-type generation struct {
-	ctx    context.Context
-	cancel context.CancelFunc
+// generation is a lease epoch of one queue: when the session's lease on the
+// queue is lost, the tasks it held are run elsewhere, so the generation is marked
+// lost, its running tasks are cancelled and its prefetched ones dropped.
+type generation struct{ lost atomic.Bool }
+
+// slot is what one runner is running, so that a stop or a lost lease can cancel it.
+type slot struct {
+	mu     sync.Mutex
+	cancel context.CancelFunc // nil when idle
+	gen    *generation
 }
 
 // New checks cfg and returns a worker for app.
@@ -209,6 +215,13 @@ func New(app *rediq.App, cfg Config) (*Worker, error) {
 		return nil, errors.New("worker: no queues to serve (SkipDefaultQueue with no Queues)")
 	}
 	w.session = cfg.Name + "/" + codec.NewID(time.Now())[12:]
+	for _, q := range w.queues {
+		q.lease = q.Lease(w.session)
+	}
+	w.slots = make([]*slot, cfg.Concurrency)
+	for i := range w.slots {
+		w.slots[i] = &slot{}
+	}
 	w.jobs = make(chan *job, w.capacity)
 	w.settler.init(w)
 	return w, nil

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/rediq/rediq"
+	"github.com/rediq/rediq/internal/broker"
 	"github.com/rediq/rediq/internal/testredis"
 	"github.com/rediq/rediq/worker"
 )
@@ -503,4 +504,54 @@ func TestPoisonTaskGoesToDead(t *testing.T) {
 	testredis.WaitFor(t, 5*time.Second, "recovery counts to clear", func() bool {
 		return e.rdb.Exists(ctx, q.Recovered).Val() == 0
 	})
+}
+
+// A worker that stalled past its lease (here: its session is expired and
+// reclaimed behind its back) cancels what it was running; the task runs again.
+func TestLostLeaseCancelsTheTask(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	runs := newRecorder[int]()
+	cancelled := make(chan error, 1)
+	task := rediq.Register(e.app, "stall", func(ctx context.Context, _ int) (int, error) {
+		n := len(runs.get())
+		runs.add(n)
+		if n == 0 {
+			<-ctx.Done()
+			cancelled <- ctx.Err()
+			return 0, ctx.Err()
+		}
+		return n, nil
+	})
+	if _, err := task.Enqueue(context.Background(), 0); err != nil {
+		t.Fatal(err)
+	}
+	e.start(e.app, worker.Config{LeaseTTL: 600 * time.Millisecond})
+	runs.wait(t, 1, 10*time.Second)
+
+	ctx := context.Background()
+	q := e.queue("default")
+	sessions := e.rdb.ZRange(ctx, q.Workers, 0, -1).Val()
+	if len(sessions) != 1 {
+		t.Fatalf("sessions %v", sessions)
+	}
+	e.rdb.ZAdd(ctx, q.Workers, redisZ(1, sessions[0])) // its lease ran out long ago
+	if n, err := broker.New(e.rdb, e.ns).Reclaim(ctx, q, sessions[0]); n != 1 || err != nil {
+		t.Fatalf("reclaim = %d, %v", n, err)
+	}
+	select {
+	case err := <-cancelled:
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("stalled handler's context ended with %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the handler of a lost lease was not cancelled")
+	}
+	runs.wait(t, 2, 10*time.Second)
+	testredis.WaitFor(t, 5*time.Second, "the rerun to settle", func() bool {
+		return e.count(q.Pending) == 0 && e.active("default") == 0
+	})
+	if len(e.dead("default")) != 0 {
+		t.Fatal("a task whose lease was lost went to dead")
+	}
 }

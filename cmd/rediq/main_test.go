@@ -81,7 +81,7 @@ func fill(t *testing.T, ns string) {
 	if err != nil || len(got[0].Msgs) != 2 {
 		t.Fatalf("fetch = %+v, %v; want 2 messages", got, err)
 	}
-	kill := broker.Settlement{Session: "w1", Queue: q, Token: 2, Outcome: broker.Kill, Body: got[0].Msgs[1]}
+	kill := broker.Settlement{Queue: q, Lease: q.Lease("w1"), Token: 2, Outcome: broker.Kill, Body: got[0].Msgs[1]}
 	if err := b.Settle(ctx, broker.DeadRetention{MaxAge: time.Hour, MaxLen: 100}, []broker.Settlement{kill}); err != nil {
 		t.Fatal(err)
 	}

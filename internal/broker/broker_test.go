@@ -56,7 +56,7 @@ func TestLateSettleAfterReclaimChangesNothing(t *testing.T) {
 	}
 	// A's late settlements are fenced off.
 	for _, o := range []broker.Outcome{broker.Ack, broker.Retry, broker.Kill, broker.Requeue} {
-		err := b.Settle(ctx, keep, []broker.Settlement{{Session: "A", Queue: q, Token: 1, Outcome: o, Body: []byte("changed")}})
+		err := b.Settle(ctx, keep, []broker.Settlement{{Queue: q, Lease: q.Lease("A"), Token: 1, Outcome: o, Body: []byte("changed")}})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -75,7 +75,7 @@ func TestLateSettleAfterReclaimChangesNothing(t *testing.T) {
 	if err != nil || len(got[0].Msgs) != 1 || string(got[0].Msgs[0]) != "m1" || got[0].Recovered[0] != 1 {
 		t.Fatalf("B fetch = %+v, %v", got, err)
 	}
-	err = b.Settle(ctx, keep, []broker.Settlement{{Session: "B", Queue: q, Token: 101, Outcome: broker.Ack, Recovered: true, Leased: []byte("m1")}})
+	err = b.Settle(ctx, keep, []broker.Settlement{{Queue: q, Lease: q.Lease("B"), Token: 101, Outcome: broker.Ack, Recovered: true, Leased: []byte("m1")}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -100,9 +100,9 @@ func TestRetryKillRequeue(t *testing.T) {
 		t.Fatalf("fetch = %q, %v", got[0].Msgs, err)
 	}
 	err = b.Settle(ctx, keep, []broker.Settlement{
-		{Session: "S", Queue: q, Token: 1, Outcome: broker.Retry, Body: []byte("r2"), Slot: broker.Slot(3), Delay: time.Hour},
-		{Session: "S", Queue: q, Token: 2, Outcome: broker.Kill, Body: []byte("k-dead")},
-		{Session: "S", Queue: q, Token: 3, Outcome: broker.Requeue},
+		{Queue: q, Lease: q.Lease("S"), Token: 1, Outcome: broker.Retry, Body: []byte("r2"), Slot: broker.Slot(3), Delay: time.Hour},
+		{Queue: q, Lease: q.Lease("S"), Token: 2, Outcome: broker.Kill, Body: []byte("k-dead")},
+		{Queue: q, Lease: q.Lease("S"), Token: 3, Outcome: broker.Requeue},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -143,7 +143,7 @@ func TestDeadSetIsTrimmed(t *testing.T) {
 	}
 	var ss []broker.Settlement
 	for i := range 10 {
-		ss = append(ss, broker.Settlement{Session: "S", Queue: q, Token: uint64(i + 1), Outcome: broker.Kill, Body: []byte{byte('a' + i)}})
+		ss = append(ss, broker.Settlement{Queue: q, Lease: q.Lease("S"), Token: uint64(i + 1), Outcome: broker.Kill, Body: []byte{byte('a' + i)}})
 	}
 	if err := b.Settle(ctx, broker.DeadRetention{MaxAge: time.Hour, MaxLen: 4}, ss); err != nil {
 		t.Fatal(err)
@@ -217,7 +217,7 @@ func TestSettleReportsConnectionErrors(t *testing.T) {
 	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1", MaxRetries: -1})
 	defer rdb.Close()
 	b := broker.New(rdb, "x")
-	err := b.Settle(context.Background(), keep, []broker.Settlement{{Session: "S", Queue: b.Queue("q"), Token: 1, Outcome: broker.Ack}})
+	err := b.Settle(context.Background(), keep, []broker.Settlement{{Queue: b.Queue("q"), Lease: b.Queue("q").Lease("S"), Token: 1, Outcome: broker.Ack}})
 	if err == nil {
 		t.Fatal("an ack on an unreachable Redis reported success")
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strconv"
 	"time"
+	"unsafe"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -23,9 +24,9 @@ type FetchRequest struct {
 
 // Fetched is one queue's answer. Err is ErrLeaseLost if the session was reclaimed.
 type Fetched struct {
-	Msgs      [][]byte
-	Recovered []int // per message, times it was reclaimed from a dead session
-	NextDue   int64 // Unix ms of the earliest scheduled message, 0 if none
+	Msgs      [][]byte // read-only: they share memory with the reply's strings
+	Recovered []int    // per message, times it was reclaimed from a dead session
+	NextDue   int64    // Unix ms of the earliest scheduled message, 0 if none
 	Err       error
 }
 
@@ -60,7 +61,7 @@ func (b *Broker) Fetch(ctx context.Context, session string, ttl time.Duration, r
 		f.Msgs = make([][]byte, n)
 		f.Recovered = make([]int, n)
 		for j := range n {
-			f.Msgs[j] = []byte(vals[2+2*j].(string))
+			f.Msgs[j] = readOnlyBytes(vals[2+2*j].(string))
 			f.Recovered[j] = int(vals[3+2*j].(int64))
 		}
 	}
@@ -154,8 +155,8 @@ const (
 
 // Settlement settles one leased message.
 type Settlement struct {
-	Session   string
 	Queue     *Queue
+	Lease     string // the session's lease hash on Queue: Queue.Lease(session)
 	Token     uint64
 	Outcome   Outcome
 	Leased    []byte // the message as leased; needed only if Recovered
@@ -179,7 +180,7 @@ func (b *Broker) Settle(ctx context.Context, keep DeadRetention, ss []Settlement
 	var clear map[string][]string
 	for i := range ss {
 		s := &ss[i]
-		q, session := s.Queue, s.Session
+		q, lease := s.Queue, s.Lease
 		tok := strconv.FormatUint(s.Token, 10)
 		leased := ""
 		if s.Recovered {
@@ -187,7 +188,7 @@ func (b *Broker) Settle(ctx context.Context, keep DeadRetention, ss []Settlement
 		}
 		switch s.Outcome {
 		case Ack:
-			acks[q.Lease(session)] = append(acks[q.Lease(session)], tok)
+			acks[lease] = append(acks[lease], tok)
 			if s.Recovered {
 				if clear == nil {
 					clear = map[string][]string{}
@@ -195,13 +196,13 @@ func (b *Broker) Settle(ctx context.Context, keep DeadRetention, ss []Settlement
 				clear[q.Recovered] = append(clear[q.Recovered], leased)
 			}
 		case Retry:
-			t.script(ctx, retryScript, []string{q.Lease(session), q.Scheduled, q.Recovered},
+			t.script(ctx, retryScript, []string{lease, q.Scheduled, q.Recovered},
 				tok, s.Body, s.Delay.Milliseconds(), s.Slot, Epoch, q.Channel, leased)
 		case Kill:
-			t.script(ctx, killScript, []string{q.Lease(session), q.Dead, q.Recovered},
+			t.script(ctx, killScript, []string{lease, q.Dead, q.Recovered},
 				tok, s.Body, keep.MaxAge.Milliseconds(), keep.MaxLen, leased)
 		case Requeue:
-			t.script(ctx, requeueScript, []string{q.Lease(session), q.Pending}, q.Channel, tok)
+			t.script(ctx, requeueScript, []string{lease, q.Pending}, q.Channel, tok)
 		}
 	}
 	for key, toks := range acks {
@@ -215,3 +216,6 @@ func (b *Broker) Settle(ctx context.Context, keep DeadRetention, ss []Settlement
 	}
 	return nil
 }
+
+// readOnlyBytes returns s's bytes without copying; they must not be modified.
+func readOnlyBytes(s string) []byte { return unsafe.Slice(unsafe.StringData(s), len(s)) }

@@ -5,6 +5,8 @@ package core
 import (
 	"context"
 	"errors"
+	"maps"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -55,13 +57,14 @@ type App struct {
 	own    bool // the client was made by rediq: close it
 
 	mu    sync.RWMutex
-	tasks map[string]*TaskDef
+	tasks atomic.Pointer[map[string]*TaskDef] // copied on write: runners read it lock-free
 	hooks [NumEvents][]Hook
 }
 
 // NewApp returns an App with no tasks or hooks. own says whether Close closes rdb.
 func NewApp(rdb redis.UniversalClient, own bool, ns string, log *zap.Logger) *App {
-	a := &App{Log: log, own: own, tasks: map[string]*TaskDef{}}
+	a := &App{Log: log, own: own}
+	a.tasks.Store(&map[string]*TaskDef{})
 	a.broker.Store(broker.New(rdb, ns))
 	return a
 }
@@ -116,30 +119,28 @@ var Unwrap func(app any) *App
 func (a *App) AddTask(def *TaskDef) bool {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if _, dup := a.tasks[def.Name]; dup {
+	old := *a.tasks.Load()
+	if _, dup := old[def.Name]; dup {
 		return false
 	}
-	a.tasks[def.Name] = def
+	tasks := make(map[string]*TaskDef, len(old)+1)
+	for n, d := range old {
+		tasks[n] = d
+	}
+	tasks[def.Name] = def
+	a.tasks.Store(&tasks)
 	return true
 }
 
 // Task returns the registered task called name.
 func (a *App) Task(name string) (*TaskDef, bool) {
-	a.mu.RLock()
-	defer a.mu.RUnlock()
-	d, ok := a.tasks[name]
+	d, ok := (*a.tasks.Load())[name]
 	return d, ok
 }
 
-// TaskNames lists the registered task names.
+// TaskNames lists the registered task names, sorted.
 func (a *App) TaskNames() []string {
-	a.mu.RLock()
-	defer a.mu.RUnlock()
-	names := make([]string, 0, len(a.tasks))
-	for n := range a.tasks {
-		names = append(names, n)
-	}
-	return names
+	return slices.Sorted(maps.Keys(*a.tasks.Load()))
 }
 
 // AddHook appends a hook for e.
