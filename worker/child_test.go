@@ -31,8 +31,9 @@ func childMain(mode string) int {
 			fmt.Fprintln(os.Stderr, err)
 			return 3
 		}
-		_ = w.Run(context.Background())
-		return 4 // unreachable unless Run fails
+		err = w.Run(context.Background()) // returns only if it fails: the parent kills us
+		fmt.Fprintln(os.Stderr, "hold worker:", err)
+		return 4
 	case "main": // the worker command line, stopped by the parent's SIGINT
 		jobTime, _ := time.ParseDuration(os.Getenv("REDIQ_TEST_JOB_TIME"))
 		rediq.Register(app, "job", func(ctx context.Context, n int) (int, error) {

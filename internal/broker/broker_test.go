@@ -51,8 +51,8 @@ func TestLateSettleAfterReclaimChangesNothing(t *testing.T) {
 	if n, err := b.Reclaim(ctx, q, "A"); n != 1 || err != nil {
 		t.Fatalf("reclaim = %d, %v; want 1", n, err)
 	}
-	if n, _ := b.Reclaim(ctx, q, "A"); n != -1 {
-		t.Fatalf("second reclaim = %d, want -1", n)
+	if n, err := b.Reclaim(ctx, q, "A"); n != -1 || err != nil {
+		t.Fatalf("second reclaim = %d, %v; want -1", n, err)
 	}
 	// A's late settlements are fenced off.
 	for _, o := range []broker.Outcome{broker.Ack, broker.Retry, broker.Kill, broker.Requeue} {
@@ -64,11 +64,11 @@ func TestLateSettleAfterReclaimChangesNothing(t *testing.T) {
 	if p, s, d := rdb.ZCard(ctx, q.Pending).Val(), rdb.ZCard(ctx, q.Scheduled).Val(), rdb.ZCard(ctx, q.Dead).Val(); p != 1 || s != 0 || d != 0 {
 		t.Fatalf("after late settles: pending %d scheduled %d dead %d, want 1 0 0", p, s, d)
 	}
-	if beat, _ := b.Heartbeat(ctx, "A", ttl, false, []*broker.Queue{q}); !beat[0].Lost {
-		t.Fatal("A's heartbeat did not report the lost lease")
+	if beat, err := b.Heartbeat(ctx, "A", ttl, false, []*broker.Queue{q}); err != nil || !beat[0].Lost {
+		t.Fatalf("A's heartbeat = %+v, %v; want the lost lease reported", beat, err)
 	}
-	if got, _ := b.Fetch(ctx, "A", ttl, []broker.FetchRequest{{Queue: q, N: 1}}); !errors.Is(got[0].Err, broker.ErrLeaseLost) {
-		t.Fatalf("A's fetch = %+v, want ErrLeaseLost", got[0])
+	if got, err := b.Fetch(ctx, "A", ttl, []broker.FetchRequest{{Queue: q, N: 1}}); err != nil || !errors.Is(got[0].Err, broker.ErrLeaseLost) {
+		t.Fatalf("A's fetch = %+v, %v; want ErrLeaseLost", got, err)
 	}
 	// B runs it, seeing one recovery, and its ack clears the count.
 	got, err = b.Fetch(ctx, "B", time.Minute, []broker.FetchRequest{{Queue: q, N: 10, TokenBase: 100}})
@@ -137,7 +137,9 @@ func TestDeadSetIsTrimmed(t *testing.T) {
 	if err := b.Enqueue(ctx, q, msgs); err != nil {
 		t.Fatal(err)
 	}
-	b.Heartbeat(ctx, "S", time.Minute, true, []*broker.Queue{q})
+	if _, err := b.Heartbeat(ctx, "S", time.Minute, true, []*broker.Queue{q}); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := b.Fetch(ctx, "S", time.Minute, []broker.FetchRequest{{Queue: q, N: 10}}); err != nil {
 		t.Fatal(err)
 	}
@@ -197,11 +199,15 @@ func TestScriptsSurviveScriptFlush(t *testing.T) {
 	if p, s := rdb.ZCard(ctx, q.Pending).Val(), rdb.ZCard(ctx, q.Scheduled).Val(); p != 3 || s != 1 {
 		t.Fatalf("pending %d scheduled %d, want 3 and 1 (members are unique)", p, s)
 	}
-	rdb.ScriptFlush(ctx)
+	if err := rdb.ScriptFlush(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := b.Heartbeat(ctx, "S", time.Minute, true, []*broker.Queue{q}); err != nil {
 		t.Fatal(err)
 	}
-	rdb.ScriptFlush(ctx)
+	if err := rdb.ScriptFlush(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
 	got, err := b.Fetch(ctx, "S", time.Minute, []broker.FetchRequest{{Queue: q, N: 10}})
 	if err != nil || len(got[0].Msgs) != 3 {
 		t.Fatalf("fetch after SCRIPT FLUSH = %+v, %v", got, err)

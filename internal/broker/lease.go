@@ -119,20 +119,6 @@ func (b *Broker) Reclaim(ctx context.Context, q *Queue, expired string) (int, er
 	return n, nil
 }
 
-// Requeue gives leased messages that never started back to pending.
-func (b *Broker) Requeue(ctx context.Context, q *Queue, session string, tokens []uint64) (int, error) {
-	args := make([]any, 0, len(tokens)+1)
-	args = append(args, q.Channel)
-	for _, tok := range tokens {
-		args = append(args, tok)
-	}
-	n, err := b.run(ctx, requeueScript, []string{q.Lease(session), q.Pending}, args...).Int()
-	if err != nil {
-		return 0, fmt.Errorf("requeue on %q: %w", q.Name, err)
-	}
-	return n, nil
-}
-
 // Leave ends the session on q unless it still holds leases there; it reports
 // whether the session ended.
 func (b *Broker) Leave(ctx context.Context, q *Queue, session string) (bool, error) {

@@ -55,16 +55,3 @@ func (b *Broker) Stats(ctx context.Context, names []string) ([]QueueStats, error
 	}
 	return out, nil
 }
-
-// Dead lists up to limit dead messages of q, newest first.
-func (b *Broker) Dead(ctx context.Context, q *Queue, limit int64) ([][]byte, error) {
-	vals, err := b.rdb.ZRevRange(ctx, q.Dead, 0, limit-1).Result()
-	if err != nil {
-		return nil, fmt.Errorf("list dead of %q: %w", q.Name, err)
-	}
-	out := make([][]byte, len(vals))
-	for i, v := range vals {
-		out[i] = []byte(v)
-	}
-	return out, nil
-}
