@@ -18,6 +18,7 @@ func CurrentTask(ctx context.Context) (info TaskInfo, ok bool) {
 	return TaskInfo{
 		ID: TaskID(s.ID), Name: s.Name, Queue: s.Queue, Priority: s.Priority, Args: s.Args,
 		EnqueuedAt: s.EnqueuedAt, Worker: s.Worker, MaxRetries: s.MaxRetries, Timeout: s.Timeout,
+		Recovered: s.Recovered,
 	}, true
 }
 
@@ -27,6 +28,16 @@ func CurrentTask(ctx context.Context) (info TaskInfo, ok bool) {
 func Retried(ctx context.Context) int {
 	if s := core.StateFrom(ctx); s != nil {
 		return s.Retried
+	}
+	return 0
+}
+
+// Recovered returns how many times a worker died (or froze past its lease) while
+// running the current task before this run; 0 outside a task. A handler with
+// side effects that are not idempotent can check it.
+func Recovered(ctx context.Context) int {
+	if s := core.StateFrom(ctx); s != nil {
+		return s.Recovered
 	}
 	return 0
 }

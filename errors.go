@@ -23,7 +23,44 @@ var (
 	ErrLeaseLost = broker.ErrLeaseLost
 	// ErrInvalidOption is matched by the error of an Enqueue given a bad option.
 	ErrInvalidOption = errors.New("rediq: invalid option")
+	// ErrDuplicate is matched by the error of an Enqueue whose task id exists
+	// already (a *DuplicateError): nothing was written.
+	ErrDuplicate = errors.New("rediq: duplicate task")
+	// ErrOutcomeUnknown is matched by the error of an Enqueue whose request went
+	// out without an answer: the task may or may not be enqueued. Enqueue again
+	// with WithID and the returned id; see Task.Enqueue.
+	ErrOutcomeUnknown = broker.ErrOutcomeUnknown
+	// ErrTooLarge is matched by the error of an Enqueue whose message is larger
+	// than Config.MaxMessageBytes (a *TooLargeError): nothing was written.
+	ErrTooLarge = errors.New("rediq: message too large")
 )
+
+// DuplicateError is the error of an Enqueue whose task id is taken.
+type DuplicateError struct {
+	ExistingID TaskID
+	Queue      string // the queue holding the existing task
+}
+
+func (e *DuplicateError) Error() string {
+	return fmt.Sprintf("rediq: duplicate task: id %q exists in queue %q", e.ExistingID, e.Queue)
+}
+
+// Is makes errors.Is(err, ErrDuplicate) true.
+func (e *DuplicateError) Is(target error) bool { return target == ErrDuplicate }
+
+// TooLargeError is the error of an Enqueue whose encoded message exceeds the limit.
+type TooLargeError struct {
+	Task  string
+	Size  int // bytes, encoded
+	Limit int // Config.MaxMessageBytes
+}
+
+func (e *TooLargeError) Error() string {
+	return fmt.Sprintf("rediq: task %q: message of %d bytes is larger than the limit of %d (Config.MaxMessageBytes)", e.Task, e.Size, e.Limit)
+}
+
+// Is makes errors.Is(err, ErrTooLarge) true.
+func (e *TooLargeError) Is(target error) bool { return target == ErrTooLarge }
 
 // SkipRetry wraps a handler error so that the task goes to the dead set at once
 // instead of being retried:

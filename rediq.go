@@ -1,8 +1,10 @@
 package rediq
 
 import (
+	"context"
 	"fmt"
 	"os"
+	"slices"
 
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
@@ -32,12 +34,22 @@ type Config struct {
 	Namespace string
 	// Logger receives the library's logs. Default: a no-op logger.
 	Logger *zap.Logger
+	// MaxMessageBytes bounds one encoded task message (its arguments and
+	// options): a larger Enqueue fails with a *TooLargeError before anything is
+	// written. Redis holds every pending task in memory; large inputs belong in
+	// a blob store with their key in the arguments. Default
+	// DefaultMaxMessageBytes.
+	MaxMessageBytes int
 }
+
+// DefaultMaxMessageBytes is Config.MaxMessageBytes's default: 1 MiB.
+const DefaultMaxMessageBytes = 1 << 20
 
 // App is the registry of tasks and hooks and the connection to Redis. Producers
 // use it to enqueue; package worker runs its tasks. It is safe for concurrent use.
 type App struct {
-	core *core.App
+	core            *core.App
+	maxMessageBytes int
 }
 
 func init() {
@@ -55,6 +67,12 @@ func New(cfg Config) (*App, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = zap.NewNop()
 	}
+	if cfg.MaxMessageBytes == 0 {
+		cfg.MaxMessageBytes = DefaultMaxMessageBytes
+	}
+	if cfg.MaxMessageBytes < 0 {
+		return nil, fmt.Errorf("rediq: MaxMessageBytes %d is negative", cfg.MaxMessageBytes)
+	}
 	rdb, own := cfg.Redis, false
 	if rdb == nil {
 		url := cfg.RedisURL
@@ -70,7 +88,26 @@ func New(cfg Config) (*App, error) {
 		}
 		own = true
 	}
-	return &App{core: core.NewApp(rdb, own, cfg.Namespace, cfg.Logger)}, nil
+	return &App{core: core.NewApp(rdb, own, cfg.Namespace, cfg.Logger), maxMessageBytes: cfg.MaxMessageBytes}, nil
+}
+
+// checkIDElsewhere fails if a queue of the namespace other than queue holds a
+// task with the id (the enqueue script checks queue itself, atomically).
+func (a *App) checkIDElsewhere(ctx context.Context, id, queue string) error {
+	b := a.core.Broker()
+	names, err := b.Queues(ctx)
+	if err != nil {
+		return fmt.Errorf("rediq: %w", err)
+	}
+	names = slices.DeleteFunc(names, func(n string) bool { return n == queue })
+	in, err := b.Exists(ctx, id, names)
+	if err != nil {
+		return fmt.Errorf("rediq: check task id %q: %w", id, err)
+	}
+	if in != "" {
+		return &DuplicateError{ExistingID: TaskID(id), Queue: in}
+	}
+	return nil
 }
 
 // Redis returns the client the App uses.

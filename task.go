@@ -3,6 +3,7 @@ package rediq
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -42,6 +43,10 @@ type TaskInfo struct {
 	Worker     string // the name of the worker running it
 	MaxRetries int
 	Timeout    time.Duration
+	// Recovered counts the times a worker died (or froze past its lease)
+	// while running this task before: > 0 means this run repeats work that
+	// may have partly happened.
+	Recovered int
 }
 
 // Task is a registered task function: the handle producers enqueue with.
@@ -95,8 +100,17 @@ func Register[A, R any](app *App, name string, fn func(context.Context, A) (R, e
 }
 
 // Enqueue adds one task to its queue and returns its id. The arguments are
-// encoded before anything is written: an error there (an *EncodeError), or a ctx
-// already done, leaves Redis untouched.
+// encoded and checked before anything is written: an error there (an
+// *EncodeError, a *TooLargeError, ErrInvalidOption), or a ctx already done,
+// leaves Redis untouched.
+//
+// Enqueue returns when ctx ends, whatever Redis does. If its request was sent
+// but no answer came back (a timeout, a reset, ctx ending meanwhile) the error
+// matches ErrOutcomeUnknown and the id is returned with it: the task may or may
+// not be enqueued. Enqueueing again with WithID(id) is then safe — it writes
+// nothing if the first call did, and says so with an error matching
+// ErrDuplicate. An error that does not match ErrOutcomeUnknown means nothing was
+// written.
 func (t *Task[A, R]) Enqueue(ctx context.Context, args A, opts ...EnqueueOption) (TaskID, error) {
 	if err := ctx.Err(); err != nil {
 		return "", err
@@ -105,26 +119,34 @@ func (t *Task[A, R]) Enqueue(ctx context.Context, args A, opts ...EnqueueOption)
 	if err != nil {
 		return "", err
 	}
-	id, body, err := t.encode(args, &o, time.Now())
+	msg, err := t.encode(args, &o, time.Now())
 	if err != nil {
 		return "", err
 	}
+	id := TaskID(msg.ID)
 	b := t.app.core.Broker()
 	q := b.Queue(o.queue)
-	if o.delay > 0 {
-		err = b.Enqueue(ctx, q, []broker.Message{{Slot: broker.Slot(o.priority), Delay: o.delay, Body: body}})
-	} else {
-		err = b.Enqueue1(ctx, q, broker.Slot(o.priority), body)
+	if o.id != "" {
+		if err := t.app.checkIDElsewhere(ctx, o.id, o.queue); err != nil {
+			return "", err
+		}
 	}
-	if err != nil {
+	added, err := b.Enqueue1(ctx, q, msg)
+	switch {
+	case errors.Is(err, ErrOutcomeUnknown):
+		return id, fmt.Errorf("rediq: %w (retry with rediq.WithID(%q))", err, id)
+	case err != nil:
 		return "", fmt.Errorf("rediq: %w", err)
+	case !added:
+		return "", &DuplicateError{ExistingID: id, Queue: o.queue}
 	}
 	return id, nil
 }
 
 // EnqueueMany adds one task per element of args with the same options, in one
 // round trip, and returns their ids in order. Either every argument encodes and
-// the whole batch is sent, or nothing is written.
+// the whole batch is sent, or nothing is written. Its errors mean what
+// Enqueue's do; with ErrOutcomeUnknown the ids are returned.
 func (t *Task[A, R]) EnqueueMany(ctx context.Context, args []A, opts ...EnqueueOption) ([]TaskID, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
@@ -136,21 +158,32 @@ func (t *Task[A, R]) EnqueueMany(ctx context.Context, args []A, opts ...EnqueueO
 	if err != nil {
 		return nil, err
 	}
+	if o.id != "" && len(args) > 1 {
+		return nil, fmt.Errorf("%w: WithID names one task, and EnqueueMany got %d", ErrInvalidOption, len(args))
+	}
 	ids := make([]TaskID, len(args))
 	msgs := make([]broker.Message, len(args))
 	now := time.Now()
-	slot := broker.Slot(o.priority)
 	for i := range args {
-		id, body, err := t.encode(args[i], &o, now)
+		msg, err := t.encode(args[i], &o, now)
 		if err != nil {
 			return nil, err
 		}
-		ids[i] = id
-		msgs[i] = broker.Message{Slot: slot, Delay: o.delay, Body: body}
+		ids[i] = TaskID(msg.ID)
+		msgs[i] = msg
 	}
 	b := t.app.core.Broker()
-	if err := b.Enqueue(ctx, b.Queue(o.queue), msgs); err != nil {
+	added, err := b.Enqueue(ctx, b.Queue(o.queue), msgs)
+	switch {
+	case errors.Is(err, ErrOutcomeUnknown):
+		return ids, fmt.Errorf("rediq: %w", err)
+	case err != nil:
 		return nil, fmt.Errorf("rediq: %w", err)
+	}
+	for i, ok := range added {
+		if !ok { // only with WithID, or a generated id met twice (about 2^-48)
+			return ids, &DuplicateError{ExistingID: ids[i], Queue: o.queue}
+		}
 	}
 	return ids, nil
 }
@@ -165,6 +198,10 @@ func (t *Task[A, R]) enqueueOptions(opts []EnqueueOption) (enqueueOptions, error
 	}
 	if !o.at.IsZero() {
 		o.delay = time.Until(o.at)
+	}
+	if due := time.Now().Add(o.delay); o.delay > 0 && due.UnixMilli() > broker.MaxDue-24*3600*1000 {
+		return o, fmt.Errorf("%w: due time %s is past what rediq can schedule (%s)", ErrInvalidOption,
+			due.UTC().Format(time.RFC3339), time.UnixMilli(broker.MaxDue).UTC().Format("2006-01-02"))
 	}
 	return o, nil
 }
@@ -189,6 +226,9 @@ type argsDecoder struct {
 func decodeArgs(raw []byte, v any) error {
 	d := decoders.Get().(*argsDecoder)
 	defer decoders.Put(d)
+	if len(raw) == 0 { // a message without "a": the zero value
+		raw = []byte{0xc0}
+	}
 	d.r.Reset(raw)
 	d.dec.Reset(&d.r)
 	return d.dec.Decode(v)
@@ -199,18 +239,26 @@ type argsEncoder struct {
 	enc *msgpack.Encoder
 }
 
-func (t *Task[A, R]) encode(args A, o *enqueueOptions, now time.Time) (TaskID, []byte, error) {
+func (t *Task[A, R]) encode(args A, o *enqueueOptions, now time.Time) (broker.Message, error) {
 	e := encoders.Get().(*argsEncoder)
 	defer encoders.Put(e)
 	e.buf.Reset()
 	if err := e.enc.Encode(args); err != nil {
-		return "", nil, &EncodeError{Task: t.def.Name, Err: err}
+		return broker.Message{}, &EncodeError{Task: t.def.Name, Err: err}
+	}
+	id := o.id
+	if id == "" {
+		id = codec.NewID(now)
 	}
 	env := codec.Envelope{
-		ID: codec.NewID(now), Name: t.def.Name, Args: e.buf.Bytes(), EnqueuedAt: now.UnixMilli(),
+		ID: id, Name: t.def.Name, Args: e.buf.Bytes(), EnqueuedAt: now.UnixMilli(),
 		Priority: o.priority, MaxRetries: o.retries, TimeoutMs: o.timeout.Milliseconds(),
 	}
-	return TaskID(env.ID), codec.Encode(&env), nil
+	body := codec.Encode(&env)
+	if limit := t.app.maxMessageBytes; len(body) > limit {
+		return broker.Message{}, &TooLargeError{Task: t.def.Name, Size: len(body), Limit: limit}
+	}
+	return broker.Message{ID: id, Slot: broker.Slot(o.priority), Delay: o.delay, Body: body}, nil
 }
 
 // TaskOption configures Register.
@@ -238,6 +286,7 @@ type enqueueOptions struct {
 	taskOptions
 	delay time.Duration
 	at    time.Time
+	id    string
 }
 
 type option func(*taskOptions)
@@ -317,6 +366,26 @@ func Backoff(f func(retried int) time.Duration) TaskOption {
 // at once.
 func Delay(d time.Duration) EnqueueOption {
 	return enqueueOnly(func(o *enqueueOptions) { o.delay = d })
+}
+
+// WithID gives the task a caller-chosen id instead of a generated one: 1 to 256
+// bytes, unique in the namespace. Enqueueing an id that exists in any queue of
+// the namespace writes nothing and returns an error matching ErrDuplicate (a
+// *DuplicateError), which makes Enqueue idempotent: a producer that got an
+// error matching ErrOutcomeUnknown enqueues again with the same id. An id is
+// free again once its task has left Redis (succeeded, or trimmed from the
+// dead set).
+//
+// Uniqueness within the task's queue is atomic. Across queues it is checked
+// just before the enqueue, so two concurrent enqueues of one id into two
+// different queues can both succeed; give one logical task one queue.
+func WithID(id string) EnqueueOption {
+	return enqueueOnly(func(o *enqueueOptions) {
+		if id == "" || len(id) > 256 {
+			o.fail("task id %.20q… must be 1 to 256 bytes", id)
+		}
+		o.id = id
+	})
 }
 
 // ProcessAt makes the task due at t.

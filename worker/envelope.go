@@ -17,12 +17,11 @@ func (e *envelope) decode(b []byte) error { return codec.DecodeInto(b, &e.Envelo
 
 func (e *envelope) encode() []byte { return codec.Encode(&e.Envelope) }
 
-// deadUndecodable wraps bytes that are not a message into one for the dead set,
-// keeping the original bytes.
-func deadUndecodable(raw []byte, err error) []byte {
-	now := time.Now()
+// deadUndecodable wraps bytes that are not a valid message into one for the
+// dead set, under the task's id, keeping the original bytes.
+func deadUndecodable(id string, raw []byte, err error, now time.Time) []byte {
 	return codec.Encode(&codec.Envelope{
-		ID: codec.NewID(now), Name: "(undecodable)", EnqueuedAt: now.UnixMilli(), MaxRetries: -1,
+		ID: id, Name: "(undecodable)", EnqueuedAt: now.UnixMilli(), MaxRetries: -1,
 		Error: fmt.Sprintf("rediq: undecodable message: %v", err), Raw: raw,
 	})
 }

@@ -3,6 +3,9 @@ package worker
 import (
 	"context"
 	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -17,6 +20,11 @@ import (
 // scheduled task falls due, or at each heartbeat (the safety net for a lost
 // pub/sub message). There is no poll interval: an idle fetcher sleeps until one
 // of those happens.
+//
+// A fetch whose reply is lost may still have leased tasks in Redis; the fetcher
+// therefore sends the very same request (same token bases) again until it gets
+// an answer, and the script, seeing its tokens already leased, answers what it
+// leased the first time instead of leasing more.
 func (w *Worker) fetcher(ctx context.Context) {
 	due := time.NewTimer(time.Hour)
 	due.Stop()
@@ -24,31 +32,49 @@ func (w *Worker) fetcher(ctx context.Context) {
 	var dueAt int64
 	failures := 0
 	rotate := 0
+	var reqs []broker.FetchRequest // a request to send again after an error
+	var qs []*queue
+	var gens []*generation
 	for {
-		free := w.capacity - w.held.Load()
-		reqs, qs := w.plan(int(free), rotate)
-		rotate++
-		if len(reqs) == 0 {
-			select {
-			case <-ctx.Done():
-				return
-			case <-w.kick:
-			case <-due.C:
-				dueAt = 0
-				w.markDue()
+		if reqs == nil {
+			w.reconcileAll(ctx)
+			if !w.lease.valid() { // fenced: fetch nothing until the lease is renewed
+				select {
+				case <-ctx.Done():
+					return
+				case <-w.lease.changed():
+				}
+				continue
 			}
-			continue
+			free := w.capacity - w.held.Load()
+			reqs, qs = w.plan(int(free), rotate)
+			rotate++
+			if len(reqs) == 0 {
+				reqs = nil
+				select {
+				case <-ctx.Done():
+					return
+				case <-w.kick:
+				case <-due.C:
+					dueAt = 0
+					w.markDue()
+				}
+				continue
+			}
+			// Capture the lease generations before the request goes out: a
+			// loss noticed while it is in flight must drop what it brings.
+			gens = gens[:0]
+			for _, q := range qs {
+				gens = append(gens, q.gen.Load())
+			}
 		}
 		res, err := w.b.Fetch(ctx, w.session, w.cfg.LeaseTTL, reqs)
 		if err != nil {
 			if ctx.Err() != nil {
-				return
-			}
-			for _, q := range qs {
-				q.ready.Store(true)
+				return // what it may have leased is given back by Leave
 			}
 			failures++
-			w.log.Warn("fetch failed; will retry", zap.Error(err), zap.Int("failures", failures))
+			w.log.Warn("fetch failed; will send it again", zap.Error(err), zap.Int("failures", failures))
 			select {
 			case <-ctx.Done():
 				return
@@ -57,30 +83,89 @@ func (w *Worker) fetcher(ctx context.Context) {
 			continue
 		}
 		failures = 0
-		for i, r := range res {
-			q := qs[i]
-			if errors.Is(r.Err, broker.ErrLeaseLost) {
-				w.leaseLost(ctx, q)
-				q.ready.Store(true)
-				continue
-			}
-			q.nextDue.Store(r.NextDue)
-			if len(r.Msgs) == reqs[i].N {
-				q.ready.Store(true) // a full answer: there may be more
-			}
-			gen := q.gen.Load()
-			for k, m := range r.Msgs {
-				w.held.Add(1)
-				w.jobs <- &job{q: q, gen: gen, token: reqs[i].TokenBase + uint64(k+1), raw: m, recovered: r.Recovered[k]}
-			}
-		}
+		w.accept(ctx, reqs, qs, gens, res)
+		reqs = nil
 		if next := w.earliestDue(); next != dueAt {
 			dueAt = next
 			if next == 0 {
 				due.Stop()
 			} else {
-				due.Reset(max(time.Until(time.UnixMilli(next)), 0))
+				due.Reset(max(time.Duration(next-w.cfg.now().UnixMilli())*time.Millisecond, 0))
 			}
+		}
+	}
+}
+
+// accept turns a fetch's answer into jobs.
+func (w *Worker) accept(ctx context.Context, reqs []broker.FetchRequest, qs []*queue, gens []*generation, res []broker.Fetched) {
+	now := w.cfg.now().UnixMilli()
+	for i, r := range res {
+		q, gen := qs[i], gens[i]
+		if errors.Is(r.Err, broker.ErrLeaseLost) {
+			if q.gen.Load() == gen {
+				w.leaseLost(ctx, q)
+			}
+			continue
+		}
+		if r.NextDue >= 0 {
+			q.nextDue.Store(now + r.NextDue.Milliseconds())
+		} else {
+			q.nextDue.Store(0)
+		}
+		if len(r.Tasks) == reqs[i].N {
+			q.ready.Store(true) // a full answer: there may be more
+		}
+		for _, t := range r.Tasks {
+			j := &job{q: q, gen: gen, token: t.Token, id: t.ID, raw: t.Body, recovered: t.Recovered, started: t.Started}
+			q.heldMu.Lock()
+			q.held[t.Token] = struct{}{}
+			q.heldMu.Unlock()
+			w.held.Add(1)
+			if t.Recovered > 0 {
+				w.recovering.Add(1)
+			}
+			if j.raw == nil { // the record is gone: nothing to run
+				w.settle(j, broker.Ack, nil, 0)
+				continue
+			}
+			w.jobs <- j
+		}
+	}
+}
+
+// reconcileAll compares, on the queues where a heartbeat saw a difference, the
+// leases Redis says this session holds with the tokens the worker knows, and
+// gives back the ones it does not know (a fetch reply lost for good). It runs
+// between fetches, so that no fetch is in flight: a token the worker does not
+// know then is one it will never learn.
+func (w *Worker) reconcileAll(ctx context.Context) {
+	for _, q := range w.queues {
+		if !q.reconcile.CompareAndSwap(true, false) {
+			continue
+		}
+		leases, err := w.b.Leases(ctx, q.Queue, w.session)
+		if err != nil {
+			w.log.Warn("reconcile leases", zap.String("queue", q.Name), zap.Error(err))
+			q.reconcile.Store(true)
+			continue
+		}
+		gen := q.gen.Load()
+		var unknown int
+		q.heldMu.Lock()
+		for tok, id := range leases {
+			if _, ok := q.held[tok]; ok || tok > w.tokens.Load() {
+				continue
+			}
+			q.held[tok] = struct{}{}
+			w.held.Add(1)
+			unknown++
+			j := &job{q: q, gen: gen, token: tok, id: id}
+			defer w.settle(j, broker.Requeue, nil, 0)
+		}
+		q.heldMu.Unlock()
+		if unknown > 0 {
+			w.log.Warn("gave back tasks leased to this worker by a fetch whose reply was lost",
+				zap.String("queue", q.Name), zap.Int("tasks", unknown))
 		}
 	}
 }
@@ -116,6 +201,11 @@ func (w *Worker) plan(free, rotate int) ([]broker.FetchRequest, []*queue) {
 		shares[(rotate+k)%len(ready)]++
 		given++
 	}
+	// Tasks that go straight to an idle runner are marked started by the
+	// fetch itself, saving them a round trip; the rest are marked when a
+	// runner takes them.
+	idle := max(w.cfg.Concurrency-int(w.active.Load())-len(w.jobs), 0)
+	recovering := w.recovering.Load() == 0
 	var reqs []broker.FetchRequest
 	var qs []*queue
 	for i, q := range ready {
@@ -124,7 +214,11 @@ func (w *Worker) plan(free, rotate int) ([]broker.FetchRequest, []*queue) {
 		}
 		q.ready.Store(false)
 		n := uint64(shares[i])
-		reqs = append(reqs, broker.FetchRequest{Queue: q.Queue, N: shares[i], TokenBase: w.tokens.Add(n) - n})
+		start := min(idle, shares[i])
+		idle -= start
+		reqs = append(reqs, broker.FetchRequest{Queue: q.Queue, N: shares[i], TokenBase: w.tokens.Add(n) - n,
+			Recovering: recovering, StartNow: start})
+		recovering = false // at most one recovered task per fetch
 		qs = append(qs, q)
 	}
 	return reqs, qs
@@ -142,7 +236,7 @@ func (w *Worker) earliestDue() int64 {
 
 // markDue makes ready the queues whose earliest scheduled task is due.
 func (w *Worker) markDue() {
-	now := time.Now().UnixMilli()
+	now := w.cfg.now().UnixMilli()
 	for _, q := range w.queues {
 		if d := q.nextDue.Load(); d > 0 && d <= now {
 			q.ready.Store(true)
@@ -157,24 +251,137 @@ func (w *Worker) markAllReady() {
 	w.wake()
 }
 
+// subscription is the wake-up subscription, replaceable when it goes deaf.
+type subscription struct {
+	mu sync.Mutex
+	ps *redis.PubSub
+}
+
+func (s *subscription) get() *redis.PubSub {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.ps
+}
+
+func (s *subscription) close() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.ps.Close()
+}
+
+// probeState tracks the heartbeat's probes of the wake-up subscription.
+type probeState struct {
+	sent, seen atomic.Uint64
+	resub      chan struct{} // asks the subscriber to subscribe again
+}
+
+func (w *Worker) probeChannel() string { return w.b.Namespace() + ":probe:" + w.session }
+
+// subscribe subscribes to the wake channels and the probe channel, returning
+// once Redis confirmed it, so that no wake-up after this point can be missed.
+func (w *Worker) subscribe(ctx context.Context) (*subscription, error) {
+	chans := make([]string, 0, len(w.queues)+1)
+	for _, q := range w.queues {
+		chans = append(chans, q.Channel)
+	}
+	chans = append(chans, w.probeChannel())
+	ps := w.b.Client().Subscribe(ctx, chans...)
+	for subscribed := 0; subscribed < len(chans); {
+		msg, err := ps.Receive(ctx)
+		if err != nil {
+			ps.Close()
+			return nil, fmt.Errorf("subscribe: %w", err)
+		}
+		if _, ok := msg.(*redis.Subscription); ok {
+			subscribed++
+		}
+	}
+	if w.probes.resub == nil {
+		w.probes.resub = make(chan struct{}, 1)
+	}
+	return &subscription{ps: ps}, nil
+}
+
+// probe checks, after a heartbeat, that the subscription still hears what is
+// published: the previous probe must have come back by now. A subscription can
+// go deaf while its connection lives on — after a Sentinel failover it stays on
+// the old master, which go-redis does not move — and then idle workers would
+// wait for the heartbeat's safety net instead of waking at once. It then asks
+// the subscriber for a new subscription, and publishes the next probe.
+func (w *Worker) probe(ctx context.Context) {
+	if sent := w.probes.sent.Load(); sent > 0 && w.probes.seen.Load() < sent {
+		w.log.Warn("the wake-up subscription did not hear its last probe; subscribing again")
+		select {
+		case w.probes.resub <- struct{}{}:
+		default:
+		}
+	}
+	n := w.probes.sent.Add(1)
+	if err := w.b.Client().Publish(ctx, w.probeChannel(), n).Err(); err != nil {
+		w.probes.sent.Add(^uint64(0))
+		w.log.Debug("probe publish", zap.Error(err))
+	}
+}
+
 // subscriber turns wake-channel messages into ready queues until stop is
 // closed. After a reconnect (go-redis resubscribes by itself) messages may have
 // been missed, so every queue is made ready.
-func (w *Worker) subscriber(ctx context.Context, ps *redis.PubSub, stop <-chan struct{}) {
+func (w *Worker) subscriber(ctx context.Context, sub *subscription, stop <-chan struct{}) {
 	failures := 0
+	msgs := make(chan any)
+	recvDone := make(chan struct{})
+	// Receive blocks; a helper goroutine feeds msgs so that a re-subscription
+	// request can interrupt the wait by closing the old PubSub.
+	receive := func(ps *redis.PubSub) {
+		defer close(recvDone)
+		for {
+			msg, err := ps.Receive(ctx)
+			if errors.Is(err, redis.ErrClosed) {
+				return // closed by a stop or a re-subscription
+			}
+			if err != nil {
+				msg = err
+			}
+			select {
+			case msgs <- msg:
+			case <-stop:
+				return
+			}
+		}
+	}
+	go receive(sub.get())
 	for {
-		msg, err := ps.Receive(ctx)
+		var msg any
 		select {
 		case <-stop:
+			<-recvDone
 			return
-		default:
+		case <-w.probes.resub:
+			nps, err := w.subscribe(ctx)
+			if err != nil {
+				w.log.Warn("subscribe again", zap.Error(err))
+				continue
+			}
+			old := sub.get()
+			sub.mu.Lock()
+			sub.ps = nps.ps
+			sub.mu.Unlock()
+			old.Close()
+			<-recvDone
+			recvDone = make(chan struct{})
+			go receive(sub.get())
+			w.probes.seen.Store(w.probes.sent.Load())
+			w.markAllReady()
+			continue
+		case msg = <-msgs:
 		}
-		if err != nil {
+		if err, ok := msg.(error); ok {
 			failures++
 			w.log.Debug("wake channel receive", zap.Error(err))
 			w.markAllReady()
 			select {
 			case <-stop:
+				<-recvDone
 				return
 			case <-time.After(retryDelay(failures)):
 			}
@@ -186,6 +393,12 @@ func (w *Worker) subscriber(ctx context.Context, ps *redis.PubSub, stop <-chan s
 			if q := w.byChan[m.Channel]; q != nil {
 				q.ready.Store(true)
 				w.wake()
+			} else if m.Channel == w.probeChannel() {
+				var n uint64
+				fmt.Sscan(m.Payload, &n)
+				if n > w.probes.seen.Load() {
+					w.probes.seen.Store(n)
+				}
 			}
 		case *redis.Subscription:
 			w.markAllReady()

@@ -98,12 +98,17 @@ func (e *env) count(key string) int64 {
 // dead decodes the dead set of a queue, oldest first.
 func (e *env) dead(queue string) []*codec.Envelope {
 	e.t.Helper()
-	vals, err := e.rdb.ZRange(context.Background(), e.queue(queue).Dead, 0, -1).Result()
+	q := e.queue(queue)
+	ids, err := e.rdb.ZRange(context.Background(), q.Dead, 0, -1).Result()
 	if err != nil {
 		e.t.Fatal(err)
 	}
 	var out []*codec.Envelope
-	for _, v := range vals {
+	for _, id := range ids {
+		v, err := e.rdb.HGet(context.Background(), q.Records, id).Result()
+		if err != nil {
+			e.t.Fatalf("dead task %s has no record: %v", id, err)
+		}
 		env, err := codec.Decode([]byte(v))
 		if err != nil {
 			e.t.Fatalf("dead message does not decode: %v", err)

@@ -2,45 +2,126 @@ package worker
 
 import (
 	"context"
+	"sync"
 	"time"
 
 	"go.uber.org/zap"
 
+	"github.com/rediq/rediq"
 	"github.com/rediq/rediq/internal/broker"
 )
 
-// heartbeater extends the session's leases every LeaseTTL/3 and reclaims the
-// tasks of sessions whose leases expired. Besides the ticks, it wakes exactly when
-// the next other session's lease runs out, so a dead worker's tasks are back in
-// their queues milliseconds after its lease expires, not up to a tick later.
+// leaseClock is the worker's own view of its lease: the lease runs until
+// LeaseTTL after the last heartbeat that succeeded was *sent* (Redis set the
+// deadline later than that, so this view is never behind Redis's). Past it the
+// worker may already have been reclaimed, so it starts nothing and cancels what
+// runs: a frozen or cut-off worker never runs a task beside the one that took
+// it over.
+type leaseClock struct {
+	now     func() time.Time
+	mu      sync.Mutex
+	until   time.Time
+	renewed chan struct{} // closed and replaced at each renewal
+}
+
+func (l *leaseClock) init(now func() time.Time) {
+	l.now = now
+	l.renewed = make(chan struct{})
+}
+
+func (l *leaseClock) renew(sent time.Time, ttl time.Duration) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if u := sent.Add(ttl); u.After(l.until) {
+		l.until = u
+	}
+	close(l.renewed)
+	l.renewed = make(chan struct{})
+}
+
+func (l *leaseClock) valid() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.now().Before(l.until)
+}
+
+// left is how long the lease has to run (<= 0: expired).
+func (l *leaseClock) left() time.Duration {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.until.Sub(l.now())
+}
+
+// changed is closed at the next renewal.
+func (l *leaseClock) changed() <-chan struct{} {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.renewed
+}
+
+// heartbeater extends the session's leases every LeaseTTL/3 (sooner after a
+// failure) and reclaims the tasks of sessions whose leases expired. Besides
+// the ticks, it wakes exactly when the next other session's lease runs out, so
+// a dead worker's tasks are back in their queues milliseconds after its lease
+// expires, and when its own lease runs out without a renewal, to fence itself.
 func (w *Worker) heartbeater(ctx context.Context, stop <-chan struct{}) {
-	tick := time.NewTicker(w.cfg.LeaseTTL / 3)
-	defer tick.Stop()
+	interval := w.cfg.LeaseTTL / 3
+	next := time.NewTimer(interval)
+	defer next.Stop()
 	reclaim := time.NewTimer(time.Hour)
 	reclaim.Stop()
 	defer reclaim.Stop()
+	fence := time.NewTimer(w.lease.left())
+	defer fence.Stop()
+	failures := 0
+	fenced := false
 	for {
 		select {
 		case <-stop:
 			return
-		case <-tick.C:
+		case <-next.C:
 		case <-reclaim.C:
-		}
-		next, err := w.beat(ctx, false)
-		if err != nil {
-			w.log.Warn("heartbeat failed", zap.Error(err))
+		case <-fence.C:
+			if left := w.lease.left(); left > 0 {
+				fence.Reset(left)
+				continue
+			}
+			if !fenced {
+				fenced = true
+				w.log.Error("could not renew the lease in time: starting nothing and cancelling running tasks until Redis answers",
+					zap.Duration("lease_ttl", w.cfg.LeaseTTL), zap.Int("failed_heartbeats", failures))
+				w.cancelRunning(errFenced, func(*slot) bool { return true })
+			}
 			continue
 		}
-		if next > 0 {
-			reclaim.Reset(max(time.Until(time.UnixMilli(next)), 0) + time.Millisecond)
+		sent := w.cfg.now()
+		untilNext, err := w.beat(ctx, false)
+		if err != nil {
+			failures++
+			w.healthySince = time.Time{}
+			w.log.Warn("heartbeat failed", zap.Error(err), zap.Int("failures", failures))
+			next.Reset(min(retryDelay(failures), interval))
+			continue
 		}
+		if failures > 0 || fenced {
+			w.log.Info("heartbeat works again", zap.Int("failures", failures), zap.Bool("was_fenced", fenced))
+		}
+		failures, fenced = 0, false
+		w.lease.renew(sent, w.cfg.LeaseTTL)
+		fence.Reset(w.lease.left())
+		next.Reset(interval)
+		if untilNext >= 0 {
+			reclaim.Reset(untilNext + time.Millisecond)
+		}
+		w.probe(ctx)
 		w.markAllReady()
 	}
 }
 
 // beat runs one heartbeat on every queue, handles a lost lease and reclaims
-// expired sessions; it returns when the next other session's lease runs out.
-func (w *Worker) beat(ctx context.Context, register bool) (int64, error) {
+// expired sessions (once this worker has itself been healthy for a lease
+// period); it returns when the next other session's lease runs out (< 0: none).
+func (w *Worker) beat(ctx context.Context, register bool) (time.Duration, error) {
 	qs := make([]*broker.Queue, len(w.queues))
 	for i, q := range w.queues {
 		qs[i] = q.Queue
@@ -49,23 +130,46 @@ func (w *Worker) beat(ctx context.Context, register bool) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
-	var next int64
+	now := time.Now()
+	if w.healthySince.IsZero() {
+		w.healthySince = now
+	}
+	// After an outage every session looks expired: the first worker back must
+	// not take everyone's tasks before the others had a lease period to renew.
+	mayReclaim := now.Sub(w.healthySince) >= w.cfg.LeaseTTL
+	next := time.Duration(-1)
 	for i, bt := range beats {
 		q := w.queues[i]
 		if bt.Lost {
 			w.leaseLost(ctx, q)
+			continue
+		}
+		if int64(bt.Held) != q.heldCount() {
+			q.reconcile.Store(true)
 		}
 		for _, dead := range bt.Expired {
-			n, err := w.b.Reclaim(ctx, q.Queue, dead)
+			if dead == w.session {
+				continue
+			}
+			if !mayReclaim {
+				if next < 0 || w.cfg.LeaseTTL-now.Sub(w.healthySince) < next {
+					next = w.cfg.LeaseTTL - now.Sub(w.healthySince)
+				}
+				continue
+			}
+			pre, started, ok, err := w.b.Reclaim(ctx, q.Queue, dead)
 			switch {
 			case err != nil:
 				w.log.Warn("reclaim failed", zap.String("queue", q.Name), zap.String("session", dead), zap.Error(err))
-			case n >= 0:
-				w.log.Warn("reclaimed the tasks of a worker whose lease expired",
-					zap.String("queue", q.Name), zap.String("session", dead), zap.Int("tasks", n))
+			case ok && pre+started > 0:
+				w.log.Warn("took back the tasks of a worker whose lease expired",
+					zap.String("queue", q.Name), zap.String("session", dead), zap.Int("started", started), zap.Int("prefetched", pre))
+			case ok:
+				w.log.Debug("removed the session of a worker whose lease expired, holding nothing",
+					zap.String("queue", q.Name), zap.String("session", dead))
 			}
 		}
-		if d := bt.NextDeadline; d > 0 && (next == 0 || d < next) {
+		if d := bt.NextDeadline; d >= 0 && (next < 0 || d < next) {
 			next = d
 		}
 	}
@@ -73,15 +177,22 @@ func (w *Worker) beat(ctx context.Context, register bool) (int64, error) {
 }
 
 // leaseLost handles this session's lease on q having been reclaimed (the worker
-// stalled past LeaseTTL): the tasks it holds from q run elsewhere, so they are
+// stalled past LeaseTTL): the tasks it held from q run elsewhere, so they are
 // cancelled and dropped, and the session registers again for new ones.
 func (w *Worker) leaseLost(ctx context.Context, q *queue) {
-	old := q.gen.Swap(&generation{})
-	old.lost.Store(true)
-	w.cancelRunning(func(sl *slot) bool { return sl.gen == old })
+	old := q.gen.Swap(newGeneration())
+	old.markLost()
+	w.cancelRunning(rediq.ErrLeaseLost, func(sl *slot) bool { return sl.gen == old })
 	w.log.Error("lease lost: this worker stalled past the lease TTL and its tasks were given to others",
 		zap.String("queue", q.Name), zap.Duration("lease_ttl", w.cfg.LeaseTTL))
 	if _, err := w.b.Heartbeat(ctx, w.session, w.cfg.LeaseTTL, true, []*broker.Queue{q.Queue}); err != nil {
 		w.log.Warn("re-register after lease loss", zap.Error(err))
 	}
+	q.ready.Store(true)
+}
+
+func (q *queue) heldCount() int64 {
+	q.heldMu.Lock()
+	defer q.heldMu.Unlock()
+	return int64(len(q.held))
 }

@@ -10,10 +10,10 @@ import (
 
 	"go.uber.org/zap"
 
-	"github.com/redis/go-redis/v9"
-
 	"github.com/rediq/rediq"
+	"github.com/rediq/rediq/internal/backoff"
 	"github.com/rediq/rediq/internal/broker"
+	"github.com/rediq/rediq/internal/codec"
 	"github.com/rediq/rediq/internal/core"
 	"github.com/rediq/rediq/internal/executor"
 )
@@ -22,6 +22,12 @@ import (
 // to return before it gives up on them (their leases then expire and another
 // worker runs their tasks).
 const cancelGrace = 2 * time.Second
+
+// Causes of a handler's cancellation, besides its timeout.
+var (
+	errStopping = errors.New("rediq: worker stopping")
+	errFenced   = errors.New("rediq: worker could not renew its lease in time; the task will run again")
+)
 
 func (w *Worker) run(ctx context.Context) (err error) {
 	for e := range core.NumEvents {
@@ -45,10 +51,10 @@ func (w *Worker) run(ctx context.Context) (err error) {
 	// slot, which spares every task a registration in a shared parent.
 	bg, cancelBG := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelBG()
-	base := context.WithoutCancel(ctx)
+	w.base = context.WithoutCancel(ctx)
 	for _, q := range w.queues {
 		q.ready.Store(true)
-		q.gen.Store(&generation{})
+		q.gen.Store(newGeneration())
 	}
 	ps, err := w.join(ctx)
 	if err != nil {
@@ -56,17 +62,13 @@ func (w *Worker) run(ctx context.Context) (err error) {
 		return fmt.Errorf("worker: %w", err)
 	}
 
-	var runners, others sync.WaitGroup
-	for _, sl := range w.slots {
-		runners.Add(1)
-		go func() {
-			defer runners.Done()
-			w.runner(base, sl)
-		}()
+	for range w.cfg.Concurrency {
+		w.startRunner()
 	}
 	stopBG := make(chan struct{})
 	stopSub := make(chan struct{})
-	others.Add(3)
+	var others sync.WaitGroup
+	others.Add(4)
 	go func() {
 		defer others.Done()
 		w.heartbeater(bg, stopBG)
@@ -78,6 +80,10 @@ func (w *Worker) run(ctx context.Context) (err error) {
 	go func() {
 		defer others.Done()
 		w.subscriber(bg, ps, stopSub)
+	}()
+	go func() {
+		defer others.Done()
+		w.watchdog(stopBG)
 	}()
 	fetchCtx, stopFetch := context.WithCancel(bg)
 	fetchDone := make(chan struct{})
@@ -101,9 +107,9 @@ func (w *Worker) run(ctx context.Context) (err error) {
 	stopFetch()
 	<-fetchDone
 	close(stopSub)
-	ps.Close()
+	ps.close()
 	close(w.jobs)
-	stuck := w.drain(drainCtx, &runners)
+	stuck := w.drain(drainCtx)
 
 	// Give back what never started; the settler flushes everything before it stops.
 	w.leftMu.Lock()
@@ -114,7 +120,7 @@ func (w *Worker) run(ctx context.Context) (err error) {
 	w.leftover = nil
 	w.leftMu.Unlock()
 	for _, j := range left {
-		w.settle(j, broker.Settlement{Outcome: broker.Requeue})
+		w.settle(j, broker.Requeue, nil, 0)
 	}
 	close(stopBG)
 	others.Wait()
@@ -127,12 +133,22 @@ func (w *Worker) run(ctx context.Context) (err error) {
 		w.log.Error("shutdown incomplete", zap.Error(err))
 		return err
 	}
+	var stranded int
 	for _, q := range w.queues {
-		if _, lerr := w.b.Leave(bg, q.Queue, w.session); lerr != nil {
+		n, lerr := w.b.Leave(bg, q.Queue, w.session)
+		if lerr != nil {
 			w.log.Warn("leave queue", zap.String("queue", q.Name), zap.Error(lerr))
+			stranded += int(q.heldCount())
 		}
+		stranded += n
 	}
 	w.closeExecutor()
+	if stranded > 0 {
+		err = fmt.Errorf("worker: %d tasks are still leased to this worker in Redis (settling failed); they run again after the lease expires (%s)",
+			stranded, w.cfg.LeaseTTL)
+		w.log.Error("shutdown incomplete", zap.Error(err))
+		return err
+	}
 	w.log.Info("worker stopped", zap.Int("returned_to_queue", len(left)))
 	return nil
 }
@@ -140,28 +156,22 @@ func (w *Worker) run(ctx context.Context) (err error) {
 // join registers the session and its queues and subscribes to their wake
 // channels, returning once the subscription is confirmed so that no wake-up
 // after this point can be missed.
-func (w *Worker) join(ctx context.Context) (*redis.PubSub, error) {
+func (w *Worker) join(ctx context.Context) (*subscription, error) {
 	names := make([]string, len(w.queues))
-	chans := make([]string, len(w.queues))
 	for i, q := range w.queues {
-		names[i], chans[i] = q.Name, q.Channel
+		names[i] = q.Name
 	}
 	if err := w.b.RegisterQueues(ctx, names); err != nil {
 		return nil, err
 	}
+	sent := w.cfg.now()
 	if _, err := w.beat(ctx, true); err != nil {
 		return nil, err
 	}
-	ps := w.b.Client().Subscribe(ctx, chans...)
-	for subscribed := 0; subscribed < len(chans); {
-		msg, err := ps.Receive(ctx)
-		if err != nil {
-			ps.Close()
-			return nil, fmt.Errorf("subscribe: %w", err)
-		}
-		if _, ok := msg.(*redis.Subscription); ok {
-			subscribed++
-		}
+	w.lease.renew(sent, w.cfg.LeaseTTL)
+	ps, err := w.subscribe(ctx)
+	if err != nil {
+		return nil, err
 	}
 	w.log.Info("worker started", zap.Strings("queues", names), zap.Int("concurrency", w.cfg.Concurrency),
 		zap.Int("prefetch", w.cfg.Prefetch), zap.String("session", w.session))
@@ -171,10 +181,10 @@ func (w *Worker) join(ctx context.Context) (*redis.PubSub, error) {
 // drain waits for the runners to finish the jobs until drainCtx ends or a forced
 // stop; then it aborts: runners start nothing more and running handlers are
 // cancelled, with cancelGrace to return. It reports how many did not.
-func (w *Worker) drain(drainCtx context.Context, runners *sync.WaitGroup) (stuck int64) {
+func (w *Worker) drain(drainCtx context.Context) (stuck int64) {
 	done := make(chan struct{})
 	go func() {
-		runners.Wait()
+		w.runners.Wait()
 		close(done)
 	}()
 	select {
@@ -184,7 +194,7 @@ func (w *Worker) drain(drainCtx context.Context, runners *sync.WaitGroup) (stuck
 	case <-w.forced:
 	}
 	close(w.abort)
-	w.cancelRunning(func(*slot) bool { return true })
+	w.cancelRunning(errStopping, func(*slot) bool { return true })
 	select {
 	case <-done:
 		return 0
@@ -208,24 +218,29 @@ func (w *Worker) closeExecutor() {
 	}
 }
 
-// cancelRunning cancels the handlers of the slots that match.
-func (w *Worker) cancelRunning(match func(*slot) bool) {
-	for _, sl := range w.slots {
+// cancelRunning cancels, with cause, the handlers of the slots that match.
+func (w *Worker) cancelRunning(cause error, match func(*slot) bool) {
+	w.slotMu.Lock()
+	defer w.slotMu.Unlock()
+	for sl := range w.slots {
 		sl.mu.Lock()
 		if sl.cancel != nil && match(sl) {
-			sl.cancel()
+			sl.cancel(cause)
 		}
 		sl.mu.Unlock()
 	}
 }
 
-// job is one leased message.
+// job is one leased task.
 type job struct {
 	q         *queue
 	gen       *generation
 	token     uint64
+	id        string
 	raw       []byte
 	recovered int
+	started   bool          // marked started in Redis
+	released  sync.Once     // its prefetch slot was freed
 }
 
 func (w *Worker) aborted() bool {
@@ -237,27 +252,93 @@ func (w *Worker) aborted() bool {
 	}
 }
 
-func (w *Worker) runner(base context.Context, sl *slot) {
+// startRunner adds a runner goroutine with a slot of its own.
+func (w *Worker) startRunner() {
+	sl := &slot{}
+	w.slotMu.Lock()
+	w.slots[sl] = struct{}{}
+	w.slotMu.Unlock()
+	w.runners.Add(1)
+	go w.runner(sl)
+}
+
+func (w *Worker) runner(sl *slot) {
 	for j := range w.jobs {
 		switch {
 		case w.aborted():
 			w.leftMu.Lock()
 			w.leftover = append(w.leftover, j)
 			w.leftMu.Unlock()
-		case j.gen.lost.Load(): // the lease was lost: the task runs elsewhere
-			w.release()
-		default:
-			w.active.Add(1)
-			w.process(base, sl, j)
-			w.active.Add(-1)
+			continue
+		case !w.mayStart(j):
+			continue
 		}
+		w.active.Add(1)
+		w.process(sl, j)
+		sl.mu.Lock()
+		gone := sl.abandoned
+		sl.mu.Unlock()
+		if gone { // the watchdog replaced this runner and counted it out
+			return
+		}
+		w.active.Add(-1)
 	}
+	w.runners.Done()
 }
 
-// release frees a prefetch slot and tells the fetcher.
-func (w *Worker) release() {
-	w.held.Add(-1)
-	w.wake()
+// mayStart holds j until the worker's lease is valid and j is marked started in
+// Redis; it reports false (having dealt with j) if j must not run here.
+func (w *Worker) mayStart(j *job) bool {
+	for {
+		if j.gen.lost.Load() { // the lease was lost: the task runs elsewhere
+			w.release(j)
+			return false
+		}
+		if w.lease.valid() {
+			break
+		}
+		// Fenced: the lease may be gone. Wait for a renewal, a loss or a stop.
+		select {
+		case <-w.lease.changed():
+		case <-j.gen.lostCh:
+		case <-w.abort:
+			w.leftMu.Lock()
+			w.leftover = append(w.leftover, j)
+			w.leftMu.Unlock()
+			return false
+		}
+	}
+	if j.started {
+		return true
+	}
+	held, ok := w.settler.mark(j, w.abort)
+	switch {
+	case !ok: // stopping before the mark went through: give it back
+		w.leftMu.Lock()
+		w.leftover = append(w.leftover, j)
+		w.leftMu.Unlock()
+		return false
+	case !held:
+		w.release(j)
+		return false
+	}
+	j.started = true
+	return true
+}
+
+// release frees j's prefetch slot, once, and tells the fetcher.
+func (w *Worker) release(j *job) {
+	j.released.Do(func() {
+		j.q.heldMu.Lock()
+		delete(j.q.held, j.token)
+		j.q.heldMu.Unlock()
+		if j.recovered > 0 { // the next recovered task may come now
+			w.recovering.Add(-1)
+			j.q.ready.Store(true)
+		}
+		w.held.Add(-1)
+		w.wake()
+	})
 }
 
 func (w *Worker) wake() {
@@ -267,34 +348,30 @@ func (w *Worker) wake() {
 	}
 }
 
-// settle hands the job's outcome to the settler and frees its slot.
-func (w *Worker) settle(j *job, s broker.Settlement) {
-	s.Queue, s.Lease, s.Token = j.q.Queue, j.q.lease, j.token
-	if j.recovered > 0 {
-		s.Recovered, s.Leased = true, j.raw
-	}
-	w.settler.add(s)
-	w.release()
+// settle hands j's outcome to the settler; its prefetch slot is freed once
+// Redis has it.
+func (w *Worker) settle(j *job, o broker.Outcome, body []byte, delay time.Duration) {
+	w.settler.add(j, broker.Settlement{Queue: j.q.Queue, Session: w.session, Token: j.token, ID: j.id,
+		Outcome: o, Body: body, Delay: delay})
 }
 
-func (w *Worker) process(base context.Context, sl *slot, j *job) {
+func (w *Worker) process(sl *slot, j *job) {
 	var env = envelopePool.Get().(*envelope)
 	defer envelopePool.Put(env)
 	if err := env.decode(j.raw); err != nil {
-		w.bury(j, deadUndecodable(j.raw, err), "undecodable message")
+		w.bury(j, deadUndecodable(j.id, j.raw, err, w.cfg.now()), "undecodable message", err)
 		return
 	}
 	def, ok := w.app.Task(env.Name)
 	if !ok {
-		env.Error = fmt.Sprintf("%v %q: no worker serving queue %q has it registered (this one has %v)",
-			rediq.ErrUnknownTask, env.Name, j.q.Name, w.app.TaskNames())
-		w.bury(j, env.encode(), "unknown task")
+		w.unknownTask(j, env)
 		return
 	}
 	if j.recovered > w.cfg.MaxRecoveries {
-		env.Error = fmt.Sprintf("rediq: poison task: its worker died or stalled while running it %d times (limit %d); not run again",
+		err := fmt.Errorf("rediq: poison task: its worker died or froze while running it %d times (limit %d); not run again",
 			j.recovered, w.cfg.MaxRecoveries)
-		w.bury(j, env.encode(), "poison task")
+		env.Error = err.Error()
+		w.bury(j, env.encode(), "poison task", err)
 		return
 	}
 	maxRetries, timeout := def.Retries, def.Timeout
@@ -307,65 +384,128 @@ func (w *Worker) process(base context.Context, sl *slot, j *job) {
 	st := &core.State{
 		ID: env.ID, Name: env.Name, Queue: j.q.Name, Priority: env.Priority, Args: env.Args,
 		EnqueuedAt: time.UnixMilli(env.EnqueuedAt), Worker: w.cfg.Name, MaxRetries: maxRetries,
-		Timeout: timeout, Retried: env.Retried, Exec: w.exec, Log: w.log,
+		Timeout: timeout, Retried: env.Retried, Recovered: j.recovered, Exec: w.exec, Log: w.log,
 	}
-	ctx := core.WithState(base, st)
+	ctx := core.WithState(w.base, st)
 	w.fireTaskHooks(ctx, st, core.BeforeTaskStart)
 
-	tctx, cancel := context.WithTimeout(ctx, timeout)
+	cctx, cancel := context.WithCancelCause(ctx)
+	tctx, cancelTimeout := context.WithTimeout(cctx, timeout)
+	// What the watchdog does if the handler is stuck: the attempt failed.
+	stuckErr := fmt.Errorf("%w after %s, and the handler did not return within %s more: abandoned", rediq.ErrTimeout, timeout, w.cfg.TimeoutGrace)
+	giveUp := func() { w.failed(j, env.Envelope, def, maxRetries, stuckErr) }
 	sl.mu.Lock()
 	sl.cancel, sl.gen = cancel, j.gen
+	sl.deadline, sl.giveUp = time.Now().Add(timeout+w.cfg.TimeoutGrace), giveUp
 	sl.mu.Unlock()
-	if w.aborted() || j.gen.lost.Load() { // a cancel may have passed this slot just before
-		cancel()
+	if w.aborted() { // a cancel may have passed this slot just before
+		cancel(errStopping)
+	} else if j.gen.lost.Load() {
+		cancel(rediq.ErrLeaseLost)
 	}
 	result, err := call(tctx, def, env.Args)
 	sl.mu.Lock()
-	sl.cancel, sl.gen = nil, nil
+	abandoned := sl.abandoned
+	sl.cancel, sl.gen, sl.giveUp = nil, nil, nil
 	sl.mu.Unlock()
-	ended := tctx.Err() // DeadlineExceeded: timed out; Canceled: a stop or a lost lease
-	cancel()
+	cause := context.Cause(tctx) // DeadlineExceeded: timed out; else why it was cancelled
+	cancelTimeout()
+	cancel(nil)
+	if abandoned { // the watchdog settled it as failed already
+		w.log.Warn("abandoned handler returned at last", zap.String("task_id", env.ID), zap.Error(err))
+		return
+	}
 
-	if err != nil && errors.Is(ended, context.Canceled) {
-		if w.aborted() { // cancelled by a stop: not an attempt
-			w.settle(j, broker.Settlement{Outcome: broker.Requeue})
-		} else { // the lease was lost: another worker has the task
-			w.release()
+	if err != nil && cause != nil && !errors.Is(cause, context.DeadlineExceeded) {
+		switch {
+		case errors.Is(cause, errStopping), errors.Is(cause, errFenced):
+			// Not an attempt: back to the queue (a no-op if the lease is gone).
+			w.settle(j, broker.Requeue, nil, 0)
+		default: // the lease was lost: another worker has the task
+			w.release(j)
 		}
 		return
 	}
-	if errors.Is(ended, context.DeadlineExceeded) {
+	if errors.Is(cause, context.DeadlineExceeded) && err != nil {
 		err = fmt.Errorf("%w after %s", rediq.ErrTimeout, timeout)
 	}
 	if err == nil {
 		st.Result, st.HasResult = result, true
 		w.fireTaskHooks(ctx, st, core.AfterTaskSuccess)
-		w.settle(j, broker.Settlement{Outcome: broker.Ack})
+		w.settle(j, broker.Ack, nil, 0)
 		return
 	}
 	st.Err = err
+	retry := !errors.Is(err, rediq.ErrSkipRetry) && env.Retried < maxRetries
+	if retry {
+		w.fireTaskHooks(ctx, st, core.BeforeTaskRetry)
+	} else {
+		w.fireTaskHooks(ctx, st, core.AfterTaskFailure)
+	}
+	w.failed(j, env.Envelope, def, maxRetries, err)
+}
+
+// failed settles a failed attempt: a retry after the task's backoff, or dead.
+func (w *Worker) failed(j *job, env codec.Envelope, def *core.TaskDef, maxRetries int, err error) {
 	env.Error = err.Error()
 	env.Stack = ""
 	var pe *rediq.PanicError
 	if errors.As(err, &pe) {
 		env.Stack = string(pe.Stack)
 	}
+	log := w.log.With(zap.String("task_id", env.ID), zap.String("task", env.Name), zap.String("queue", j.q.Name),
+		zap.Int("attempt", env.Retried+1), zap.Error(err))
 	if !errors.Is(err, rediq.ErrSkipRetry) && env.Retried < maxRetries {
-		w.fireTaskHooks(ctx, st, core.BeforeTaskRetry)
-		delay := def.Backoff(env.Retried)
+		delay := w.backoff(def, env.Retried)
 		env.Retried++
-		w.settle(j, broker.Settlement{Outcome: broker.Retry, Body: env.encode(),
-			Slot: broker.Slot(env.Priority), Delay: delay})
+		log.Warn("task failed; will retry", zap.Duration("in", delay))
+		w.settle(j, broker.Retry, codec.Encode(&env), delay)
 		return
 	}
-	w.fireTaskHooks(ctx, st, core.AfterTaskFailure)
-	w.settle(j, broker.Settlement{Outcome: broker.Kill, Body: env.encode()})
+	log.Error("task failed for good: moved to dead", zap.Int("max_retries", maxRetries))
+	w.settle(j, broker.Kill, codec.Encode(&env), 0)
 }
 
-// bury sends a message that cannot run to the dead set.
-func (w *Worker) bury(j *job, dead []byte, why string) {
-	w.log.Error("task moved to dead", zap.String("queue", j.q.Name), zap.String("reason", why))
-	w.settle(j, broker.Settlement{Outcome: broker.Kill, Body: dead})
+// backoff calls the task's Backoff, which is user code: a panic or a negative
+// delay falls back to the default backoff instead of killing the worker.
+func (w *Worker) backoff(def *core.TaskDef, retried int) (d time.Duration) {
+	defer func() {
+		if r := recover(); r != nil {
+			w.log.Error("task's Backoff panicked; using the default backoff", zap.String("task", def.Name),
+				zap.Int("retried", retried), zap.Any("panic", r))
+			d = backoff.Exponential(retried)
+		}
+	}()
+	d = def.Backoff(retried)
+	if d < 0 {
+		d = 0
+	}
+	return d
+}
+
+// unknownTask retries a task whose name this worker does not know, with
+// backoff, and buries it only after Config.UnknownTaskRetries: in a rolling
+// deploy the new producers' tasks reach the old workers.
+func (w *Worker) unknownTask(j *job, env *envelope) {
+	err := fmt.Errorf("%w %q: no worker serving queue %q has it registered (this one has %v)",
+		rediq.ErrUnknownTask, env.Name, j.q.Name, w.app.TaskNames())
+	env.Error = err.Error()
+	if env.Retried < w.cfg.UnknownTaskRetries {
+		delay := backoff.Exponential(env.Retried)
+		env.Retried++
+		w.log.Warn("unknown task; will retry (a worker that has it may be deploying)", zap.String("task_id", env.ID),
+			zap.String("task", env.Name), zap.String("queue", j.q.Name), zap.Int("attempt", env.Retried), zap.Duration("in", delay))
+		w.settle(j, broker.Retry, env.encode(), delay)
+		return
+	}
+	w.bury(j, env.encode(), "unknown task", err)
+}
+
+// bury sends a task that cannot run to the dead set.
+func (w *Worker) bury(j *job, dead []byte, why string, err error) {
+	w.log.Error("task moved to dead", zap.String("task_id", j.id), zap.String("queue", j.q.Name),
+		zap.String("reason", why), zap.Error(err))
+	w.settle(j, broker.Kill, dead, 0)
 }
 
 func call(ctx context.Context, def *core.TaskDef, args []byte) (result any, err error) {
@@ -375,6 +515,61 @@ func call(ctx context.Context, def *core.TaskDef, args []byte) (result any, err 
 		}
 	}()
 	return def.Run(ctx, args)
+}
+
+// watchdog gives up on handlers that ran past their timeout plus
+// Config.TimeoutGrace: their attempt fails (and is retried elsewhere), their
+// runner is replaced so that the tasks behind it run, and the goroutine is left
+// to finish on its own — reported once.
+func (w *Worker) watchdog(stop <-chan struct{}) {
+	tick := time.NewTicker(max(min(w.cfg.TimeoutGrace/4, time.Second), 10*time.Millisecond))
+	defer tick.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-tick.C:
+		}
+		now := time.Now()
+		var stuck []*slot
+		w.slotMu.Lock()
+		for sl := range w.slots {
+			sl.mu.Lock()
+			if sl.giveUp != nil && !sl.abandoned && now.After(sl.deadline) {
+				stuck = append(stuck, sl)
+			}
+			sl.mu.Unlock()
+		}
+		w.slotMu.Unlock()
+		for _, sl := range stuck {
+			w.abandon(sl)
+		}
+	}
+}
+
+func (w *Worker) abandon(sl *slot) {
+	sl.mu.Lock()
+	giveUp := sl.giveUp
+	if giveUp == nil || sl.abandoned { // it returned meanwhile
+		sl.mu.Unlock()
+		return
+	}
+	sl.abandoned = true
+	sl.mu.Unlock()
+	giveUp()
+	w.slotMu.Lock()
+	delete(w.slots, sl)
+	w.abandoned++
+	replace := w.abandoned <= w.cfg.Concurrency && !w.aborted()
+	n := w.abandoned
+	w.slotMu.Unlock()
+	w.log.Error("handler ignored its cancelled context past the timeout grace: its attempt failed and its goroutine is abandoned",
+		zap.Duration("timeout_grace", w.cfg.TimeoutGrace), zap.Int("abandoned_so_far", n), zap.Bool("runner_replaced", replace))
+	w.active.Add(-1)
+	if replace {
+		w.startRunner()
+	}
+	w.runners.Done() // the abandoned runner no longer counts
 }
 
 func (w *Worker) fireWorkerHooks(ctx context.Context, e core.Event) error {

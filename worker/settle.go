@@ -10,14 +10,22 @@ import (
 	"github.com/rediq/rediq/internal/broker"
 )
 
-// settler coalesces task outcomes: everything settled while one round trip is in
-// flight goes in the next, so acks cost one HDEL per queue per round trip however
-// many tasks finish.
+// settler coalesces what runners tell Redis — outcomes and start marks —
+// so that everything settled while one round trip is in flight goes in the
+// next, as one script call per queue. A job's prefetch slot is freed only once
+// Redis has its outcome: while Redis is unreachable the worker fetches nothing
+// new, and the backlog is bounded by the worker's capacity.
 type settler struct {
 	w       *Worker
 	mu      sync.Mutex
-	pending []broker.Settlement
+	pending []settleItem
 	signal  chan struct{}
+}
+
+type settleItem struct {
+	s    broker.Settlement
+	j    *job
+	mark chan bool // Start: receives whether the lease is still held
 }
 
 func (s *settler) init(w *Worker) {
@@ -25,32 +33,69 @@ func (s *settler) init(w *Worker) {
 	s.signal = make(chan struct{}, 1)
 }
 
-func (s *settler) add(x broker.Settlement) {
-	s.mu.Lock()
-	s.pending = append(s.pending, x)
-	s.mu.Unlock()
-	s.notify()
-}
+func (s *settler) add(j *job, x broker.Settlement) { s.push(settleItem{s: x, j: j}) }
 
-func (s *settler) notify() {
+func (s *settler) push(it settleItem) {
+	s.mu.Lock()
+	s.pending = append(s.pending, it)
+	s.mu.Unlock()
 	select {
 	case s.signal <- struct{}{}:
 	default:
 	}
 }
 
-func (s *settler) take() []broker.Settlement {
+// mark marks j started in Redis and reports whether its lease is still held;
+// ok is false if abort closed first.
+func (s *settler) mark(j *job, abort <-chan struct{}) (held, ok bool) {
+	ch := make(chan bool, 1)
+	s.push(settleItem{s: broker.Settlement{Queue: j.q.Queue, Session: s.w.session, Token: j.token, ID: j.id,
+		Outcome: broker.Start}, j: j, mark: ch})
+	select {
+	case held = <-ch:
+		return held, true
+	case <-abort:
+		return false, false
+	}
+}
+
+func (s *settler) take() []settleItem {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	batch := s.pending
-	s.pending = make([]broker.Settlement, 0, len(batch))
+	s.pending = make([]settleItem, 0, len(batch))
 	return batch
 }
 
-func (s *settler) putBack(batch []broker.Settlement) {
+func (s *settler) putBack(batch []settleItem) {
 	s.mu.Lock()
 	s.pending = append(batch, s.pending...)
 	s.mu.Unlock()
+}
+
+// send applies one batch; on error it puts the batch back.
+func (s *settler) send(ctx context.Context, batch []settleItem) error {
+	ss := make([]broker.Settlement, len(batch))
+	for i := range batch {
+		ss[i] = batch[i].s
+	}
+	held, err := s.w.b.Settle(ctx, s.w.keep, ss)
+	if err != nil {
+		s.putBack(batch)
+		return err
+	}
+	for i, it := range batch {
+		if it.mark != nil {
+			it.mark <- held[i]
+			continue
+		}
+		if !held[i] {
+			s.w.log.Debug("settled a task whose lease this worker no longer holds: nothing changed",
+				zap.String("task_id", it.s.ID), zap.String("queue", it.s.Queue.Name))
+		}
+		s.w.release(it.j)
+	}
+	return nil
 }
 
 // loop settles until stop is closed, then flushes what is left.
@@ -67,13 +112,15 @@ func (s *settler) loop(ctx context.Context, stop <-chan struct{}) {
 		if len(batch) == 0 {
 			continue
 		}
-		if err := s.w.b.Settle(ctx, s.w.keep, batch); err != nil {
+		if err := s.send(ctx, batch); err != nil {
 			failures++
 			s.w.log.Warn("settle failed; will retry", zap.Int("tasks", len(batch)), zap.Error(err))
-			s.putBack(batch)
 			select {
 			case <-time.After(retryDelay(failures)):
-				s.notify()
+				select {
+				case s.signal <- struct{}{}:
+				default:
+				}
 			case <-stop:
 				s.final(ctx)
 				return
@@ -93,16 +140,20 @@ func (s *settler) final(ctx context.Context) {
 		if len(batch) == 0 {
 			return
 		}
-		err := s.w.b.Settle(ctx, s.w.keep, batch)
+		err := s.send(ctx, batch)
 		if err == nil {
-			return
+			continue
 		}
 		if time.Now().After(deadline) {
 			s.w.log.Error("could not settle tasks before stopping; they will run again after the lease expires",
 				zap.Int("tasks", len(batch)), zap.Error(err))
+			for _, it := range s.take() {
+				if it.mark != nil {
+					it.mark <- false
+				}
+			}
 			return
 		}
-		s.putBack(batch)
 		time.Sleep(retryDelay(attempt))
 	}
 }

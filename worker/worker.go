@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -53,14 +54,32 @@ type Config struct {
 	// (plus a few ms). Heartbeats go every LeaseTTL/3. Default 15s.
 	LeaseTTL time.Duration
 	// MaxRecoveries is how many times a task may be taken back from a worker that
-	// died holding it before it goes to the dead set as poison. Default 3.
+	// died (or froze past its lease) while running it before it goes to the
+	// dead set as poison. Only started tasks count; a worker runs at most one
+	// recovered task at a time, so that a task that kills its worker is never
+	// again run beside another recovered one and ends as poison alone. Default 3.
 	MaxRecoveries int
+	// TimeoutGrace is how long a handler may go on past its timeout, ignoring
+	// its cancelled ctx, before the worker gives up on it: the attempt counts
+	// as failed (retried per the task's retries), the runner is replaced so
+	// that the tasks behind it run, and the stuck goroutine is reported once
+	// and left to finish on its own (Go cannot stop it). Default 10s.
+	TimeoutGrace time.Duration
+	// UnknownTaskRetries is how many times a task whose name this worker has
+	// not registered is retried, with exponential backoff (1s, 2s, 4s, … up
+	// to 10 minutes; about 17 minutes in all by default), before it goes to
+	// dead: during a rolling deploy, old workers meet the new producers' tasks.
+	// Default 10.
+	UnknownTaskRetries int
 	// DeadMaxAge and DeadMaxLen bound each queue's dead set. Default 30 days and
 	// 10,000 tasks.
 	DeadMaxAge time.Duration
 	DeadMaxLen int
 	// Logger for the worker. Default: the App's logger.
 	Logger *zap.Logger
+
+	// now is the worker's clock (tests skew it); default time.Now.
+	now func() time.Time
 }
 
 // Defaults of Config.
@@ -71,6 +90,8 @@ const (
 	DefaultMaxRecoveries   = 3
 	DefaultDeadMaxAge      = 30 * 24 * time.Hour
 	DefaultDeadMaxLen      = 10000
+	DefaultTimeoutGrace    = 10 * time.Second
+	DefaultUnknownRetries  = 10
 )
 
 // Worker runs tasks. Create it with New, run it with Run.
@@ -80,14 +101,20 @@ type Worker struct {
 	cfg Config
 	log *zap.Logger
 
-	queues   []*queue
-	byChan   map[string]*queue
-	session  string
-	capacity int64
-	held     atomic.Int64 // tasks fetched and not yet settled
-	tokens   atomic.Uint64
-	exec     *executor.Pool
-	keep     broker.DeadRetention
+	queues     []*queue
+	byChan     map[string]*queue
+	session    string
+	capacity   int64
+	held       atomic.Int64 // tasks fetched and not yet settled in Redis
+	recovering atomic.Int64 // of those, recovered ones (at most one is fetched at a time)
+	tokens     atomic.Uint64
+	exec       *executor.Pool
+	keep       broker.DeadRetention
+	lease      leaseClock
+	// healthySince is when heartbeats last started to succeed (zero after a
+	// failure); only the heartbeater touches it.
+	healthySince time.Time
+	probes       probeState
 
 	kick    chan struct{} // wakes the fetcher
 	jobs    chan *job     // prefetch buffer
@@ -105,28 +132,53 @@ type Worker struct {
 	leftover  []*job       // jobs runners declined after abort
 	active    atomic.Int64 // handlers running now
 	hooks     [core.NumEvents][]core.Hook
-	slots     []*slot
+
+	slotMu    sync.Mutex
+	slots     map[*slot]struct{} // the runners' slots, abandoned ones removed
+	abandoned int                // runners given up on (stuck handlers)
+	runners   sync.WaitGroup
+	base      context.Context // parent of the handlers' contexts
 }
 
 type queue struct {
 	*broker.Queue
-	lease   string // this session's lease hash on the queue
-	weight  int
-	ready   atomic.Bool  // may have pending tasks: fetch from it
-	nextDue atomic.Int64 // Unix ms of its earliest scheduled task, 0 if none
-	gen     atomic.Pointer[generation]
+	weight    int
+	ready     atomic.Bool  // may have pending tasks: fetch from it
+	nextDue   atomic.Int64 // local Unix ms of its earliest scheduled task, 0 if none
+	gen       atomic.Pointer[generation]
+	reconcile atomic.Bool // the heartbeat saw a lease count the worker does not hold
+
+	heldMu sync.Mutex
+	held   map[uint64]struct{} // lease tokens fetched and not yet settled in Redis
 }
 
 // generation is a lease epoch of one queue: when the session's lease on the
 // queue is lost, the tasks it held are run elsewhere, so the generation is marked
 // lost, its running tasks are cancelled and its prefetched ones dropped.
-type generation struct{ lost atomic.Bool }
+type generation struct {
+	lost     atomic.Bool
+	lostOnce sync.Once
+	lostCh   chan struct{}
+}
 
-// slot is what one runner is running, so that a stop or a lost lease can cancel it.
+func newGeneration() *generation { return &generation{lostCh: make(chan struct{})} }
+
+func (g *generation) markLost() {
+	g.lostOnce.Do(func() {
+		g.lost.Store(true)
+		close(g.lostCh)
+	})
+}
+
+// slot is what one runner is running, so that a stop, a lost lease or the
+// stuck-handler watchdog can act on it.
 type slot struct {
-	mu     sync.Mutex
-	cancel context.CancelFunc // nil when idle
-	gen    *generation
+	mu        sync.Mutex
+	cancel    context.CancelCauseFunc // nil when idle
+	gen       *generation
+	deadline  time.Time // past it (timeout + grace) the handler is stuck
+	giveUp    func()    // settles the attempt as failed, for the watchdog
+	abandoned bool      // the watchdog gave up on it: its runner exits
 }
 
 // New checks cfg and returns a worker for app.
@@ -159,6 +211,15 @@ func New(app *rediq.App, cfg Config) (*Worker, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = c.Log
 	}
+	if cfg.TimeoutGrace == 0 {
+		cfg.TimeoutGrace = DefaultTimeoutGrace
+	}
+	if cfg.UnknownTaskRetries == 0 {
+		cfg.UnknownTaskRetries = DefaultUnknownRetries
+	}
+	if cfg.now == nil {
+		cfg.now = time.Now
+	}
 	if cfg.Name == "" {
 		host, _ := os.Hostname()
 		cfg.Name = fmt.Sprintf("%s:%d", host, os.Getpid())
@@ -168,10 +229,19 @@ func New(app *rediq.App, cfg Config) (*Worker, error) {
 		return nil, errors.New("worker: concurrency, prefetch and executor pool size must be positive")
 	case cfg.LeaseTTL < 30*time.Millisecond:
 		return nil, fmt.Errorf("worker: lease TTL %s is under 30ms", cfg.LeaseTTL)
-	case cfg.ShutdownTimeout < 0 || cfg.MaxRecoveries < 0 || cfg.DeadMaxAge < 0 || cfg.DeadMaxLen < 0:
+	case cfg.ShutdownTimeout < 0 || cfg.MaxRecoveries < 0 || cfg.DeadMaxAge < 0 || cfg.DeadMaxLen < 0 ||
+		cfg.TimeoutGrace < 0 || cfg.UnknownTaskRetries < 0:
 		return nil, errors.New("worker: durations and limits must not be negative")
 	}
 	names := append([]string(nil), cfg.Queues...)
+	if len(names) == 0 { // serve the queues the App's tasks go to
+		for _, n := range c.TaskNames() {
+			if d, ok := c.Task(n); ok && !slices.Contains(names, d.Queue) {
+				names = append(names, d.Queue)
+			}
+		}
+		slices.Sort(names)
+	}
 	if !cfg.SkipDefaultQueue {
 		names = append(names, rediq.DefaultQueue)
 	}
@@ -185,6 +255,7 @@ func New(app *rediq.App, cfg Config) (*Worker, error) {
 		done:     make(chan struct{}),
 		abort:    make(chan struct{}),
 		forced:   make(chan struct{}),
+		slots:    map[*slot]struct{}{},
 	}
 	seen := map[string]bool{}
 	for _, n := range names {
@@ -202,7 +273,7 @@ func New(app *rediq.App, cfg Config) (*Worker, error) {
 			}
 			weight = wt
 		}
-		q := &queue{Queue: c.Broker().Queue(n), weight: weight}
+		q := &queue{Queue: c.Broker().Queue(n), weight: weight, held: map[uint64]struct{}{}}
 		w.queues = append(w.queues, q)
 		w.byChan[q.Channel] = q
 	}
@@ -215,15 +286,9 @@ func New(app *rediq.App, cfg Config) (*Worker, error) {
 		return nil, errors.New("worker: no queues to serve (SkipDefaultQueue with no Queues)")
 	}
 	w.session = cfg.Name + "/" + codec.NewID(time.Now())[12:]
-	for _, q := range w.queues {
-		q.lease = q.Lease(w.session)
-	}
-	w.slots = make([]*slot, cfg.Concurrency)
-	for i := range w.slots {
-		w.slots[i] = &slot{}
-	}
 	w.jobs = make(chan *job, w.capacity)
 	w.settler.init(w)
+	w.lease.init(cfg.now)
 	return w, nil
 }
 

@@ -299,7 +299,10 @@ func TestGarbageAndUnknownGoToDead(t *testing.T) {
 	other := rediq.Register(e.sibling(), "unregistered", func(context.Context, int) (int, error) { return 0, nil })
 	ctx := context.Background()
 	garbage := "\xc1 this is not msgpack"
-	if err := e.rdb.ZAdd(ctx, e.queue("default").Pending, redisZ(0, garbage)).Err(); err != nil {
+	if err := e.rdb.HSet(ctx, e.queue("default").Records, "g1", garbage).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.rdb.ZAdd(ctx, e.queue("default").Pending, redisZ(0, "g1")).Err(); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := other.Enqueue(ctx, 1); err != nil {
@@ -308,7 +311,8 @@ func TestGarbageAndUnknownGoToDead(t *testing.T) {
 	if _, err := good.Enqueue(ctx, 7); err != nil {
 		t.Fatal(err)
 	}
-	_, stop := e.start(e.app, worker.Config{Concurrency: 1})
+	// An unknown task is retried first (a rolling deploy); here once.
+	_, stop := e.start(e.app, worker.Config{Concurrency: 1, UnknownTaskRetries: 1})
 	ran.wait(t, 1, 10*time.Second)
 	testredis.WaitFor(t, 10*time.Second, "two dead messages", func() bool { return e.count(e.queue("default").Dead) == 2 })
 	stop()
@@ -317,7 +321,7 @@ func TestGarbageAndUnknownGoToDead(t *testing.T) {
 		switch {
 		case string(d.Raw) == garbage && strings.Contains(d.Error, "undecodable message"):
 			sawGarbage = true
-		case d.Name == "unregistered" && strings.Contains(d.Error, "unknown task"):
+		case d.Name == "unregistered" && strings.Contains(d.Error, "unknown task") && d.Retried == 1:
 			sawUnknown = true
 		default:
 			t.Errorf("unexpected dead message %+v", d)
@@ -489,7 +493,7 @@ func TestPoisonTaskGoesToDead(t *testing.T) {
 		t.Fatal(err)
 	}
 	q := e.queue("default")
-	members := e.rdb.ZRange(ctx, q.Pending, 0, -1).Val()
+	members := e.rdb.ZRange(ctx, q.Pending, 0, -1).Val() // ids, in order
 	// As if the first had been reclaimed from 4 dead workers, the second from 3.
 	e.rdb.HSet(ctx, q.Recovered, members[0], 4, members[1], 3)
 	e.start(e.app, worker.Config{MaxRecoveries: 3})
@@ -536,8 +540,8 @@ func TestLostLeaseCancelsTheTask(t *testing.T) {
 		t.Fatalf("sessions %v", sessions)
 	}
 	e.rdb.ZAdd(ctx, q.Workers, redisZ(1, sessions[0])) // its lease ran out long ago
-	if n, err := broker.New(e.rdb, e.ns).Reclaim(ctx, q, sessions[0]); n != 1 || err != nil {
-		t.Fatalf("reclaim = %d, %v", n, err)
+	if pre, started, ok, err := broker.New(e.rdb, e.ns).Reclaim(ctx, q, sessions[0]); pre != 0 || started != 1 || !ok || err != nil {
+		t.Fatalf("reclaim = %d, %d, %v, %v; want the one started task", pre, started, ok, err)
 	}
 	select {
 	case err := <-cancelled:

@@ -78,11 +78,12 @@ func fill(t *testing.T, ns string) {
 		t.Fatal(err)
 	}
 	got, err := b.Fetch(ctx, "w1", time.Hour, []broker.FetchRequest{{Queue: q, N: 2}})
-	if err != nil || len(got[0].Msgs) != 2 {
+	if err != nil || len(got[0].Tasks) != 2 {
 		t.Fatalf("fetch = %+v, %v; want 2 messages", got, err)
 	}
-	kill := broker.Settlement{Queue: q, Lease: q.Lease("w1"), Token: 2, Outcome: broker.Kill, Body: got[0].Msgs[1]}
-	if err := b.Settle(ctx, broker.DeadRetention{MaxAge: time.Hour, MaxLen: 100}, []broker.Settlement{kill}); err != nil {
+	k := got[0].Tasks[1]
+	kill := broker.Settlement{Queue: q, Session: "w1", Token: k.Token, ID: k.ID, Outcome: broker.Kill, Body: k.Body}
+	if _, err := b.Settle(ctx, broker.DeadRetention{MaxAge: time.Hour, MaxLen: 100}, []broker.Settlement{kill}); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -5,6 +5,8 @@
 //
 // Every key of a queue carries the queue's hash tag, "{name}", and every script
 // touches only keys passed in KEYS, so the scripts run unchanged on Redis Cluster.
+// Every script is safe to run twice with the same arguments (go-redis re-sends a
+// command whose reply was lost): the second run changes nothing.
 package broker
 
 import (
@@ -15,7 +17,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -23,6 +24,9 @@ import (
 // Epoch is the origin of scheduled scores: 2025-01-01T00:00:00Z in Unix ms. With
 // 41 bits of milliseconds after it, scores stay exact doubles until 2094.
 const Epoch int64 = 1735689600000
+
+// MaxDue is the latest due time a scheduled score can hold (Unix ms, in 2094).
+const MaxDue = Epoch + 1<<41 - 1
 
 // Priority bounds: a priority is stored as its slot, priority+2048, in 12 bits.
 const (
@@ -46,13 +50,10 @@ func load(name string) *redis.Script {
 
 var (
 	enqueueScript   = load("enqueue")
-	scheduleScript  = load("schedule")
 	fetchScript     = load("fetch")
 	heartbeatScript = load("heartbeat")
 	reclaimScript   = load("reclaim")
-	retryScript     = load("retry")
-	killScript      = load("kill")
-	requeueScript   = load("requeue")
+	settleScript    = load("settle")
 	leaveScript     = load("leave")
 )
 
@@ -61,6 +62,7 @@ type Broker struct {
 	rdb    redis.UniversalClient
 	ns     string
 	queues sync.Map // name -> *Queue
+	lanes  laneIDs
 }
 
 // New returns a broker for namespace ns.
@@ -76,17 +78,21 @@ func (b *Broker) Namespace() string { return b.ns }
 
 // Queue holds one queue's key names.
 type Queue struct {
-	Name      string
-	Pending   string // zset: message -> slot*2^41 + sequence
-	Scheduled string // zset: message -> (due-Epoch)*4096 + slot
-	Dead      string // zset: message (with its error) -> Unix ms of death
-	Seq       string // counter giving FIFO order within a priority
-	Workers   string // zset: session id -> lease deadline, Unix ms
-	Recovered string // hash: message -> times reclaimed from a dead session
-	Channel   string // pub/sub channel that wakes idle workers
-	lease     string // prefix of the per-session lease hashes
-	combiner  combiner
-	indexed   atomic.Bool // this process has recorded the queue in the queue index
+	Name       string
+	Records    string // hash: task id -> message (the task's record, whatever its state)
+	Pending    string // zset: id -> slot*2^41 + sequence
+	Scheduled  string // zset: id -> (due-Epoch)*4096 + slot
+	Recovering string // zset: id of a started task taken back from a dead worker -> slot*2^41 + ms
+	Recovered  string // hash: id -> times a worker died running it
+	Dead       string // zset: id -> Unix ms of death
+	Active     string // hash: id -> "session:token" of the lease holding it
+	Seq        string // counter giving FIFO order within a priority
+	Workers    string // zset: session id -> lease deadline, Unix ms
+	Channel    string // pub/sub channel that wakes idle workers
+	lease      string // prefix of the per-session lease hashes
+	call       string // prefix of the producers' call guards
+	combiner   combiner
+	indexed    atomic.Bool // this process has recorded the queue in the queue index
 }
 
 // Lease is the key of a session's lease hash on this queue.
@@ -112,23 +118,15 @@ func (b *Broker) Queue(name string) *Queue {
 	}
 	p := b.ns + ":{" + name + "}:"
 	q := &Queue{
-		Name: name, Pending: p + "pending", Scheduled: p + "scheduled", Dead: p + "dead",
-		Seq: p + "seq", Workers: p + "workers", Recovered: p + "recovered",
-		Channel: p + "wake", lease: p + "lease:",
+		Name: name, Records: p + "t", Pending: p + "pending", Scheduled: p + "scheduled",
+		Recovering: p + "recovering", Recovered: p + "recovered", Dead: p + "dead", Active: p + "active",
+		Seq: p + "seq", Workers: p + "workers", Channel: p + "wake", lease: p + "lease:", call: p + "call:",
 	}
 	actual, _ := b.queues.LoadOrStore(name, q)
 	return actual.(*Queue)
 }
 
 func (b *Broker) indexKey() string { return b.ns + ":queues" }
-
-// remember records q in the namespace's queue index the first time this process
-// uses it; the index lives outside every queue's slot, so it is its own command.
-func (b *Broker) remember(ctx context.Context, p redis.Pipeliner, q *Queue) {
-	if !q.indexed.Load() {
-		p.SAdd(ctx, b.indexKey(), q.Name)
-	}
-}
 
 // RegisterQueues records queue names in the index (workers call it at start).
 func (b *Broker) RegisterQueues(ctx context.Context, names []string) error {
@@ -180,6 +178,9 @@ func (t *batch) script(ctx context.Context, s *redis.Script, keys []string, args
 	return c.cmd
 }
 
+// exec runs the batch and returns its first error. An error of the pipeline as a
+// whole (a failed dial, a wrong password: no command carries it) is returned
+// too: a batch never reports success for commands that did not run.
 func (t *batch) exec(ctx context.Context) error {
 	if t.pipe.Len() == 0 {
 		return nil
@@ -195,10 +196,21 @@ func (t *batch) exec(ctx context.Context) error {
 			c.cmd.SetErr(rerr)
 		}
 	}
+	carried := false
 	for _, c := range cmds {
-		if e := c.Err(); e != nil && !errors.Is(e, redis.Nil) {
+		e := c.Err()
+		if e == nil || errors.Is(e, redis.Nil) {
+			continue
+		}
+		if e == err {
+			carried = true
+		}
+		if !redis.HasErrorPrefix(e, "NOSCRIPT") {
 			return e
 		}
+	}
+	if !carried && !redis.HasErrorPrefix(err, "NOSCRIPT") && !errors.Is(err, redis.Nil) {
+		return err
 	}
 	return nil
 }
@@ -206,47 +218,4 @@ func (t *batch) exec(ctx context.Context) error {
 // run executes one script outside a pipeline (EVALSHA, falling back to EVAL).
 func (b *Broker) run(ctx context.Context, s *redis.Script, keys []string, args ...any) *redis.Cmd {
 	return s.Run(ctx, b.rdb, keys, args...)
-}
-
-// Message is a message bound for a queue with its priority slot.
-type Message struct {
-	Slot  int
-	Delay time.Duration // > 0: scheduled that long after the server's clock
-	Body  []byte
-}
-
-// Enqueue adds messages to queue q in one round trip. Messages without a delay go
-// to pending in order; the others to scheduled.
-func (b *Broker) Enqueue(ctx context.Context, q *Queue, msgs []Message) error {
-	// Large batches are split so that no single script blocks Redis for long.
-	const chunk = 1000
-	t := b.newBatch()
-	b.remember(ctx, t.pipe, q)
-	var now, later []any
-	flush := func() {
-		if len(now) > 0 {
-			t.script(ctx, enqueueScript, []string{q.Pending, q.Seq}, append([]any{q.Channel}, now...)...)
-			now = now[:0]
-		}
-		if len(later) > 0 {
-			t.script(ctx, scheduleScript, []string{q.Scheduled}, append([]any{q.Channel, Epoch}, later...)...)
-			later = later[:0]
-		}
-	}
-	for i, m := range msgs {
-		if m.Delay > 0 {
-			later = append(later, m.Delay.Milliseconds(), m.Slot, m.Body)
-		} else {
-			now = append(now, m.Slot, m.Body)
-		}
-		if (i+1)%chunk == 0 {
-			flush()
-		}
-	}
-	flush()
-	if err := t.exec(ctx); err != nil {
-		return fmt.Errorf("enqueue to %q: %w", q.Name, err)
-	}
-	q.indexed.Store(true)
-	return nil
 }

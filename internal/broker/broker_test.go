@@ -3,6 +3,7 @@ package broker_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -25,44 +26,98 @@ func setup(t *testing.T) (*broker.Broker, *broker.Queue, *redis.Client) {
 
 var keep = broker.DeadRetention{MaxAge: time.Hour, MaxLen: 100}
 
+func msg(id string, slot int) broker.Message {
+	return broker.Message{ID: id, Slot: slot, Body: []byte("body-" + id)}
+}
+
+func enqueue(t *testing.T, b *broker.Broker, q *broker.Queue, msgs ...broker.Message) {
+	t.Helper()
+	added, err := b.Enqueue(context.Background(), q, msgs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, ok := range added {
+		if !ok {
+			t.Fatalf("message %s not added", msgs[i].ID)
+		}
+	}
+}
+
+func register(t *testing.T, b *broker.Broker, q *broker.Queue, session string, ttl time.Duration) {
+	t.Helper()
+	if _, err := b.Heartbeat(context.Background(), session, ttl, true, []*broker.Queue{q}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func fetch(t *testing.T, b *broker.Broker, session string, ttl time.Duration, r broker.FetchRequest) broker.Fetched {
+	t.Helper()
+	got, err := b.Fetch(context.Background(), session, ttl, []broker.FetchRequest{r})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return got[0]
+}
+
+func ids(ts []broker.Leased) []string {
+	var out []string
+	for _, t := range ts {
+		out = append(out, t.ID)
+	}
+	return out
+}
+
+func settle(t *testing.T, b *broker.Broker, ss ...broker.Settlement) []bool {
+	t.Helper()
+	held, err := b.Settle(context.Background(), keep, ss)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return held
+}
+
 // A session whose lease expired and was reclaimed cannot settle what it held:
-// its ack, retry and kill change nothing, and it learns it lost the lease.
+// its ack, retry, kill, requeue and start mark change nothing, and it learns
+// it lost the lease. Its late ack does not clear the recovery count either.
 func TestLateSettleAfterReclaimChangesNothing(t *testing.T) {
 	t.Parallel()
 	b, q, rdb := setup(t)
 	ctx := context.Background()
-	if err := b.Enqueue(ctx, q, []broker.Message{{Slot: broker.Slot(0), Body: []byte("m1")}}); err != nil {
-		t.Fatal(err)
-	}
+	enqueue(t, b, q, msg("m1", 2048))
 	const ttl = 50 * time.Millisecond
-	if _, err := b.Heartbeat(ctx, "A", ttl, true, []*broker.Queue{q}); err != nil {
-		t.Fatal(err)
-	}
-	got, err := b.Fetch(ctx, "A", ttl, []broker.FetchRequest{{Queue: q, N: 10, TokenBase: 0}})
-	if err != nil || len(got[0].Msgs) != 1 {
-		t.Fatalf("fetch = %+v, %v", got, err)
+	register(t, b, q, "A", ttl)
+	got := fetch(t, b, "A", ttl, broker.FetchRequest{Queue: q, N: 10, StartNow: 1})
+	if !slices.Equal(ids(got.Tasks), []string{"m1"}) || !got.Tasks[0].Started {
+		t.Fatalf("fetch = %+v", got)
 	}
 	// B sees A expire and reclaims its lease.
 	var beat []broker.Beat
+	var err error
 	testredis.WaitFor(t, 5*time.Second, "A's lease to expire", func() bool {
 		beat, err = b.Heartbeat(ctx, "B", time.Minute, true, []*broker.Queue{q})
 		return err == nil && slices.Contains(beat[0].Expired, "A")
 	})
-	if n, err := b.Reclaim(ctx, q, "A"); n != 1 || err != nil {
-		t.Fatalf("reclaim = %d, %v; want 1", n, err)
+	if pre, started, ok, err := b.Reclaim(ctx, q, "A"); pre != 0 || started != 1 || !ok || err != nil {
+		t.Fatalf("reclaim = %d %d %v %v; want the started task", pre, started, ok, err)
 	}
-	if n, err := b.Reclaim(ctx, q, "A"); n != -1 || err != nil {
-		t.Fatalf("second reclaim = %d, %v; want -1", n, err)
+	if _, _, ok, err := b.Reclaim(ctx, q, "A"); ok || err != nil {
+		t.Fatalf("second reclaim = %v, %v; want not expired", ok, err)
 	}
 	// A's late settlements are fenced off.
-	for _, o := range []broker.Outcome{broker.Ack, broker.Retry, broker.Kill, broker.Requeue} {
-		err := b.Settle(ctx, keep, []broker.Settlement{{Queue: q, Lease: q.Lease("A"), Token: 1, Outcome: o, Body: []byte("changed")}})
-		if err != nil {
-			t.Fatal(err)
+	for _, o := range []broker.Outcome{broker.Ack, broker.Retry, broker.Kill, broker.Requeue, broker.Start} {
+		held := settle(t, b, broker.Settlement{Queue: q, Session: "A", Token: 1, ID: "m1", Outcome: o, Body: []byte("changed")})
+		if held[0] {
+			t.Fatalf("outcome %d of a reclaimed lease applied", o)
 		}
 	}
-	if p, s, d := rdb.ZCard(ctx, q.Pending).Val(), rdb.ZCard(ctx, q.Scheduled).Val(), rdb.ZCard(ctx, q.Dead).Val(); p != 1 || s != 0 || d != 0 {
-		t.Fatalf("after late settles: pending %d scheduled %d dead %d, want 1 0 0", p, s, d)
+	if r, s, d := rdb.ZCard(ctx, q.Recovering).Val(), rdb.ZCard(ctx, q.Scheduled).Val(), rdb.ZCard(ctx, q.Dead).Val(); r != 1 || s != 0 || d != 0 {
+		t.Fatalf("after late settles: recovering %d scheduled %d dead %d, want 1 0 0", r, s, d)
+	}
+	if rec := rdb.HGet(ctx, q.Records, "m1").Val(); rec != "body-m1" {
+		t.Fatalf("record became %q", rec)
+	}
+	if n := rdb.HGet(ctx, q.Recovered, "m1").Val(); n != "1" {
+		t.Fatalf("recovery count %q after A's late ack, want 1", n)
 	}
 	if beat, err := b.Heartbeat(ctx, "A", ttl, false, []*broker.Queue{q}); err != nil || !beat[0].Lost {
 		t.Fatalf("A's heartbeat = %+v, %v; want the lost lease reported", beat, err)
@@ -70,17 +125,104 @@ func TestLateSettleAfterReclaimChangesNothing(t *testing.T) {
 	if got, err := b.Fetch(ctx, "A", ttl, []broker.FetchRequest{{Queue: q, N: 1}}); err != nil || !errors.Is(got[0].Err, broker.ErrLeaseLost) {
 		t.Fatalf("A's fetch = %+v, %v; want ErrLeaseLost", got, err)
 	}
-	// B runs it, seeing one recovery, and its ack clears the count.
-	got, err = b.Fetch(ctx, "B", time.Minute, []broker.FetchRequest{{Queue: q, N: 10, TokenBase: 100}})
-	if err != nil || len(got[0].Msgs) != 1 || string(got[0].Msgs[0]) != "m1" || got[0].Recovered[0] != 1 {
-		t.Fatalf("B fetch = %+v, %v", got, err)
+	// B runs it (a recovering task, given only when asked), seeing one recovery;
+	// its ack clears everything.
+	if got := fetch(t, b, "B", time.Minute, broker.FetchRequest{Queue: q, N: 10, TokenBase: 100}); len(got.Tasks) != 0 {
+		t.Fatalf("B got %v without asking for recovering tasks", ids(got.Tasks))
 	}
-	err = b.Settle(ctx, keep, []broker.Settlement{{Queue: q, Lease: q.Lease("B"), Token: 101, Outcome: broker.Ack, Recovered: true, Leased: []byte("m1")}})
-	if err != nil {
-		t.Fatal(err)
+	got = fetch(t, b, "B", time.Minute, broker.FetchRequest{Queue: q, N: 10, TokenBase: 200, Recovering: true})
+	if len(got.Tasks) != 1 || got.Tasks[0].ID != "m1" || got.Tasks[0].Recovered != 1 || string(got.Tasks[0].Body) != "body-m1" {
+		t.Fatalf("B fetch = %+v", got)
 	}
-	if n := rdb.Exists(ctx, q.Recovered, q.Lease("B"), q.Pending).Val(); n != 0 {
-		t.Fatalf("%d of recovered/lease/pending keys remain after the ack", n)
+	if held := settle(t, b, broker.Settlement{Queue: q, Session: "B", Token: 201, ID: "m1", Outcome: broker.Ack}); !held[0] {
+		t.Fatal("B's ack was refused")
+	}
+	if n := rdb.Exists(ctx, q.Recovered, q.Lease("B"), q.Pending, q.Recovering, q.Records, q.Active).Val(); n != 0 {
+		t.Fatalf("%d keys remain after the ack", n)
+	}
+}
+
+// Defect 1: a fetch whose reply is lost and which is sent again leases nothing
+// new: the second run answers what the first leased, so no task sits in a lease
+// under a token the worker never learned.
+func TestFetchSentTwiceAnswersTheSame(t *testing.T) {
+	t.Parallel()
+	b, q, rdb := setup(t)
+	ctx := context.Background()
+	enqueue(t, b, q, msg("a", 2048), msg("b", 2048), msg("c", 2048), msg("d", 2048), msg("e", 2048))
+	register(t, b, q, "S", time.Minute)
+	r := broker.FetchRequest{Queue: q, N: 2, TokenBase: 10, StartNow: 1}
+	first := fetch(t, b, "S", time.Minute, r)
+	again := fetch(t, b, "S", time.Minute, r)
+	if !slices.Equal(ids(first.Tasks), []string{"a", "b"}) || !slices.Equal(ids(again.Tasks), ids(first.Tasks)) || !again.Repeat {
+		t.Fatalf("first %v, again %v (repeat %v)", ids(first.Tasks), ids(again.Tasks), again.Repeat)
+	}
+	if first.Tasks[0].Token != 11 || again.Tasks[1].Token != 12 || !again.Tasks[0].Started || again.Tasks[1].Started {
+		t.Fatalf("tokens/started differ: %+v", again.Tasks)
+	}
+	if n := rdb.HLen(ctx, q.Lease("S")).Val(); n != 2 {
+		t.Fatalf("lease holds %d, want 2", n)
+	}
+	if p := rdb.ZRange(ctx, q.Pending, 0, -1).Val(); !slices.Equal(p, []string{"c", "d", "e"}) {
+		t.Fatalf("pending %v", p)
+	}
+	// Leave gives back what the session holds unstarted (here "b", as if the
+	// reply had been lost for good), and stays while a started task is held.
+	if n, err := b.Leave(ctx, q, "S"); n != 1 || err != nil {
+		t.Fatalf("leave = %d, %v; want 1 started task stranded", n, err)
+	}
+	if p := rdb.ZRange(ctx, q.Pending, 0, -1).Val(); !slices.Equal(p, []string{"b", "c", "d", "e"}) {
+		t.Fatalf("pending after leave %v, want b back in front", p)
+	}
+	settle(t, b, broker.Settlement{Queue: q, Session: "S", Token: 11, ID: "a", Outcome: broker.Ack})
+	if n, err := b.Leave(ctx, q, "S"); n != 0 || err != nil {
+		t.Fatalf("leave = %d, %v", n, err)
+	}
+	if rdb.ZScore(ctx, q.Workers, "S").Err() != redis.Nil {
+		t.Fatal("session still registered after leaving")
+	}
+}
+
+// An enqueue call re-sent with the same guard (go-redis retrying after a lost
+// reply) writes nothing and answers as the first run did; an id that exists is
+// refused, and so is the second of two messages with one id.
+func TestEnqueueIsIdempotent(t *testing.T) {
+	t.Parallel()
+	b, q, rdb := setup(t)
+	ctx := context.Background()
+	added, err := b.Enqueue(ctx, q, []broker.Message{msg("x", 2048), msg("y", 2048), msg("x", 2048)})
+	if err != nil || !slices.Equal(added, []bool{true, true, false}) {
+		t.Fatalf("added %v, %v", added, err)
+	}
+	if added, err := b.Enqueue1(ctx, q, msg("y", 2048)); added || err != nil {
+		t.Fatalf("duplicate id: added %v, %v", added, err)
+	}
+	// The same call run twice, by hand.
+	for range 2 {
+		src := mustRead(t, "scripts/enqueue.lua")
+		s, err := rdb.Eval(ctx, src, []string{q.Records, q.Pending, q.Scheduled, q.Seq, q.Pending + ":guardtest"},
+			q.Channel, 7, broker.Epoch, "z", 2048, 0, "body-z").Text()
+		if err != nil || s != "1" {
+			t.Fatalf("guarded call = %q, %v; want 1 both times", s, err)
+		}
+	}
+	if p := rdb.ZRange(ctx, q.Pending, 0, -1).Val(); !slices.Equal(p, []string{"x", "y", "z"}) {
+		t.Fatalf("pending %v", p)
+	}
+}
+
+// Defect 10: sequences near 2^41 are renumbered instead of spilling into the
+// next priority.
+func TestSequenceNeverSpillsIntoThePriorityBelow(t *testing.T) {
+	t.Parallel()
+	b, q, rdb := setup(t)
+	ctx := context.Background()
+	enqueue(t, b, q, msg("hi-1", 2047), msg("lo-1", 2048))
+	rdb.Set(ctx, q.Seq, int64(1)<<41-3, 0)
+	enqueue(t, b, q, msg("lo-2", 2048), msg("hi-2", 2047), msg("lo-3", 2048), msg("hi-3", 2047))
+	want := []string{"hi-1", "hi-2", "hi-3", "lo-1", "lo-2", "lo-3"}
+	if p := rdb.ZRange(ctx, q.Pending, 0, -1).Val(); !slices.Equal(p, want) {
+		t.Fatalf("pending %v, want %v", p, want)
 	}
 }
 
@@ -88,37 +230,32 @@ func TestRetryKillRequeue(t *testing.T) {
 	t.Parallel()
 	b, q, rdb := setup(t)
 	ctx := context.Background()
-	msgs := []broker.Message{{Slot: broker.Slot(3), Body: []byte("r")}, {Slot: broker.Slot(3), Body: []byte("k")}, {Slot: broker.Slot(3), Body: []byte("q")}, {Slot: broker.Slot(3), Body: []byte("later")}}
-	if err := b.Enqueue(ctx, q, msgs); err != nil {
-		t.Fatal(err)
+	enqueue(t, b, q, msg("r", 2051), msg("k", 2051), msg("q", 2051), msg("later", 2051))
+	register(t, b, q, "S", time.Minute)
+	got := fetch(t, b, "S", time.Minute, broker.FetchRequest{Queue: q, N: 3})
+	if !slices.Equal(ids(got.Tasks), []string{"r", "k", "q"}) {
+		t.Fatalf("fetch = %v", ids(got.Tasks))
 	}
-	if _, err := b.Heartbeat(ctx, "S", time.Minute, true, []*broker.Queue{q}); err != nil {
-		t.Fatal(err)
+	held := settle(t, b,
+		broker.Settlement{Queue: q, Session: "S", Token: 1, ID: "r", Outcome: broker.Retry, Body: []byte("r2"), Delay: time.Hour},
+		broker.Settlement{Queue: q, Session: "S", Token: 2, ID: "k", Outcome: broker.Kill, Body: []byte("k-dead")},
+		broker.Settlement{Queue: q, Session: "S", Token: 3, ID: "q", Outcome: broker.Requeue},
+	)
+	if !slices.Equal(held, []bool{true, true, true}) {
+		t.Fatalf("held %v", held)
 	}
-	got, err := b.Fetch(ctx, "S", time.Minute, []broker.FetchRequest{{Queue: q, N: 3}})
-	if err != nil || !slices.EqualFunc(got[0].Msgs, [][]byte{[]byte("r"), []byte("k"), []byte("q")}, func(a, b []byte) bool { return string(a) == string(b) }) {
-		t.Fatalf("fetch = %q, %v", got[0].Msgs, err)
-	}
-	err = b.Settle(ctx, keep, []broker.Settlement{
-		{Queue: q, Lease: q.Lease("S"), Token: 1, Outcome: broker.Retry, Body: []byte("r2"), Slot: broker.Slot(3), Delay: time.Hour},
-		{Queue: q, Lease: q.Lease("S"), Token: 2, Outcome: broker.Kill, Body: []byte("k-dead")},
-		{Queue: q, Lease: q.Lease("S"), Token: 3, Outcome: broker.Requeue},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if s := rdb.ZRange(ctx, q.Scheduled, 0, -1).Val(); !slices.Equal(s, []string{"r2"}) {
+	if s := rdb.ZRange(ctx, q.Scheduled, 0, -1).Val(); !slices.Equal(s, []string{"r"}) || rdb.HGet(ctx, q.Records, "r").Val() != "r2" {
 		t.Fatalf("scheduled %v", s)
 	}
-	if d := rdb.ZRange(ctx, q.Dead, 0, -1).Val(); !slices.Equal(d, []string{"k-dead"}) {
+	if d := rdb.ZRange(ctx, q.Dead, 0, -1).Val(); !slices.Equal(d, []string{"k"}) || rdb.HGet(ctx, q.Records, "k").Val() != "k-dead" {
 		t.Fatalf("dead %v", d)
 	}
-	// The requeued message goes back ahead of what was still pending.
+	// The requeued task goes back ahead of what was still pending.
 	if p := rdb.ZRange(ctx, q.Pending, 0, -1).Val(); !slices.Equal(p, []string{"q", "later"}) {
 		t.Fatalf("pending %v", p)
 	}
-	if ok, err := b.Leave(ctx, q, "S"); !ok || err != nil {
-		t.Fatalf("leave = %v, %v", ok, err)
+	if n, err := b.Leave(ctx, q, "S"); n != 0 || err != nil {
+		t.Fatalf("leave = %d, %v", n, err)
 	}
 	st, err := b.Stats(ctx, []string{"q"})
 	if err != nil || st[0] != (broker.QueueStats{Name: "q", Pending: 2, Scheduled: 1, Dead: 1}) {
@@ -126,32 +263,87 @@ func TestRetryKillRequeue(t *testing.T) {
 	}
 }
 
-func TestDeadSetIsTrimmed(t *testing.T) {
+// Defect 4: reclaim puts what a dead session had only prefetched back in
+// pending uncounted, and counts only what it had started.
+func TestReclaimCountsOnlyStartedTasks(t *testing.T) {
+	t.Parallel()
+	b, q, rdb := setup(t)
+	ctx := context.Background()
+	enqueue(t, b, q, msg("a", 2048), msg("b", 2048), msg("c", 2048), msg("d", 2048))
+	register(t, b, q, "A", 30*time.Millisecond)
+	fetch(t, b, "A", 30*time.Millisecond, broker.FetchRequest{Queue: q, N: 3, StartNow: 1}) // a started
+	if held := settle(t, b, broker.Settlement{Queue: q, Session: "A", Token: 2, ID: "b", Outcome: broker.Start}); !held[0] {
+		t.Fatal("start mark refused")
+	}
+	time.Sleep(40 * time.Millisecond) // let A's lease lapse (Redis's clock decides)
+	pre, started, ok, err := b.Reclaim(ctx, q, "A")
+	if pre != 1 || started != 2 || !ok || err != nil {
+		t.Fatalf("reclaim = %d %d %v %v; want 1 prefetched, 2 started", pre, started, ok, err)
+	}
+	if p := rdb.ZRange(ctx, q.Pending, 0, -1).Val(); !slices.Equal(p, []string{"c", "d"}) {
+		t.Fatalf("pending %v", p)
+	}
+	if r := rdb.ZRange(ctx, q.Recovering, 0, -1).Val(); len(r) != 2 || rdb.HLen(ctx, q.Recovered).Val() != 2 || rdb.HExists(ctx, q.Recovered, "c").Val() {
+		t.Fatalf("recovering %v, recovered %v", r, rdb.HGetAll(ctx, q.Recovered).Val())
+	}
+	// A worker gets at most one recovering task per fetch.
+	register(t, b, q, "B", time.Minute)
+	got := fetch(t, b, "B", time.Minute, broker.FetchRequest{Queue: q, N: 10, Recovering: true})
+	if len(got.Tasks) != 3 || got.Tasks[0].Recovered != 1 || got.Tasks[1].Recovered != 0 {
+		t.Fatalf("fetch %+v", got.Tasks)
+	}
+}
+
+func TestDeadSetIsTrimmedWithItsRecords(t *testing.T) {
 	t.Parallel()
 	b, q, rdb := setup(t)
 	ctx := context.Background()
 	var msgs []broker.Message
 	for i := range 10 {
-		msgs = append(msgs, broker.Message{Body: []byte{byte('a' + i)}})
+		msgs = append(msgs, msg(fmt.Sprint(i), 2048))
 	}
-	if err := b.Enqueue(ctx, q, msgs); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := b.Heartbeat(ctx, "S", time.Minute, true, []*broker.Queue{q}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := b.Fetch(ctx, "S", time.Minute, []broker.FetchRequest{{Queue: q, N: 10}}); err != nil {
-		t.Fatal(err)
-	}
+	enqueue(t, b, q, msgs...)
+	register(t, b, q, "S", time.Minute)
+	fetch(t, b, "S", time.Minute, broker.FetchRequest{Queue: q, N: 10})
 	var ss []broker.Settlement
 	for i := range 10 {
-		ss = append(ss, broker.Settlement{Queue: q, Lease: q.Lease("S"), Token: uint64(i + 1), Outcome: broker.Kill, Body: []byte{byte('a' + i)}})
+		ss = append(ss, broker.Settlement{Queue: q, Session: "S", Token: uint64(i + 1), ID: fmt.Sprint(i), Outcome: broker.Kill, Body: []byte("dead")})
 	}
-	if err := b.Settle(ctx, broker.DeadRetention{MaxAge: time.Hour, MaxLen: 4}, ss); err != nil {
+	if _, err := b.Settle(ctx, broker.DeadRetention{MaxAge: time.Hour, MaxLen: 4}, ss); err != nil {
 		t.Fatal(err)
 	}
-	if n := rdb.ZCard(ctx, q.Dead).Val(); n != 4 {
-		t.Fatalf("dead set holds %d, want 4", n)
+	if n, r := rdb.ZCard(ctx, q.Dead).Val(), rdb.HLen(ctx, q.Records).Val(); n != 4 || r != 4 {
+		t.Fatalf("dead set holds %d with %d records, want 4 and 4", n, r)
+	}
+}
+
+// A task is found by id, without its queue, in every state.
+func TestFindInEveryState(t *testing.T) {
+	t.Parallel()
+	b, q, _ := setup(t)
+	ctx := context.Background()
+	other := b.Queue("other")
+	enqueue(t, b, q, msg("p", 2048), msg("a", 2048))
+	enqueue(t, b, other, broker.Message{ID: "s", Slot: 2048, Delay: time.Hour, Body: []byte("s")}, msg("k", 2048))
+	if err := b.RegisterQueues(ctx, []string{"q", "other"}); err != nil {
+		t.Fatal(err)
+	}
+	register(t, b, q, "S", time.Minute)
+	register(t, b, other, "S", time.Minute)
+	fetch(t, b, "S", time.Minute, broker.FetchRequest{Queue: q, N: 1})
+	fetch(t, b, "S", time.Minute, broker.FetchRequest{Queue: other, N: 1, TokenBase: 5})
+	settle(t, b, broker.Settlement{Queue: other, Session: "S", Token: 6, ID: "k", Outcome: broker.Kill, Body: []byte("k")})
+	for id, want := range map[string]broker.State{"p": broker.StateActive, "a": broker.StatePending, "s": broker.StateScheduled, "k": broker.StateDead} {
+		r, err := b.Find(ctx, id, nil)
+		if err != nil || r.State != want {
+			t.Errorf("find %s = %+v, %v; want %s", id, r, err, want)
+		}
+	}
+	if r, _ := b.Find(ctx, "p", nil); r.Session != "S" || r.Queue != "q" {
+		t.Errorf("active task found as %+v", r)
+	}
+	if _, err := b.Find(ctx, "nope", nil); !errors.Is(err, broker.ErrNotFound) {
+		t.Errorf("unknown id: %v", err)
 	}
 }
 
@@ -159,7 +351,7 @@ func TestDeadSetIsTrimmed(t *testing.T) {
 func TestKeysShareTheQueueSlot(t *testing.T) {
 	t.Parallel()
 	q := broker.New(nil, "ns").Queue("emails")
-	for _, k := range []string{q.Pending, q.Scheduled, q.Dead, q.Seq, q.Workers, q.Recovered, q.Lease("w/1")} {
+	for _, k := range []string{q.Records, q.Pending, q.Scheduled, q.Recovering, q.Recovered, q.Dead, q.Active, q.Seq, q.Workers, q.Lease("w/1")} {
 		if !strings.Contains(k, "{emails}") {
 			t.Errorf("key %q lacks the hash tag {emails}", k)
 		}
@@ -184,47 +376,57 @@ func TestScriptsSurviveScriptFlush(t *testing.T) {
 	t.Parallel()
 	b, q, rdb := setup(t)
 	ctx := context.Background()
-	msgs := []broker.Message{{Body: []byte("a")}, {Body: []byte("b")}, {Body: []byte("later"), Delay: time.Hour}}
-	for range 2 {
+	for i := range 2 {
 		if err := rdb.ScriptFlush(ctx).Err(); err != nil {
 			t.Fatal(err)
 		}
-		if err := b.Enqueue(ctx, q, msgs); err != nil {
-			t.Fatal(err)
-		}
-		if err := b.Enqueue1(ctx, q, broker.Slot(0), []byte("c")); err != nil {
-			t.Fatal(err)
+		enqueue(t, b, q, msg(fmt.Sprint("a", i), 2048), msg(fmt.Sprint("b", i), 2048),
+			broker.Message{ID: fmt.Sprint("later", i), Slot: 2048, Delay: time.Hour, Body: []byte("l")})
+		if added, err := b.Enqueue1(ctx, q, msg(fmt.Sprint("c", i), 2048)); !added || err != nil {
+			t.Fatal(added, err)
 		}
 	}
-	if p, s := rdb.ZCard(ctx, q.Pending).Val(), rdb.ZCard(ctx, q.Scheduled).Val(); p != 3 || s != 1 {
-		t.Fatalf("pending %d scheduled %d, want 3 and 1 (members are unique)", p, s)
+	if p, s := rdb.ZCard(ctx, q.Pending).Val(), rdb.ZCard(ctx, q.Scheduled).Val(); p != 6 || s != 2 {
+		t.Fatalf("pending %d scheduled %d, want 6 and 2", p, s)
 	}
 	if err := rdb.ScriptFlush(ctx).Err(); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := b.Heartbeat(ctx, "S", time.Minute, true, []*broker.Queue{q}); err != nil {
-		t.Fatal(err)
-	}
+	register(t, b, q, "S", time.Minute)
 	if err := rdb.ScriptFlush(ctx).Err(); err != nil {
 		t.Fatal(err)
 	}
-	got, err := b.Fetch(ctx, "S", time.Minute, []broker.FetchRequest{{Queue: q, N: 10}})
-	if err != nil || len(got[0].Msgs) != 3 {
-		t.Fatalf("fetch after SCRIPT FLUSH = %+v, %v", got, err)
+	got := fetch(t, b, "S", time.Minute, broker.FetchRequest{Queue: q, N: 10})
+	if len(got.Tasks) != 6 {
+		t.Fatalf("fetch after SCRIPT FLUSH = %+v", got)
 	}
-	if got[0].NextDue == 0 {
-		t.Fatal("fetch did not report the scheduled message's due time")
+	// Defect 8: the due time comes back relative to the server's clock.
+	if got.NextDue < 59*time.Minute || got.NextDue > time.Hour {
+		t.Fatalf("next due in %v, want about an hour", got.NextDue)
 	}
 }
 
-// A pipeline that fails on the network reports it, acks included.
-func TestSettleReportsConnectionErrors(t *testing.T) {
+// Defect 3: a pipeline that fails as a whole (no command carries the error)
+// reports it: enqueues included.
+func TestConnectionErrorsAreReported(t *testing.T) {
 	t.Parallel()
 	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1", MaxRetries: -1})
 	defer rdb.Close()
 	b := broker.New(rdb, "x")
-	err := b.Settle(context.Background(), keep, []broker.Settlement{{Queue: b.Queue("q"), Lease: b.Queue("q").Lease("S"), Token: 1, Outcome: broker.Ack}})
-	if err == nil {
+	q := b.Queue("q")
+	if _, err := b.Settle(context.Background(), keep, []broker.Settlement{{Queue: q, Session: "S", Token: 1, ID: "a", Outcome: broker.Ack}}); err == nil {
 		t.Fatal("an ack on an unreachable Redis reported success")
 	}
+	if _, err := b.Enqueue(context.Background(), q, []broker.Message{msg("a", 2048)}); err == nil || errors.Is(err, broker.ErrOutcomeUnknown) {
+		t.Fatalf("enqueue on an unreachable Redis: %v; want an error that is not 'unknown'", err)
+	}
+}
+
+func mustRead(t *testing.T, path string) string {
+	t.Helper()
+	b, err := scriptsFS.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
 }

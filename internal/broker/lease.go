@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 	"unsafe"
 
@@ -12,33 +13,49 @@ import (
 )
 
 // ErrLeaseLost means the session's leases were reclaimed by another worker: the
-// messages it held are (or will be) run elsewhere and it must not settle them.
+// tasks it held are (or will be) run elsewhere and it must not settle them.
 var ErrLeaseLost = errors.New("lease lost")
 
-// FetchRequest asks one queue for up to N messages for a session.
+// FetchRequest asks one queue for up to N tasks for a session. Sent again with
+// the same TokenBase (after an error), it answers what the first one leased.
 type FetchRequest struct {
-	Queue     *Queue
-	N         int
-	TokenBase uint64 // the messages get tokens TokenBase+1, TokenBase+2, …
+	Queue      *Queue
+	N          int
+	TokenBase  uint64 // the tasks get tokens TokenBase+1, TokenBase+2, …
+	Recovering bool   // the session may take one task from recovering
+	StartNow   int    // how many of them are marked started at once
+}
+
+// Leased is one leased task.
+type Leased struct {
+	Token     uint64
+	ID        string
+	Body      []byte // read-only: it shares memory with the reply's strings; nil if the record is gone
+	Recovered int    // times a worker died running it
+	Started   bool   // marked started by the fetch
 }
 
 // Fetched is one queue's answer. Err is ErrLeaseLost if the session was reclaimed.
 type Fetched struct {
-	Msgs      [][]byte // read-only: they share memory with the reply's strings
-	Recovered []int    // per message, times it was reclaimed from a dead session
-	NextDue   int64    // Unix ms of the earliest scheduled message, 0 if none
-	Err       error
+	Tasks   []Leased
+	NextDue time.Duration // until the earliest scheduled task is due; < 0 if none
+	Repeat  bool          // the request had already run: this repeats its answer
+	Err     error
 }
 
-// Fetch leases messages from several queues in one round trip.
+// Fetch leases tasks from several queues in one round trip.
 func (b *Broker) Fetch(ctx context.Context, session string, ttl time.Duration, reqs []FetchRequest) ([]Fetched, error) {
 	t := b.newBatch()
 	cmds := make([]*redis.Cmd, len(reqs))
 	for i, r := range reqs {
 		q := r.Queue
+		rec := "0"
+		if r.Recovering {
+			rec = "1"
+		}
 		cmds[i] = t.script(ctx, fetchScript,
-			[]string{q.Pending, q.Scheduled, q.Workers, q.Lease(session), q.Recovered, q.Seq},
-			r.N, r.TokenBase, session, ttl.Milliseconds(), q.Channel, Epoch)
+			[]string{q.Records, q.Pending, q.Scheduled, q.Recovering, q.Recovered, q.Workers, q.Lease(session), q.Active, q.Seq},
+			r.N, r.TokenBase, session, ttl.Milliseconds(), q.Channel, Epoch, rec, r.StartNow)
 	}
 	if err := t.exec(ctx); err != nil {
 		return nil, fmt.Errorf("fetch: %w", err)
@@ -46,33 +63,49 @@ func (b *Broker) Fetch(ctx context.Context, session string, ttl time.Duration, r
 	out := make([]Fetched, len(reqs))
 	for i, c := range cmds {
 		vals, err := c.Slice()
-		if err != nil || len(vals) < 2 {
+		if err != nil || len(vals) < 2 || (len(vals)-2)%5 != 0 {
 			return nil, fmt.Errorf("fetch from %q: unexpected reply %v (%v)", reqs[i].Queue.Name, vals, err)
 		}
 		f := &out[i]
-		if vals[0].(int64) < 0 {
+		status, _ := vals[0].(int64)
+		if status < 0 {
 			f.Err = ErrLeaseLost
 			continue
 		}
-		if due := vals[1].(int64); due > 0 {
-			f.NextDue = due
-		}
-		n := (len(vals) - 2) / 2
-		f.Msgs = make([][]byte, n)
-		f.Recovered = make([]int, n)
+		f.Repeat = status == 1
+		f.NextDue = relative(vals[1])
+		n := (len(vals) - 2) / 5
+		f.Tasks = make([]Leased, n)
 		for j := range n {
-			f.Msgs[j] = readOnlyBytes(vals[2+2*j].(string))
-			f.Recovered[j] = int(vals[3+2*j].(int64))
+			v := vals[2+5*j:]
+			tok, _ := v[0].(int64)
+			id, _ := v[1].(string)
+			body, _ := v[2].(string)
+			rec, _ := v[3].(int64)
+			started, _ := v[4].(int64)
+			f.Tasks[j] = Leased{Token: uint64(tok), ID: id, Recovered: int(rec), Started: started == 1}
+			if body != "" {
+				f.Tasks[j].Body = readOnlyBytes(body)
+			}
 		}
 	}
 	return out, nil
 }
 
+func relative(v any) time.Duration {
+	ms, _ := v.(int64)
+	if ms < 0 {
+		return -1
+	}
+	return time.Duration(ms) * time.Millisecond
+}
+
 // Beat is one queue's heartbeat answer.
 type Beat struct {
-	Lost         bool     // this session was reclaimed on this queue
-	Expired      []string // sessions whose leases have expired
-	NextDeadline int64    // Unix ms when another live session's lease runs out, 0 if none
+	Lost         bool          // this session was reclaimed on this queue
+	Expired      []string      // sessions whose leases have expired
+	NextDeadline time.Duration // until another live session's lease runs out; < 0 if none
+	Held         int           // leases the session holds on the queue
 }
 
 // Heartbeat extends the session's leases on every queue and reports expired
@@ -85,7 +118,7 @@ func (b *Broker) Heartbeat(ctx context.Context, session string, ttl time.Duratio
 	t := b.newBatch()
 	cmds := make([]*redis.Cmd, len(queues))
 	for i, q := range queues {
-		cmds[i] = t.script(ctx, heartbeatScript, []string{q.Workers}, session, ttl.Milliseconds(), reg)
+		cmds[i] = t.script(ctx, heartbeatScript, []string{q.Workers, q.Lease(session)}, session, ttl.Milliseconds(), reg)
 	}
 	if err := t.exec(ctx); err != nil {
 		return nil, fmt.Errorf("heartbeat: %w", err)
@@ -93,63 +126,92 @@ func (b *Broker) Heartbeat(ctx context.Context, session string, ttl time.Duratio
 	out := make([]Beat, len(queues))
 	for i, c := range cmds {
 		vals, err := c.Slice()
-		if err != nil || len(vals) < 2 {
+		if err != nil || len(vals) < 3 {
 			return nil, fmt.Errorf("heartbeat on %q: unexpected reply %v (%v)", queues[i].Name, vals, err)
 		}
-		out[i].Lost = vals[0].(int64) < 0
-		if d := vals[1].(int64); d > 0 {
-			out[i].NextDeadline = d
-		}
-		for _, v := range vals[2:] {
-			out[i].Expired = append(out[i].Expired, v.(string))
+		status, _ := vals[0].(int64)
+		held, _ := vals[2].(int64)
+		out[i] = Beat{Lost: status < 0, NextDeadline: relative(vals[1]), Held: int(held)}
+		for _, v := range vals[3:] {
+			s, _ := v.(string)
+			out[i].Expired = append(out[i].Expired, s)
 		}
 	}
 	return out, nil
 }
 
-// Reclaim puts everything leased to an expired session back in pending. It
-// returns how many messages went back, or -1 if the session was not expired
-// (another worker got there first, or it came back).
-func (b *Broker) Reclaim(ctx context.Context, q *Queue, expired string) (int, error) {
-	n, err := b.run(ctx, reclaimScript, []string{q.Workers, q.Lease(expired), q.Pending, q.Recovered},
-		expired, q.Channel).Int()
+// Reclaim takes back everything leased to an expired session: what it had only
+// prefetched goes back to pending, what it had started to recovering. ok is
+// false if the session was not expired (another worker got there first, or it
+// came back).
+func (b *Broker) Reclaim(ctx context.Context, q *Queue, session string) (prefetched, started int, ok bool, err error) {
+	vals, err := b.run(ctx, reclaimScript,
+		[]string{q.Workers, q.Lease(session), q.Pending, q.Recovering, q.Recovered, q.Active},
+		session, q.Channel, Epoch).Int64Slice()
+	if err != nil || len(vals) != 2 {
+		return 0, 0, false, fmt.Errorf("reclaim %s on %q: %v %w", session, q.Name, vals, err)
+	}
+	if vals[0] < 0 {
+		return 0, 0, false, nil
+	}
+	return int(vals[0]), int(vals[1]), true, nil
+}
+
+// Leave ends the session on q, giving back any unstarted task it holds but does
+// not know of. It returns how many started tasks the session still holds; if
+// any, the session stays so that its leases expire and are reclaimed.
+func (b *Broker) Leave(ctx context.Context, q *Queue, session string) (stranded int, err error) {
+	n, err := b.run(ctx, leaveScript,
+		[]string{q.Workers, q.Lease(session), q.Active, q.Pending, q.Recovering, q.Recovered},
+		session, q.Channel, Epoch).Int()
 	if err != nil {
-		return 0, fmt.Errorf("reclaim %s on %q: %w", expired, q.Name, err)
+		return 0, fmt.Errorf("leave %q: %w", q.Name, err)
 	}
 	return n, nil
 }
 
-// Leave ends the session on q unless it still holds leases there; it reports
-// whether the session ended.
-func (b *Broker) Leave(ctx context.Context, q *Queue, session string) (bool, error) {
-	n, err := b.run(ctx, leaveScript, []string{q.Workers, q.Lease(session)}, session).Int()
+// Leases lists the leases the session holds on q, token -> task id (for
+// reconciliation).
+func (b *Broker) Leases(ctx context.Context, q *Queue, session string) (map[uint64]string, error) {
+	m, err := b.rdb.HGetAll(ctx, q.Lease(session)).Result()
 	if err != nil {
-		return false, fmt.Errorf("leave %q: %w", q.Name, err)
+		return nil, fmt.Errorf("leases on %q: %w", q.Name, err)
 	}
-	return n == 1, nil
+	out := make(map[uint64]string, len(m))
+	for k, v := range m {
+		n, err := strconv.ParseUint(k, 10, 64)
+		if err != nil || len(v) < 3 {
+			continue
+		}
+		if i := strings.IndexByte(v[2:], ':'); i >= 0 {
+			out[n] = v[2+i+1:]
+		}
+	}
+	return out, nil
 }
 
-// Outcome says how a leased message is settled.
+// Outcome says how a leased task is settled.
 type Outcome uint8
 
 const (
-	Ack     Outcome = iota // done: the message is deleted
-	Retry                  // scheduled again after Delay, as Body
-	Kill                   // moved to the dead set, as Body
-	Requeue                // back to pending as leased, never started
+	Ack     Outcome = iota // succeeded: the record is deleted
+	Retry                  // failed, to run again after Delay, with record Body
+	Kill                   // failed for good: to the dead set, with record Body
+	Requeue                // back to pending unrun (a stop, an unknown lease)
+	Start                  // mark started (reclaim counts only started tasks)
 )
 
-// Settlement settles one leased message.
+var outcomeKind = [...]string{Ack: "a", Retry: "r", Kill: "k", Requeue: "q", Start: "s"}
+
+// Settlement settles one leased task.
 type Settlement struct {
-	Queue     *Queue
-	Lease     string // the session's lease hash on Queue: Queue.Lease(session)
-	Token     uint64
-	Outcome   Outcome
-	Leased    []byte // the message as leased; needed only if Recovered
-	Recovered bool   // clear the message's recovery count
-	Body      []byte // Retry, Kill: the updated message
-	Slot      int    // Retry: priority slot
-	Delay     time.Duration
+	Queue   *Queue
+	Session string
+	Token   uint64
+	ID      string
+	Outcome Outcome
+	Body    []byte // Retry, Kill: the updated record
+	Delay   time.Duration
 }
 
 // DeadRetention bounds the dead set of every queue.
@@ -158,49 +220,57 @@ type DeadRetention struct {
 	MaxLen int
 }
 
-// Settle applies settlements in one round trip. The plain acks of each lease hash
-// become a single HDEL. A settlement whose lease was lost changes nothing.
-func (b *Broker) Settle(ctx context.Context, keep DeadRetention, ss []Settlement) error {
-	t := b.newBatch()
-	acks := map[string][]string{}
-	var clear map[string][]string
+// Settle applies settlements in one round trip: one script call per queue and
+// session. held[i] reports whether settlement i applied; false means the session
+// no longer held that lease (reclaimed, or already settled by an earlier run of
+// the same call), and nothing changed.
+func (b *Broker) Settle(ctx context.Context, keep DeadRetention, ss []Settlement) (held []bool, err error) {
+	type group struct {
+		q       *Queue
+		session string
+		args    []any
+		idx     []int
+	}
+	var groups []*group
+	find := func(q *Queue, session string) *group {
+		for _, g := range groups {
+			if g.q == q && g.session == session {
+				return g
+			}
+		}
+		g := &group{q: q, session: session,
+			args: []any{session, Epoch, q.Channel, keep.MaxAge.Milliseconds(), keep.MaxLen}}
+		groups = append(groups, g)
+		return g
+	}
 	for i := range ss {
 		s := &ss[i]
-		q, lease := s.Queue, s.Lease
-		tok := strconv.FormatUint(s.Token, 10)
-		leased := ""
-		if s.Recovered {
-			leased = string(s.Leased)
-		}
-		switch s.Outcome {
-		case Ack:
-			acks[lease] = append(acks[lease], tok)
-			if s.Recovered {
-				if clear == nil {
-					clear = map[string][]string{}
-				}
-				clear[q.Recovered] = append(clear[q.Recovered], leased)
-			}
-		case Retry:
-			t.script(ctx, retryScript, []string{lease, q.Scheduled, q.Recovered},
-				tok, s.Body, s.Delay.Milliseconds(), s.Slot, Epoch, q.Channel, leased)
-		case Kill:
-			t.script(ctx, killScript, []string{lease, q.Dead, q.Recovered},
-				tok, s.Body, keep.MaxAge.Milliseconds(), keep.MaxLen, leased)
-		case Requeue:
-			t.script(ctx, requeueScript, []string{lease, q.Pending}, q.Channel, tok)
-		}
+		g := find(s.Queue, s.Session)
+		g.args = append(g.args, outcomeKind[s.Outcome], s.Token, s.ID, max(s.Delay.Milliseconds(), 0), s.Body)
+		g.idx = append(g.idx, i)
 	}
-	for key, toks := range acks {
-		t.pipe.HDel(ctx, key, toks...)
-	}
-	for key, ms := range clear {
-		t.pipe.HDel(ctx, key, ms...)
+	t := b.newBatch()
+	cmds := make([]*redis.Cmd, len(groups))
+	for i, g := range groups {
+		q := g.q
+		cmds[i] = t.script(ctx, settleScript,
+			[]string{q.Lease(g.session), q.Active, q.Records, q.Pending, q.Scheduled, q.Dead, q.Recovered, q.Recovering},
+			g.args...)
 	}
 	if err := t.exec(ctx); err != nil {
-		return fmt.Errorf("settle: %w", err)
+		return nil, fmt.Errorf("settle: %w", err)
 	}
-	return nil
+	held = make([]bool, len(ss))
+	for i, g := range groups {
+		s, err := cmds[i].Text()
+		if err != nil || len(s) != len(g.idx) {
+			return nil, fmt.Errorf("settle on %q: unexpected reply %q (%v)", g.q.Name, s, err)
+		}
+		for k, j := range g.idx {
+			held[j] = s[k] == '1'
+		}
+	}
+	return held, nil
 }
 
 // readOnlyBytes returns s's bytes without copying; they must not be modified.

@@ -18,7 +18,7 @@ func TestRoundTrip(t *testing.T) {
 		"typical":   {ID: NewID(time.Now()), Name: "resize", Args: args, EnqueuedAt: 1700000000123, MaxRetries: -1},
 		"overrides": {ID: "x", Name: "y", Args: args, Priority: -7, MaxRetries: 0, TimeoutMs: 90000, Retried: 2},
 		"dead":      {ID: "x", Name: "y", MaxRetries: 5, Error: strings.Repeat("e", 300), Stack: strings.Repeat("s", 70000), Raw: []byte{0xc1, 0}},
-		"bigints":   {ID: "x", Name: "y", EnqueuedAt: -1 << 40, Priority: 2047, MaxRetries: 1 << 20, TimeoutMs: 1 << 33},
+		"bigints":   {ID: "x", Name: "y", EnqueuedAt: -1 << 40, Priority: 2047, MaxRetries: 1 << 19, TimeoutMs: 1 << 33},
 	}
 	for name, in := range cases {
 		t.Run(name, func(t *testing.T) {

@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"strings"
 
 	"github.com/vmihailenco/msgpack/v5/msgpcode"
 )
@@ -32,7 +33,23 @@ type Envelope struct {
 	Error      string // "e": the last attempt's error, once one failed
 	Stack      string // "k": the stack of a panic, when the last attempt panicked
 	Raw        []byte // "b": bytes that could not be decoded (dead messages only)
+
+	// Extra holds the keys this version does not know, as raw msgpack key/value
+	// pairs (ExtraN of them), so that a worker re-encoding a message for a retry
+	// or the dead set passes a newer producer's additions on unchanged.
+	Extra  []byte
+	ExtraN int
 }
+
+// Bounds a decoded message must respect: values outside them would corrupt a
+// score, a shift or a timer, so such a message is malformed (it goes to dead
+// with the reason) rather than run.
+const (
+	MinPriority  = -2048
+	MaxPriority  = 2047
+	MaxRetries   = 1_000_000
+	MaxTimeoutMs = 366 * 24 * 3600 * 1000 // a year and a day
+)
 
 // ErrMalformed is wrapped by every decoding error.
 var ErrMalformed = errors.New("malformed message")
@@ -64,7 +81,12 @@ func Append(dst []byte, e *Envelope) []byte {
 	if e.Raw != nil {
 		n++
 	}
-	dst = append(dst, byte(msgpcode.FixedMapLow)|byte(n))
+	n += e.ExtraN
+	if n < 16 {
+		dst = append(dst, byte(msgpcode.FixedMapLow)|byte(n))
+	} else {
+		dst = append(dst, msgpcode.Map16, byte(n>>8), byte(n))
+	}
 	dst = appendKey(dst, 'v')
 	dst = appendInt(dst, Version)
 	dst = appendKey(dst, 'i')
@@ -105,7 +127,7 @@ func Append(dst []byte, e *Envelope) []byte {
 		dst = appendKey(dst, 'b')
 		dst = appendBin(dst, e.Raw)
 	}
-	return dst
+	return append(dst, e.Extra...)
 }
 
 // Encode returns e's encoding.
@@ -176,15 +198,24 @@ func DecodeInto(b []byte, e *Envelope) error {
 		return err
 	}
 	version := -1
+	var extra []byte
+	hasTime, rSet, oSet := false, false, false
 	for ; n > 0; n-- {
+		start := r.off
 		key, err := r.str()
 		if err != nil {
 			return err
 		}
-		if len(key) != 1 {
+		if len(key) != 1 || !strings.ContainsRune(known, rune(key[0])) {
 			if err := r.skip(); err != nil {
 				return err
 			}
+			e.Extra = b[start:r.off:r.off]
+			if e.ExtraN > 0 { // not contiguous in general: copy
+				e.Extra = append(append([]byte(nil), extra...), b[start:r.off]...)
+			}
+			extra = e.Extra
+			e.ExtraN++
 			continue
 		}
 		switch key[0] {
@@ -205,28 +236,28 @@ func DecodeInto(b []byte, e *Envelope) error {
 			}
 		case 't':
 			e.EnqueuedAt, err = r.int()
+			hasTime = true
 		case 'p':
 			var v int64
 			v, err = r.int()
-			e.Priority = int(v)
+			e.Priority = clampInt(v)
 		case 'r':
 			var v int64
 			v, err = r.int()
-			e.MaxRetries = int(v)
+			e.MaxRetries, rSet = clampInt(v), true
 		case 'o':
 			e.TimeoutMs, err = r.int()
+			oSet = true
 		case 'x':
 			var v int64
 			v, err = r.int()
-			e.Retried = int(v)
+			e.Retried = clampInt(v)
 		case 'e':
 			e.Error, err = r.strString()
 		case 'k':
 			e.Stack, err = r.strString()
 		case 'b':
 			e.Raw, err = r.bin()
-		default:
-			err = r.skip()
 		}
 		if err != nil {
 			return err
@@ -243,6 +274,32 @@ func DecodeInto(b []byte, e *Envelope) error {
 		return fmt.Errorf("%w: no task name", ErrMalformed)
 	case r.off != len(b):
 		return fmt.Errorf("%w: %d trailing bytes", ErrMalformed, len(b)-r.off)
+	case !hasTime:
+		return fmt.Errorf("%w: no enqueue time (t)", ErrMalformed)
+	case e.Priority < MinPriority || e.Priority > MaxPriority:
+		return fmt.Errorf("%w: priority p=%d is outside [%d, %d]", ErrMalformed, e.Priority, MinPriority, MaxPriority)
+	case e.MaxRetries < -1 || e.MaxRetries > MaxRetries || (e.MaxRetries == -1 && rSet):
+		return fmt.Errorf("%w: max retries r=%d is outside [0, %d]", ErrMalformed, e.MaxRetries, MaxRetries)
+	case e.TimeoutMs < 0 || e.TimeoutMs > MaxTimeoutMs || (e.TimeoutMs == 0 && oSet):
+		return fmt.Errorf("%w: timeout o=%dms is outside [1, %d]", ErrMalformed, e.TimeoutMs, int64(MaxTimeoutMs))
+	case e.Retried < 0 || e.Retried > MaxRetries:
+		return fmt.Errorf("%w: failed attempts x=%d is outside [0, %d]", ErrMalformed, e.Retried, MaxRetries)
 	}
 	return nil
+}
+
+// known lists the one-letter keys this version reads.
+const known = "vinatproxekb"
+
+// clampInt narrows v to an int that the range checks reject if v was out of
+// range, so that a huge value cannot wrap into a valid-looking one.
+func clampInt(v int64) int {
+	const lim = 1 << 40
+	switch {
+	case v > lim:
+		return lim
+	case v < -lim:
+		return -lim
+	}
+	return int(v)
 }

@@ -170,6 +170,7 @@ type State struct {
 	MaxRetries int
 	Timeout    time.Duration
 	Retried    int
+	Recovered  int
 
 	Result    any
 	HasResult bool

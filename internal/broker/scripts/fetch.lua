@@ -1,63 +1,109 @@
--- fetch: promote due scheduled messages, then lease up to n pending ones to a worker
--- session in the same atomic step.
--- KEYS[1] pending   KEYS[2] scheduled   KEYS[3] workers (session -> lease deadline)
--- KEYS[4] this session's lease hash (token -> "priority:message")
--- KEYS[5] recovered (message -> times reclaimed from a dead worker)   KEYS[6] sequence counter
+-- fetch: promote due scheduled tasks, then lease up to n tasks to a worker session,
+-- in one atomic step.
+-- KEYS[1] records   KEYS[2] pending   KEYS[3] scheduled   KEYS[4] recovering
+-- KEYS[5] recovered (id -> times a worker died running it)   KEYS[6] workers
+-- KEYS[7] the session's lease hash (token -> "flag:slot:id")   KEYS[8] active (id -> "session:token")
+-- KEYS[9] sequence counter
 -- ARGV[1] n   ARGV[2] token base (tokens are base+1 .. base+n)   ARGV[3] session id
 -- ARGV[4] lease TTL ms   ARGV[5] wake channel   ARGV[6] epoch (Unix ms)
--- Returns {status, next due (Unix ms, -1 if none), m1, r1, m2, r2, ...}: the leased
--- messages in order with their recovery counts; status -1 means the session is
--- unknown (its leases were reclaimed) and nothing was fetched.
+-- ARGV[7] "1" if the session may take a recovering task (it runs none now)
+-- ARGV[8] how many of the leased tasks start at once (marked started, flag "s"; the
+-- others are prefetched, flag "p", until the worker marks them with settle.lua)
+-- Returns {status, ms until the earliest scheduled task is due (-1 if none), then five
+-- per task: token, id, message, recovered count, 1 if marked started}. Status 0: a
+-- fresh fetch; 1: this fetch (same session and token base) had already run, and the
+-- reply repeats what it leased (nothing else changes); -1: the session is unknown (its
+-- leases were reclaimed) and nothing was fetched.
+local P = 2199023255552
 local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-if not redis.call('ZSCORE', KEYS[3], ARGV[3]) then
+local epoch = tonumber(ARGV[6])
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - epoch
+local session = ARGV[3]
+if not redis.call('ZSCORE', KEYS[6], session) then
   return {-1, -1}
 end
-redis.call('ZADD', KEYS[3], now + tonumber(ARGV[4]), ARGV[3])
+redis.call('ZADD', KEYS[6], now + epoch + tonumber(ARGV[4]), session)
+local n, base = tonumber(ARGV[1]), tonumber(ARGV[2])
+local out = {0, -1}
 
-local epoch = tonumber(ARGV[6])
-local due = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', (now - epoch) * 4096 + 4095, 'WITHSCORES', 'LIMIT', 0, 500)
+local function nextDue()
+  local nxt = redis.call('ZRANGE', KEYS[3], 0, 0, 'WITHSCORES')
+  if nxt[2] then
+    out[2] = math.max(math.floor(tonumber(nxt[2]) / 4096) - now, 0)
+  end
+end
+
+local function reply(tok, id, started)
+  out[#out + 1] = tok
+  out[#out + 1] = id
+  out[#out + 1] = redis.call('HGET', KEYS[1], id) or ''
+  out[#out + 1] = tonumber(redis.call('HGET', KEYS[5], id) or '0')
+  out[#out + 1] = started and 1 or 0
+end
+
+if redis.call('HEXISTS', KEYS[7], base + 1) == 1 then
+  out[1] = 1
+  for i = 1, n do
+    local v = redis.call('HGET', KEYS[7], base + i)
+    if not v then
+      break
+    end
+    reply(base + i, string.sub(v, string.find(v, ':', 3, true) + 1), string.sub(v, 1, 1) == 's')
+  end
+  nextDue()
+  return out
+end
+
+local due = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now * 4096 + 4095, 'WITHSCORES', 'LIMIT', 0, 500)
 local promoted = #due / 2
 if promoted > 0 then
-  local seq = redis.call('INCRBY', KEYS[6], promoted) - promoted
+  local seq = 0
+  if redis.call('EXISTS', KEYS[2]) == 1 then
+    seq = tonumber(redis.call('GET', KEYS[9]) or '0')
+  end
   local add, rem = {}, {}
   for i = 1, #due, 2 do
     seq = seq + 1
-    add[#add + 1] = (tonumber(due[i + 1]) % 4096) * 2199023255552 + seq
+    add[#add + 1] = (tonumber(due[i + 1]) % 4096) * P + seq
     add[#add + 1] = due[i]
     rem[#rem + 1] = due[i]
   end
-  redis.call('ZADD', KEYS[1], unpack(add))
-  redis.call('ZREM', KEYS[2], unpack(rem))
+  redis.call('ZADD', KEYS[2], unpack(add))
+  redis.call('ZREM', KEYS[3], unpack(rem))
+  redis.call('SET', KEYS[9], seq)
 end
 
-local out = {0, -1}
-local popped = redis.call('ZPOPMIN', KEYS[1], ARGV[1])
-if #popped > 0 then
-  local base = tonumber(ARGV[2])
-  local recovered = redis.call('EXISTS', KEYS[5]) == 1
-  local lease = {}
-  for i = 1, #popped, 2 do
-    local m = popped[i]
-    lease[#lease + 1] = base + (i + 1) / 2
-    lease[#lease + 1] = math.floor(tonumber(popped[i + 1]) / 2199023255552) .. ':' .. m
-    out[#out + 1] = m
-    out[#out + 1] = recovered and tonumber(redis.call('HGET', KEYS[5], m) or 0) or 0
-    if #lease >= 1000 then
-      redis.call('HSET', KEYS[4], unpack(lease))
-      lease = {}
-    end
-  end
-  if #lease > 0 then
-    redis.call('HSET', KEYS[4], unpack(lease))
+local taken = {}
+if ARGV[7] == '1' and n > 0 then
+  local r = redis.call('ZPOPMIN', KEYS[4], 1)
+  for i = 1, #r, 2 do
+    taken[#taken + 1] = r[i]
+    taken[#taken + 1] = r[i + 1]
   end
 end
--- Promoted messages this fetch did not take are news to the other idle workers.
-if promoted > 0 and redis.call('EXISTS', KEYS[1]) == 1 then
+if n > #taken / 2 then
+  local r = redis.call('ZPOPMIN', KEYS[2], n - #taken / 2)
+  for i = 1, #r do
+    taken[#taken + 1] = r[i]
+  end
+end
+local startN = tonumber(ARGV[8])
+local tok = base
+for i = 1, #taken, 2 do
+  local id = taken[i]
+  -- An index entry without a record (deleted meanwhile) is dropped.
+  if redis.call('HEXISTS', KEYS[1], id) == 1 then
+    tok = tok + 1
+    local started = tok - base <= startN
+    local flag = started and 's:' or 'p:'
+    redis.call('HSET', KEYS[7], tok, flag .. math.floor(tonumber(taken[i + 1]) / P) .. ':' .. id)
+    redis.call('HSET', KEYS[8], id, session .. ':' .. tok)
+    reply(tok, id, started)
+  end
+end
+-- Promoted tasks this fetch did not take are news to the other idle workers.
+if promoted > 0 and redis.call('EXISTS', KEYS[2]) == 1 then
   redis.call('PUBLISH', ARGV[5], 'p')
 end
-local nxt = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
-if nxt[2] then
-  out[2] = math.floor(tonumber(nxt[2]) / 4096) + epoch
-end
+nextDue()
 return out

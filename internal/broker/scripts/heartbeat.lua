@@ -1,16 +1,17 @@
 -- heartbeat: extend a worker session's leases on one queue and report dead sessions.
--- KEYS[1] workers (session -> lease deadline)
+-- KEYS[1] workers (session -> lease deadline, Unix ms)   KEYS[2] the session's lease hash
 -- ARGV[1] session id   ARGV[2] lease TTL ms   ARGV[3] "1" to register a new session
--- Returns {status, earliest deadline of another live session (Unix ms, -1 if none),
--- expired session ids...}; status -1 means this session was reclaimed: its leases
--- are gone and it must not act on them.
+-- Returns {status, ms until another live session's lease runs out (-1 if none),
+-- leases the session holds, expired session ids...}. Status -1: this session was
+-- reclaimed; its leases are gone and it must not act on them. Times are relative so
+-- that a worker whose clock is off by seconds still arms its timers right.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 if ARGV[3] ~= '1' and not redis.call('ZSCORE', KEYS[1], ARGV[1]) then
-  return {-1, -1}
+  return {-1, -1, 0}
 end
 redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
-local out = {0, -1}
+local out = {0, -1, redis.call('HLEN', KEYS[2])}
 local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, 100)
 for i = 1, #expired do
   out[#out + 1] = expired[i]
@@ -18,7 +19,7 @@ end
 local live = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. now, '+inf', 'WITHSCORES', 'LIMIT', 0, 2)
 for i = 1, #live, 2 do
   if live[i] ~= ARGV[1] then
-    out[2] = tonumber(live[i + 1])
+    out[2] = tonumber(live[i + 1]) - now
     break
   end
 end

@@ -1,38 +1,44 @@
--- reclaim: put every message leased to an expired session back in pending.
--- KEYS[1] workers   KEYS[2] the expired session's lease hash   KEYS[3] pending   KEYS[4] recovered
--- ARGV[1] expired session id   ARGV[2] wake channel
--- Reclaimed messages go to the front of their priority (they were fetched before
--- anything still pending) and are counted in the recovered hash, so that a message
--- that keeps killing its workers can be sent to dead by the next one to fetch it.
--- Deleting the lease hash is the fence: a late ack or settle from the old session
--- finds no token and changes nothing.
--- Returns the number of messages put back, or -1 if the session is not expired.
+-- reclaim: take back everything leased to a session whose lease expired.
+-- KEYS[1] workers   KEYS[2] the expired session's lease hash   KEYS[3] pending
+-- KEYS[4] recovering   KEYS[5] recovered   KEYS[6] active
+-- ARGV[1] expired session id   ARGV[2] wake channel   ARGV[3] epoch (Unix ms)
+-- Tasks it had only prefetched go back to the front of their priority in pending,
+-- uncounted: they cannot have killed it. Tasks it had started are counted in
+-- recovered and go to recovering, from which a worker takes at most one at a time
+-- besides its other tasks: a task that kills its worker is then never again fetched
+-- alongside another recovered one, so it alone climbs to the poison limit.
+-- Deleting the lease hash and the active entries is the fence: a late settle from
+-- the old session finds neither and changes nothing.
+-- Returns {prefetched put back, started put back}, or {-1, -1} if the session is not
+-- expired (another worker got there first, or it came back).
+local P = 2199023255552
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local deadline = redis.call('ZSCORE', KEYS[1], ARGV[1])
 if not deadline or tonumber(deadline) > now then
-  return -1
+  return {-1, -1}
 end
 local leased = redis.call('HGETALL', KEYS[2])
-local add = {}
-for i = 2, #leased, 2 do
-  local v = leased[i]
-  local c = string.find(v, ':', 1, true)
-  local m = string.sub(v, c + 1)
-  redis.call('HINCRBY', KEYS[4], m, 1)
-  add[#add + 1] = tonumber(string.sub(v, 1, c - 1)) * 2199023255552
-  add[#add + 1] = m
-  if #add >= 1000 then
-    redis.call('ZADD', KEYS[3], unpack(add))
-    add = {}
+local back, rec = 0, 0
+for i = 1, #leased, 2 do
+  local v = leased[i + 1]
+  local c = string.find(v, ':', 3, true)
+  local slot, id = tonumber(string.sub(v, 3, c - 1)), string.sub(v, c + 1)
+  if redis.call('HGET', KEYS[6], id) == ARGV[1] .. ':' .. leased[i] then
+    if string.sub(v, 1, 1) == 's' then
+      redis.call('HINCRBY', KEYS[5], id, 1)
+      redis.call('ZADD', KEYS[4], slot * P + now - tonumber(ARGV[3]), id)
+      rec = rec + 1
+    else
+      redis.call('ZADD', KEYS[3], slot * P, id)
+      back = back + 1
+    end
+    redis.call('HDEL', KEYS[6], id)
   end
-end
-if #add > 0 then
-  redis.call('ZADD', KEYS[3], unpack(add))
 end
 redis.call('DEL', KEYS[2])
 redis.call('ZREM', KEYS[1], ARGV[1])
-if #leased > 0 then
+if back + rec > 0 then
   redis.call('PUBLISH', ARGV[2], 'r')
 end
-return #leased / 2
+return {back, rec}

@@ -1,0 +1,6 @@
+package broker_test
+
+import "embed"
+
+//go:embed scripts/*.lua
+var scriptsFS embed.FS

@@ -1,0 +1,334 @@
+package broker
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base32"
+	"errors"
+	"fmt"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// ErrOutcomeUnknown means an enqueue call may or may not have written its tasks:
+// the request went out and no answer came back (a timeout, a reset, the caller's
+// ctx ending while it was in flight). Enqueueing again with the same task id
+// writes nothing if the first call did.
+var ErrOutcomeUnknown = errors.New("outcome unknown")
+
+// Message is a task bound for a queue.
+type Message struct {
+	ID    string
+	Slot  int           // priority slot
+	Delay time.Duration // > 0: scheduled that long after the server's clock
+	Body  []byte
+}
+
+// maxInflight is how many enqueue round trips one queue has in flight at once
+// from this process. Callers that find them all busy wait and go in the next
+// call, so under concurrency single Enqueue calls cost a fraction of a round
+// trip and of a script call each, while a lone caller still sends at once.
+const maxInflight = 4
+
+// maxCombined bounds one script call, so that no call blocks Redis for long.
+const maxCombined = 1000
+
+// sendTimeout bounds one enqueue call, retries included, when nothing else
+// does: go-redis's own timeouts end each attempt, this ends the retrying.
+const sendTimeout = 10 * time.Second
+
+// laneIDs names the call guards of this process: a random prefix and a counter.
+// A guard (NS:{Q}:call:LANE) holds the number and reply of the lane's last
+// call for five minutes, so that a call re-sent after its reply was lost is
+// answered from it instead of running again.
+type laneIDs struct {
+	once   sync.Once
+	prefix string
+	n      atomic.Uint64
+}
+
+func (l *laneIDs) next() string {
+	l.once.Do(func() {
+		var b [10]byte
+		_, _ = rand.Read(b[:])
+		l.prefix = strings.ToLower(base32.StdEncoding.EncodeToString(b[:]))
+	})
+	return l.prefix + "." + strconv.FormatUint(l.n.Add(1), 36)
+}
+
+// lane is one sequence of calls under one guard; one sender uses it at a time.
+type lane struct {
+	id   string
+	call uint64
+}
+
+// Enqueue adds msgs to q and reports, per message, whether it was added (false:
+// its id exists already and nothing was written for it). Large batches go as
+// several script calls in one round trip. It returns when ctx ends, with an
+// error wrapping ErrOutcomeUnknown if the calls were already sent.
+func (b *Broker) Enqueue(ctx context.Context, q *Queue, msgs []Message) ([]bool, error) {
+	type chunk struct {
+		lane lane
+		msgs []Message
+	}
+	var chunks []chunk
+	for i := 0; i < len(msgs); i += maxCombined {
+		chunks = append(chunks, chunk{lane{id: b.lanes.next(), call: 1}, msgs[i:min(i+maxCombined, len(msgs))]})
+	}
+	added := make([]bool, 0, len(msgs))
+	err := b.await(ctx, func(sctx context.Context) error {
+		return b.retrying(sctx, func() error {
+			t := b.newBatch()
+			if !q.indexed.Load() {
+				t.pipe.SAdd(sctx, b.indexKey(), q.Name)
+			}
+			cmds := make([]*redis.Cmd, len(chunks))
+			for i, c := range chunks {
+				cmds[i] = b.enqueueCall(sctx, t, q, c.lane, c.msgs)
+			}
+			if err := t.exec(sctx); err != nil {
+				return err
+			}
+			added = added[:0]
+			for _, c := range cmds {
+				var err error
+				if added, err = appendStatus(added, c); err != nil {
+					return err
+				}
+			}
+			q.indexed.Store(true)
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("enqueue to %q: %w", q.Name, err)
+	}
+	return added, nil
+}
+
+func (b *Broker) enqueueCall(ctx context.Context, t *batch, q *Queue, l lane, msgs []Message) *redis.Cmd {
+	args := make([]any, 0, 3+4*len(msgs))
+	args = append(args, q.Channel, l.call, Epoch)
+	for _, m := range msgs {
+		args = append(args, m.ID, m.Slot, max(m.Delay.Milliseconds(), 0), m.Body)
+	}
+	return t.script(ctx, enqueueScript, []string{q.Records, q.Pending, q.Scheduled, q.Seq, q.call + l.id}, args...)
+}
+
+func appendStatus(dst []bool, c *redis.Cmd) ([]bool, error) {
+	s, err := c.Text()
+	if err != nil {
+		return dst, err
+	}
+	for i := range len(s) {
+		dst = append(dst, s[i] == '1')
+	}
+	return dst, nil
+}
+
+// await runs send under a context of its own, bounded by sendTimeout, and waits
+// for it or for ctx. go-redis does not end a command when its ctx ends (unless
+// the client sets ContextTimeoutEnabled), so waiting on ctx here is what honours
+// the caller's deadline; the send goes on to its end in the background, bounded
+// by go-redis's timeouts and sendTimeout.
+func (b *Broker) await(ctx context.Context, send func(context.Context) error) error {
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), sendTimeout)
+	done := make(chan error, 1)
+	go func() {
+		defer cancel()
+		done <- send(sctx)
+	}()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return fmt.Errorf("%w: %w", ErrOutcomeUnknown, context.Cause(ctx))
+	}
+}
+
+// retrying runs an idempotent call, again after an error that leaves its outcome
+// unknown (a timeout, a reset) or that says the server was briefly unable to run
+// it (LOADING, READONLY after a failover, ...), with a short backoff while ctx
+// lasts. An error reply from Redis otherwise means the call did not run (the
+// scripts check their arguments before writing), and is returned as is; an
+// unknown outcome that persists is returned wrapping ErrOutcomeUnknown.
+func (b *Broker) retrying(ctx context.Context, call func() error) error {
+	var err error
+	for attempt := 0; attempt < 4; attempt++ {
+		if attempt > 0 {
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("%w: %w", ErrOutcomeUnknown, err)
+			case <-time.After(time.Duration(25<<attempt) * time.Millisecond):
+			}
+		}
+		err = call()
+		if err == nil || !Retryable(err) {
+			return err
+		}
+	}
+	if Unsent(err) {
+		return err
+	}
+	return fmt.Errorf("%w: %w", ErrOutcomeUnknown, err)
+}
+
+// Retryable reports whether err may go away by itself: a network error or
+// timeout, or a Redis error reply that says the server could not serve the
+// command just now.
+func Retryable(err error) bool {
+	var re redis.Error
+	if errors.As(err, &re) {
+		for _, p := range []string{"LOADING", "READONLY", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN", "BUSY"} {
+			if redis.HasErrorPrefix(err, p) {
+				return true
+			}
+		}
+		return false
+	}
+	return !errors.Is(err, context.Canceled)
+}
+
+// Unsent reports whether err proves that the command never ran: an error reply
+// from Redis (the scripts fail before their first write) or a connection that
+// could not be made.
+func Unsent(err error) bool {
+	var re redis.Error
+	if errors.As(err, &re) {
+		return true
+	}
+	return errors.Is(err, redis.ErrPoolTimeout) || isDialError(err)
+}
+
+func isDialError(err error) bool {
+	s := err.Error()
+	return strings.Contains(s, "connection refused") || strings.Contains(s, "dial tcp")
+}
+
+type enqueueReq struct {
+	m     Message
+	state atomic.Int32 // reqWaiting, reqTaken or reqAbandoned
+	done  chan enqueueResult
+}
+
+const (
+	reqWaiting int32 = iota
+	reqTaken
+	reqAbandoned
+)
+
+type enqueueResult struct {
+	added bool
+	err   error
+}
+
+// combiner batches the single enqueues of one queue.
+type combiner struct {
+	mu      sync.Mutex
+	waiting []*enqueueReq
+	free    []*lane // lanes not sending now; nil slots are made on demand
+	busy    int
+}
+
+// Enqueue1 adds one message. Concurrent calls for the same queue are combined
+// into one script call (group commit) sent by a short-lived goroutine, so that
+// every caller is free to leave when its ctx ends: one that leaves before its
+// message was taken into a call writes nothing and gets ctx's error; one that
+// leaves later gets an error wrapping ErrOutcomeUnknown.
+func (b *Broker) Enqueue1(ctx context.Context, q *Queue, m Message) (bool, error) {
+	r := &enqueueReq{m: m, done: make(chan enqueueResult, 1)}
+	c := &q.combiner
+	c.mu.Lock()
+	c.waiting = append(c.waiting, r)
+	var l *lane
+	if c.busy < maxInflight {
+		c.busy++
+		if n := len(c.free); n > 0 {
+			l, c.free = c.free[n-1], c.free[:n-1]
+		} else {
+			l = &lane{id: b.lanes.next()}
+		}
+	}
+	c.mu.Unlock()
+	if l != nil {
+		go b.drive(q, l)
+	}
+	select {
+	case res := <-r.done:
+		if res.err != nil {
+			return false, fmt.Errorf("enqueue to %q: %w", q.Name, res.err)
+		}
+		return res.added, nil
+	case <-ctx.Done():
+		if r.state.CompareAndSwap(reqWaiting, reqAbandoned) {
+			return false, context.Cause(ctx)
+		}
+		return false, fmt.Errorf("enqueue to %q: %w: %w", q.Name, ErrOutcomeUnknown, context.Cause(ctx))
+	}
+}
+
+// drive sends what is waiting on q, one call at a time on lane l, until nothing
+// waits; then it frees the lane.
+func (b *Broker) drive(q *Queue, l *lane) {
+	c := &q.combiner
+	var batch []*enqueueReq
+	msgs := make([]Message, 0, 16)
+	for {
+		// Let the callers just answered (runnable, not yet running) come back
+		// with their next message before the call is cut: on a busy process this
+		// multiplies the batch size; on an idle one it costs nothing.
+		runtime.Gosched()
+		c.mu.Lock()
+		batch, msgs = batch[:0], msgs[:0]
+		i := 0
+		for ; i < len(c.waiting) && len(batch) < maxCombined; i++ {
+			r := c.waiting[i]
+			if r.state.CompareAndSwap(reqWaiting, reqTaken) {
+				batch = append(batch, r)
+				msgs = append(msgs, r.m)
+			}
+		}
+		c.waiting = c.waiting[i:]
+		if len(batch) == 0 {
+			c.busy--
+			c.free = append(c.free, l)
+			c.mu.Unlock()
+			return
+		}
+		c.mu.Unlock()
+
+		l.call++
+		ctx, cancel := context.WithTimeout(context.Background(), sendTimeout)
+		var added []bool
+		err := b.retrying(ctx, func() error {
+			t := b.newBatch()
+			if !q.indexed.Load() {
+				t.pipe.SAdd(ctx, b.indexKey(), q.Name)
+			}
+			cmd := b.enqueueCall(ctx, t, q, *l, msgs)
+			if err := t.exec(ctx); err != nil {
+				return err
+			}
+			var err error
+			added, err = appendStatus(added[:0], cmd)
+			return err
+		})
+		cancel()
+		if err == nil {
+			q.indexed.Store(true)
+		}
+		for k, r := range batch {
+			res := enqueueResult{err: err}
+			if err == nil && k < len(added) {
+				res.added = added[k]
+			}
+			r.done <- res
+		}
+	}
+}

@@ -1,0 +1,97 @@
+-- settle: apply a worker session's outcomes for tasks it holds on one queue.
+-- KEYS[1] the session's lease hash   KEYS[2] active   KEYS[3] records   KEYS[4] pending
+-- KEYS[5] scheduled   KEYS[6] dead   KEYS[7] recovered   KEYS[8] recovering
+-- ARGV[1] session id   ARGV[2] epoch (Unix ms)   ARGV[3] wake channel
+-- ARGV[4] dead max age ms   ARGV[5] dead max entries
+-- then five per outcome: kind, token, id, delay ms, message ("" when unused); kinds:
+--   a  succeeded: the record and the lease are deleted
+--   r  failed, to run again after delay ms: the record becomes message, indexed in scheduled
+--   k  failed for good: the record becomes message, indexed in dead; dead is trimmed
+--      by age and size (with the records)
+--   q  give back unrun (a stop, a fetch reply that was lost): to the front of its
+--      priority in pending (in recovering if it has a recovery count), not an attempt
+--   s  mark started: reclaim counts only started tasks as recoveries
+-- Each outcome first checks that the session still holds the lease (active[id] ==
+-- session:token); if not (it was reclaimed, or this outcome already applied) it
+-- changes nothing. Destinations are written before the lease is released, so an
+-- error in between leaves a task leased twice, never nowhere.
+-- Returns one character per outcome: "1" applied, "0" not held.
+local P = 2199023255552
+local session = ARGV[1]
+for i = 6, #ARGV, 5 do
+  local kind, delay = ARGV[i], tonumber(ARGV[i + 3])
+  if not string.find('arkqs', kind, 1, true) or #kind ~= 1 or not delay or delay < 0 then
+    return redis.error_reply('ERR rediq: bad outcome ' .. kind .. ' / delay ' .. ARGV[i + 3])
+  end
+end
+local t = redis.call('TIME')
+local nowMs = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = nowMs - tonumber(ARGV[2])
+local status = {}
+local killed, wake = false, false
+local firstSched
+for i = 6, #ARGV, 5 do
+  local kind, tok, id = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  local v
+  if redis.call('HGET', KEYS[2], id) == session .. ':' .. tok then
+    v = redis.call('HGET', KEYS[1], tok)
+  end
+  if not v then
+    status[#status + 1] = '0'
+  else
+    status[#status + 1] = '1'
+    local slot = tonumber(string.sub(v, 3, string.find(v, ':', 3, true) - 1))
+    local release = true
+    if kind == 'a' then
+      redis.call('HDEL', KEYS[3], id)
+      redis.call('HDEL', KEYS[7], id)
+    elseif kind == 'r' then
+      local score = (now + tonumber(ARGV[i + 3])) * 4096 + slot
+      if not firstSched then
+        local f = redis.call('ZRANGE', KEYS[5], 0, 0, 'WITHSCORES')
+        firstSched = f[2] and tonumber(f[2]) or math.huge
+      end
+      if score < firstSched then
+        firstSched = score
+        wake = true
+      end
+      redis.call('HSET', KEYS[3], id, ARGV[i + 4])
+      redis.call('ZADD', KEYS[5], score, id)
+      redis.call('HDEL', KEYS[7], id)
+    elseif kind == 'k' then
+      redis.call('HSET', KEYS[3], id, ARGV[i + 4])
+      redis.call('ZADD', KEYS[6], nowMs, id)
+      redis.call('HDEL', KEYS[7], id)
+      killed = true
+    elseif kind == 'q' then
+      if redis.call('HEXISTS', KEYS[7], id) == 1 then
+        redis.call('ZADD', KEYS[8], slot * P + now, id)
+      else
+        redis.call('ZADD', KEYS[4], slot * P, id)
+      end
+      wake = true
+    else -- 's'
+      redis.call('HSET', KEYS[1], tok, 's' .. string.sub(v, 2))
+      release = false
+    end
+    if release then
+      redis.call('HDEL', KEYS[1], tok)
+      redis.call('HDEL', KEYS[2], id)
+    end
+  end
+end
+if killed then
+  local old = redis.call('ZRANGEBYSCORE', KEYS[6], '-inf', nowMs - tonumber(ARGV[4]), 'LIMIT', 0, 1000)
+  local excess = redis.call('ZCARD', KEYS[6]) - #old - tonumber(ARGV[5])
+  if excess > 0 then
+    old = redis.call('ZRANGE', KEYS[6], 0, #old + excess - 1)
+  end
+  if #old > 0 then
+    redis.call('HDEL', KEYS[3], unpack(old))
+    redis.call('ZREM', KEYS[6], unpack(old))
+  end
+end
+if wake then
+  redis.call('PUBLISH', ARGV[3], 's')
+end
+return table.concat(status)
