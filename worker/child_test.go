@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+	"syscall"
 	"time"
 
 	"github.com/rediq/rediq"
@@ -50,6 +51,37 @@ func childMain(mode string) int {
 		})
 		worker.Main(app)
 		return 5 // Main exits
+	case "record": // run "job"s, logging each start; -1 kills this process mid-task
+		ns := os.Getenv("REDIQ_TEST_NS")
+		jobTime, _ := time.ParseDuration(os.Getenv("REDIQ_TEST_JOB_TIME"))
+		rediq.Register(app, "job", func(ctx context.Context, n int) (int, error) {
+			info, _ := rediq.CurrentTask(ctx)
+			entry := fmt.Sprintf("%s %d %d", info.ID, os.Getpid(), time.Now().UnixMilli())
+			if err := app.Redis().RPush(ctx, ns+":starts", entry).Err(); err != nil {
+				return 0, err
+			}
+			if n == -1 {
+				_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
+				select {}
+			}
+			select {
+			case <-time.After(jobTime):
+			case <-ctx.Done():
+				return 0, ctx.Err()
+			}
+			return n, app.Redis().HIncrBy(ctx, ns+":done", string(info.ID), 1).Err()
+		})
+		atoi := func(k string) int { n, _ := strconv.Atoi(os.Getenv(k)); return n }
+		ttl, _ := time.ParseDuration(os.Getenv("REDIQ_TEST_LEASE_TTL"))
+		w, err := worker.New(app, worker.Config{Concurrency: atoi("REDIQ_TEST_CONCURRENCY"),
+			Prefetch: atoi("REDIQ_TEST_PREFETCH"), LeaseTTL: ttl})
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 3
+		}
+		err = w.Run(context.Background())
+		fmt.Fprintln(os.Stderr, "record worker:", err)
+		return 4
 	}
 	fmt.Fprintln(os.Stderr, "unknown child mode", strconv.Quote(mode))
 	return 3

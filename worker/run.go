@@ -134,18 +134,22 @@ func (w *Worker) run(ctx context.Context) (err error) {
 		return err
 	}
 	var stranded int
+	var leaveErr error
 	for _, q := range w.queues {
 		n, lerr := w.b.Leave(bg, q.Queue, w.session)
-		if lerr != nil {
-			w.log.Warn("leave queue", zap.String("queue", q.Name), zap.Error(lerr))
-			stranded += int(q.heldCount())
-		}
 		stranded += n
+		leaveErr = errors.Join(leaveErr, lerr)
 	}
 	w.closeExecutor()
-	if stranded > 0 {
-		err = fmt.Errorf("worker: %d tasks are still leased to this worker in Redis (settling failed); they run again after the lease expires (%s)",
+	switch {
+	case leaveErr != nil:
+		err = fmt.Errorf("worker: could not end the session cleanly; whatever it still holds runs again after the lease expires (%s): %w",
+			w.cfg.LeaseTTL, leaveErr)
+	case stranded > 0:
+		err = fmt.Errorf("worker: %d started tasks are still leased to this worker in Redis (settling failed); they run again after the lease expires (%s)",
 			stranded, w.cfg.LeaseTTL)
+	}
+	if err != nil {
 		w.log.Error("shutdown incomplete", zap.Error(err))
 		return err
 	}
@@ -239,8 +243,8 @@ type job struct {
 	id        string
 	raw       []byte
 	recovered int
-	started   bool          // marked started in Redis
-	released  sync.Once     // its prefetch slot was freed
+	started   bool      // marked started in Redis
+	released  sync.Once // its prefetch slot was freed
 }
 
 func (w *Worker) aborted() bool {
