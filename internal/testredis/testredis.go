@@ -3,14 +3,17 @@
 // back to an in-process miniredis when redis-server is not installed, unless
 // REDIQ_TEST_REQUIRE_REDIS=1 makes that a failure. Each test takes a random key
 // namespace on it, so tests run in parallel.
+//
+// For fault injection, a test can start a server of its own (StartServer) that
+// it kills and restarts, and put a Proxy in front of any server to delay, hold,
+// drop or cut its traffic. Every redis-server started here dies with the test
+// binary on Linux, even when it panics or is killed by go test -timeout.
 package testredis
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"net"
 	"os"
 	"os/exec"
 	"strconv"
@@ -82,53 +85,29 @@ func start() (stop func(), err error) {
 }
 
 func startServer(path string) (func(), error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	port, err := freePort()
 	if err != nil {
 		return nil, err
 	}
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
 	dir, err := os.MkdirTemp("", "rediq-redis-")
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(path, "--port", strconv.Itoa(port), "--bind", "127.0.0.1",
-		"--save", "", "--appendonly", "no", "--dir", dir, "--maxclients", "2000")
-	if err := cmd.Start(); err != nil {
+	p, err := launch(path, serverArgs(port, dir))
+	if err != nil {
 		os.RemoveAll(dir)
 		return nil, err
 	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	stop := func() {
-		_ = cmd.Process.Kill()
-		<-exited
+	addr := "127.0.0.1:" + strconv.Itoa(port)
+	if err := p.waitReady(addr, "", 10*time.Second); err != nil {
 		os.RemoveAll(dir)
+		return nil, fmt.Errorf("redis-server on port %d: %w", port, err)
 	}
-	u := "redis://127.0.0.1:" + strconv.Itoa(port)
-	opt, _ := redis.ParseURL(u)
-	c := redis.NewClient(opt)
-	defer c.Close()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		err := c.Ping(ctx).Err()
-		cancel()
-		if err == nil {
-			url = u
-			return stop, nil
-		}
-		select {
-		case e := <-exited:
-			os.RemoveAll(dir)
-			return nil, fmt.Errorf("redis-server on port %d exited: %v", port, e)
-		case <-time.After(20 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			stop()
-			return nil, fmt.Errorf("redis-server on port %d did not answer: %w", port, err)
-		}
-	}
+	url = "redis://" + addr
+	return func() {
+		p.kill()
+		os.RemoveAll(dir)
+	}, nil
 }
 
 // URL is the package's Redis.
