@@ -172,6 +172,11 @@ func (t *Task[A, R]) EnqueueMany(ctx context.Context, args []A, opts ...EnqueueO
 		ids[i] = TaskID(msg.ID)
 		msgs[i] = msg
 	}
+	if o.id != "" {
+		if err := t.app.checkIDElsewhere(ctx, o.id, o.queue); err != nil {
+			return nil, err
+		}
+	}
 	b := t.app.core.Broker()
 	added, err := b.Enqueue(ctx, b.Queue(o.queue), msgs)
 	switch {
@@ -333,8 +338,8 @@ func Priority(p int) Option {
 // Retries sets how many times a failed task is retried (0: never). Default 3.
 func Retries(n int) Option {
 	return option(func(o *taskOptions) {
-		if n < 0 {
-			o.fail("retries %d is negative", n)
+		if n < 0 || n > codec.MaxRetries {
+			o.fail("retries %d is outside [0, %d]", n, codec.MaxRetries)
 		}
 		o.retries = n
 	})
@@ -344,8 +349,8 @@ func Retries(n int) Option {
 // passes and the attempt counts as failed. Default DefaultTimeout.
 func Timeout(d time.Duration) Option {
 	return option(func(o *taskOptions) {
-		if d < time.Millisecond {
-			o.fail("timeout %s is under a millisecond", d)
+		if d < time.Millisecond || d > codec.MaxTimeoutMs*time.Millisecond {
+			o.fail("timeout %s is outside [1ms, 366 days]", d)
 		}
 		o.timeout = d
 	})

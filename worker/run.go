@@ -362,7 +362,11 @@ func (w *Worker) settle(j *job, o broker.Outcome, body []byte, delay time.Durati
 func (w *Worker) process(sl *slot, j *job) {
 	var env = envelopePool.Get().(*envelope)
 	defer envelopePool.Put(env)
-	if err := env.decode(j.raw); err != nil {
+	err := env.decode(j.raw)
+	if err == nil && env.ID != j.id {
+		err = fmt.Errorf("%w: its id %q differs from the id %q it is stored under", codec.ErrMalformed, env.ID, j.id)
+	}
+	if err != nil {
 		w.bury(j, deadUndecodable(j.id, j.raw, err, w.cfg.now()), "undecodable message", err)
 		return
 	}
@@ -470,6 +474,9 @@ func (w *Worker) failed(j *job, env codec.Envelope, def *core.TaskDef, maxRetrie
 	w.settle(j, broker.Kill, codec.Encode(&env), 0)
 }
 
+// maxBackoff caps a retry delay (what a scheduled score and settle.lua accept).
+const maxBackoff = 365 * 24 * time.Hour
+
 // backoff calls the task's Backoff, which is user code: a panic or a negative
 // delay falls back to the default backoff instead of killing the worker.
 func (w *Worker) backoff(def *core.TaskDef, retried int) (d time.Duration) {
@@ -481,10 +488,7 @@ func (w *Worker) backoff(def *core.TaskDef, retried int) (d time.Duration) {
 		}
 	}()
 	d = def.Backoff(retried)
-	if d < 0 {
-		d = 0
-	}
-	return d
+	return min(max(d, 0), maxBackoff)
 }
 
 // unknownTask retries a task whose name this worker does not know, with
@@ -494,11 +498,11 @@ func (w *Worker) unknownTask(j *job, env *envelope) {
 	err := fmt.Errorf("%w %q: no worker serving queue %q has it registered (this one has %v)",
 		rediq.ErrUnknownTask, env.Name, j.q.Name, w.app.TaskNames())
 	env.Error = err.Error()
-	if env.Retried < w.cfg.UnknownTaskRetries {
-		delay := backoff.Exponential(env.Retried)
-		env.Retried++
+	if env.Unknown < w.cfg.UnknownTaskRetries {
+		delay := backoff.Exponential(env.Unknown)
+		env.Unknown++
 		w.log.Warn("unknown task; will retry (a worker that has it may be deploying)", zap.String("task_id", env.ID),
-			zap.String("task", env.Name), zap.String("queue", j.q.Name), zap.Int("attempt", env.Retried), zap.Duration("in", delay))
+			zap.String("task", env.Name), zap.String("queue", j.q.Name), zap.Int("attempt", env.Unknown), zap.Duration("in", delay))
 		w.settle(j, broker.Retry, env.encode(), delay)
 		return
 	}

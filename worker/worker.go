@@ -57,7 +57,9 @@ type Config struct {
 	// died (or froze past its lease) while running it before it goes to the
 	// dead set as poison. Only started tasks count; a worker runs at most one
 	// recovered task at a time, so that a task that kills its worker is never
-	// again run beside another recovered one and ends as poison alone. Default 3.
+	// again run beside another recovered one and ends as poison alone. A
+	// retry or a success resets the count: it counts deaths in a row.
+	// Default 3; -1 for none (the first recovery is poison).
 	MaxRecoveries int
 	// TimeoutGrace is how long a handler may go on past its timeout, ignoring
 	// its cancelled ctx, before the worker gives up on it: the attempt counts
@@ -69,7 +71,7 @@ type Config struct {
 	// not registered is retried, with exponential backoff (1s, 2s, 4s, … up
 	// to 10 minutes; about 17 minutes in all by default), before it goes to
 	// dead: during a rolling deploy, old workers meet the new producers' tasks.
-	// Default 10.
+	// These retries do not use up the task's own. Default 10; -1 for none.
 	UnknownTaskRetries int
 	// DeadMaxAge and DeadMaxLen bound each queue's dead set. Default 30 days and
 	// 10,000 tasks.
@@ -216,6 +218,13 @@ func New(app *rediq.App, cfg Config) (*Worker, error) {
 	}
 	if cfg.UnknownTaskRetries == 0 {
 		cfg.UnknownTaskRetries = DefaultUnknownRetries
+	}
+	// -1 means none for the two limits whose zero means the default.
+	if cfg.UnknownTaskRetries == -1 {
+		cfg.UnknownTaskRetries = 0
+	}
+	if cfg.MaxRecoveries == -1 {
+		cfg.MaxRecoveries = 0
 	}
 	if cfg.now == nil {
 		cfg.now = time.Now

@@ -321,7 +321,7 @@ func TestGarbageAndUnknownGoToDead(t *testing.T) {
 		switch {
 		case string(d.Raw) == garbage && strings.Contains(d.Error, "undecodable message"):
 			sawGarbage = true
-		case d.Name == "unregistered" && strings.Contains(d.Error, "unknown task") && d.Retried == 1:
+		case d.Name == "unregistered" && strings.Contains(d.Error, "unknown task") && d.Unknown == 1 && d.Retried == 0:
 			sawUnknown = true
 		default:
 			t.Errorf("unexpected dead message %+v", d)

@@ -149,3 +149,65 @@ func BenchmarkDecode(b *testing.B) {
 		}
 	}
 }
+
+// Values that would corrupt a score, a shift or a timer make a message
+// malformed; a producer in another language finds out from the dead set.
+func TestDecodeRejectsOutOfRangeValues(t *testing.T) {
+	t.Parallel()
+	base := func() map[string]any { return map[string]any{"v": 1, "i": "id", "n": "task", "t": 1} }
+	cases := map[string]func(m map[string]any){
+		"no version":     func(m map[string]any) { delete(m, "v") },
+		"version 0":      func(m map[string]any) { m["v"] = 0 },
+		"version 2":      func(m map[string]any) { m["v"] = 2 },
+		"no id":          func(m map[string]any) { delete(m, "i") },
+		"no name":        func(m map[string]any) { delete(m, "n") },
+		"no time":        func(m map[string]any) { delete(m, "t") },
+		"priority high":  func(m map[string]any) { m["p"] = 2048 },
+		"priority low":   func(m map[string]any) { m["p"] = -2049 },
+		"retries -1":     func(m map[string]any) { m["r"] = -1 },
+		"retries huge":   func(m map[string]any) { m["r"] = int64(1) << 40 },
+		"timeout 0":      func(m map[string]any) { m["o"] = 0 },
+		"timeout -5":     func(m map[string]any) { m["o"] = -5 },
+		"timeout 2y":     func(m map[string]any) { m["o"] = int64(2 * 365 * 24 * 3600 * 1000) },
+		"x negative":     func(m map[string]any) { m["x"] = -1 },
+		"x wraps an int": func(m map[string]any) { m["x"] = int64(1) << 62 },
+		"u negative":     func(m map[string]any) { m["u"] = -1 },
+	}
+	for name, mutate := range cases {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			m := base()
+			mutate(m)
+			b, err := msgpack.Marshal(m)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := Decode(b); !errors.Is(err, ErrMalformed) {
+				t.Fatalf("decoded without error (%v)", err)
+			}
+		})
+	}
+	b, _ := msgpack.Marshal(base())
+	if e, err := Decode(b); err != nil || e.Args != nil {
+		t.Fatalf("a message without arguments: %+v, %v", e, err)
+	}
+}
+
+// Keys a newer producer added survive a worker's re-encoding for a retry.
+func TestUnknownKeysAreKept(t *testing.T) {
+	t.Parallel()
+	m := map[string]any{"v": 1, "i": "id", "n": "task", "t": 1, "z": "zz", "batch": 42, "y": []int{1, 2}}
+	b, _ := msgpack.Marshal(m)
+	e, err := Decode(b)
+	if err != nil || e.ExtraN != 3 {
+		t.Fatalf("decode: %+v, %v", e, err)
+	}
+	e.Retried = 1
+	var out map[string]any
+	if err := msgpack.Unmarshal(Encode(e), &out); err != nil {
+		t.Fatal(err)
+	}
+	if out["z"] != "zz" || out["batch"] != int8(42) || out["x"] != int8(1) || len(out["y"].([]any)) != 2 {
+		t.Fatalf("re-encoded as %v", out)
+	}
+}

@@ -29,7 +29,8 @@ type Envelope struct {
 	Priority   int    // "p": omitted when 0
 	MaxRetries int    // "r": per-call override; -1 (omitted) means the task's default
 	TimeoutMs  int64  // "o": per-call override; 0 (omitted) means the task's default
-	Retried    int    // "x": attempts already failed; omitted when 0
+	Retried    int    // "x": retries used: failed attempts that were retried; omitted when 0
+	Unknown    int    // "u": times a worker without the task's name put it back; omitted when 0
 	Error      string // "e": the last attempt's error, once one failed
 	Stack      string // "k": the stack of a panic, when the last attempt panicked
 	Raw        []byte // "b": bytes that could not be decoded (dead messages only)
@@ -70,6 +71,9 @@ func Append(dst []byte, e *Envelope) []byte {
 		n++
 	}
 	if e.Retried != 0 {
+		n++
+	}
+	if e.Unknown != 0 {
 		n++
 	}
 	if e.Error != "" {
@@ -114,6 +118,10 @@ func Append(dst []byte, e *Envelope) []byte {
 	if e.Retried != 0 {
 		dst = appendKey(dst, 'x')
 		dst = appendInt(dst, int64(e.Retried))
+	}
+	if e.Unknown != 0 {
+		dst = appendKey(dst, 'u')
+		dst = appendInt(dst, int64(e.Unknown))
 	}
 	if e.Error != "" {
 		dst = appendKey(dst, 'e')
@@ -252,6 +260,10 @@ func DecodeInto(b []byte, e *Envelope) error {
 			var v int64
 			v, err = r.int()
 			e.Retried = clampInt(v)
+		case 'u':
+			var v int64
+			v, err = r.int()
+			e.Unknown = clampInt(v)
 		case 'e':
 			e.Error, err = r.strString()
 		case 'k':
@@ -264,8 +276,8 @@ func DecodeInto(b []byte, e *Envelope) error {
 		}
 	}
 	switch {
-	case version < 0:
-		return fmt.Errorf("%w: no version", ErrMalformed)
+	case version < 1:
+		return fmt.Errorf("%w: no version (v must be 1)", ErrMalformed)
 	case version > Version:
 		return fmt.Errorf("%w: version %d is newer than this worker's %d", ErrMalformed, version, Version)
 	case e.ID == "":
@@ -283,13 +295,15 @@ func DecodeInto(b []byte, e *Envelope) error {
 	case e.TimeoutMs < 0 || e.TimeoutMs > MaxTimeoutMs || (e.TimeoutMs == 0 && oSet):
 		return fmt.Errorf("%w: timeout o=%dms is outside [1, %d]", ErrMalformed, e.TimeoutMs, int64(MaxTimeoutMs))
 	case e.Retried < 0 || e.Retried > MaxRetries:
-		return fmt.Errorf("%w: failed attempts x=%d is outside [0, %d]", ErrMalformed, e.Retried, MaxRetries)
+		return fmt.Errorf("%w: retries used x=%d is outside [0, %d]", ErrMalformed, e.Retried, MaxRetries)
+	case e.Unknown < 0 || e.Unknown > MaxRetries:
+		return fmt.Errorf("%w: unknown-task retries u=%d is outside [0, %d]", ErrMalformed, e.Unknown, MaxRetries)
 	}
 	return nil
 }
 
 // known lists the one-letter keys this version reads.
-const known = "vinatproxekb"
+const known = "vinatproxuekb"
 
 // clampInt narrows v to an int that the range checks reject if v was out of
 // range, so that a huge value cannot wrap into a valid-looking one.

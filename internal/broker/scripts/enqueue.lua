@@ -1,7 +1,7 @@
 -- enqueue: store task records and index each as pending or scheduled, exactly once.
 -- KEYS[1] records (hash: id -> message)   KEYS[2] pending (zset)   KEYS[3] scheduled (zset)
 -- KEYS[4] sequence counter   KEYS[5] (optional) the call guard of the producer's lane
--- ARGV[1] wake channel   ARGV[2] call number on the lane ("" without KEYS[5])
+-- ARGV[1] wake channel   ARGV[2] call number on the lane (ignored without KEYS[5])
 -- ARGV[3] epoch (Unix ms)   then four per task: id, priority slot (priority+2048),
 -- delay ms (0: pending now; > 0: scheduled that long after the server's clock), message
 -- Pending score = slot * 2^41 + sequence: lower priority first, then enqueue order.
@@ -13,6 +13,9 @@
 -- its own first run as a duplicate.
 local P = 2199023255552
 local call = ARGV[2]
+if #KEYS < 5 then
+  call = ''
+end
 if call ~= '' then
   local prior = redis.call('GET', KEYS[5])
   if prior then
@@ -31,7 +34,7 @@ for i = 4, #ARGV, 4 do
   if not slot or slot < 0 or slot > 4095 or slot % 1 ~= 0 then
     return redis.error_reply('ERR rediq: priority slot ' .. ARGV[i + 1] .. ' is outside [0, 4095]')
   end
-  if not delay or delay < 0 or now + delay >= P then
+  if not delay or delay < 0 or delay % 1 ~= 0 or now + delay >= P then
     return redis.error_reply('ERR rediq: delay ' .. ARGV[i + 2] .. ' ms is negative or past 2094')
   end
 end

@@ -2,8 +2,9 @@
 -- KEYS[1] workers   KEYS[2] the expired session's lease hash   KEYS[3] pending
 -- KEYS[4] recovering   KEYS[5] recovered   KEYS[6] active
 -- ARGV[1] expired session id   ARGV[2] wake channel   ARGV[3] epoch (Unix ms)
--- Tasks it had only prefetched go back to the front of their priority in pending,
--- uncounted: they cannot have killed it. Tasks it had started are counted in
+-- Tasks it had only prefetched go back uncounted (they cannot have killed it): to
+-- the front of their priority in pending, or to recovering if they already carry a
+-- recovery count. Tasks it had started are counted in
 -- recovered and go to recovering, from which a worker takes at most one at a time
 -- besides its other tasks: a task that kills its worker is then never again fetched
 -- alongside another recovered one, so it alone climbs to the poison limit.
@@ -29,6 +30,9 @@ for i = 1, #leased, 2 do
       redis.call('HINCRBY', KEYS[5], id, 1)
       redis.call('ZADD', KEYS[4], slot * P + now - tonumber(ARGV[3]), id)
       rec = rec + 1
+    elseif redis.call('HEXISTS', KEYS[5], id) == 1 then
+      redis.call('ZADD', KEYS[4], slot * P + now - tonumber(ARGV[3]), id)
+      back = back + 1
     else
       redis.call('ZADD', KEYS[3], slot * P, id)
       back = back + 1

@@ -3,7 +3,8 @@
 -- KEYS[5] scheduled   KEYS[6] dead   KEYS[7] recovered   KEYS[8] recovering
 -- ARGV[1] session id   ARGV[2] epoch (Unix ms)   ARGV[3] wake channel
 -- ARGV[4] dead max age ms   ARGV[5] dead max entries
--- then five per outcome: kind, token, id, delay ms, message ("" when unused); kinds:
+-- then five per outcome: kind, token, id, delay ms (an integer up to 366 days),
+-- message ("" when unused); kinds:
 --   a  succeeded: the record and the lease are deleted
 --   r  failed, to run again after delay ms: the record becomes message, indexed in scheduled
 --   k  failed for good: the record becomes message, indexed in dead; dead is trimmed
@@ -20,7 +21,7 @@ local P = 2199023255552
 local session = ARGV[1]
 for i = 6, #ARGV, 5 do
   local kind, delay = ARGV[i], tonumber(ARGV[i + 3])
-  if not string.find('arkqs', kind, 1, true) or #kind ~= 1 or not delay or delay < 0 then
+  if not string.find('arkqs', kind, 1, true) or #kind ~= 1 or not delay or delay < 0 or delay % 1 ~= 0 or delay > 31622400000 then
     return redis.error_reply('ERR rediq: bad outcome ' .. kind .. ' / delay ' .. ARGV[i + 3])
   end
 end
