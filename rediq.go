@@ -22,15 +22,36 @@ const DefaultNamespace = "rediq"
 // Config configures an App. The zero value is usable: it connects to
 // $REDIQ_REDIS_URL or DefaultRedisURL.
 type Config struct {
-	// RedisURL is a redis:// or rediss:// (TLS) URL, with user, password and
-	// database number as redis-cli takes them. Default: $REDIQ_REDIS_URL, then
-	// DefaultRedisURL. Ignored when Redis is set.
+	// RedisURL says where Redis is and what it is; its scheme decides:
+	//
+	//	redis://[[user]:password@]host[:port][/db]       one server
+	//	unix://[[user]:password@]/path/to/redis.sock     one server, on a socket
+	//	redis+cluster://[[user]:password@]host:port[?addr=host:port&addr=…]
+	//	                                                 a Redis Cluster, seeded by host and each addr
+	//	redis+sentinel://[[user]:password@]host:port[/db]?master_name=NAME[&addr=host:port…]
+	//	                                                 the master NAME, through the Sentinels at host and each addr
+	//
+	// rediss, rediss+cluster and rediss+sentinel are the same over TLS. A
+	// sentinel URL's user and password are the Sentinels'; the master's go in
+	// the username= and password= options. Other options are go-redis's
+	// (dial_timeout=3s, pool_size=50, skip_verify=true, …). Default:
+	// $REDIQ_REDIS_URL, then DefaultRedisURL. Ignored when Redis is set.
 	RedisURL string
+	// TLSCAFile, TLSCertFile and TLSKeyFile name PEM files for a TLS URL: CA
+	// certificates that verify the server, in place of the system's, and a
+	// client certificate with its key (both or neither). TLS files with a URL
+	// without TLS are an error. Default: $REDIQ_TLS_CA_FILE,
+	// $REDIQ_TLS_CERT_FILE and $REDIQ_TLS_KEY_FILE, each for its own field.
+	// Ignored when Redis is set.
+	TLSCAFile   string
+	TLSCertFile string
+	TLSKeyFile  string
 	// Redis is a client of the caller's: a *redis.Client, *redis.ClusterClient or
-	// a Sentinel failover client. rediq uses it as is and never closes it.
+	// a Sentinel failover client. rediq uses it as is and never closes it, nor
+	// replaces it (worker.Main's --redis-url is then an error).
 	Redis redis.UniversalClient
 	// Namespace prefixes every key, so that several apps share one Redis.
-	// Default: DefaultNamespace.
+	// Default: $REDIQ_NAMESPACE, then DefaultNamespace.
 	Namespace string
 	// Logger receives the library's logs. Default: a no-op logger.
 	Logger *zap.Logger
@@ -58,9 +79,7 @@ func init() {
 
 // New returns an App. It does not connect until first used.
 func New(cfg Config) (*App, error) {
-	if cfg.Namespace == "" {
-		cfg.Namespace = DefaultNamespace
-	}
+	cfg.Namespace = firstOf(cfg.Namespace, os.Getenv("REDIQ_NAMESPACE"), DefaultNamespace)
 	if err := broker.ValidateQueueName(cfg.Namespace); err != nil {
 		return nil, fmt.Errorf("rediq: namespace: %w", err)
 	}
@@ -73,22 +92,31 @@ func New(cfg Config) (*App, error) {
 	if cfg.MaxMessageBytes < 0 {
 		return nil, fmt.Errorf("rediq: MaxMessageBytes %d is negative", cfg.MaxMessageBytes)
 	}
-	rdb, own := cfg.Redis, false
-	if rdb == nil {
-		url := cfg.RedisURL
-		if url == "" {
-			url = os.Getenv("REDIQ_REDIS_URL")
-		}
-		if url == "" {
-			url = DefaultRedisURL
-		}
-		var err error
-		if rdb, err = core.Dial(url); err != nil {
-			return nil, fmt.Errorf("rediq: redis url: %w", err)
-		}
-		own = true
+	if cfg.Redis != nil {
+		return &App{core: core.NewApp(cfg.Redis, false, cfg.Namespace, cfg.Logger), maxMessageBytes: cfg.MaxMessageBytes}, nil
 	}
-	return &App{core: core.NewApp(rdb, own, cfg.Namespace, cfg.Logger), maxMessageBytes: cfg.MaxMessageBytes}, nil
+	ep := core.Endpoint{
+		URL: firstOf(cfg.RedisURL, os.Getenv("REDIQ_REDIS_URL"), DefaultRedisURL),
+		TLS: core.TLSFiles{
+			CA:   firstOf(cfg.TLSCAFile, os.Getenv("REDIQ_TLS_CA_FILE")),
+			Cert: firstOf(cfg.TLSCertFile, os.Getenv("REDIQ_TLS_CERT_FILE")),
+			Key:  firstOf(cfg.TLSKeyFile, os.Getenv("REDIQ_TLS_KEY_FILE")),
+		},
+	}
+	c, err := core.DialApp(ep, cfg.Namespace, cfg.Logger)
+	if err != nil {
+		return nil, fmt.Errorf("rediq: %w", err)
+	}
+	return &App{core: c, maxMessageBytes: cfg.MaxMessageBytes}, nil
+}
+
+func firstOf(vals ...string) string {
+	for _, v := range vals {
+		if v != "" {
+			return v
+		}
+	}
+	return ""
 }
 
 // checkIDElsewhere fails if a queue of the namespace other than queue holds a

@@ -3,6 +3,7 @@ package rediq_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -186,6 +187,106 @@ func TestRedisURL(t *testing.T) { // not parallel: it sets the environment
 	}
 	if _, err := rediq.New(rediq.Config{RedisURL: "http://nope"}); err == nil {
 		t.Error("an http:// URL was accepted")
+	}
+}
+
+func TestRedisURLForms(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		url, want string
+	}{
+		{"redis+cluster://127.0.0.1:7000?addr=127.0.0.1:7001", "*redis.ClusterClient"},
+		{"redis+sentinel://127.0.0.1:26379?master_name=mymaster", "*redis.Client"},
+	} {
+		app, err := rediq.New(rediq.Config{RedisURL: c.url})
+		if err != nil {
+			t.Fatalf("%s: %v", c.url, err)
+		}
+		if got := fmt.Sprintf("%T", app.Redis()); got != c.want {
+			t.Errorf("%s: %s, want %s", c.url, got, c.want)
+		}
+		app.Close()
+	}
+}
+
+// A URL that cannot be used is not repeated in the error: it may hold a password.
+func TestRedisURLErrorHidesPassword(t *testing.T) {
+	t.Parallel()
+	for _, url := range []string{"redis://u:hunter2@h:port", "redis://u:hunter2@h?master_name=x", "http://u:hunter2@h"} {
+		_, err := rediq.New(rediq.Config{RedisURL: url})
+		if err == nil || strings.Contains(err.Error(), "hunter2") || !strings.HasPrefix(err.Error(), "rediq: redis URL: ") {
+			t.Errorf("%s: error %v; want one that starts \"rediq: redis URL: \" and hides the password", url, err)
+		}
+	}
+}
+
+func TestNamespaceFromEnvironment(t *testing.T) { // not parallel: it sets the environment
+	t.Setenv("REDIQ_NAMESPACE", "fromenv")
+	for _, c := range []struct {
+		cfg  rediq.Config
+		want string
+	}{
+		{rediq.Config{RedisURL: testredis.URL()}, "fromenv"},
+		{rediq.Config{RedisURL: testredis.URL(), Namespace: "mine"}, "mine"},
+		{rediq.Config{Redis: testredis.Client(t)}, "fromenv"},
+	} {
+		app, err := rediq.New(c.cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := app.Namespace(); got != c.want {
+			t.Errorf("Namespace %q: got %q, want %q", c.cfg.Namespace, got, c.want)
+		}
+		app.Close()
+	}
+	t.Setenv("REDIQ_NAMESPACE", "a:b")
+	if _, err := rediq.New(rediq.Config{RedisURL: testredis.URL()}); err == nil || !strings.Contains(err.Error(), "namespace") {
+		t.Errorf("a bad $REDIQ_NAMESPACE: %v, want a namespace error", err)
+	}
+}
+
+func TestTLSFiles(t *testing.T) {
+	t.Parallel()
+	s := testredis.StartTLS(t)
+	app, err := rediq.New(rediq.Config{RedisURL: "rediss://" + s.Addr, Namespace: testredis.Namespace(t),
+		TLSCAFile: s.CAFile, TLSCertFile: s.CertFile, TLSKeyFile: s.KeyFile})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer app.Close()
+	task := rediq.Register(app, "t", func(context.Context, int) (int, error) { return 0, nil })
+	if _, err := task.Enqueue(context.Background(), 1); err != nil {
+		t.Fatalf("enqueue over TLS: %v", err)
+	}
+	if _, err := rediq.New(rediq.Config{RedisURL: "redis://" + s.Addr, TLSCAFile: s.CAFile}); err == nil ||
+		!strings.Contains(err.Error(), "use rediss://") {
+		t.Errorf("TLS files with redis://: %v, want an error", err)
+	}
+}
+
+func TestTLSFilesFromEnvironment(t *testing.T) { // not parallel: it sets the environment
+	s := testredis.StartTLS(t)
+	t.Setenv("REDIQ_TLS_CA_FILE", s.CAFile)
+	t.Setenv("REDIQ_TLS_CERT_FILE", s.CertFile)
+	t.Setenv("REDIQ_TLS_KEY_FILE", s.KeyFile)
+	app, err := rediq.New(rediq.Config{RedisURL: "rediss://" + s.Addr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer app.Close()
+	if err := app.Redis().Ping(context.Background()).Err(); err != nil {
+		t.Fatalf("ping over TLS with the environment's files: %v", err)
+	}
+	// A field set in Config wins over its variable.
+	app2, err := rediq.New(rediq.Config{RedisURL: "rediss://" + s.Addr, TLSCAFile: s.OtherCAFile})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer app2.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := app2.Redis().Ping(ctx).Err(); err == nil || !strings.Contains(err.Error(), "unknown authority") {
+		t.Fatalf("ping with Config.TLSCAFile naming another CA: %v, want unknown authority", err)
 	}
 }
 

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/spf13/pflag"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -19,22 +20,46 @@ import (
 	"github.com/rediq/rediq/internal/core"
 )
 
-// Main is the worker command line for an application binary: it parses the
-// flags (each also read from a REDIQ_… environment variable; a flag given on the
-// command line wins), runs a worker for app until SIGINT or SIGTERM, drains it,
-// and exits. A second signal skips the drain's wait. --help lists the flags.
+// Main is the worker command line of an application binary: it runs a worker
+// for app until SIGINT or SIGTERM, drains it, and exits. A second signal skips
+// the drain's wait. --help lists the flags.
+//
+// cfg, if given, is the program's configuration of the worker. Each setting
+// can be changed where the program is deployed: a REDIQ_… environment variable
+// overrides the program's value, and a flag on the command line overrides
+// both; what neither sets keeps the program's value. The App's Redis URL, TLS
+// files and namespace (--redis-url, --tls-…, --namespace) are overridden the
+// same way, except that a client the program passed in rediq.Config.Redis is
+// never replaced: then --redis-url and --tls-… are errors, and their variables
+// are ignored. A Logger in cfg is used unless a --log-… flag or variable is
+// given.
 //
 //	func main() {
 //		app := myapp.New()
-//		worker.Main(app)
+//		worker.Main(app, worker.Config{Queues: []string{"emails"}, Concurrency: 50})
 //	}
-func Main(app *rediq.App) {
-	os.Exit(main(app, os.Args[0], os.Args[1:], os.Stderr))
+//
+// Main also sends go-redis's own log lines, such as failed dials, to the
+// worker's logger at Warn level: go-redis has one logger per process, which
+// only the program's entry point may set.
+func Main(app *rediq.App, cfg ...Config) {
+	if len(cfg) > 1 {
+		panic("worker: Main takes at most one Config")
+	}
+	var base Config
+	if len(cfg) == 1 {
+		base = cfg[0]
+	}
+	os.Exit(main(app, base, os.Args[0], os.Args[1:], os.Stderr, os.LookupEnv))
 }
 
 // flagEnv maps each flag to its environment variable.
 var flagEnv = [][2]string{
 	{"redis-url", "REDIQ_REDIS_URL"},
+	{"tls-ca-file", "REDIQ_TLS_CA_FILE"},
+	{"tls-cert-file", "REDIQ_TLS_CERT_FILE"},
+	{"tls-key-file", "REDIQ_TLS_KEY_FILE"},
+	{"namespace", "REDIQ_NAMESPACE"},
 	{"queue", "REDIQ_QUEUES"},
 	{"skip-default-queue", "REDIQ_SKIP_DEFAULT_QUEUE"},
 	{"strict", "REDIQ_STRICT"},
@@ -49,24 +74,42 @@ var flagEnv = [][2]string{
 	{"log-format", "REDIQ_LOG_FORMAT"},
 }
 
+// redisFlags are the flags that change how the App reaches Redis.
+var redisFlags = []string{"redis-url", "tls-ca-file", "tls-cert-file", "tls-key-file"}
+
 type options struct {
-	redisURL  string
+	cfg       Config
 	queues    []string
+	redisURL  string
+	tls       core.TLSFiles
+	namespace string
 	logLevel  string
 	logFile   string
 	logFormat string
-	cfg       Config
+	// given maps each flag set on the command line or by the environment to
+	// where: "--name" or "$REDIQ_WORKER_NAME".
+	given map[string]string
 }
 
-func parseFlags(prog string, args []string, stderr io.Writer, getenv func(string) (string, bool)) (*options, error) {
-	o := &options{}
+// logGiven reports whether a --log-… flag or variable was given.
+func (o *options) logGiven() bool {
+	return o.given["log-level"] != "" || o.given["log-file"] != "" || o.given["log-format"] != ""
+}
+
+// parseFlags reads the command line and then the environment over base, the
+// program's Config, and namespace, the App's.
+func parseFlags(prog string, args []string, stderr io.Writer, getenv func(string) (string, bool), base Config, namespace string) (*options, error) {
+	o := &options{cfg: base, given: map[string]string{}}
+	c := &o.cfg
 	fs := pflag.NewFlagSet(prog, pflag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: %s [flags]\n\nRuns a rediq worker for this program's tasks until SIGINT or SIGTERM.\n"+
 			"On the first signal it stops fetching and lets running and prefetched tasks finish\n"+
 			"(up to --shutdown-timeout), then returns unstarted ones to their queues; a second\n"+
-			"signal skips the wait. Each flag can also be set by the environment variable shown.\n\nFlags:\n", prog)
+			"signal skips the wait. Each flag can also be set by the environment variable shown;\n"+
+			"a flag wins over its variable, and both over the program's own settings, which\n"+
+			"the defaults below show.\n\nFlags:\n", prog)
 		fs.PrintDefaults()
 	}
 	env := map[string]string{}
@@ -74,31 +117,57 @@ func parseFlags(prog string, args []string, stderr io.Writer, getenv func(string
 		env[fe[0]] = fe[1]
 	}
 	help := func(name, text string) string { return text + " [$" + env[name] + "]" }
-	fs.StringVar(&o.redisURL, "redis-url", "", help("redis-url", "Redis URL (redis:// or rediss://, with user:password@ and /db); default: the program's own setting, else "+rediq.DefaultRedisURL))
-	fs.StringArrayVarP(&o.queues, "queue", "q", nil, help("queue", "queue to serve, as name or name:weight; repeat for several (the environment variable takes a comma-separated list)"))
-	fs.BoolVar(&o.cfg.SkipDefaultQueue, "skip-default-queue", false, help("skip-default-queue", `do not serve the "default" queue`))
-	fs.BoolVar(&o.cfg.StrictPriority, "strict", false, help("strict", "serve queues strictly in the order given instead of sharing by weight"))
-	fs.StringVar(&o.cfg.Name, "name", "", help("name", "worker name, shown in logs and task info (default host:pid)"))
-	fs.IntVar(&o.cfg.Prefetch, "prefetch", 0, help("prefetch", "tasks fetched ahead to wait for a free handler (default: --concurrency)"))
-	fs.IntVarP(&o.cfg.Concurrency, "concurrency", "c", DefaultConcurrency, help("concurrency", "handlers running at once"))
-	fs.IntVar(&o.cfg.ExecutorPoolSize, "executor-pool-size", 0, help("executor-pool-size", "goroutines for rediq.RunInExecutor (default GOMAXPROCS)"))
-	fs.DurationVar(&o.cfg.ShutdownTimeout, "shutdown-timeout", DefaultShutdownTimeout, help("shutdown-timeout", "how long a stop waits for running and prefetched tasks"))
-	fs.DurationVar(&o.cfg.LeaseTTL, "lease-ttl", DefaultLeaseTTL, help("lease-ttl", "how soon another worker takes over the tasks of a worker that died"))
-	fs.StringVar(&o.logLevel, "log-level", "info", help("log-level", "debug, info, warn or error"))
-	fs.StringVar(&o.logFile, "log-file", "", help("log-file", "append logs to this file instead of stderr"))
-	fs.StringVar(&o.logFormat, "log-format", "console", help("log-format", "json or console"))
-	// The environment sets defaults; the command line overrides them. The queue
-	// list is kept apart so that --queue replaces it rather than adding to it.
-	var envQueues []string
+	// showDefault makes --help show the default that New gives a zero field,
+	// while the field stays zero: "not given" keeps the program's value.
+	showDefault := func(name string, zero bool, def string) {
+		if zero {
+			fs.Lookup(name).DefValue = def
+		}
+	}
+	fs.StringVar(&o.redisURL, "redis-url", "", help("redis-url", "Redis URL: redis://, rediss:// (TLS), redis+cluster://host:port?addr=host:port…, "+
+		"redis+sentinel://host:port?master_name=NAME…")+" (default: the program's, else "+rediq.DefaultRedisURL+")")
+	fs.StringVar(&o.tls.CA, "tls-ca-file", "", help("tls-ca-file", "PEM file of the CA certificates that verify Redis over TLS")+" (default: the program's, else the system's)")
+	fs.StringVar(&o.tls.Cert, "tls-cert-file", "", help("tls-cert-file", "PEM file of the client certificate offered to Redis over TLS; needs --tls-key-file")+" (default: the program's)")
+	fs.StringVar(&o.tls.Key, "tls-key-file", "", help("tls-key-file", "PEM file of the client certificate's private key")+" (default: the program's)")
+	fs.StringVar(&o.namespace, "namespace", namespace, help("namespace", "key namespace of the app's queues"))
+	fs.StringArrayVarP(&o.queues, "queue", "q", queueList(base), help("queue", "queue to serve, as name or name:weight; repeat for several (the environment variable takes a comma-separated list)"))
+	fs.BoolVar(&c.SkipDefaultQueue, "skip-default-queue", c.SkipDefaultQueue, help("skip-default-queue", `do not serve the "default" queue`))
+	fs.BoolVar(&c.StrictPriority, "strict", c.StrictPriority, help("strict", "serve queues strictly in the order given instead of sharing by weight"))
+	fs.StringVar(&c.Name, "name", c.Name, help("name", "worker name, shown in logs and task info")+orDefault(c.Name, "host:pid"))
+	fs.IntVar(&c.Prefetch, "prefetch", c.Prefetch, help("prefetch", "tasks fetched ahead to wait for a free handler")+orDefault(c.Prefetch, "--concurrency"))
+	fs.IntVarP(&c.Concurrency, "concurrency", "c", c.Concurrency, help("concurrency", "handlers running at once"))
+	showDefault("concurrency", c.Concurrency == 0, strconv.Itoa(DefaultConcurrency))
+	fs.IntVar(&c.ExecutorPoolSize, "executor-pool-size", c.ExecutorPoolSize, help("executor-pool-size", "goroutines for rediq.RunInExecutor")+orDefault(c.ExecutorPoolSize, "GOMAXPROCS"))
+	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", c.ShutdownTimeout, help("shutdown-timeout", "how long a stop waits for running and prefetched tasks"))
+	showDefault("shutdown-timeout", c.ShutdownTimeout == 0, DefaultShutdownTimeout.String())
+	fs.DurationVar(&c.LeaseTTL, "lease-ttl", c.LeaseTTL, help("lease-ttl", "how soon another worker takes over the tasks of a worker that died"))
+	showDefault("lease-ttl", c.LeaseTTL == 0, DefaultLeaseTTL.String())
+	logs := "; a --log-… flag replaces the program's logger"
+	if base.Logger == nil {
+		logs = ""
+	}
+	fs.StringVar(&o.logLevel, "log-level", "info", help("log-level", "debug, info, warn or error"+logs))
+	fs.StringVar(&o.logFile, "log-file", "", help("log-file", "append logs to this file instead of stderr"+logs))
+	fs.StringVar(&o.logFormat, "log-format", "console", help("log-format", "json or console"+logs))
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	fs.Visit(func(f *pflag.Flag) { o.given[f.Name] = "--" + f.Name })
+	// The environment fills in what the command line did not set.
 	for _, fe := range flagEnv {
 		v, ok := getenv(fe[1])
-		if !ok || v == "" {
+		if !ok || v == "" || fs.Changed(fe[0]) {
 			continue
 		}
+		o.given[fe[0]] = "$" + fe[1]
 		if fe[0] == "queue" {
+			o.queues = nil
 			for _, q := range strings.Split(v, ",") {
 				if q = strings.TrimSpace(q); q != "" {
-					envQueues = append(envQueues, q)
+					o.queues = append(o.queues, q)
 				}
 			}
 			continue
@@ -107,30 +176,47 @@ func parseFlags(prog string, args []string, stderr io.Writer, getenv func(string
 			return nil, fmt.Errorf("$%s: %w", fe[1], err)
 		}
 	}
-	if err := fs.Parse(args); err != nil {
-		return nil, err
-	}
-	if !fs.Changed("queue") {
-		o.queues = envQueues
-	}
-	if fs.NArg() > 0 {
-		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
-	}
-	for _, q := range o.queues {
-		name, weight, hasWeight := strings.Cut(q, ":")
-		o.cfg.Queues = append(o.cfg.Queues, name)
-		if hasWeight {
-			n, err := strconv.Atoi(weight)
-			if err != nil || n < 1 {
-				return nil, fmt.Errorf("--queue %q: weight must be a positive integer", q)
+	// A queue list replaces the program's queues and their weights.
+	if how := o.given["queue"]; how != "" {
+		c.Queues, c.Weights = nil, nil
+		for _, q := range o.queues {
+			name, weight, hasWeight := strings.Cut(q, ":")
+			c.Queues = append(c.Queues, name)
+			if hasWeight {
+				n, err := strconv.Atoi(weight)
+				if err != nil || n < 1 {
+					return nil, fmt.Errorf("%s %q: weight must be a positive integer", how, q)
+				}
+				if c.Weights == nil {
+					c.Weights = map[string]int{}
+				}
+				c.Weights[name] = n
 			}
-			if o.cfg.Weights == nil {
-				o.cfg.Weights = map[string]int{}
-			}
-			o.cfg.Weights[name] = n
 		}
 	}
 	return o, nil
+}
+
+// orDefault is the help's note of the default New gives a zero field; pflag
+// shows a set one itself.
+func orDefault[T comparable](v T, def string) string {
+	var zero T
+	if v != zero {
+		return ""
+	}
+	return " (default " + def + ")"
+}
+
+// queueList writes cfg's queues as --queue takes them.
+func queueList(cfg Config) []string {
+	var list []string
+	for _, q := range cfg.Queues {
+		if w, ok := cfg.Weights[q]; ok {
+			q += ":" + strconv.Itoa(w)
+		}
+		list = append(list, q)
+	}
+	return list
 }
 
 func newLogger(level, file, format string) (*zap.Logger, error) {
@@ -158,8 +244,9 @@ func newLogger(level, file, format string) (*zap.Logger, error) {
 	return cfg.Build()
 }
 
-func main(app *rediq.App, prog string, args []string, stderr io.Writer) int {
-	o, err := parseFlags(prog, args, stderr, os.LookupEnv)
+func main(app *rediq.App, base Config, prog string, args []string, stderr io.Writer, getenv func(string) (string, bool)) int {
+	c := core.Unwrap(app)
+	o, err := parseFlags(prog, args, stderr, getenv, base, c.Broker().Namespace())
 	if errors.Is(err, pflag.ErrHelp) {
 		return 0
 	}
@@ -167,20 +254,21 @@ func main(app *rediq.App, prog string, args []string, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "%s: %v\n", prog, err)
 		return 2
 	}
-	log, err := newLogger(o.logLevel, o.logFile, o.logFormat)
-	if err != nil {
-		fmt.Fprintf(stderr, "%s: %v\n", prog, err)
-		return 2
-	}
-	defer log.Sync() //nolint:errcheck // nothing to do about a failed flush at exit
-	o.cfg.Logger = log
-	if o.redisURL != "" {
-		if err := core.Unwrap(app).Connect(o.redisURL); err != nil {
-			fmt.Fprintf(stderr, "%s: --redis-url: %v\n", prog, err)
+	log := base.Logger
+	if log == nil || o.logGiven() {
+		if log, err = newLogger(o.logLevel, o.logFile, o.logFormat); err != nil {
+			fmt.Fprintf(stderr, "%s: %v\n", prog, err)
 			return 2
 		}
 	}
+	defer log.Sync() //nolint:errcheck // nothing to do about a failed flush at exit
+	o.cfg.Logger = log
 	defer app.Close()
+	if err := configureApp(c, o, log); err != nil {
+		fmt.Fprintf(stderr, "%s: %v\n", prog, err)
+		return 2
+	}
+	redis.SetLogger(redisLogger{log.Named("redis")})
 	w, err := New(app, o.cfg)
 	if err != nil {
 		fmt.Fprintf(stderr, "%s: %v\n", prog, err)
@@ -215,4 +303,67 @@ func main(app *rediq.App, prog string, args []string, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// configureApp applies the namespace, Redis URL and TLS files of the command
+// line and the environment to the App, each keeping the App's own where
+// neither gives one. A client the program passed in is kept: a flag that would
+// replace it is an error, a variable is ignored and logged.
+func configureApp(c *core.App, o *options, log *zap.Logger) error {
+	if how := o.given["namespace"]; how != "" && o.namespace != c.Broker().Namespace() {
+		if err := c.SetNamespace(o.namespace); err != nil {
+			return fmt.Errorf("%s: %w", how, err)
+		}
+	}
+	if !c.OwnsClient() {
+		for _, name := range redisFlags {
+			switch how := o.given[name]; {
+			case strings.HasPrefix(how, "--"):
+				return fmt.Errorf("%s: this program passes its own Redis client (rediq.Config.Redis), which the command line cannot replace", how)
+			case how != "":
+				log.Info("ignoring the environment's Redis setting: the program passes its own Redis client",
+					zap.String("variable", strings.TrimPrefix(how, "$")))
+			}
+		}
+		return nil
+	}
+	ep, _ := c.Endpoint()
+	next := ep
+	if o.given["redis-url"] != "" && o.redisURL != "" {
+		next.URL = o.redisURL
+	}
+	// A TLS flag given empty drops the program's file.
+	if o.given["tls-ca-file"] != "" {
+		next.TLS.CA = o.tls.CA
+	}
+	if o.given["tls-cert-file"] != "" {
+		next.TLS.Cert = o.tls.Cert
+	}
+	if o.given["tls-key-file"] != "" {
+		next.TLS.Key = o.tls.Key
+	}
+	if next == ep {
+		return nil
+	}
+	err := c.Connect(next)
+	if ue := (*core.URLError)(nil); errors.As(err, &ue) {
+		return fmt.Errorf("%s: %w", firstOf(o.given["redis-url"], "--redis-url"), ue.Err)
+	}
+	return err
+}
+
+func firstOf(vals ...string) string {
+	for _, v := range vals {
+		if v != "" {
+			return v
+		}
+	}
+	return ""
+}
+
+// redisLogger writes go-redis's log lines to a zap logger.
+type redisLogger struct{ log *zap.Logger }
+
+func (l redisLogger) Printf(_ context.Context, format string, v ...any) {
+	l.log.Warn(strings.TrimPrefix(strings.TrimSpace(fmt.Sprintf(format, v...)), "redis: "))
 }

@@ -3,8 +3,10 @@ package worker_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"os"
 	"os/exec"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -165,5 +167,30 @@ func TestSignalDrainsGracefully(t *testing.T) {
 				t.Fatalf("a second signal should skip the %s wait; the stop took %v", c.shutdownTimeout, time.Since(start))
 			}
 		})
+	}
+}
+
+// go-redis's own log lines, such as a failed dial, go through the worker's
+// logger: with --log-format json every line the process writes is JSON.
+func TestMainRoutesGoRedisLogs(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ch := startChild(t, e, "main", "REDIQ_REDIS_URL=redis://127.0.0.1:1/0?max_retries=-1", "REDIQ_LOG_FORMAT=json", "REDIQ_LOG_LEVEL=info")
+	ch.wait(t, 30*time.Second)
+	if code := ch.cmd.ProcessState.ExitCode(); code != 1 {
+		t.Fatalf("exit code %d, want 1 (Redis unreachable); output:\n%s", code, ch.out.String())
+	}
+	routed := false
+	for line := range strings.Lines(ch.out.String()) {
+		var entry map[string]any
+		if err := json.Unmarshal([]byte(line), &entry); err != nil {
+			t.Fatalf("a line that is not the logger's JSON: %q", line)
+		}
+		if entry["logger"] == "redis" && entry["level"] == "warn" && strings.Contains(entry["msg"].(string), "failed to dial") {
+			routed = true
+		}
+	}
+	if !routed {
+		t.Fatalf("no warning from go-redis about the failed dial; output:\n%s", ch.out.String())
 	}
 }

@@ -7,7 +7,6 @@ import (
 	"io"
 	"time"
 
-	"github.com/rediq/rediq"
 	"github.com/rediq/rediq/internal/bench"
 	"github.com/rediq/rediq/internal/core"
 )
@@ -24,7 +23,12 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		"and deletes its keys when done. But the memory figure counts whatever else changes\n"+
 		"in that Redis meanwhile: it is only as clean as the Redis is quiet. Progress goes\n"+
 		"to stderr.")
-	redisURL := fs.String("redis", "", "Redis URL [$REDIQ_REDIS_URL] (default "+rediq.DefaultRedisURL+")")
+	var rf redisFlags
+	rf.registerConn(fs)
+	// --redis was this command's name for --redis-url.
+	fs.StringVar(&rf.url, "redis", "", "")
+	_ = fs.MarkDeprecated("redis", "use --redis-url")
+	fs.SetOutput(stderr) // for pflag's notice of a deprecated flag, all it prints
 	n := fs.IntP("tasks", "n", 50000, "tasks per phase")
 	c := fs.IntP("concurrency", "c", 50, "worker concurrency")
 	p := fs.IntP("producers", "p", 16, "producer goroutines")
@@ -42,7 +46,6 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if *dur <= 0 {
 		return usageErrorf("bench: --duration must be positive")
 	}
-	rf := redisFlags{url: *redisURL}
 	app, _, err := rf.open()
 	if err != nil {
 		return fmt.Errorf("bench: %w", err)

@@ -4,12 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/url"
-	"os"
 	"strings"
 	"time"
-
-	"github.com/redis/go-redis/v9"
 
 	"github.com/rediq/rediq"
 	"github.com/rediq/rediq/internal/broker"
@@ -23,42 +19,43 @@ const ioTimeout = 10 * time.Second
 // redisFlags are the flags of every command that touches Redis.
 type redisFlags struct {
 	url       string
+	tls       core.TLSFiles
 	namespace string
 }
 
+// register adds the connection flags and --namespace.
 func (r *redisFlags) register(fs *flagSet) {
-	fs.StringVar(&r.url, "redis-url", "", "Redis URL: redis:// or rediss://, with user:password@ and /db [$REDIQ_REDIS_URL] (default "+rediq.DefaultRedisURL+")")
+	r.registerConn(fs)
 	fs.StringVar(&r.namespace, "namespace", "", "key namespace of the app [$REDIQ_NAMESPACE] (default "+rediq.DefaultNamespace+")")
 }
 
-// open returns an App for the flags, falling back to the environment and then to
-// the defaults; the caller closes it. A bad URL or namespace is a usage error.
+// registerConn adds the flags that say how to reach Redis.
+func (r *redisFlags) registerConn(fs *flagSet) {
+	fs.StringVar(&r.url, "redis-url", "", "Redis URL: redis://[user:password@]host:port/db, rediss:// (TLS), "+
+		"redis+cluster://host:port?addr=host:port…, redis+sentinel://host:port?master_name=NAME… [$REDIQ_REDIS_URL] (default "+rediq.DefaultRedisURL+")")
+	fs.StringVar(&r.tls.CA, "tls-ca-file", "", "PEM file of the CA certificates that verify Redis over TLS [$REDIQ_TLS_CA_FILE] (default: the system's)")
+	fs.StringVar(&r.tls.Cert, "tls-cert-file", "", "PEM file of the client certificate offered to Redis over TLS; needs --tls-key-file [$REDIQ_TLS_CERT_FILE]")
+	fs.StringVar(&r.tls.Key, "tls-key-file", "", "PEM file of the client certificate's private key [$REDIQ_TLS_KEY_FILE]")
+}
+
+// open returns an App for the flags, which rediq.New completes from the
+// environment and its defaults; the caller closes it. A bad URL, TLS file or
+// namespace is a usage error.
 func (r *redisFlags) open() (*rediq.App, *broker.Broker, error) {
-	u := firstOf(r.url, os.Getenv("REDIQ_REDIS_URL"), rediq.DefaultRedisURL)
-	ns := firstOf(r.namespace, os.Getenv("REDIQ_NAMESPACE"), rediq.DefaultNamespace)
-	// Checked here, not left to rediq.New, so that a malformed URL is never
-	// echoed: it may hold a password.
-	if _, err := redis.ParseURL(u); err != nil {
-		var ue *url.Error
-		if errors.As(err, &ue) {
-			err = ue.Err
+	app, err := rediq.New(rediq.Config{RedisURL: r.url, Namespace: r.namespace,
+		TLSCAFile: r.tls.CA, TLSCertFile: r.tls.Cert, TLSKeyFile: r.tls.Key})
+	if ue := (*core.URLError)(nil); errors.As(err, &ue) {
+		from := "--redis-url"
+		if r.url == "" {
+			from = "$REDIQ_REDIS_URL"
 		}
-		return nil, nil, usageErrorf("--redis-url: %w", err)
+		// ue's message never holds the URL, which may hold a password.
+		return nil, nil, usageErrorf("%s: %w", from, ue.Err)
 	}
-	app, err := rediq.New(rediq.Config{RedisURL: u, Namespace: ns})
 	if err != nil {
 		return nil, nil, usageErrorf("%s", strings.TrimPrefix(err.Error(), "rediq: "))
 	}
 	return app, core.Unwrap(app).Broker(), nil
-}
-
-func firstOf(vals ...string) string {
-	for _, v := range vals {
-		if v != "" {
-			return v
-		}
-	}
-	return ""
 }
 
 // withTimeout bounds ctx by ioTimeout.

@@ -4,8 +4,12 @@
 //	rediq version
 //	rediq help [command]
 //
-// Commands that touch Redis read --redis-url and --namespace, falling back to
-// $REDIQ_REDIS_URL and $REDIQ_NAMESPACE, then to the library's defaults.
+// Commands that touch Redis read --redis-url, --tls-ca-file, --tls-cert-file,
+// --tls-key-file and --namespace, falling back to $REDIQ_REDIS_URL,
+// $REDIQ_TLS_CA_FILE, $REDIQ_TLS_CERT_FILE, $REDIQ_TLS_KEY_FILE and
+// $REDIQ_NAMESPACE, then to the library's defaults. The URL may name one
+// server, a Redis Cluster (redis+cluster://) or a master behind Sentinel
+// (redis+sentinel://), as rediq.Config.RedisURL describes.
 package main
 
 import (
@@ -112,5 +116,6 @@ func printUsage(w io.Writer) {
 		fmt.Fprintf(w, "  %-10s %s\n", c.name, c.summary)
 	}
 	fmt.Fprintf(w, "  %-10s %s\n", "help", "show this list, or a command's flags: rediq help <command>")
-	fmt.Fprint(w, "\nCommands that touch Redis take --redis-url [$REDIQ_REDIS_URL] and --namespace [$REDIQ_NAMESPACE].\n")
+	fmt.Fprint(w, "\nCommands that touch Redis take --redis-url [$REDIQ_REDIS_URL], the --tls-… files [$REDIQ_TLS_…]\n"+
+		"and --namespace [$REDIQ_NAMESPACE].\n")
 }

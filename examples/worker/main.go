@@ -28,10 +28,6 @@ import (
 )
 
 func main() {
-	// Serve the emails queue unless $REDIQ_QUEUES or --queue says otherwise.
-	if os.Getenv("REDIQ_QUEUES") == "" {
-		_ = os.Setenv("REDIQ_QUEUES", emails.Queue)
-	}
 	app, err := rediq.New(rediq.Config{})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "worker:", err)
@@ -53,7 +49,9 @@ func main() {
 	app.On(rediq.AfterWorkerShutdown, func(ctx context.Context) error {
 		return mlog.close()
 	})
-	worker.Main(app)
+	// The program's defaults; $REDIQ_QUEUES or --queue, and the other
+	// variables and flags, override them.
+	worker.Main(app, worker.Config{Queues: []string{emails.Queue}})
 }
 
 // mailLog is an emails.Sender that appends each message to a file. The mutex

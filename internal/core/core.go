@@ -72,32 +72,6 @@ func NewApp(rdb redis.UniversalClient, own bool, ns string, log *zap.Logger) *Ap
 // Broker returns the App's broker.
 func (a *App) Broker() *broker.Broker { return a.broker.Load() }
 
-// Dial returns a client for a redis:// or rediss:// URL.
-func Dial(url string) (redis.UniversalClient, error) {
-	opt, err := redis.ParseURL(url)
-	if err != nil {
-		return nil, err
-	}
-	return redis.NewClient(opt), nil
-}
-
-// Connect points the App at the Redis at url (a worker's --redis-url), closing
-// the previous client if the App made it.
-func (a *App) Connect(url string) error {
-	rdb, err := Dial(url)
-	if err != nil {
-		return err
-	}
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	old := a.broker.Swap(broker.New(rdb, a.Broker().Namespace()))
-	if a.own {
-		_ = old.Client().Close()
-	}
-	a.own = true
-	return nil
-}
-
 // Close closes the client if the App made it.
 func (a *App) Close() error {
 	a.mu.Lock()
