@@ -7,10 +7,7 @@ import (
 	"fmt"
 	"net/url"
 	"os"
-	"runtime"
 	"strings"
-	"sync"
-	"weak"
 
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
@@ -189,7 +186,7 @@ func DialApp(ep Endpoint, ns string, log *zap.Logger) (*App, error) {
 		return nil, err
 	}
 	a := NewApp(rdb, true, ns, log)
-	endpoints.set(a, ep)
+	a.ep = ep
 	return a, nil
 }
 
@@ -209,7 +206,7 @@ func (a *App) Endpoint() (ep Endpoint, ok bool) {
 	if !a.own {
 		return Endpoint{}, false
 	}
-	return endpoints.get(a)
+	return a.ep, true
 }
 
 // Connect points the App at ep (a worker's --redis-url), closing the client it
@@ -227,7 +224,7 @@ func (a *App) Connect(ep Endpoint) error {
 	defer a.mu.Unlock()
 	old := a.broker.Swap(broker.New(rdb, a.Broker().Namespace()))
 	_ = old.Client().Close()
-	endpoints.set(a, ep)
+	a.ep = ep
 	return nil
 }
 
@@ -241,28 +238,4 @@ func (a *App) SetNamespace(ns string) error {
 	defer a.mu.Unlock()
 	a.broker.Store(broker.New(a.Broker().Client(), ns))
 	return nil
-}
-
-// endpoints holds the Endpoint of each App that dialed its own client, so that
-// a worker's command line can change the URL and keep the program's TLS files,
-// or the reverse. It is a table beside App rather than a field of it only to
-// keep all of the connection code in this file; its keys are weak so that it
-// keeps no App alive.
-var endpoints endpointTable
-
-type endpointTable struct{ m sync.Map } // weak.Pointer[App] → Endpoint
-
-func (t *endpointTable) set(a *App, ep Endpoint) {
-	k := weak.Make(a)
-	if _, had := t.m.Swap(k, ep); !had {
-		runtime.AddCleanup(a, func(k weak.Pointer[App]) { t.m.Delete(k) }, k)
-	}
-}
-
-func (t *endpointTable) get(a *App) (Endpoint, bool) {
-	v, ok := t.m.Load(weak.Make(a))
-	if !ok {
-		return Endpoint{}, false
-	}
-	return v.(Endpoint), true
 }

@@ -6,13 +6,11 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
-	"weak"
 
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
@@ -313,21 +311,3 @@ func TestAppConnection(t *testing.T) {
 	}
 }
 
-// The endpoint table does not keep Apps alive.
-func TestEndpointsForgetUnusedApps(t *testing.T) {
-	t.Parallel()
-	a, err := DialApp(Endpoint{URL: testredis.URL()}, "ns", zap.NewNop())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := a.Close(); err != nil {
-		t.Fatal(err)
-	}
-	k := weak.Make(a)
-	a = nil
-	testredis.WaitFor(t, 5*time.Second, "the App's endpoint to go", func() bool {
-		runtime.GC()
-		_, kept := endpoints.m.Load(k)
-		return !kept
-	})
-}

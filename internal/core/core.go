@@ -54,7 +54,8 @@ type App struct {
 	Log *zap.Logger
 
 	broker atomic.Pointer[broker.Broker]
-	own    bool // the client was made by rediq: close it
+	own    bool     // the client was made by rediq: close it
+	ep     Endpoint // what the client was dialed from, when own
 
 	mu    sync.RWMutex
 	tasks atomic.Pointer[map[string]*TaskDef] // copied on write: runners read it lock-free
