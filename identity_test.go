@@ -179,3 +179,60 @@ func TestEnqueueRefusesWhatItCannotStore(t *testing.T) {
 		t.Fatalf("limit 100: %v", err)
 	}
 }
+
+// Defect 16: Enqueue returns when its ctx ends, even while Redis stalls, and
+// says when the task may have been written; enqueueing again with the id
+// then writes nothing twice.
+func TestEnqueueHonoursItsDeadline(t *testing.T) {
+	t.Parallel()
+	testredis.RequireReal(t)
+	proxy := testredis.NewProxy(t, strings.TrimPrefix(testredis.URL(), "redis://"))
+	ns := testredis.Namespace(t)
+	app, err := rediq.New(rediq.Config{RedisURL: proxy.URL(), Namespace: ns})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer app.Close()
+	rdb := testredis.Client(t)
+	task := rediq.Register(app, "t", func(context.Context, int) (int, error) { return 0, nil })
+	ctx := context.Background()
+	if _, err := task.Enqueue(ctx, 0); err != nil { // warm: the queue is indexed, the script loaded
+		t.Fatal(err)
+	}
+	proxy.SetLatency(1500 * time.Millisecond)
+	for _, many := range []bool{false, true} {
+		short, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+		began := time.Now()
+		var id rediq.TaskID
+		if many {
+			var ids []rediq.TaskID
+			ids, err = task.EnqueueMany(short, []int{1})
+			if len(ids) == 1 {
+				id = ids[0]
+			}
+		} else {
+			id, err = task.Enqueue(short, 1)
+		}
+		took := time.Since(began)
+		cancel()
+		if took > 700*time.Millisecond {
+			t.Errorf("many=%v: returned after %v with a 200ms ctx", many, took)
+		}
+		if !errors.Is(err, rediq.ErrOutcomeUnknown) || !errors.Is(err, context.DeadlineExceeded) || id == "" {
+			t.Fatalf("many=%v: %q, %v; want ErrOutcomeUnknown with the id", many, id, err)
+		}
+		// The stalled call lands; the retry with the same id writes nothing.
+		testredis.WaitFor(t, 10*time.Second, "the stalled enqueue to land", func() bool {
+			return rdb.HExists(ctx, ns+":{default}:t", string(id)).Val()
+		})
+		retry, cancel := context.WithTimeout(ctx, 10*time.Second)
+		_, err = task.Enqueue(retry, 1, rediq.WithID(string(id)))
+		cancel()
+		if !errors.Is(err, rediq.ErrDuplicate) {
+			t.Fatalf("many=%v: retry with the id: %v; want ErrDuplicate", many, err)
+		}
+	}
+	if n := rdb.HLen(ctx, ns+":{default}:t").Val(); n != 3 {
+		t.Fatalf("%d records, want 3", n)
+	}
+}

@@ -126,12 +126,18 @@ func (w *Worker) beat(ctx context.Context, register bool) (time.Duration, error)
 	for i, q := range w.queues {
 		qs[i] = q.Queue
 	}
+	start := time.Now()
+	wasValid := w.lease.valid()
 	beats, err := w.b.Heartbeat(ctx, w.session, w.cfg.LeaseTTL, register, qs)
 	if err != nil {
 		return 0, err
 	}
 	now := time.Now()
-	if w.healthySince.IsZero() {
+	// Health starts over after a failed heartbeat (healthySince is zero), a
+	// lapsed lease, or a heartbeat that took longer than its interval (it hung
+	// while Redis was away): then others may have been cut off as long as this
+	// worker, and get a lease period to come back.
+	if w.healthySince.IsZero() || !wasValid || now.Sub(start) > w.cfg.LeaseTTL/3 {
 		w.healthySince = now
 	}
 	// After an outage every session looks expired: the first worker back must

@@ -152,3 +152,18 @@ func WaitFor(t testing.TB, timeout time.Duration, msg string, cond func() bool) 
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// ClientFor returns a client of the Redis at url (a server of the test's own),
+// closed when t ends. It does not retry: a test that kills its server sees
+// the failure at once.
+func ClientFor(t testing.TB, url string) *redis.Client {
+	t.Helper()
+	opt, err := redis.ParseURL(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	opt.DialerRetries = 1
+	c := redis.NewClient(opt)
+	t.Cleanup(func() { c.Close() })
+	return c
+}

@@ -1,0 +1,168 @@
+package worker_test
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest"
+	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/rediq/rediq"
+	"github.com/rediq/rediq/internal/testredis"
+	"github.com/rediq/rediq/worker"
+)
+
+// Defect 1: Redis runs a fetch but its reply is lost (held past the client's
+// read timeout). Whether go-redis sends the fetch again or the worker does, the
+// second run answers what the first leased: every task runs, once.
+func TestLostFetchReplyLosesNothing(t *testing.T) {
+	t.Parallel()
+	testredis.RequireReal(t)
+	for name, query := range map[string]string{
+		"go-redis re-sends":   "?read_timeout=200ms",
+		"the worker re-sends": "?read_timeout=200ms&max_retries=-1",
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			e := newEnv(t)
+			proxy := testredis.NewProxy(t, testredis.URL()[len("redis://"):])
+			app, err := rediq.New(rediq.Config{RedisURL: proxy.URL() + query, Namespace: e.ns})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { app.Close() })
+			ran := newRecorder[string]()
+			rediq.Register(app, "job", func(ctx context.Context, _ int) (int, error) {
+				info, _ := rediq.CurrentTask(ctx)
+				ran.add(string(info.ID))
+				return 0, nil
+			})
+			core, logs := observer.New(zap.WarnLevel)
+			// A long lease keeps heartbeats out of the way: while the worker is
+			// idle, the only replies from Redis are the wake-up and the fetch.
+			e.start(app, worker.Config{LeaseTTL: time.Minute, Logger: zap.New(core)})
+			testredis.WaitFor(t, 5*time.Second, "the worker to register", func() bool {
+				return e.rdb.ZCard(context.Background(), e.queue("default").Workers).Val() == 1
+			})
+			proxy.HoldReplies(2, 600*time.Millisecond) // the wake-up message, then the fetch's reply
+			producer := rediq.Register(e.app, "job", func(context.Context, int) (int, error) { return 0, nil })
+			ids, err := producer.EnqueueMany(context.Background(), []int{1, 2, 3, 4, 5})
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := ran.wait(t, len(ids), 10*time.Second)
+			slices.Sort(got)
+			want := make([]string, len(ids))
+			for i, id := range ids {
+				want[i] = string(id)
+			}
+			slices.Sort(want)
+			if !slices.Equal(got, want) {
+				t.Fatalf("ran %v, want each of %v once", got, want)
+			}
+			testredis.WaitFor(t, 5*time.Second, "nothing left leased", func() bool { return e.active("default") == 0 })
+			if query[len(query)-2:] == "-1" && logs.FilterMessage("fetch failed; will send it again").Len() == 0 {
+				t.Fatal("the fetch never failed: the fault did not happen")
+			}
+		})
+	}
+}
+
+// Defect 5: Redis dies (SIGKILL) and comes back from its AOF after longer
+// than the lease TTL. The workers fence themselves meanwhile, then renew their
+// own sessions instead of taking each other's tasks: every task runs, none is
+// dead, none counts as recovered.
+func TestRedisRestartLongerThanTheLease(t *testing.T) {
+	t.Parallel()
+	srv := testredis.StartServer(t, testredis.WithAOF())
+	ns := testredis.Namespace(t)
+	rdb := testredis.ClientFor(t, srv.URL())
+	var mu sync.Mutex
+	recovered := map[string]int{}
+	newApp := func() (*rediq.App, *rediq.Task[int, int]) {
+		app, err := rediq.New(rediq.Config{RedisURL: srv.URL(), Namespace: ns})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { app.Close() })
+		task := rediq.Register(app, "job", func(ctx context.Context, _ int) (int, error) {
+			info, _ := rediq.CurrentTask(ctx)
+			mu.Lock()
+			recovered[string(info.ID)] = max(recovered[string(info.ID)], info.Recovered)
+			mu.Unlock()
+			select {
+			case <-time.After(100 * time.Millisecond):
+			case <-ctx.Done():
+				return 0, ctx.Err()
+			}
+			return 0, app.Redis().HIncrBy(ctx, ns+":done", string(info.ID), 1).Err()
+		})
+		return app, task
+	}
+	_, job := newApp()
+	a, _ := newApp()
+	b, _ := newApp()
+	var stops []func()
+	for i, app := range []*rediq.App{a, b} {
+		w, err := worker.New(app, worker.Config{Name: fmt.Sprint("w", i), Concurrency: 4, LeaseTTL: 2 * time.Second, Logger: zaptest.NewLogger(t, zaptest.Level(zap.InfoLevel))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- w.Run(ctx) }()
+		stops = append(stops, func() {
+			cancel()
+			select {
+			case <-done:
+			case <-time.After(30 * time.Second):
+				t.Error("worker did not stop")
+			}
+		})
+	}
+	t.Cleanup(func() {
+		for _, s := range stops {
+			s()
+		}
+	})
+	ids, err := job.EnqueueMany(context.Background(), make([]int, 60))
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := func() map[string]string { return rdb.HGetAll(context.Background(), ns+":done").Val() }
+	testredis.WaitFor(t, 10*time.Second, "some tasks done", func() bool { return len(done()) >= 10 })
+	srv.Kill()
+	// The outage: 1.5 lease periods. (The lease is 2s, not less: after an
+	// outage go-redis's pool retries dialing once a second, so a worker may
+	// take a second longer than another to get through again.)
+	time.Sleep(3 * time.Second)
+	srv.Restart(t)
+	testredis.WaitFor(t, 30*time.Second, "every task done", func() bool { return len(done()) == len(ids) })
+	if n := rdb.ZCard(context.Background(), ns+":{default}:dead").Val(); n != 0 {
+		t.Fatalf("%d tasks in dead", n)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for id, n := range recovered {
+		if n > 0 {
+			t.Errorf("task %s ran as recovered (%d): a worker took over a live worker's task", id, n)
+		}
+	}
+	t.Logf("%d tasks, %d ran more than once (interrupted by the outage)", len(ids), countOver(done(), 1))
+}
+
+func countOver(m map[string]string, n int) int {
+	c := 0
+	for _, v := range m {
+		if k, _ := strconv.Atoi(v); k > n {
+			c++
+		}
+	}
+	return c
+}
