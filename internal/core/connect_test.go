@@ -310,4 +310,3 @@ func TestAppConnection(t *testing.T) {
 		t.Fatal("the program's client was replaced or closed")
 	}
 }
-
