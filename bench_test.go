@@ -26,7 +26,7 @@ func benchTask(b *testing.B) (*rediq.Task[benchPayload, struct{}], func()) {
 		b.Fatal(err)
 	}
 	return task, func() {
-		app.Redis().Del(context.Background(), app.Namespace()+":{default}:pending", app.Namespace()+":{default}:seq", app.Namespace()+":queues")
+		app.Redis().Del(context.Background(), app.Namespace()+":{default}:pending", app.Namespace()+":{default}:t", app.Namespace()+":{default}:seq", app.Namespace()+":queues")
 		app.Close()
 	}
 }

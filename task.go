@@ -255,8 +255,10 @@ func (t *Task[A, R]) encode(args A, o *enqueueOptions, now time.Time) (broker.Me
 	if id == "" {
 		id = codec.NewID(now)
 	}
+	// The record is stored under its id, so the message leaves "i" out: 22
+	// bytes less per task in Redis.
 	env := codec.Envelope{
-		ID: id, Name: t.def.Name, Args: e.buf.Bytes(), EnqueuedAt: now.UnixMilli(),
+		Name: t.def.Name, Args: e.buf.Bytes(), EnqueuedAt: now.UnixMilli(),
 		Priority: o.priority, MaxRetries: o.retries, TimeoutMs: o.timeout.Milliseconds(),
 	}
 	body := codec.Encode(&env)

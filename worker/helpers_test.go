@@ -113,6 +113,9 @@ func (e *env) dead(queue string) []*codec.Envelope {
 		if err != nil {
 			e.t.Fatalf("dead message does not decode: %v", err)
 		}
+		if env.ID == "" {
+			env.ID = id
+		}
 		out = append(out, env)
 	}
 	return out

@@ -363,7 +363,11 @@ func (w *Worker) process(sl *slot, j *job) {
 	var env = envelopePool.Get().(*envelope)
 	defer envelopePool.Put(env)
 	err := env.decode(j.raw)
-	if err == nil && env.ID != j.id {
+	switch {
+	case err != nil:
+	case env.ID == "": // the usual: the record's id is its hash field
+		env.ID = j.id
+	case env.ID != j.id:
 		err = fmt.Errorf("%w: its id %q differs from the id %q it is stored under", codec.ErrMalformed, env.ID, j.id)
 	}
 	if err != nil {
@@ -400,8 +404,10 @@ func (w *Worker) process(sl *slot, j *job) {
 	cctx, cancel := context.WithCancelCause(ctx)
 	tctx, cancelTimeout := context.WithTimeout(cctx, timeout)
 	// What the watchdog does if the handler is stuck: the attempt failed.
-	stuckErr := fmt.Errorf("%w after %s, and the handler did not return within %s more: abandoned", rediq.ErrTimeout, timeout, w.cfg.TimeoutGrace)
-	giveUp := func() { w.failed(j, env.Envelope, def, maxRetries, stuckErr) }
+	giveUp := func() {
+		err := fmt.Errorf("%w after %s, and the handler did not return within %s more: abandoned", rediq.ErrTimeout, timeout, w.cfg.TimeoutGrace)
+		w.failed(j, env.Envelope, def, maxRetries, err)
+	}
 	sl.mu.Lock()
 	sl.cancel, sl.gen = cancel, j.gen
 	sl.deadline, sl.giveUp = time.Now().Add(timeout+w.cfg.TimeoutGrace), giveUp
@@ -455,13 +461,15 @@ func (w *Worker) process(sl *slot, j *job) {
 
 // failed settles a failed attempt: a retry after the task's backoff, or dead.
 func (w *Worker) failed(j *job, env codec.Envelope, def *core.TaskDef, maxRetries int, err error) {
+	id := env.ID
+	env.ID = "" // stored under its id
 	env.Error = err.Error()
 	env.Stack = ""
 	var pe *rediq.PanicError
 	if errors.As(err, &pe) {
 		env.Stack = string(pe.Stack)
 	}
-	log := w.log.With(zap.String("task_id", env.ID), zap.String("task", env.Name), zap.String("queue", j.q.Name),
+	log := w.log.With(zap.String("task_id", id), zap.String("task", env.Name), zap.String("queue", j.q.Name),
 		zap.Int("attempt", env.Retried+1), zap.Error(err))
 	if !errors.Is(err, rediq.ErrSkipRetry) && env.Retried < maxRetries {
 		delay := w.backoff(def, env.Retried)

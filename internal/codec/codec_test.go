@@ -159,7 +159,6 @@ func TestDecodeRejectsOutOfRangeValues(t *testing.T) {
 		"no version":     func(m map[string]any) { delete(m, "v") },
 		"version 0":      func(m map[string]any) { m["v"] = 0 },
 		"version 2":      func(m map[string]any) { m["v"] = 2 },
-		"no id":          func(m map[string]any) { delete(m, "i") },
 		"no name":        func(m map[string]any) { delete(m, "n") },
 		"no time":        func(m map[string]any) { delete(m, "t") },
 		"priority high":  func(m map[string]any) { m["p"] = 2048 },

@@ -22,7 +22,7 @@ const Version = 1
 
 // Envelope is one task message.
 type Envelope struct {
-	ID         string // "i": task id
+	ID         string // "i": task id; omitted when empty (a stored record's id is its hash field)
 	Name       string // "n": registered task name
 	Args       []byte // "a": the arguments, one msgpack value (kept raw)
 	EnqueuedAt int64  // "t": Unix milliseconds of the first enqueue
@@ -57,7 +57,10 @@ var ErrMalformed = errors.New("malformed message")
 
 // Append encodes e onto dst.
 func Append(dst []byte, e *Envelope) []byte {
-	n := 4 // v, i, n, t
+	n := 3 // v, n, t
+	if e.ID != "" {
+		n++
+	}
 	if e.Args != nil {
 		n++
 	}
@@ -93,8 +96,10 @@ func Append(dst []byte, e *Envelope) []byte {
 	}
 	dst = appendKey(dst, 'v')
 	dst = appendInt(dst, Version)
-	dst = appendKey(dst, 'i')
-	dst = appendStr(dst, e.ID)
+	if e.ID != "" {
+		dst = appendKey(dst, 'i')
+		dst = appendStr(dst, e.ID)
+	}
 	dst = appendKey(dst, 'n')
 	dst = appendStr(dst, e.Name)
 	if e.Args != nil {
@@ -280,8 +285,6 @@ func DecodeInto(b []byte, e *Envelope) error {
 		return fmt.Errorf("%w: no version (v must be 1)", ErrMalformed)
 	case version > Version:
 		return fmt.Errorf("%w: version %d is newer than this worker's %d", ErrMalformed, version, Version)
-	case e.ID == "":
-		return fmt.Errorf("%w: no task id", ErrMalformed)
 	case e.Name == "":
 		return fmt.Errorf("%w: no task name", ErrMalformed)
 	case r.off != len(b):

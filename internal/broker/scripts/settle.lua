@@ -12,8 +12,9 @@
 --   q  give back unrun (a stop, a fetch reply that was lost): to the front of its
 --      priority in pending (in recovering if it has a recovery count), not an attempt
 --   s  mark started: reclaim counts only started tasks as recoveries
--- Each outcome first checks that the session still holds the lease (active[id] ==
--- session:token); if not (it was reclaimed, or this outcome already applied) it
+-- Each outcome first checks that the session still holds the lease (its lease hash
+-- maps the token to this id; reclaim deletes the hash, and tokens are never reused
+-- by a session); if not (it was reclaimed, or this outcome already applied) it
 -- changes nothing. Destinations are written before the lease is released, so an
 -- error in between leaves a task leased twice, never nowhere.
 -- Returns one character per outcome: "1" applied, "0" not held.
@@ -31,22 +32,52 @@ local now = nowMs - tonumber(ARGV[2])
 local status = {}
 local killed, wake = false, false
 local firstSched
+local hasRecovered = redis.call('EXISTS', KEYS[7]) == 1
+-- The leases of the whole call in one HMGET, and the plain acks (the common
+-- case) released in one HDEL per hash: a call into Redis costs more than the
+-- Lua around it.
+local toks = {}
 for i = 6, #ARGV, 5 do
-  local kind, tok, id = ARGV[i], ARGV[i + 1], ARGV[i + 2]
-  local v
-  if redis.call('HGET', KEYS[2], id) == session .. ':' .. tok then
-    v = redis.call('HGET', KEYS[1], tok)
+  toks[#toks + 1] = ARGV[i + 1]
+end
+local leased = {}
+for from = 1, #toks, 1000 do
+  local vals = redis.call('HMGET', KEYS[1], unpack(toks, from, math.min(from + 999, #toks)))
+  for k = 1, #vals do
+    leased[from + k - 1] = vals[k]
   end
-  if not v then
+end
+local ackIDs, ackToks = {}, {}
+local function flushAcks()
+  if #ackIDs > 0 then
+    redis.call('HDEL', KEYS[3], unpack(ackIDs))
+    if hasRecovered then
+      redis.call('HDEL', KEYS[7], unpack(ackIDs))
+    end
+    redis.call('HDEL', KEYS[1], unpack(ackToks))
+    redis.call('HDEL', KEYS[2], unpack(ackIDs))
+    ackIDs, ackToks = {}, {}
+  end
+end
+for n = 1, #toks do
+  local i = 6 + (n - 1) * 5
+  local kind, tok, id = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  local v = leased[n]
+  local c = v and string.find(v, ':', 3, true)
+  if not c or string.sub(v, c + 1) ~= id then
     status[#status + 1] = '0'
+  elseif kind == 'a' then
+    status[#status + 1] = '1'
+    ackIDs[#ackIDs + 1] = id
+    ackToks[#ackToks + 1] = tok
+    if #ackIDs >= 1000 then
+      flushAcks()
+    end
   else
     status[#status + 1] = '1'
-    local slot = tonumber(string.sub(v, 3, string.find(v, ':', 3, true) - 1))
+    local slot = tonumber(string.sub(v, 3, c - 1))
     local release = true
-    if kind == 'a' then
-      redis.call('HDEL', KEYS[3], id)
-      redis.call('HDEL', KEYS[7], id)
-    elseif kind == 'r' then
+    if kind == 'r' then
       local score = (now + tonumber(ARGV[i + 3])) * 4096 + slot
       if not firstSched then
         local f = redis.call('ZRANGE', KEYS[5], 0, 0, 'WITHSCORES')
@@ -81,6 +112,7 @@ for i = 6, #ARGV, 5 do
     end
   end
 end
+flushAcks()
 if killed then
   local old = redis.call('ZRANGEBYSCORE', KEYS[6], '-inf', nowMs - tonumber(ARGV[4]), 'LIMIT', 0, 1000)
   local excess = redis.call('ZCARD', KEYS[6]) - #old - tonumber(ARGV[5])
