@@ -37,21 +37,31 @@ func TestLostFetchReplyLosesNothing(t *testing.T) {
 				t.Fatal(err)
 			}
 			t.Cleanup(func() { app.Close() })
+			var mu sync.Mutex
 			ran := newRecorder[string]()
 			rediq.Register(app, "job", func(ctx context.Context, _ int) (int, error) {
 				info, _ := rediq.CurrentTask(ctx)
-				ran.add(string(info.ID))
+				mu.Lock()
+				r := ran
+				mu.Unlock()
+				r.add(string(info.ID))
 				return 0, nil
 			})
 			core, logs := observer.New(zap.WarnLevel)
 			// A long lease keeps heartbeats out of the way: while the worker is
 			// idle, the only replies from Redis are the wake-up and the fetch.
 			e.start(app, worker.Config{LeaseTTL: time.Minute, Logger: zap.New(core)})
-			testredis.WaitFor(t, 5*time.Second, "the worker to register", func() bool {
-				return e.rdb.ZCard(context.Background(), e.queue("default").Workers).Val() == 1
-			})
-			proxy.HoldReplies(2, 600*time.Millisecond) // the wake-up message, then the fetch's reply
+			// A first task shows the worker subscribed and idle, its ack done.
 			producer := rediq.Register(e.app, "job", func(context.Context, int) (int, error) { return 0, nil })
+			if _, err := producer.Enqueue(context.Background(), 0); err != nil {
+				t.Fatal(err)
+			}
+			ran.wait(t, 1, 10*time.Second)
+			testredis.WaitFor(t, 5*time.Second, "the first ack", func() bool { return e.active("default") == 0 })
+			mu.Lock()
+			ran = newRecorder[string]()
+			mu.Unlock()
+			proxy.HoldReplies(2, 600*time.Millisecond) // the wake-up message, then the fetch's reply
 			ids, err := producer.EnqueueMany(context.Background(), []int{1, 2, 3, 4, 5})
 			if err != nil {
 				t.Fatal(err)

@@ -25,26 +25,46 @@ if call ~= '' then
     end
   end
 end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - tonumber(ARGV[3])
 -- Check every argument before the first write: an error after it would leave
 -- half a call done.
+local nowNeeded, npend = false, 0
 for i = 4, #ARGV, 4 do
   local slot, delay = tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
   if not slot or slot < 0 or slot > 4095 or slot % 1 ~= 0 then
     return redis.error_reply('ERR rediq: priority slot ' .. ARGV[i + 1] .. ' is outside [0, 4095]')
   end
-  if not delay or delay < 0 or delay % 1 ~= 0 or now + delay >= P then
-    return redis.error_reply('ERR rediq: delay ' .. ARGV[i + 2] .. ' ms is negative or past 2094')
+  if not delay or delay < 0 or delay % 1 ~= 0 or delay >= P then
+    return redis.error_reply('ERR rediq: delay ' .. ARGV[i + 2] .. ' ms is not a whole number of ms until 2094')
+  end
+  if delay > 0 then
+    nowNeeded = true
+  else
+    npend = npend + 1
   end
 end
+local now, earliest = 0, math.huge
+if nowNeeded then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - tonumber(ARGV[3])
+  for i = 4, #ARGV, 4 do
+    if now + tonumber(ARGV[i + 2]) >= P then
+      return redis.error_reply('ERR rediq: delay ' .. ARGV[i + 2] .. ' ms is past 2094')
+    end
+  end
+  local first = redis.call('ZRANGE', KEYS[3], 0, 0, 'WITHSCORES')
+  earliest = first[2] and tonumber(first[2]) or math.huge
+end
+-- The sequence: reset when the queue is empty, so that it rarely grows large.
 local wasEmpty = redis.call('EXISTS', KEYS[2]) == 0
 local seq = 0
-if not wasEmpty then
-  seq = tonumber(redis.call('GET', KEYS[4]) or '0')
+if npend > 0 then
+  if wasEmpty then
+    redis.call('SET', KEYS[4], npend)
+  else
+    seq = redis.call('INCRBY', KEYS[4], npend) - npend
+  end
 end
-local n = (#ARGV - 3) / 4
-if seq + n >= P then
+if seq + npend >= P then
   -- 2^41 enqueues without the queue ever emptying: renumber what is pending
   -- (same order) so that sequences never spill into the next priority.
   local all = redis.call('ZRANGE', KEYS[2], 0, -1, 'WITHSCORES')
@@ -62,39 +82,55 @@ if seq + n >= P then
   if #add > 0 then
     redis.call('ZADD', KEYS[2], unpack(add))
   end
+  redis.call('SET', KEYS[4], seq + npend)
 end
-local first = redis.call('ZRANGE', KEYS[3], 0, 0, 'WITHSCORES')
-local earliest = first[2] and tonumber(first[2]) or math.huge
 local wakeScheduled = false
-local status, pend, sched = {}, {}, {}
-for i = 4, #ARGV, 4 do
-  local id = ARGV[i]
-  if redis.call('HSETNX', KEYS[1], id, ARGV[i + 3]) == 1 then
-    local slot, delay = tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
-    if delay == 0 then
-      seq = seq + 1
-      pend[#pend + 1] = slot * P + seq
-      pend[#pend + 1] = id
-      if #pend >= 1000 then
-        redis.call('ZADD', KEYS[2], unpack(pend))
-        pend = {}
-      end
+local status, pend, sched, rec = {}, {}, {}, {}
+local seen = {}
+-- Which ids exist, in one HMGET per thousand: a call into Redis costs more than
+-- the Lua around it.
+for from = 4, #ARGV, 4000 do
+  local ids = {}
+  for i = from, math.min(from + 3999, #ARGV), 4 do
+    ids[#ids + 1] = ARGV[i]
+  end
+  local existing = redis.call('HMGET', KEYS[1], unpack(ids))
+  for k, id in ipairs(ids) do
+    local i = from + (k - 1) * 4
+    if existing[k] or seen[id] then
+      status[#status + 1] = '0'
     else
-      local score = (now + delay) * 4096 + slot
-      if score < earliest then
-        earliest = score
-        wakeScheduled = true
-      end
-      sched[#sched + 1] = score
-      sched[#sched + 1] = id
-      if #sched >= 1000 then
-        redis.call('ZADD', KEYS[3], unpack(sched))
-        sched = {}
+      seen[id] = true
+      status[#status + 1] = '1'
+      rec[#rec + 1] = id
+      rec[#rec + 1] = ARGV[i + 3]
+      local slot, delay = tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
+      if delay == 0 then
+        seq = seq + 1
+        pend[#pend + 1] = slot * P + seq
+        pend[#pend + 1] = id
+      else
+        local score = (now + delay) * 4096 + slot
+        if score < earliest then
+          earliest = score
+          wakeScheduled = true
+        end
+        sched[#sched + 1] = score
+        sched[#sched + 1] = id
       end
     end
-    status[#status + 1] = '1'
-  else
-    status[#status + 1] = '0'
+  end
+  if #rec > 0 then
+    redis.call('HSET', KEYS[1], unpack(rec))
+    rec = {}
+  end
+  if #pend > 0 then
+    redis.call('ZADD', KEYS[2], unpack(pend))
+    pend = {}
+  end
+  if #sched > 0 then
+    redis.call('ZADD', KEYS[3], unpack(sched))
+    sched = {}
   end
 end
 if #pend > 0 then
@@ -103,7 +139,6 @@ end
 if #sched > 0 then
   redis.call('ZADD', KEYS[3], unpack(sched))
 end
-redis.call('SET', KEYS[4], seq)
 local out = table.concat(status)
 if call ~= '' then
   redis.call('SET', KEYS[5], call .. ':' .. out, 'PX', 300000)
