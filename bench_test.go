@@ -2,6 +2,8 @@ package rediq_test
 
 import (
 	"context"
+	"os"
+	"strconv"
 	"testing"
 
 	"github.com/rediq/rediq"
@@ -37,7 +39,7 @@ func BenchmarkEnqueue(b *testing.B) {
 	task, done := benchTask(b)
 	defer done()
 	b.ReportAllocs()
-	b.SetParallelism(8) // 16 goroutines on 2 CPUs
+	b.SetParallelism(benchPar) // 16 goroutines on 2 CPUs by default
 	b.RunParallel(func(pb *testing.PB) {
 		ctx := context.Background()
 		for pb.Next() {
@@ -79,3 +81,10 @@ func BenchmarkEnqueueMany(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(batch)), "ns/task")
 }
+
+var benchPar = func() int {
+	if n, err := strconv.Atoi(os.Getenv("REDIQ_BENCH_PARALLELISM")); err == nil && n > 0 {
+		return n
+	}
+	return 8
+}()

@@ -113,12 +113,39 @@ func (b *Broker) Enqueue(ctx context.Context, q *Queue, msgs []Message) ([]bool,
 }
 
 func (b *Broker) enqueueCall(ctx context.Context, t *batch, q *Queue, l lane, msgs []Message) *redis.Cmd {
+	return t.script(ctx, enqueueScript, q.enqueueKeys(&l), enqueueArgs(q, l, msgs)...)
+}
+
+func (q *Queue) enqueueKeys(l *lane) []string {
+	return []string{q.Records, q.Pending, q.Scheduled, q.Seq, q.call + l.id}
+}
+
+// slotArgs holds every priority slot boxed once, so that building a call's
+// arguments does not allocate for them.
+var slotArgs = func() (a [4096]any) {
+	for i := range a {
+		a[i] = strconv.Itoa(i)
+	}
+	return a
+}()
+
+var zeroDelay any = "0"
+
+func enqueueArgs(q *Queue, l lane, msgs []Message) []any {
 	args := make([]any, 0, 3+4*len(msgs))
 	args = append(args, q.Channel, l.call, Epoch)
 	for _, m := range msgs {
-		args = append(args, m.ID, m.Slot, max(m.Delay.Milliseconds(), 0), m.Body)
+		delay := zeroDelay
+		if m.Delay > 0 {
+			delay = m.Delay.Milliseconds()
+		}
+		slot := any(m.Slot)
+		if m.Slot >= 0 && m.Slot < len(slotArgs) {
+			slot = slotArgs[m.Slot]
+		}
+		args = append(args, m.ID, slot, delay, m.Body)
 	}
-	return t.script(ctx, enqueueScript, []string{q.Records, q.Pending, q.Scheduled, q.Seq, q.call + l.id}, args...)
+	return args
 }
 
 func appendStatus(dst []bool, c *redis.Cmd) ([]bool, error) {
@@ -257,7 +284,13 @@ func (b *Broker) Enqueue1(ctx context.Context, q *Queue, m Message) (bool, error
 	}
 	c.mu.Unlock()
 	if l != nil {
-		go b.drive(q, l)
+		if ctx.Done() == nil {
+			// A caller that can never leave early may as well send itself:
+			// no goroutine to start and wake.
+			b.drive(q, l)
+		} else {
+			go b.drive(q, l)
+		}
 	}
 	select {
 	case res := <-r.done:
@@ -307,10 +340,14 @@ func (b *Broker) drive(q *Queue, l *lane) {
 		ctx, cancel := context.WithTimeout(context.Background(), sendTimeout)
 		var added []bool
 		err := b.retrying(ctx, func() error {
-			t := b.newBatch()
-			if !q.indexed.Load() {
-				t.pipe.SAdd(ctx, b.indexKey(), q.Name)
+			if q.indexed.Load() { // the common case: one command, no pipeline
+				cmd := enqueueScript.Run(ctx, b.rdb, q.enqueueKeys(l), enqueueArgs(q, *l, msgs)...)
+				var err error
+				added, err = appendStatus(added[:0], cmd)
+				return err
 			}
+			t := b.newBatch()
+			t.pipe.SAdd(ctx, b.indexKey(), q.Name)
 			cmd := b.enqueueCall(ctx, t, q, *l, msgs)
 			if err := t.exec(ctx); err != nil {
 				return err

@@ -42,7 +42,7 @@ for i = 4, #ARGV, 4 do
     npend = npend + 1
   end
 end
-local now, earliest = 0, math.huge
+local now, earliest, wakeScheduled = 0, math.huge, false
 if nowNeeded then
   local t = redis.call('TIME')
   now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - tonumber(ARGV[3])
@@ -54,16 +54,13 @@ if nowNeeded then
   local first = redis.call('ZRANGE', KEYS[3], 0, 0, 'WITHSCORES')
   earliest = first[2] and tonumber(first[2]) or math.huge
 end
--- The sequence: reset when the queue is empty, so that it rarely grows large.
-local wasEmpty = redis.call('EXISTS', KEYS[2]) == 0
+-- The sequence. Fetch deletes it when it empties pending, so a sequence that
+-- starts at 0 means the queue was empty: the wake-up below needs no EXISTS.
 local seq = 0
 if npend > 0 then
-  if wasEmpty then
-    redis.call('SET', KEYS[4], npend)
-  else
-    seq = redis.call('INCRBY', KEYS[4], npend) - npend
-  end
+  seq = redis.call('INCRBY', KEYS[4], npend) - npend
 end
+local wasEmpty = seq == 0
 if seq + npend >= P then
   -- 2^41 enqueues without the queue ever emptying: renumber what is pending
   -- (same order) so that sequences never spill into the next priority.
@@ -84,12 +81,39 @@ if seq + npend >= P then
   end
   redis.call('SET', KEYS[4], seq + npend)
 end
-local wakeScheduled = false
 local status, pend, sched, rec = {}, {}, {}, {}
 local seen = {}
+local function index(i, id)
+  local slot, delay = tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
+  if delay == 0 then
+    seq = seq + 1
+    pend[#pend + 1] = slot * P + seq
+    pend[#pend + 1] = id
+  else
+    local score = (now + delay) * 4096 + slot
+    if score < earliest then
+      earliest = score
+      wakeScheduled = true
+    end
+    sched[#sched + 1] = score
+    sched[#sched + 1] = id
+  end
+end
+local added = 0
+if #ARGV == 7 then -- one task, the common single Enqueue: one HSETNX
+  if redis.call('HSETNX', KEYS[1], ARGV[4], ARGV[7]) == 1 then
+    status[1] = '1'
+    index(4, ARGV[4])
+  else
+    status[1] = '0'
+  end
+end
 -- Which ids exist, in one HMGET per thousand: a call into Redis costs more than
 -- the Lua around it.
 for from = 4, #ARGV, 4000 do
+  if #ARGV == 7 then
+    break
+  end
   local ids = {}
   for i = from, math.min(from + 3999, #ARGV), 4 do
     ids[#ids + 1] = ARGV[i]
@@ -104,20 +128,7 @@ for from = 4, #ARGV, 4000 do
       status[#status + 1] = '1'
       rec[#rec + 1] = id
       rec[#rec + 1] = ARGV[i + 3]
-      local slot, delay = tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
-      if delay == 0 then
-        seq = seq + 1
-        pend[#pend + 1] = slot * P + seq
-        pend[#pend + 1] = id
-      else
-        local score = (now + delay) * 4096 + slot
-        if score < earliest then
-          earliest = score
-          wakeScheduled = true
-        end
-        sched[#sched + 1] = score
-        sched[#sched + 1] = id
-      end
+      index(i, id)
     end
   end
   if #rec > 0 then
@@ -125,6 +136,7 @@ for from = 4, #ARGV, 4000 do
     rec = {}
   end
   if #pend > 0 then
+    added = added + #pend
     redis.call('ZADD', KEYS[2], unpack(pend))
     pend = {}
   end
@@ -134,6 +146,7 @@ for from = 4, #ARGV, 4000 do
   end
 end
 if #pend > 0 then
+  added = added + #pend
   redis.call('ZADD', KEYS[2], unpack(pend))
 end
 if #sched > 0 then
@@ -145,7 +158,7 @@ if call ~= '' then
 end
 -- A worker only goes idle after emptying the queue, so "was empty" is the only
 -- transition it must hear; a new earliest due time re-arms idle workers' timers.
-if (wasEmpty and redis.call('EXISTS', KEYS[2]) == 1) or wakeScheduled then
+if (wasEmpty and added > 0) or wakeScheduled then
   redis.call('PUBLISH', ARGV[1], 'p')
 end
 return out

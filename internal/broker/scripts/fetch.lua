@@ -60,10 +60,7 @@ end
 local due = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now * 4096 + 4095, 'WITHSCORES', 'LIMIT', 0, 500)
 local promoted = #due / 2
 if promoted > 0 then
-  local seq = 0
-  if redis.call('EXISTS', KEYS[2]) == 1 then
-    seq = tonumber(redis.call('GET', KEYS[9]) or '0')
-  end
+  local seq = tonumber(redis.call('GET', KEYS[9]) or '0')
   local add, rem = {}, {}
   for i = 1, #due, 2 do
     seq = seq + 1
@@ -85,9 +82,15 @@ if ARGV[7] == '1' and n > 0 then
   end
 end
 if n > #taken / 2 then
-  local r = redis.call('ZPOPMIN', KEYS[2], n - #taken / 2)
+  local want = n - #taken / 2
+  local r = redis.call('ZPOPMIN', KEYS[2], want)
   for i = 1, #r do
     taken[#taken + 1] = r[i]
+  end
+  if #r < 2 * want or redis.call('EXISTS', KEYS[2]) == 0 then
+    -- Pending is empty: the next enqueue starts the sequence at 0 again, and
+    -- that is how it knows to wake the idle workers (see enqueue.lua).
+    redis.call('DEL', KEYS[9])
   end
 end
 local startN = tonumber(ARGV[8])
