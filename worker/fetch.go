@@ -125,7 +125,7 @@ func (w *Worker) accept(ctx context.Context, reqs []broker.FetchRequest, qs []*q
 				w.recovering.Add(1)
 			}
 			if j.raw == nil { // the record is gone: nothing to run
-				w.settle(j, broker.Ack, nil, 0)
+				w.settleNow(j, broker.Ack)
 				continue
 			}
 			w.jobs <- j
@@ -160,7 +160,7 @@ func (w *Worker) reconcileAll(ctx context.Context) {
 			w.held.Add(1)
 			unknown++
 			j := &job{q: q, gen: gen, token: tok, id: id}
-			defer w.settle(j, broker.Requeue, nil, 0)
+			defer w.settleNow(j, broker.Requeue)
 		}
 		q.heldMu.Unlock()
 		if unknown > 0 {

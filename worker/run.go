@@ -244,7 +244,7 @@ type job struct {
 	raw       []byte
 	recovered int
 	started   bool      // marked started in Redis
-	released  sync.Once // its prefetch slot was freed
+	freed     sync.Once // its prefetch slot was freed
 }
 
 func (w *Worker) aborted() bool {
@@ -315,6 +315,19 @@ func (w *Worker) mayStart(j *job) bool {
 	if j.started {
 		return true
 	}
+	if j.recovered == 0 {
+		// Marked without waiting: a round trip per start would cap a worker
+		// at concurrency/RTT tasks a second. The local lease clock, checked
+		// above, keeps a worker from starting what it may no longer hold; a
+		// task that kills its worker before the mark lands is caught by
+		// reclaim's orphan count.
+		j.started = true
+		w.settler.add(j, broker.Settlement{Queue: j.q.Queue, Session: w.session, Token: j.token, ID: j.id,
+			Outcome: broker.Start})
+		return true
+	}
+	// A recovered task may be the one that kills workers: its mark lands
+	// before it starts, so that its count is exact.
 	held, ok := w.settler.mark(j, w.abort)
 	switch {
 	case !ok: // stopping before the mark went through: give it back
@@ -330,12 +343,10 @@ func (w *Worker) mayStart(j *job) bool {
 	return true
 }
 
-// release frees j's prefetch slot, once, and tells the fetcher.
-func (w *Worker) release(j *job) {
-	j.released.Do(func() {
-		j.q.heldMu.Lock()
-		delete(j.q.held, j.token)
-		j.q.heldMu.Unlock()
+// free frees j's prefetch slot, once, and tells the fetcher: its runner is
+// done with it (its outcome is queued for Redis, or it was dropped).
+func (w *Worker) free(j *job) {
+	j.freed.Do(func() {
 		if j.recovered > 0 { // the next recovered task may come now
 			w.recovering.Add(-1)
 			j.q.ready.Store(true)
@@ -345,6 +356,20 @@ func (w *Worker) release(j *job) {
 	})
 }
 
+// forget drops j's token from those the session holds in Redis (for
+// reconciliation): its outcome reached Redis, or its lease was lost.
+func (w *Worker) forget(j *job) {
+	j.q.heldMu.Lock()
+	delete(j.q.held, j.token)
+	j.q.heldMu.Unlock()
+}
+
+// release drops j: no outcome will be sent for it.
+func (w *Worker) release(j *job) {
+	w.free(j)
+	w.forget(j)
+}
+
 func (w *Worker) wake() {
 	select {
 	case w.kick <- struct{}{}:
@@ -352,11 +377,22 @@ func (w *Worker) wake() {
 	}
 }
 
-// settle hands j's outcome to the settler; its prefetch slot is freed once
-// Redis has it.
+// settle hands j's outcome to the settler and frees its prefetch slot, so the
+// fetcher refills it while the outcome travels. The settler's backlog is
+// bounded: when it is full (Redis slow or away) settle waits, the runners stop,
+// and the fetcher, with no free slot, fetches nothing.
 func (w *Worker) settle(j *job, o broker.Outcome, body []byte, delay time.Duration) {
 	w.settler.add(j, broker.Settlement{Queue: j.q.Queue, Session: w.session, Token: j.token, ID: j.id,
 		Outcome: o, Body: body, Delay: delay})
+	w.free(j)
+}
+
+// settleNow is settle for the fetcher, which must not wait for room: it gives
+// back tasks it cannot hand to a runner, rarely, and must stay stoppable.
+func (w *Worker) settleNow(j *job, o broker.Outcome) {
+	w.settler.push(settleItem{s: broker.Settlement{Queue: j.q.Queue, Session: w.session, Token: j.token, ID: j.id,
+		Outcome: o}, j: j})
+	w.free(j)
 }
 
 func (w *Worker) process(sl *slot, j *job) {

@@ -20,6 +20,8 @@ type settler struct {
 	mu      sync.Mutex
 	pending []settleItem
 	signal  chan struct{}
+	room    chan struct{} // a token per outcome queued or in flight: the backlog's bound
+	stopped chan struct{} // closed when the settler has stopped: add waits no more
 }
 
 type settleItem struct {
@@ -31,9 +33,34 @@ type settleItem struct {
 func (s *settler) init(w *Worker) {
 	s.w = w
 	s.signal = make(chan struct{}, 1)
+	s.room = make(chan struct{}, w.capacity)
+	s.stopped = make(chan struct{})
 }
 
-func (s *settler) add(j *job, x broker.Settlement) { s.push(settleItem{s: x, j: j}) }
+// add queues an outcome (or a start mark nobody waits for). Outcomes wait for
+// room in the backlog, unless the worker is stopping: then the final flush
+// takes what there is.
+func (s *settler) add(j *job, x broker.Settlement) {
+	if x.Outcome != broker.Start {
+		select {
+		case s.room <- struct{}{}:
+		case <-s.w.abort:
+		case <-s.stopped:
+		}
+	}
+	s.push(settleItem{s: x, j: j})
+}
+
+// done frees the backlog room of a settled outcome.
+func (s *settler) done(it settleItem) {
+	if it.s.Outcome == broker.Start {
+		return
+	}
+	select {
+	case <-s.room:
+	default: // added without room while stopping
+	}
+}
 
 func (s *settler) push(it settleItem) {
 	s.mu.Lock()
@@ -89,11 +116,15 @@ func (s *settler) send(ctx context.Context, batch []settleItem) error {
 			it.mark <- held[i]
 			continue
 		}
+		if it.s.Outcome == broker.Start { // a mark nobody waits for
+			continue
+		}
 		if !held[i] {
 			s.w.log.Debug("settled a task whose lease this worker no longer holds: nothing changed",
 				zap.String("task_id", it.s.ID), zap.String("queue", it.s.Queue.Name))
 		}
-		s.w.release(it.j)
+		s.done(it)
+		s.w.forget(it.j)
 	}
 	return nil
 }
@@ -134,6 +165,7 @@ func (s *settler) loop(ctx context.Context, stop <-chan struct{}) {
 // final flushes what is left, trying for a few seconds. What still fails is not
 // lost: its leases expire and another worker runs the tasks again.
 func (s *settler) final(ctx context.Context) {
+	defer close(s.stopped)
 	deadline := time.Now().Add(5 * time.Second)
 	for attempt := 1; ; attempt++ {
 		batch := s.take()

@@ -84,6 +84,7 @@ type Queue struct {
 	Scheduled  string // zset: id -> (due-Epoch)*4096 + slot
 	Recovering string // zset: id of a started task taken back from a dead worker -> slot*2^41 + ms
 	Recovered  string // hash: id -> times a worker died running it
+	Orphaned   string // hash: id -> times it came back unmarked from a dead worker (reclaim.lua)
 	Dead       string // zset: id -> Unix ms of death
 	Active     string // hash: id -> "session:token" of the lease holding it
 	Seq        string // counter giving FIFO order within a priority
@@ -119,7 +120,7 @@ func (b *Broker) Queue(name string) *Queue {
 	p := b.ns + ":{" + name + "}:"
 	q := &Queue{
 		Name: name, Records: p + "t", Pending: p + "pending", Scheduled: p + "scheduled",
-		Recovering: p + "recovering", Recovered: p + "recovered", Dead: p + "dead", Active: p + "active",
+		Recovering: p + "recovering", Recovered: p + "recovered", Orphaned: p + "orphaned", Dead: p + "dead", Active: p + "active",
 		Seq: p + "seq", Workers: p + "workers", Channel: p + "wake", lease: p + "lease:", call: p + "call:",
 	}
 	actual, _ := b.queues.LoadOrStore(name, q)

@@ -286,11 +286,27 @@ func TestReclaimCountsOnlyStartedTasks(t *testing.T) {
 	if r := rdb.ZRange(ctx, q.Recovering, 0, -1).Val(); len(r) != 2 || rdb.HLen(ctx, q.Recovered).Val() != 2 || rdb.HExists(ctx, q.Recovered, "c").Val() {
 		t.Fatalf("recovering %v, recovered %v", r, rdb.HGetAll(ctx, q.Recovered).Val())
 	}
+	// Marks are sent without waiting, so a task that kills its worker at once
+	// looks unstarted: the second time it comes back so, it counts.
+	register(t, b, q, "C", 30*time.Millisecond)
+	fetch(t, b, "C", 30*time.Millisecond, broker.FetchRequest{Queue: q, N: 2, TokenBase: 50}) // c, d unmarked
+	time.Sleep(40 * time.Millisecond)
+	if pre, started, ok, err := b.Reclaim(ctx, q, "C"); pre != 1 || started != 1 || !ok || err != nil {
+		t.Fatalf("second reclaim = %d %d %v %v; want c counted on its second return, d back", pre, started, ok, err)
+	}
+	if rdb.HGet(ctx, q.Recovered, "c").Val() != "1" || rdb.HGet(ctx, q.Orphaned, "d").Val() != "1" || rdb.HExists(ctx, q.Orphaned, "c").Val() {
+		t.Fatalf("recovered %v orphaned %v", rdb.HGetAll(ctx, q.Recovered).Val(), rdb.HGetAll(ctx, q.Orphaned).Val())
+	}
 	// A worker gets at most one recovering task per fetch.
 	register(t, b, q, "B", time.Minute)
 	got := fetch(t, b, "B", time.Minute, broker.FetchRequest{Queue: q, N: 10, Recovering: true})
-	if len(got.Tasks) != 3 || got.Tasks[0].Recovered != 1 || got.Tasks[1].Recovered != 0 {
+	if len(got.Tasks) != 2 || got.Tasks[0].Recovered != 1 || got.Tasks[1].ID != "d" {
 		t.Fatalf("fetch %+v", got.Tasks)
+	}
+	// An ack clears the counts.
+	settle(t, b, broker.Settlement{Queue: q, Session: "B", Token: got.Tasks[1].Token, ID: "d", Outcome: broker.Ack})
+	if rdb.HExists(ctx, q.Orphaned, "d").Val() {
+		t.Fatal("the ack left d's orphan count")
 	}
 }
 

@@ -140,13 +140,14 @@ func (b *Broker) Heartbeat(ctx context.Context, session string, ttl time.Duratio
 	return out, nil
 }
 
-// Reclaim takes back everything leased to an expired session: what it had only
-// prefetched goes back to pending, what it had started to recovering. ok is
+// Reclaim takes back everything leased to an expired session: what it had not
+// marked started goes back to pending, what it had started to recovering (see
+// reclaim.lua for tasks that come back unmarked twice). ok is
 // false if the session was not expired (another worker got there first, or it
 // came back).
 func (b *Broker) Reclaim(ctx context.Context, q *Queue, session string) (prefetched, started int, ok bool, err error) {
 	vals, err := b.run(ctx, reclaimScript,
-		[]string{q.Workers, q.Lease(session), q.Pending, q.Recovering, q.Recovered, q.Active},
+		[]string{q.Workers, q.Lease(session), q.Pending, q.Recovering, q.Recovered, q.Active, q.Orphaned},
 		session, q.Channel, Epoch).Int64Slice()
 	if err != nil || len(vals) != 2 {
 		return 0, 0, false, fmt.Errorf("reclaim %s on %q: %v %w", session, q.Name, vals, err)
@@ -254,7 +255,7 @@ func (b *Broker) Settle(ctx context.Context, keep DeadRetention, ss []Settlement
 	for i, g := range groups {
 		q := g.q
 		cmds[i] = t.script(ctx, settleScript,
-			[]string{q.Lease(g.session), q.Active, q.Records, q.Pending, q.Scheduled, q.Dead, q.Recovered, q.Recovering},
+			[]string{q.Lease(g.session), q.Active, q.Records, q.Pending, q.Scheduled, q.Dead, q.Recovered, q.Recovering, q.Orphaned},
 			g.args...)
 	}
 	if err := t.exec(ctx); err != nil {

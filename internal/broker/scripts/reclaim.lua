@@ -1,10 +1,14 @@
 -- reclaim: take back everything leased to a session whose lease expired.
 -- KEYS[1] workers   KEYS[2] the expired session's lease hash   KEYS[3] pending
--- KEYS[4] recovering   KEYS[5] recovered   KEYS[6] active
+-- KEYS[4] recovering   KEYS[5] recovered   KEYS[6] active   KEYS[7] orphaned
 -- ARGV[1] expired session id   ARGV[2] wake channel   ARGV[3] epoch (Unix ms)
--- Tasks it had only prefetched go back uncounted (they cannot have killed it): to
--- the front of their priority in pending, or to recovering if they already carry a
--- recovery count. Tasks it had started are counted in
+-- Tasks not marked started go back uncounted: to the front of their priority in
+-- pending, or to recovering if they already carry a recovery count. Workers mark a
+-- start without waiting for the mark, so a task that kills its worker within a
+-- round trip of starting looks unstarted: orphaned counts those returns, and the
+-- second one in a row counts as a recovery (such a task cannot slip through
+-- forever; a healthy task that only sat in the prefetch buffer of two dying
+-- workers is then merely run on its own). Tasks it had started are counted in
 -- recovered and go to recovering, from which a worker takes at most one at a time
 -- besides its other tasks: a task that kills its worker is then never again fetched
 -- alongside another recovered one, so it alone climbs to the poison limit.
@@ -27,6 +31,11 @@ for i = 1, #leased, 2 do
   local slot, id = tonumber(string.sub(v, 3, c - 1)), string.sub(v, c + 1)
   if redis.call('HGET', KEYS[6], id) == ARGV[1] .. ':' .. leased[i] then
     if string.sub(v, 1, 1) == 's' then
+      redis.call('HINCRBY', KEYS[5], id, 1)
+      redis.call('ZADD', KEYS[4], slot * P + now - tonumber(ARGV[3]), id)
+      rec = rec + 1
+    elseif redis.call('HINCRBY', KEYS[7], id, 1) >= 2 then
+      redis.call('HDEL', KEYS[7], id)
       redis.call('HINCRBY', KEYS[5], id, 1)
       redis.call('ZADD', KEYS[4], slot * P + now - tonumber(ARGV[3]), id)
       rec = rec + 1

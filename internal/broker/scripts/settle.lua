@@ -1,6 +1,7 @@
 -- settle: apply a worker session's outcomes for tasks it holds on one queue.
 -- KEYS[1] the session's lease hash   KEYS[2] active   KEYS[3] records   KEYS[4] pending
 -- KEYS[5] scheduled   KEYS[6] dead   KEYS[7] recovered   KEYS[8] recovering
+-- KEYS[9] orphaned (see reclaim.lua)
 -- ARGV[1] session id   ARGV[2] epoch (Unix ms)   ARGV[3] wake channel
 -- ARGV[4] dead max age ms   ARGV[5] dead max entries
 -- then five per outcome: kind, token, id, delay ms (an integer up to 366 days),
@@ -33,6 +34,7 @@ local status = {}
 local killed, wake = false, false
 local firstSched
 local hasRecovered = redis.call('EXISTS', KEYS[7]) == 1
+local hasOrphaned = redis.call('EXISTS', KEYS[9]) == 1
 -- The leases of the whole call in one HMGET, and the plain acks (the common
 -- case) released in one HDEL per hash: a call into Redis costs more than the
 -- Lua around it.
@@ -53,6 +55,9 @@ local function flushAcks()
     redis.call('HDEL', KEYS[3], unpack(ackIDs))
     if hasRecovered then
       redis.call('HDEL', KEYS[7], unpack(ackIDs))
+    end
+    if hasOrphaned then
+      redis.call('HDEL', KEYS[9], unpack(ackIDs))
     end
     redis.call('HDEL', KEYS[1], unpack(ackToks))
     redis.call('HDEL', KEYS[2], unpack(ackIDs))
@@ -90,10 +95,12 @@ for n = 1, #toks do
       redis.call('HSET', KEYS[3], id, ARGV[i + 4])
       redis.call('ZADD', KEYS[5], score, id)
       redis.call('HDEL', KEYS[7], id)
+      redis.call('HDEL', KEYS[9], id)
     elseif kind == 'k' then
       redis.call('HSET', KEYS[3], id, ARGV[i + 4])
       redis.call('ZADD', KEYS[6], nowMs, id)
       redis.call('HDEL', KEYS[7], id)
+      redis.call('HDEL', KEYS[9], id)
       killed = true
     elseif kind == 'q' then
       if redis.call('HEXISTS', KEYS[7], id) == 1 then
