@@ -251,14 +251,15 @@ func (t *Task[A, R]) encode(args A, o *enqueueOptions, now time.Time) (broker.Me
 	if err := e.enc.Encode(args); err != nil {
 		return broker.Message{}, &EncodeError{Task: t.def.Name, Err: err}
 	}
-	id := o.id
+	// The record is stored under its id, so the message leaves "i" out, and
+	// "t" too when the id is a generated one (its first 48 bits are the time):
+	// 33 bytes less per task in Redis.
+	id, enqueuedAt := o.id, now.UnixMilli()
 	if id == "" {
-		id = codec.NewID(now)
+		id, enqueuedAt = codec.NewID(now), 0
 	}
-	// The record is stored under its id, so the message leaves "i" out: 22
-	// bytes less per task in Redis.
 	env := codec.Envelope{
-		Name: t.def.Name, Args: e.buf.Bytes(), EnqueuedAt: now.UnixMilli(),
+		Name: t.def.Name, Args: e.buf.Bytes(), EnqueuedAt: enqueuedAt,
 		Priority: o.priority, MaxRetries: o.retries, TimeoutMs: o.timeout.Milliseconds(),
 	}
 	body := codec.Encode(&env)

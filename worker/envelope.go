@@ -15,8 +15,6 @@ var envelopePool = sync.Pool{New: func() any { return new(envelope) }}
 
 func (e *envelope) decode(b []byte) error { return codec.DecodeInto(b, &e.Envelope) }
 
-func (e *envelope) encode() []byte { return codec.Encode(&e.Envelope) }
-
 // deadUndecodable wraps bytes that are not a valid message into one for the
 // dead set, under the task's id, keeping the original bytes.
 func deadUndecodable(id string, raw []byte, err error, now time.Time) []byte {

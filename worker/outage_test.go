@@ -1,6 +1,7 @@
 package worker_test
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"slices"
@@ -61,7 +62,11 @@ func TestLostFetchReplyLosesNothing(t *testing.T) {
 			mu.Lock()
 			ran = newRecorder[string]()
 			mu.Unlock()
-			proxy.HoldReplies(2, 600*time.Millisecond) // the wake-up message, then the fetch's reply
+			// The next fetch's reply (the only command with both the workers
+			// zset and the sequence among its keys) comes after the timeout.
+			proxy.HoldRepliesTo(func(req []byte) bool {
+				return bytes.Contains(req, []byte("}:workers")) && bytes.Contains(req, []byte("}:seq"))
+			}, 1, 600*time.Millisecond)
 			ids, err := producer.EnqueueMany(context.Background(), []int{1, 2, 3, 4, 5})
 			if err != nil {
 				t.Fatal(err)

@@ -399,12 +399,8 @@ func (w *Worker) process(sl *slot, j *job) {
 	var env = envelopePool.Get().(*envelope)
 	defer envelopePool.Put(env)
 	err := env.decode(j.raw)
-	switch {
-	case err != nil:
-	case env.ID == "": // the usual: the record's id is its hash field
-		env.ID = j.id
-	case env.ID != j.id:
-		err = fmt.Errorf("%w: its id %q differs from the id %q it is stored under", codec.ErrMalformed, env.ID, j.id)
+	if err == nil {
+		err = codec.Complete(&env.Envelope, j.id)
 	}
 	if err != nil {
 		w.bury(j, deadUndecodable(j.id, j.raw, err, w.cfg.now()), "undecodable message", err)
@@ -419,7 +415,7 @@ func (w *Worker) process(sl *slot, j *job) {
 		err := fmt.Errorf("rediq: poison task: its worker died or froze while running it %d times (limit %d); not run again",
 			j.recovered, w.cfg.MaxRecoveries)
 		env.Error = err.Error()
-		w.bury(j, env.encode(), "poison task", err)
+		w.bury(j, record(env.Envelope), "poison task", err)
 		return
 	}
 	maxRetries, timeout := def.Retries, def.Timeout
@@ -498,7 +494,6 @@ func (w *Worker) process(sl *slot, j *job) {
 // failed settles a failed attempt: a retry after the task's backoff, or dead.
 func (w *Worker) failed(j *job, env codec.Envelope, def *core.TaskDef, maxRetries int, err error) {
 	id := env.ID
-	env.ID = "" // stored under its id
 	env.Error = err.Error()
 	env.Stack = ""
 	var pe *rediq.PanicError
@@ -511,11 +506,21 @@ func (w *Worker) failed(j *job, env codec.Envelope, def *core.TaskDef, maxRetrie
 		delay := w.backoff(def, env.Retried)
 		env.Retried++
 		log.Warn("task failed; will retry", zap.Duration("in", delay))
-		w.settle(j, broker.Retry, codec.Encode(&env), delay)
+		w.settle(j, broker.Retry, record(env), delay)
 		return
 	}
 	log.Error("task failed for good: moved to dead", zap.Int("max_retries", maxRetries))
-	w.settle(j, broker.Kill, codec.Encode(&env), 0)
+	w.settle(j, broker.Kill, record(env), 0)
+}
+
+// record encodes env as it is stored: under its id, so without "i", and
+// without "t" when the id (a generated one) holds the time.
+func record(env codec.Envelope) []byte {
+	if ms, ok := codec.IDTime(env.ID); ok && ms == env.EnqueuedAt {
+		env.EnqueuedAt = 0
+	}
+	env.ID = ""
+	return codec.Encode(&env)
 }
 
 // maxBackoff caps a retry delay (what a scheduled score and settle.lua accept).
@@ -547,10 +552,10 @@ func (w *Worker) unknownTask(j *job, env *envelope) {
 		env.Unknown++
 		w.log.Warn("unknown task; will retry (a worker that has it may be deploying)", zap.String("task_id", env.ID),
 			zap.String("task", env.Name), zap.String("queue", j.q.Name), zap.Int("attempt", env.Unknown), zap.Duration("in", delay))
-		w.settle(j, broker.Retry, env.encode(), delay)
+		w.settle(j, broker.Retry, record(env.Envelope), delay)
 		return
 	}
-	w.bury(j, env.encode(), "unknown task", err)
+	w.bury(j, record(env.Envelope), "unknown task", err)
 }
 
 // bury sends a task that cannot run to the dead set.

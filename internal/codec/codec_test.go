@@ -70,7 +70,7 @@ func TestDecodeRejects(t *testing.T) {
 	t.Parallel()
 	newer, _ := msgpack.Marshal(map[string]any{"v": 2, "i": "a", "n": "b"})
 	noName, _ := msgpack.Marshal(map[string]any{"v": 1, "i": "a"})
-	good := Encode(&Envelope{ID: "a", Name: "b", MaxRetries: -1})
+	good := Encode(&Envelope{ID: "a", Name: "b", EnqueuedAt: 5, MaxRetries: -1})
 	cases := map[string]struct {
 		in   []byte
 		want string
@@ -160,7 +160,6 @@ func TestDecodeRejectsOutOfRangeValues(t *testing.T) {
 		"version 0":      func(m map[string]any) { m["v"] = 0 },
 		"version 2":      func(m map[string]any) { m["v"] = 2 },
 		"no name":        func(m map[string]any) { delete(m, "n") },
-		"no time":        func(m map[string]any) { delete(m, "t") },
 		"priority high":  func(m map[string]any) { m["p"] = 2048 },
 		"priority low":   func(m map[string]any) { m["p"] = -2049 },
 		"retries -1":     func(m map[string]any) { m["r"] = -1 },
@@ -208,5 +207,25 @@ func TestUnknownKeysAreKept(t *testing.T) {
 	}
 	if out["z"] != "zz" || out["batch"] != int8(42) || out["x"] != int8(1) || len(out["y"].([]any)) != 2 {
 		t.Fatalf("re-encoded as %v", out)
+	}
+}
+
+func TestIDTime(t *testing.T) {
+	t.Parallel()
+	now := time.UnixMilli(1763884800123)
+	for range 100 {
+		id := NewID(now)
+		if ms, ok := IDTime(id); !ok || ms != now.UnixMilli() {
+			t.Fatalf("IDTime(%s) = %d, %v", id, ms, ok)
+		}
+	}
+	for _, bad := range []string{"", "order-123", "zzzzzzzzzzzzzzzzzzzz", "00d21fgqcndhnz17nysU", "0000000000000000000a"} {
+		if ms, ok := IDTime(bad); ok {
+			t.Errorf("IDTime(%q) = %d, true", bad, ms)
+		}
+	}
+	e := &Envelope{Name: "x"}
+	if err := Complete(e, "order-1"); !errors.Is(err, ErrMalformed) {
+		t.Errorf("no time and a chosen id: %v", err)
 	}
 }

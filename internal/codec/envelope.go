@@ -25,7 +25,7 @@ type Envelope struct {
 	ID         string // "i": task id; omitted when empty (a stored record's id is its hash field)
 	Name       string // "n": registered task name
 	Args       []byte // "a": the arguments, one msgpack value (kept raw)
-	EnqueuedAt int64  // "t": Unix milliseconds of the first enqueue
+	EnqueuedAt int64  // "t": Unix milliseconds of the first enqueue; omitted when 0 (see Complete)
 	Priority   int    // "p": omitted when 0
 	MaxRetries int    // "r": per-call override; -1 (omitted) means the task's default
 	TimeoutMs  int64  // "o": per-call override; 0 (omitted) means the task's default
@@ -57,8 +57,11 @@ var ErrMalformed = errors.New("malformed message")
 
 // Append encodes e onto dst.
 func Append(dst []byte, e *Envelope) []byte {
-	n := 3 // v, n, t
+	n := 2 // v, n
 	if e.ID != "" {
+		n++
+	}
+	if e.EnqueuedAt != 0 {
 		n++
 	}
 	if e.Args != nil {
@@ -106,8 +109,10 @@ func Append(dst []byte, e *Envelope) []byte {
 		dst = appendKey(dst, 'a')
 		dst = append(dst, e.Args...)
 	}
-	dst = appendKey(dst, 't')
-	dst = appendInt(dst, e.EnqueuedAt)
+	if e.EnqueuedAt != 0 {
+		dst = appendKey(dst, 't')
+		dst = appendInt(dst, e.EnqueuedAt)
+	}
 	if e.Priority != 0 {
 		dst = appendKey(dst, 'p')
 		dst = appendInt(dst, int64(e.Priority))
@@ -212,7 +217,7 @@ func DecodeInto(b []byte, e *Envelope) error {
 	}
 	version := -1
 	var extra []byte
-	hasTime, rSet, oSet := false, false, false
+	rSet, oSet := false, false
 	for ; n > 0; n-- {
 		start := r.off
 		key, err := r.str()
@@ -249,7 +254,6 @@ func DecodeInto(b []byte, e *Envelope) error {
 			}
 		case 't':
 			e.EnqueuedAt, err = r.int()
-			hasTime = true
 		case 'p':
 			var v int64
 			v, err = r.int()
@@ -289,8 +293,6 @@ func DecodeInto(b []byte, e *Envelope) error {
 		return fmt.Errorf("%w: no task name", ErrMalformed)
 	case r.off != len(b):
 		return fmt.Errorf("%w: %d trailing bytes", ErrMalformed, len(b)-r.off)
-	case !hasTime:
-		return fmt.Errorf("%w: no enqueue time (t)", ErrMalformed)
 	case e.Priority < MinPriority || e.Priority > MaxPriority:
 		return fmt.Errorf("%w: priority p=%d is outside [%d, %d]", ErrMalformed, e.Priority, MinPriority, MaxPriority)
 	case e.MaxRetries < -1 || e.MaxRetries > MaxRetries || (e.MaxRetries == -1 && rSet):
@@ -319,4 +321,25 @@ func clampInt(v int64) int {
 		return -lim
 	}
 	return int(v)
+}
+
+// Complete fills in what a stored record may leave out: its id (the hash field
+// it is stored under) and, for a rediq-generated id, its enqueue time (the id's
+// first 48 bits). A record whose "i" differs from id, or that has no "t" and a
+// caller-chosen id, is malformed.
+func Complete(e *Envelope, id string) error {
+	switch {
+	case e.ID == "":
+		e.ID = id
+	case e.ID != id:
+		return fmt.Errorf("%w: its id %q differs from the id %q it is stored under", ErrMalformed, e.ID, id)
+	}
+	if e.EnqueuedAt == 0 {
+		ms, ok := IDTime(id)
+		if !ok {
+			return fmt.Errorf("%w: no enqueue time (t), and the id %q is not one rediq generated", ErrMalformed, id)
+		}
+		e.EnqueuedAt = ms
+	}
+	return nil
 }

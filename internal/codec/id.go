@@ -2,6 +2,7 @@ package codec
 
 import (
 	"math/rand/v2"
+	"strings"
 	"time"
 )
 
@@ -21,4 +22,26 @@ func NewID(now time.Time) string {
 		hi >>= 5
 	}
 	return string(out[:])
+}
+
+// IDTime returns the Unix milliseconds a NewID id was made at; ok is false if
+// id is not one.
+func IDTime(id string) (ms int64, ok bool) {
+	if len(id) != 20 {
+		return 0, false
+	}
+	var hi, lo uint64 // the 100 bits: the top 4 are zero
+	for i := range 20 {
+		v := strings.IndexByte(crockford, id[i])
+		if v < 0 {
+			return 0, false
+		}
+		hi = hi<<5 | lo>>59
+		lo = lo<<5 | uint64(v)
+	}
+	if hi>>32 != 0 {
+		return 0, false
+	}
+	ms = int64(hi<<16 | lo>>48)
+	return ms, ms > 0
 }

@@ -41,6 +41,10 @@ type Proxy struct {
 	dropN     int
 	blackhole bool
 	refuse    bool
+	// HoldRepliesTo: replies to requests that match, n more of them
+	holdMatch  func(req []byte) bool
+	holdMatchN int
+	holdMatchD time.Duration
 }
 
 // replyBacklog bounds the replies queued on a connection (delayed or held)
@@ -192,6 +196,9 @@ type link struct {
 	client, server *net.TCPConn
 	done           chan struct{} // closed once both connections are closed
 	once           sync.Once
+
+	mu    sync.Mutex
+	holds []time.Duration // per request forwarded and not yet answered: extra hold of its reply
 }
 
 // close closes both connections; with reset, each peer sees a connection
@@ -254,19 +261,53 @@ func (p *Proxy) serve(client *net.TCPConn) {
 	p.mu.Unlock()
 }
 
+// forwardRequests relays requests one RESP value at a time, noting for each
+// whether HoldRepliesTo wants its reply held. Replies are paired with requests
+// in order, which holds on request/response connections (not on a pub/sub one,
+// where pushes come unasked: HoldRepliesTo is for commands).
 func (p *Proxy) forwardRequests(l *link) {
-	buf := make([]byte, 32<<10)
+	r := bufio.NewReaderSize(l.client, 32<<10)
 	for {
-		n, err := l.client.Read(buf)
-		if n > 0 && !p.blackholed() {
-			if _, err := l.server.Write(buf[:n]); err != nil {
-				return
-			}
+		var req []byte
+		first, err := r.Peek(1)
+		if err == nil && first[0] != '*' { // an inline command, as from telnet
+			req, err = r.ReadBytes('\n')
+		} else if err == nil {
+			req, err = readValue(r, nil)
 		}
 		if err != nil {
 			return
 		}
+		if p.blackholed() {
+			continue
+		}
+		hold := p.matchRequest(req)
+		l.mu.Lock()
+		l.holds = append(l.holds, hold)
+		l.mu.Unlock()
+		if _, err := l.server.Write(req); err != nil {
+			return
+		}
 	}
+}
+
+func (p *Proxy) matchRequest(req []byte) time.Duration {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.holdMatchN > 0 && p.holdMatch(req) {
+		p.holdMatchN--
+		return p.holdMatchD
+	}
+	return 0
+}
+
+// HoldRepliesTo holds for d the replies to the next n requests for which match
+// (given the request's raw RESP bytes) is true, on any connection: "this one
+// command ran, but its reply came after the client's read timeout".
+func (p *Proxy) HoldRepliesTo(match func(req []byte) bool, n int, d time.Duration) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.holdMatch, p.holdMatchN, p.holdMatchD = match, n, d
 }
 
 // readReplies reads replies from the server and queues those to deliver. It
@@ -284,6 +325,12 @@ func (p *Proxy) readReplies(l *link, replies chan<- reply) {
 		if !deliver {
 			continue
 		}
+		l.mu.Lock()
+		if len(l.holds) > 0 {
+			at = at.Add(l.holds[0])
+			l.holds = l.holds[1:]
+		}
+		l.mu.Unlock()
 		select {
 		case replies <- reply{data: data, at: at}:
 		case <-l.done:

@@ -1,0 +1,211 @@
+package worker_test
+
+import (
+	"context"
+	"net"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest"
+	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/rediq/rediq"
+	"github.com/rediq/rediq/internal/broker"
+	"github.com/rediq/rediq/internal/testredis"
+	"github.com/rediq/rediq/worker"
+)
+
+// Defect 11: after a Sentinel failover the worker's wake-up subscription stays
+// on the old master (go-redis moves its pooled connections, not its pub/sub
+// one), and the old master, still a master until Sentinel demotes it some 10s
+// later, hears none of the new master's PUBLISHes. Idle workers then wait for
+// the heartbeat's safety net instead of waking at once. The worker probes its
+// subscription after each heartbeat and subscribes again when a probe does not
+// come back: a few heartbeats after the failover, wake-ups flow again.
+//
+// Each task is enqueued once the previous one started, so that the queue is
+// empty and the enqueue publishes a wake-up. A deaf subscription leaves each
+// such task to the next heartbeat, which then comes about a heartbeat interval
+// (300ms) after the previous task started: every delay is near 300ms. A live
+// one starts it in milliseconds.
+func TestSentinelFailoverKeepsWakeUpsFlowing(t *testing.T) {
+	t.Parallel()
+	const (
+		masterName = "rediq-failover"
+		leaseTTL   = 900 * time.Millisecond // heartbeat and probe every 300ms
+		// settle is how long after the failover the worker gets to find its
+		// subscription deaf (a probe sent on the new master is missed at the
+		// next heartbeat) and subscribe again: 2 heartbeat intervals and room.
+		settle = 1500 * time.Millisecond
+		// fast is a wake-up through a live subscription, with room for -race
+		// and a loaded machine; the heartbeat's safety net is 300ms.
+		fast     = 100 * time.Millisecond
+		stall    = 2 * time.Second
+		measured = 8
+	)
+	ctx := context.Background()
+
+	// No diskless-sync delay (5s by default): the replica is in sync at once.
+	master := testredis.StartServer(t, testredis.WithArgs("--repl-diskless-sync-delay", "0"))
+	_, masterPort, _ := net.SplitHostPort(master.Addr())
+	replica := testredis.StartServer(t, testredis.WithArgs("--replicaof", "127.0.0.1", masterPort))
+	promoted := testredis.ClientFor(t, replica.URL())
+	waitInfo(t, promoted, "replication", "master_link_status:up", 10*time.Second, "the replica to sync with the master")
+	// Started after the replica synced, the Sentinel finds it in the master's
+	// first INFO instead of one 10s later.
+	sentinelAddr := testredis.StartSentinel(t, masterName, master.Addr())
+	sentinel := redis.NewSentinelClient(&redis.Options{Addr: sentinelAddr})
+	t.Cleanup(func() { sentinel.Close() })
+	testredis.WaitFor(t, 15*time.Second, "the Sentinel to know the replica", func() bool {
+		replicas, err := sentinel.Replicas(ctx, masterName).Result()
+		if err != nil {
+			return false
+		}
+		for _, r := range replicas {
+			if net.JoinHostPort(r["ip"], r["port"]) == replica.Addr() && r["flags"] == "slave" && r["master-link-status"] == "ok" {
+				return true
+			}
+		}
+		return false
+	})
+
+	url := "redis+sentinel://" + sentinelAddr + "?master_name=" + masterName
+	ns := testredis.Namespace(t)
+	newApp := func() *rediq.App {
+		app, err := rediq.New(rediq.Config{RedisURL: url, Namespace: ns})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { app.Close() })
+		return app
+	}
+	app, producerApp := newApp(), newApp()
+	type start struct {
+		id string
+		at time.Time
+	}
+	starts := newRecorder[start]()
+	rediq.Register(app, "stamp", func(ctx context.Context, _ int) (int, error) {
+		info, _ := rediq.CurrentTask(ctx)
+		starts.add(start{id: string(info.ID), at: time.Now()})
+		return 0, nil
+	})
+	producer := rediq.Register(producerApp, "stamp", func(context.Context, int) (int, error) { return 0, nil })
+	core, logs := observer.New(zap.WarnLevel)
+	log := zap.New(zapcore.NewTee(zaptest.NewLogger(t, zaptest.Level(zap.InfoLevel)).Core(), core))
+	e := &env{t: t, ns: ns}
+	e.start(app, worker.Config{LeaseTTL: leaseTTL, Logger: log})
+
+	// run enqueues a task, retrying while the failover settles, and returns
+	// how long it took from its enqueue to its start.
+	run := func() time.Duration {
+		t.Helper()
+		var id rediq.TaskID
+		var sent time.Time
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			var err error
+			sent = time.Now()
+			if id, err = producer.Enqueue(ctx, 0); err == nil {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("enqueue: %v", err)
+			}
+			t.Logf("enqueue failed, trying again: %v", err)
+			time.Sleep(20 * time.Millisecond)
+		}
+		timeout := time.After(5 * time.Second)
+		for {
+			starts.mu.Lock()
+			i := slices.IndexFunc(starts.vals, func(s start) bool { return s.id == string(id) })
+			var at time.Time
+			if i >= 0 {
+				at = starts.vals[i].at
+			}
+			ch := starts.change
+			starts.mu.Unlock()
+			if i >= 0 {
+				return at.Sub(sent)
+			}
+			select {
+			case <-ch:
+			case <-timeout:
+				t.Fatalf("task %s, enqueued %s ago, did not run", id, time.Since(sent).Round(time.Millisecond))
+			}
+		}
+	}
+
+	t.Logf("before the failover: a task started %s after its enqueue", run())
+
+	failoverAt := time.Now()
+	testredis.WaitFor(t, 10*time.Second, "SENTINEL FAILOVER to be accepted", func() bool {
+		// NOGOODSLAVE until the Sentinel has the replica's INFO.
+		err := sentinel.Failover(ctx, masterName).Err()
+		if err != nil {
+			t.Logf("SENTINEL FAILOVER: %v", err)
+			time.Sleep(50 * time.Millisecond)
+		}
+		return err == nil
+	})
+	testredis.WaitFor(t, 15*time.Second, "the Sentinel to name the replica as master", func() bool {
+		addr, err := sentinel.GetMasterAddrByName(ctx, masterName).Result()
+		return err == nil && len(addr) == 2 && net.JoinHostPort(addr[0], addr[1]) == replica.Addr()
+	})
+	waitInfo(t, promoted, "replication", "role:master", 5*time.Second, "the replica to be master")
+	settled := time.Now()
+	t.Logf("failover done in %s", settled.Sub(failoverAt).Round(time.Millisecond))
+
+	// The producer hears of the new master from the Sentinel's +switch-master;
+	// until then a write could still reach the old master, which nobody reads
+	// any more. Once one command reached the new master, all do.
+	_, replicaPort, _ := net.SplitHostPort(replica.Addr())
+	testredis.WaitFor(t, 5*time.Second, "the producer to use the new master", func() bool {
+		info, err := producerApp.Redis().Info(ctx, "server").Result()
+		return err == nil && strings.Contains(info, "tcp_port:"+replicaPort+"\r\n")
+	})
+
+	if d := run(); d > stall {
+		t.Errorf("right after the failover a task started %s after its enqueue, want < %s", d, stall)
+	} else {
+		t.Logf("right after the failover: a task started %s after its enqueue", d)
+	}
+
+	// Give the worker its heartbeats to notice; a deliberate wait, not a guess
+	// that something happened.
+	<-time.After(time.Until(settled.Add(settle)))
+	var delays []time.Duration
+	for range measured {
+		delays = append(delays, run())
+	}
+	slices.Sort(delays)
+	t.Logf("%s after the failover, %d tasks started after (sorted) %v", settle, measured, delays)
+	if delays[len(delays)-1] > stall {
+		t.Errorf("a task started %s after its enqueue, want < %s", delays[len(delays)-1], stall)
+	}
+	// Half, not all: one slow wake-up on a loaded machine is no stale
+	// subscription, which makes every one of them wait for a heartbeat.
+	if median := delays[len(delays)/2]; median >= fast {
+		wake := broker.New(promoted, ns).Queue("default").Channel
+		subs, err := promoted.PubSubNumSub(ctx, wake).Result()
+		t.Errorf("%s after the failover the median task started %s after its enqueue, want < %s: "+
+			"wake-ups wait for the heartbeat (subscribers of %s on the new master: %v, %v)",
+			settle, median, fast, wake, subs[wake], err)
+	}
+	t.Logf("the worker subscribed again %d times", logs.FilterMessage("the wake-up subscription did not hear its last probe; subscribing again").Len())
+}
+
+// waitInfo waits until INFO section of rdb contains want.
+func waitInfo(t *testing.T, rdb *redis.Client, section, want string, timeout time.Duration, what string) {
+	t.Helper()
+	testredis.WaitFor(t, timeout, what, func() bool {
+		info, err := rdb.Info(context.Background(), section).Result()
+		return err == nil && strings.Contains(info, want)
+	})
+}
+
