@@ -446,3 +446,29 @@ func mustRead(t *testing.T, path string) string {
 	}
 	return string(b)
 }
+
+// Idle workers wake when a queue goes from empty to non-empty, even after an
+// enqueue that added nothing (a duplicate id) to the empty queue.
+func TestWakeUpAfterADuplicateIntoAnEmptyQueue(t *testing.T) {
+	t.Parallel()
+	b, q, rdb := setup(t)
+	ctx := context.Background()
+	ps := rdb.Subscribe(ctx, q.Channel)
+	defer ps.Close()
+	if _, err := ps.Receive(ctx); err != nil {
+		t.Fatal(err)
+	}
+	enqueue(t, b, q, msg("a", 2048))
+	if m, err := ps.ReceiveTimeout(ctx, 5*time.Second); err != nil {
+		t.Fatalf("no wake-up for the first task: %v %v", m, err)
+	}
+	register(t, b, q, "S", time.Minute)
+	fetch(t, b, "S", time.Minute, broker.FetchRequest{Queue: q, N: 10}) // empties pending
+	if added, err := b.Enqueue(ctx, q, []broker.Message{msg("a", 2048)}); err != nil || added[0] {
+		t.Fatalf("duplicate: %v %v", added, err)
+	}
+	enqueue(t, b, q, msg("b", 2048))
+	if m, err := ps.ReceiveTimeout(ctx, 5*time.Second); err != nil {
+		t.Fatalf("no wake-up after the duplicate: %v %v", m, err)
+	}
+}

@@ -152,6 +152,11 @@ end
 if #sched > 0 then
   redis.call('ZADD', KEYS[3], unpack(sched))
 end
+if wasEmpty and npend > 0 and added == 0 then
+  -- Every pending task was a duplicate: the queue is still empty, and the next
+  -- enqueue must still see a sequence starting at 0 to wake the workers.
+  redis.call('DEL', KEYS[4])
+end
 local out = table.concat(status)
 if call ~= '' then
   redis.call('SET', KEYS[5], call .. ':' .. out, 'PX', 300000)
