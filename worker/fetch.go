@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -251,23 +250,9 @@ func (w *Worker) markAllReady() {
 	w.wake()
 }
 
-// subscription is the wake-up subscription, replaceable when it goes deaf.
-type subscription struct {
-	mu sync.Mutex
-	ps *redis.PubSub
-}
-
-func (s *subscription) get() *redis.PubSub {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.ps
-}
-
-func (s *subscription) close() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.ps.Close()
-}
+// subscription is the wake-up subscription. The subscriber owns it: it
+// replaces it when it goes deaf and closes it when it stops.
+type subscription struct{ ps *redis.PubSub }
 
 // probeState tracks the heartbeat's probes of the wake-up subscription.
 type probeState struct {
@@ -277,6 +262,10 @@ type probeState struct {
 
 func (w *Worker) probeChannel() string { return w.b.Namespace() + ":probe:" + w.session }
 
+// subscribeTimeout bounds a (re-)subscription: a server that accepts the
+// connection and never answers must not hold the subscriber forever.
+const subscribeTimeout = 5 * time.Second
+
 // subscribe subscribes to the wake channels and the probe channel, returning
 // once Redis confirmed it, so that no wake-up after this point can be missed.
 func (w *Worker) subscribe(ctx context.Context) (*subscription, error) {
@@ -285,6 +274,8 @@ func (w *Worker) subscribe(ctx context.Context) (*subscription, error) {
 		chans = append(chans, q.Channel)
 	}
 	chans = append(chans, w.probeChannel())
+	ctx, cancel := context.WithTimeout(ctx, subscribeTimeout)
+	defer cancel()
 	ps := w.b.Client().Subscribe(ctx, chans...)
 	for subscribed := 0; subscribed < len(chans); {
 		msg, err := ps.Receive(ctx)
@@ -296,26 +287,16 @@ func (w *Worker) subscribe(ctx context.Context) (*subscription, error) {
 			subscribed++
 		}
 	}
-	if w.probes.resub == nil {
-		w.probes.resub = make(chan struct{}, 1)
-	}
 	return &subscription{ps: ps}, nil
 }
 
-// probe checks, after a heartbeat, that the subscription still hears what is
-// published: the previous probe must have come back by now. A subscription can
-// go deaf while its connection lives on — after a Sentinel failover it stays on
+// probe checks that the subscription still hears what is published, after a
+// heartbeat: it publishes a numbered probe, and checkProbe, a little later,
+// asks for a new subscription if it did not come back. A subscription can go
+// deaf while its connection lives on — after a Sentinel failover it stays on
 // the old master, which go-redis does not move — and then idle workers would
-// wait for the heartbeat's safety net instead of waking at once. It then asks
-// the subscriber for a new subscription, and publishes the next probe.
+// wait for the heartbeat's safety net instead of waking at once.
 func (w *Worker) probe(ctx context.Context) {
-	if sent := w.probes.sent.Load(); sent > 0 && w.probes.seen.Load() < sent {
-		w.log.Warn("the wake-up subscription did not hear its last probe; subscribing again")
-		select {
-		case w.probes.resub <- struct{}{}:
-		default:
-		}
-	}
 	n := w.probes.sent.Add(1)
 	if err := w.b.Client().Publish(ctx, w.probeChannel(), n).Err(); err != nil {
 		w.probes.sent.Add(^uint64(0))
@@ -323,56 +304,82 @@ func (w *Worker) probe(ctx context.Context) {
 	}
 }
 
+func (w *Worker) checkProbe() {
+	if sent := w.probes.sent.Load(); sent > 0 && w.probes.seen.Load() < sent {
+		w.log.Warn("the wake-up subscription did not hear its probe; subscribing again")
+		w.resubscribe()
+	}
+}
+
+func (w *Worker) resubscribe() {
+	select {
+	case w.probes.resub <- struct{}{}:
+	default:
+	}
+}
+
 // subscriber turns wake-channel messages into ready queues until stop is
-// closed. After a reconnect (go-redis resubscribes by itself) messages may have
+// closed, re-subscribing when asked; it closes the subscription when it
+// stops. After a reconnect (go-redis resubscribes by itself) messages may have
 // been missed, so every queue is made ready.
 func (w *Worker) subscriber(ctx context.Context, sub *subscription, stop <-chan struct{}) {
-	failures := 0
+	for {
+		again := w.listen(ctx, sub.ps, stop)
+		if !again {
+			return
+		}
+		for failures := 1; ; failures++ {
+			nsub, err := w.subscribe(ctx)
+			if err == nil {
+				sub = nsub
+				break
+			}
+			w.log.Warn("subscribe again", zap.Error(err), zap.Int("failures", failures))
+			select {
+			case <-stop:
+				return
+			case <-time.After(retryDelay(failures)):
+			}
+		}
+		w.probes.seen.Store(w.probes.sent.Load())
+		w.log.Info("subscribed again to the wake-up channels")
+		w.markAllReady()
+	}
+}
+
+// listen serves one subscription until stop (false) or a request to subscribe
+// again (true); either way it closes ps and waits for its receiver.
+func (w *Worker) listen(ctx context.Context, ps *redis.PubSub, stop <-chan struct{}) (again bool) {
 	msgs := make(chan any)
-	recvDone := make(chan struct{})
-	// Receive blocks; a helper goroutine feeds msgs so that a re-subscription
-	// request can interrupt the wait by closing the old PubSub.
-	receive := func(ps *redis.PubSub) {
-		defer close(recvDone)
+	quit := make(chan struct{})
+	received := make(chan struct{})
+	go func() { // Receive blocks: the loop below must stay free to stop
+		defer close(received)
 		for {
 			msg, err := ps.Receive(ctx)
-			if errors.Is(err, redis.ErrClosed) {
-				return // closed by a stop or a re-subscription
-			}
 			if err != nil {
 				msg = err
 			}
 			select {
 			case msgs <- msg:
-			case <-stop:
+			case <-quit:
 				return
 			}
 		}
-	}
-	go receive(sub.get())
+	}()
+	defer func() {
+		close(quit)
+		ps.Close() // ends a blocked Receive
+		<-received
+	}()
+	failures := 0
 	for {
 		var msg any
 		select {
 		case <-stop:
-			<-recvDone
-			return
+			return false
 		case <-w.probes.resub:
-			nps, err := w.subscribe(ctx)
-			if err != nil {
-				w.log.Warn("subscribe again", zap.Error(err))
-				continue
-			}
-			old := sub.get()
-			sub.mu.Lock()
-			sub.ps = nps.ps
-			sub.mu.Unlock()
-			old.Close()
-			<-recvDone
-			recvDone = make(chan struct{})
-			go receive(sub.get())
-			w.probes.seen.Store(w.probes.sent.Load())
-			w.markAllReady()
-			continue
+			return true
 		case msg = <-msgs:
 		}
 		if err, ok := msg.(error); ok {
@@ -381,8 +388,9 @@ func (w *Worker) subscriber(ctx context.Context, sub *subscription, stop <-chan 
 			w.markAllReady()
 			select {
 			case <-stop:
-				<-recvDone
-				return
+				return false
+			case <-w.probes.resub:
+				return true
 			case <-time.After(retryDelay(failures)):
 			}
 			continue

@@ -73,12 +73,18 @@ func (w *Worker) heartbeater(ctx context.Context, stop <-chan struct{}) {
 	defer reclaim.Stop()
 	fence := time.NewTimer(w.lease.left())
 	defer fence.Stop()
+	probeCheck := time.NewTimer(time.Hour)
+	probeCheck.Stop()
+	defer probeCheck.Stop()
 	failures := 0
 	fenced := false
 	for {
 		select {
 		case <-stop:
 			return
+		case <-probeCheck.C:
+			w.checkProbe()
+			continue
 		case <-next.C:
 		case <-reclaim.C:
 		case <-fence.C:
@@ -105,6 +111,8 @@ func (w *Worker) heartbeater(ctx context.Context, stop <-chan struct{}) {
 		}
 		if failures > 0 || fenced {
 			w.log.Info("heartbeat works again", zap.Int("failures", failures), zap.Bool("was_fenced", fenced))
+			// Redis may have moved (a failover) while the subscription stayed.
+			w.resubscribe()
 		}
 		failures, fenced = 0, false
 		w.lease.renew(sent, w.cfg.LeaseTTL)
@@ -113,7 +121,9 @@ func (w *Worker) heartbeater(ctx context.Context, stop <-chan struct{}) {
 		if untilNext >= 0 {
 			reclaim.Reset(untilNext + time.Millisecond)
 		}
+		w.checkProbe() // the last probe, if its check did not run yet
 		w.probe(ctx)
+		probeCheck.Reset(min(interval/2, time.Second))
 		w.markAllReady()
 	}
 }

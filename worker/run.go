@@ -106,8 +106,7 @@ func (w *Worker) run(ctx context.Context) (err error) {
 	// Stop fetching, then let the runners finish what is running and prefetched.
 	stopFetch()
 	<-fetchDone
-	close(stopSub)
-	ps.close()
+	close(stopSub) // the subscriber closes the subscription
 	close(w.jobs)
 	stuck := w.drain(drainCtx)
 

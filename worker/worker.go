@@ -265,6 +265,7 @@ func New(app *rediq.App, cfg Config) (*Worker, error) {
 		abort:    make(chan struct{}),
 		forced:   make(chan struct{}),
 		slots:    map[*slot]struct{}{},
+		probes:   probeState{resub: make(chan struct{}, 1)},
 	}
 	seen := map[string]bool{}
 	for _, n := range names {
