@@ -2,6 +2,7 @@ package rediq
 
 import (
 	"context"
+	"slices"
 
 	"go.uber.org/zap"
 
@@ -16,7 +17,8 @@ func CurrentTask(ctx context.Context) (info TaskInfo, ok bool) {
 		return TaskInfo{}, false
 	}
 	return TaskInfo{
-		ID: TaskID(s.ID), Name: s.Name, Queue: s.Queue, Priority: s.Priority, Args: s.Args,
+		// Args is copied: the worker's buffer is not the handler's to keep.
+		ID: TaskID(s.ID), Name: s.Name, Queue: s.Queue, Priority: s.Priority, Args: slices.Clone(s.Args),
 		EnqueuedAt: s.EnqueuedAt, Worker: s.Worker, MaxRetries: s.MaxRetries, Timeout: s.Timeout,
 		Recovered: s.Recovered,
 	}, true

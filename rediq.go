@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"slices"
 
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
@@ -122,13 +121,7 @@ func firstOf(vals ...string) string {
 // checkIDElsewhere fails if a queue of the namespace other than queue holds a
 // task with the id (the enqueue script checks queue itself, atomically).
 func (a *App) checkIDElsewhere(ctx context.Context, id, queue string) error {
-	b := a.core.Broker()
-	names, err := b.Queues(ctx)
-	if err != nil {
-		return fmt.Errorf("rediq: %w", err)
-	}
-	names = slices.DeleteFunc(names, func(n string) bool { return n == queue })
-	in, err := b.Exists(ctx, id, names)
+	in, err := a.core.Broker().Holder(ctx, id, queue)
 	if err != nil {
 		return fmt.Errorf("rediq: check task id %q: %w", id, err)
 	}

@@ -107,10 +107,11 @@ func Register[A, R any](app *App, name string, fn func(context.Context, A) (R, e
 // Enqueue returns when ctx ends, whatever Redis does. If its request was sent
 // but no answer came back (a timeout, a reset, ctx ending meanwhile) the error
 // matches ErrOutcomeUnknown and the id is returned with it: the task may or may
-// not be enqueued. Enqueueing again with WithID(id) is then safe — it writes
-// nothing if the first call did, and says so with an error matching
-// ErrDuplicate. An error that does not match ErrOutcomeUnknown means nothing was
-// written.
+// not be enqueued. Enqueue again with WithID(id): while the first call's task
+// is in Redis (not yet succeeded) that writes nothing and says so with an error
+// matching ErrDuplicate; if it already ran and succeeded, it is enqueued again
+// (at least once, as everywhere in rediq: handlers should be idempotent). An
+// error that does not match ErrOutcomeUnknown means nothing was written.
 func (t *Task[A, R]) Enqueue(ctx context.Context, args A, opts ...EnqueueOption) (TaskID, error) {
 	if err := ctx.Err(); err != nil {
 		return "", err

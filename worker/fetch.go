@@ -101,9 +101,7 @@ func (w *Worker) accept(ctx context.Context, reqs []broker.FetchRequest, qs []*q
 	for i, r := range res {
 		q, gen := qs[i], gens[i]
 		if errors.Is(r.Err, broker.ErrLeaseLost) {
-			if q.gen.Load() == gen {
-				w.leaseLost(ctx, q)
-			}
+			w.leaseLost(ctx, q, gen)
 			continue
 		}
 		if r.NextDue >= 0 {
@@ -132,41 +130,57 @@ func (w *Worker) accept(ctx context.Context, reqs []broker.FetchRequest, qs []*q
 	}
 }
 
-// reconcileAll compares, on the queues where a heartbeat saw a difference, the
-// leases Redis says this session holds with the tokens the worker knows, and
-// gives back the ones it does not know (a fetch reply lost for good). It runs
-// between fetches, so that no fetch is in flight: a token the worker does not
-// know then is one it will never learn.
+// reconcileAll compares, on the queues where a heartbeat saw more leases in
+// Redis than the worker knows of, the leases Redis says this session holds with
+// the tokens the worker knows, and gives back the ones it does not know (a
+// fetch reply lost for good). It runs between fetches, so that no fetch is in
+// flight: a token the worker does not know then is one it will never learn.
 func (w *Worker) reconcileAll(ctx context.Context) {
 	for _, q := range w.queues {
-		if !q.reconcile.CompareAndSwap(true, false) {
-			continue
-		}
-		leases, err := w.b.Leases(ctx, q.Queue, w.session)
-		if err != nil {
-			w.log.Warn("reconcile leases", zap.String("queue", q.Name), zap.Error(err))
-			q.reconcile.Store(true)
-			continue
-		}
-		gen := q.gen.Load()
-		var unknown int
-		q.heldMu.Lock()
-		for tok, id := range leases {
-			if _, ok := q.held[tok]; ok || tok > w.tokens.Load() {
-				continue
+		if q.reconcile.CompareAndSwap(true, false) {
+			if err := w.reconcile(ctx, q); err != nil {
+				w.log.Warn("reconcile leases", zap.String("queue", q.Name), zap.Error(err))
+				q.reconcile.Store(true)
 			}
-			q.held[tok] = struct{}{}
-			w.held.Add(1)
-			unknown++
-			j := &job{q: q, gen: gen, token: tok, id: id}
-			defer w.settleNow(j, broker.Requeue)
-		}
-		q.heldMu.Unlock()
-		if unknown > 0 {
-			w.log.Warn("gave back tasks leased to this worker by a fetch whose reply was lost",
-				zap.String("queue", q.Name), zap.Int("tasks", unknown))
 		}
 	}
+}
+
+// reconcile gives back what the session holds on q in Redis and the worker
+// does not know of, in one synchronous round trip.
+func (w *Worker) reconcile(ctx context.Context, q *queue) error {
+	leases, err := w.b.Leases(ctx, q.Queue, w.session)
+	if err != nil {
+		return err
+	}
+	var give []broker.Settlement
+	q.heldMu.Lock()
+	for tok, id := range leases {
+		if _, ok := q.held[tok]; !ok && tok <= w.tokens.Load() {
+			give = append(give, broker.Settlement{Queue: q.Queue, Session: w.session, Token: tok, ID: id, Outcome: broker.Requeue})
+		}
+	}
+	q.heldMu.Unlock()
+	if len(give) == 0 {
+		return nil
+	}
+	held, err := w.b.Settle(ctx, w.keep, give)
+	if err != nil {
+		return err
+	}
+	// A settlement that completed since the snapshot finds nothing: only what
+	// was in fact given back counts.
+	n := 0
+	for _, h := range held {
+		if h {
+			n++
+		}
+	}
+	if n > 0 {
+		w.log.Warn("gave back tasks leased to this worker that it never learned of (a fetch whose reply was lost)",
+			zap.String("queue", q.Name), zap.Int("tasks", n))
+	}
+	return nil
 }
 
 // plan splits free slots among the ready queues: in order with StrictPriority,

@@ -32,7 +32,9 @@ func (l *leaseClock) init(now func() time.Time) {
 func (l *leaseClock) renew(sent time.Time, ttl time.Duration) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if u := sent.Add(ttl); u.After(l.until) {
+	// A tenth early: cancelling handlers takes a moment, and they should be
+	// stopped before another worker may take their tasks.
+	if u := sent.Add(ttl - ttl/10); u.After(l.until) {
 		l.until = u
 	}
 	close(l.renewed)
@@ -71,13 +73,10 @@ func (w *Worker) heartbeater(ctx context.Context, stop <-chan struct{}) {
 	reclaim := time.NewTimer(time.Hour)
 	reclaim.Stop()
 	defer reclaim.Stop()
-	fence := time.NewTimer(w.lease.left())
-	defer fence.Stop()
 	probeCheck := time.NewTimer(time.Hour)
 	probeCheck.Stop()
 	defer probeCheck.Stop()
 	failures := 0
-	fenced := false
 	for {
 		select {
 		case <-stop:
@@ -87,20 +86,9 @@ func (w *Worker) heartbeater(ctx context.Context, stop <-chan struct{}) {
 			continue
 		case <-next.C:
 		case <-reclaim.C:
-		case <-fence.C:
-			if left := w.lease.left(); left > 0 {
-				fence.Reset(left)
-				continue
-			}
-			if !fenced {
-				fenced = true
-				w.log.Error("could not renew the lease in time: starting nothing and cancelling running tasks until Redis answers",
-					zap.Duration("lease_ttl", w.cfg.LeaseTTL), zap.Int("failed_heartbeats", failures))
-				w.cancelRunning(errFenced, func(*slot) bool { return true })
-			}
-			continue
 		}
 		sent := w.cfg.now()
+		wasValid := w.lease.valid()
 		untilNext, err := w.beat(ctx, false)
 		if err != nil {
 			failures++
@@ -109,14 +97,13 @@ func (w *Worker) heartbeater(ctx context.Context, stop <-chan struct{}) {
 			next.Reset(min(retryDelay(failures), interval))
 			continue
 		}
-		if failures > 0 || fenced {
-			w.log.Info("heartbeat works again", zap.Int("failures", failures), zap.Bool("was_fenced", fenced))
+		if failures > 0 || !wasValid {
+			w.log.Info("heartbeat works again", zap.Int("failures", failures), zap.Bool("was_fenced", !wasValid))
 			// Redis may have moved (a failover) while the subscription stayed.
 			w.resubscribe()
 		}
-		failures, fenced = 0, false
+		failures = 0
 		w.lease.renew(sent, w.cfg.LeaseTTL)
-		fence.Reset(w.lease.left())
 		next.Reset(interval)
 		if untilNext >= 0 {
 			reclaim.Reset(untilNext + time.Millisecond)
@@ -125,6 +112,36 @@ func (w *Worker) heartbeater(ctx context.Context, stop <-chan struct{}) {
 		w.probe(ctx)
 		probeCheck.Reset(min(interval/2, time.Second))
 		w.markAllReady()
+	}
+}
+
+// fencer cancels every running handler when the worker's own lease clock runs
+// out without a renewal. It has a goroutine of its own: a heartbeat can block
+// for several read timeouts, and the fence must not wait for it.
+func (w *Worker) fencer(stop <-chan struct{}) {
+	t := time.NewTimer(time.Hour)
+	defer t.Stop()
+	for {
+		renewed := w.lease.changed()
+		if left := w.lease.left(); left > 0 {
+			t.Reset(left)
+			select {
+			case <-stop:
+				return
+			case <-renewed:
+				continue
+			case <-t.C:
+				continue // check again: a renewal may have raced the timer
+			}
+		}
+		w.log.Error("could not renew the lease in time: starting nothing and cancelling running tasks until Redis answers",
+			zap.Duration("lease_ttl", w.cfg.LeaseTTL))
+		w.cancelRunning(errFenced, func(*slot) bool { return true })
+		select {
+		case <-stop:
+			return
+		case <-renewed:
+		}
 	}
 }
 
@@ -138,6 +155,10 @@ func (w *Worker) beat(ctx context.Context, register bool) (time.Duration, error)
 	}
 	start := time.Now()
 	wasValid := w.lease.valid()
+	gens := make([]*generation, len(w.queues))
+	for i, q := range w.queues {
+		gens[i] = q.gen.Load()
+	}
 	beats, err := w.b.Heartbeat(ctx, w.session, w.cfg.LeaseTTL, register, qs)
 	if err != nil {
 		return 0, err
@@ -157,10 +178,12 @@ func (w *Worker) beat(ctx context.Context, register bool) (time.Duration, error)
 	for i, bt := range beats {
 		q := w.queues[i]
 		if bt.Lost {
-			w.leaseLost(ctx, q)
+			w.leaseLost(ctx, q, gens[i])
 			continue
 		}
-		if int64(bt.Held) != q.heldCount() {
+		// Redis holding more than the worker knows of: a fetch reply lost (or
+		// one in flight; reconciliation sorts them out).
+		if int64(bt.Held) > q.heldCount() {
 			q.reconcile.Store(true)
 		}
 		for _, dead := range bt.Expired {
@@ -195,8 +218,10 @@ func (w *Worker) beat(ctx context.Context, register bool) (time.Duration, error)
 // leaseLost handles this session's lease on q having been reclaimed (the worker
 // stalled past LeaseTTL): the tasks it held from q run elsewhere, so they are
 // cancelled and dropped, and the session registers again for new ones.
-func (w *Worker) leaseLost(ctx context.Context, q *queue) {
-	old := q.gen.Swap(newGeneration())
+func (w *Worker) leaseLost(ctx context.Context, q *queue, old *generation) {
+	if !q.gen.CompareAndSwap(old, newGeneration()) {
+		return // the fetcher or the heartbeater handled this loss already
+	}
 	old.markLost()
 	w.cancelRunning(rediq.ErrLeaseLost, func(sl *slot) bool { return sl.gen == old })
 	w.log.Error("lease lost: this worker stalled past the lease TTL and its tasks were given to others",

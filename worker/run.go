@@ -68,7 +68,7 @@ func (w *Worker) run(ctx context.Context) (err error) {
 	stopBG := make(chan struct{})
 	stopSub := make(chan struct{})
 	var others sync.WaitGroup
-	others.Add(4)
+	others.Add(5)
 	go func() {
 		defer others.Done()
 		w.heartbeater(bg, stopBG)
@@ -84,6 +84,10 @@ func (w *Worker) run(ctx context.Context) (err error) {
 	go func() {
 		defer others.Done()
 		w.watchdog(stopBG)
+	}()
+	go func() {
+		defer others.Done()
+		w.fencer(stopBG)
 	}()
 	fetchCtx, stopFetch := context.WithCancel(bg)
 	fetchDone := make(chan struct{})
@@ -127,15 +131,25 @@ func (w *Worker) run(ctx context.Context) (err error) {
 	if stuck > 0 {
 		// Their sessions stay registered, so their leases expire and another
 		// worker runs the tasks; their executor work may still be running.
+		w.closeExecutor()
 		err = fmt.Errorf("worker: %d handlers ignored cancellation and were abandoned; their tasks return to their queues when the lease expires (%s)",
 			stuck, w.cfg.LeaseTTL)
 		w.log.Error("shutdown incomplete", zap.Error(err))
 		return err
 	}
+	// Give back what the session holds and the worker never learned of (a
+	// fetch cut short by the stop), then end the session: within a bound, so
+	// that a Redis that went away does not hold the stop.
+	leaveCtx, cancelLeave := context.WithTimeout(bg, 5*time.Second)
+	defer cancelLeave()
 	var stranded int
 	var leaveErr error
 	for _, q := range w.queues {
-		n, lerr := w.b.Leave(bg, q.Queue, w.session)
+		if rerr := w.reconcile(leaveCtx, q); rerr != nil {
+			leaveErr = errors.Join(leaveErr, rerr)
+			continue
+		}
+		n, lerr := w.b.Leave(leaveCtx, q.Queue, w.session)
 		stranded += n
 		leaveErr = errors.Join(leaveErr, lerr)
 	}
@@ -435,18 +449,23 @@ func (w *Worker) process(sl *slot, j *job) {
 	cctx, cancel := context.WithCancelCause(ctx)
 	tctx, cancelTimeout := context.WithTimeout(cctx, timeout)
 	// What the watchdog does if the handler is stuck: the attempt failed.
+	snapshot := env.Envelope // env returns to its pool when process does
 	giveUp := func() {
 		err := fmt.Errorf("%w after %s, and the handler did not return within %s more: abandoned", rediq.ErrTimeout, timeout, w.cfg.TimeoutGrace)
-		w.failed(j, env.Envelope, def, maxRetries, err)
+		w.failed(j, snapshot, def, maxRetries, err)
 	}
 	sl.mu.Lock()
 	sl.cancel, sl.gen = cancel, j.gen
 	sl.deadline, sl.giveUp = time.Now().Add(timeout+w.cfg.TimeoutGrace), giveUp
 	sl.mu.Unlock()
-	if w.aborted() { // a cancel may have passed this slot just before
+	// A cancel may have passed this slot just before it was set.
+	switch {
+	case w.aborted():
 		cancel(errStopping)
-	} else if j.gen.lost.Load() {
+	case j.gen.lost.Load():
 		cancel(rediq.ErrLeaseLost)
+	case !w.lease.valid():
+		cancel(errFenced)
 	}
 	result, err := call(tctx, def, env.Args)
 	sl.mu.Lock()
@@ -457,6 +476,9 @@ func (w *Worker) process(sl *slot, j *job) {
 	cancelTimeout()
 	cancel(nil)
 	if abandoned { // the watchdog settled it as failed already
+		w.slotMu.Lock()
+		w.abandoned--
+		w.slotMu.Unlock()
 		w.log.Warn("abandoned handler returned at last", zap.String("task_id", env.ID), zap.Error(err))
 		return
 	}
@@ -616,13 +638,15 @@ func (w *Worker) abandon(sl *slot) {
 	w.slotMu.Lock()
 	delete(w.slots, sl)
 	w.abandoned++
-	replace := w.abandoned <= w.cfg.Concurrency && !w.aborted()
 	n := w.abandoned
 	w.slotMu.Unlock()
-	w.log.Error("handler ignored its cancelled context past the timeout grace: its attempt failed and its goroutine is abandoned",
-		zap.Duration("timeout_grace", w.cfg.TimeoutGrace), zap.Int("abandoned_so_far", n), zap.Bool("runner_replaced", replace))
+	// The runner is always replaced, so that stuck handlers never stop the
+	// worker; their goroutines are bounded by the attempts of stuck tasks,
+	// which end in dead when their retries run out.
+	w.log.Error("handler ignored its cancelled context past the timeout grace: its attempt failed, its runner is replaced and its goroutine left to finish",
+		zap.Duration("timeout_grace", w.cfg.TimeoutGrace), zap.Int("abandoned_now", n))
 	w.active.Add(-1)
-	if replace {
+	if !w.aborted() {
 		w.startRunner()
 	}
 	w.runners.Done() // the abandoned runner no longer counts

@@ -12,9 +12,11 @@ import (
 
 // settler coalesces what runners tell Redis — outcomes and start marks —
 // so that everything settled while one round trip is in flight goes in the
-// next, as one script call per queue. A job's prefetch slot is freed only once
-// Redis has its outcome: while Redis is unreachable the worker fetches nothing
-// new, and the backlog is bounded by the worker's capacity.
+// next, as one script call per queue. A job's prefetch slot is freed when its
+// outcome is queued here, so the fetcher refills it while the outcome travels;
+// the backlog of outcomes is bounded by the worker's capacity (room): when
+// Redis is slow or away, runners wait to queue theirs, and with no free slot
+// the fetcher fetches nothing.
 type settler struct {
 	w       *Worker
 	mu      sync.Mutex
@@ -28,6 +30,7 @@ type settleItem struct {
 	s    broker.Settlement
 	j    *job
 	mark chan bool // Start: receives whether the lease is still held
+	room bool      // it holds a place in the backlog
 }
 
 func (s *settler) init(w *Worker) {
@@ -41,24 +44,22 @@ func (s *settler) init(w *Worker) {
 // room in the backlog, unless the worker is stopping: then the final flush
 // takes what there is.
 func (s *settler) add(j *job, x broker.Settlement) {
+	it := settleItem{s: x, j: j}
 	if x.Outcome != broker.Start {
 		select {
 		case s.room <- struct{}{}:
+			it.room = true
 		case <-s.w.abort:
 		case <-s.stopped:
 		}
 	}
-	s.push(settleItem{s: x, j: j})
+	s.push(it)
 }
 
 // done frees the backlog room of a settled outcome.
 func (s *settler) done(it settleItem) {
-	if it.s.Outcome == broker.Start {
-		return
-	}
-	select {
-	case <-s.room:
-	default: // added without room while stopping
+	if it.room {
+		<-s.room
 	}
 }
 

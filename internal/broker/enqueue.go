@@ -78,8 +78,12 @@ func (b *Broker) Enqueue(ctx context.Context, q *Queue, msgs []Message) ([]bool,
 		msgs []Message
 	}
 	var chunks []chunk
+	retire := false // after an error the lanes are not reused (nor while a send may go on)
 	for i := 0; i < len(msgs); i += maxCombined {
-		chunks = append(chunks, chunk{lane{id: b.lanes.next(), call: 1}, msgs[i:min(i+maxCombined, len(msgs))]})
+		l := q.combiner.borrow(b)
+		l.call++
+		chunks = append(chunks, chunk{*l, msgs[i:min(i+maxCombined, len(msgs))]})
+		defer func() { q.combiner.giveBack(l, retire) }()
 	}
 	added := make([]bool, 0, len(msgs))
 	err := b.await(ctx, func(sctx context.Context) error {
@@ -107,6 +111,11 @@ func (b *Broker) Enqueue(ctx context.Context, q *Queue, msgs []Message) ([]bool,
 		})
 	})
 	if err != nil {
+		if len(chunks) > 1 && !errors.Is(err, ErrOutcomeUnknown) {
+			// One chunk may have run before another failed.
+			err = fmt.Errorf("%w: %w", ErrOutcomeUnknown, err)
+		}
+		retire = true // their guards may hold a call that failed, or one still going
 		return nil, fmt.Errorf("enqueue to %q: %w", q.Name, err)
 	}
 	return added, nil
@@ -187,6 +196,7 @@ func (b *Broker) await(ctx context.Context, send func(context.Context) error) er
 // unknown outcome that persists is returned wrapping ErrOutcomeUnknown.
 func (b *Broker) retrying(ctx context.Context, call func() error) error {
 	var err error
+	reached := false // an attempt may have run in Redis
 	for attempt := 0; attempt < 4; attempt++ {
 		if attempt > 0 {
 			select {
@@ -196,11 +206,17 @@ func (b *Broker) retrying(ctx context.Context, call func() error) error {
 			}
 		}
 		err = call()
-		if err == nil || !Retryable(err) {
-			return err
+		if err == nil {
+			return nil
+		}
+		if !Refused(err) {
+			reached = true
+		}
+		if !Retryable(err) {
+			break
 		}
 	}
-	if Unsent(err) {
+	if Refused(err) && !reached {
 		return err
 	}
 	return fmt.Errorf("%w: %w", ErrOutcomeUnknown, err)
@@ -222,20 +238,22 @@ func Retryable(err error) bool {
 	return !errors.Is(err, context.Canceled)
 }
 
-// Unsent reports whether err proves that the command never ran: an error reply
-// from Redis (the scripts fail before their first write) or a connection that
-// could not be made.
-func Unsent(err error) bool {
+// Refused reports whether err is Redis refusing a command before running it:
+// a wrong password or missing permission, out of memory, or the scripts' own
+// argument checks (which come before their first write). Anything else — a
+// network error, a timeout, a dial that failed after go-redis's own retries may
+// have sent the command once already — leaves the outcome unknown.
+func Refused(err error) bool {
 	var re redis.Error
-	if errors.As(err, &re) {
-		return true
+	if !errors.As(err, &re) {
+		return false
 	}
-	return errors.Is(err, redis.ErrPoolTimeout) || isDialError(err)
-}
-
-func isDialError(err error) bool {
-	s := err.Error()
-	return strings.Contains(s, "connection refused") || strings.Contains(s, "dial tcp")
+	for _, p := range []string{"WRONGPASS", "NOAUTH", "NOPERM", "OOM", "ERR rediq:", "NOSCRIPT", "WRONGTYPE"} {
+		if redis.HasErrorPrefix(err, p) {
+			return true
+		}
+	}
+	return false
 }
 
 type enqueueReq struct {
@@ -259,8 +277,33 @@ type enqueueResult struct {
 type combiner struct {
 	mu      sync.Mutex
 	waiting []*enqueueReq
-	free    []*lane // lanes not sending now; nil slots are made on demand
+	free    []*lane // lanes not sending now; more are made on demand
 	busy    int
+}
+
+// borrow takes a lane for an EnqueueMany chunk (not counted in busy: those
+// calls are the caller's own round trip).
+func (c *combiner) borrow(b *Broker) *lane {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if n := len(c.free); n > 0 {
+		l := c.free[n-1]
+		c.free = c.free[:n-1]
+		return l
+	}
+	return &lane{id: b.lanes.next()}
+}
+
+// giveBack returns a borrowed lane. After a failed call it is retired: its
+// guard may hold a call whose copy is still in flight, and a later call on the
+// lane could then be answered as that one.
+func (c *combiner) giveBack(l *lane, retire bool) {
+	if retire {
+		return
+	}
+	c.mu.Lock()
+	c.free = append(c.free, l)
+	c.mu.Unlock()
 }
 
 // Enqueue1 adds one message. Concurrent calls for the same queue are combined
@@ -285,11 +328,11 @@ func (b *Broker) Enqueue1(ctx context.Context, q *Queue, m Message) (bool, error
 	c.mu.Unlock()
 	if l != nil {
 		if ctx.Done() == nil {
-			// A caller that can never leave early may as well send itself:
-			// no goroutine to start and wake.
-			b.drive(q, l)
+			// A caller that can never leave early may as well send its own
+			// batch: no goroutine to start and wake. Later rounds go to one.
+			b.drive(q, l, true)
 		} else {
-			go b.drive(q, l)
+			go b.drive(q, l, false)
 		}
 	}
 	select {
@@ -307,12 +350,17 @@ func (b *Broker) Enqueue1(ctx context.Context, q *Queue, m Message) (bool, error
 }
 
 // drive sends what is waiting on q, one call at a time on lane l, until nothing
-// waits; then it frees the lane.
-func (b *Broker) drive(q *Queue, l *lane) {
+// waits; then it frees the lane. Inline (on a caller's goroutine), it sends one
+// call and hands the lane to a goroutine of its own if more wait.
+func (b *Broker) drive(q *Queue, l *lane, inline bool) {
 	c := &q.combiner
 	var batch []*enqueueReq
 	msgs := make([]Message, 0, 16)
-	for {
+	for round := 0; ; round++ {
+		if inline && round == 1 {
+			go b.drive(q, l, false)
+			return
+		}
 		// Let the callers just answered (runnable, not yet running) come back
 		// with their next message before the call is cut: on a busy process this
 		// multiplies the batch size; on an idle one it costs nothing.
@@ -359,6 +407,9 @@ func (b *Broker) drive(q *Queue, l *lane) {
 		cancel()
 		if err == nil {
 			q.indexed.Store(true)
+		} else {
+			// Retire the lane's guard: the failed call may still run.
+			l.id, l.call = b.lanes.next(), 0
 		}
 		for k, r := range batch {
 			res := enqueueResult{err: err}

@@ -101,3 +101,30 @@ func (b *Broker) Exists(ctx context.Context, id string, queues []string) (string
 	}
 	return "", nil
 }
+
+// Holder returns the queue, other than except, whose records hold id ("" if
+// none), bounded by ctx like Enqueue.
+func (b *Broker) Holder(ctx context.Context, id, except string) (string, error) {
+	var in string
+	err := b.await(ctx, func(sctx context.Context) error {
+		names, err := b.Queues(sctx)
+		if err != nil {
+			return err
+		}
+		others := names[:0]
+		for _, n := range names {
+			if n != except {
+				others = append(others, n)
+			}
+		}
+		in, err = b.Exists(sctx, id, others)
+		return err
+	})
+	if errors.Is(err, ErrOutcomeUnknown) { // a read: nothing was written
+		err = errors.Unwrap(err)
+		if err == nil {
+			err = context.Cause(ctx)
+		}
+	}
+	return in, err
+}

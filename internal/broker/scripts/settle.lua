@@ -124,7 +124,8 @@ if killed then
   local old = redis.call('ZRANGEBYSCORE', KEYS[6], '-inf', nowMs - tonumber(ARGV[4]), 'LIMIT', 0, 1000)
   local excess = redis.call('ZCARD', KEYS[6]) - #old - tonumber(ARGV[5])
   if excess > 0 then
-    old = redis.call('ZRANGE', KEYS[6], 0, #old + excess - 1)
+    -- At most a thousand more per call (unpack's limit); later calls trim the rest.
+    old = redis.call('ZRANGE', KEYS[6], 0, #old + math.min(excess, 1000) - 1)
   end
   if #old > 0 then
     redis.call('HDEL', KEYS[3], unpack(old))
