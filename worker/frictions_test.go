@@ -1,0 +1,82 @@
+package worker_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/rediq/rediq"
+	"github.com/rediq/rediq/internal/testredis"
+	"github.com/rediq/rediq/worker"
+)
+
+// A worker given no queues serves those of the App's registered tasks (and
+// "default"), so a program need not repeat them.
+func TestServesTheQueuesOfRegisteredTasks(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ran := newRecorder[string]()
+	for _, q := range []string{"emails", "images"} {
+		task := rediq.Register(e.app, "t-"+q, func(context.Context, int) (int, error) {
+			ran.add(q)
+			return 0, nil
+		}, rediq.Queue(q))
+		if _, err := task.Enqueue(context.Background(), 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.start(e.app, worker.Config{})
+	ran.wait(t, 2, 10*time.Second)
+}
+
+// Defect 17: failed attempts are logged — a retry at Warn, a death at Error,
+// with the task's id and the error; a worker death holding nothing is no WARN.
+func TestFailedAttemptsAreLogged(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	task := rediq.Register(e.app, "fails", func(context.Context, int) (int, error) {
+		return 0, errors.New("boom")
+	}, rediq.Retries(1), rediq.Backoff(func(int) time.Duration { return time.Millisecond }))
+	id, err := task.Enqueue(context.Background(), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	core, logs := observer.New(zap.DebugLevel)
+	e.start(e.app, worker.Config{Logger: zap.New(core)})
+	testredis.WaitFor(t, 10*time.Second, "the death to be logged", func() bool {
+		return logs.FilterMessage("task failed for good: moved to dead").Len() == 1
+	})
+	retry := logs.FilterMessage("task failed; will retry").All()
+	if len(retry) != 1 || retry[0].Level != zapcore.WarnLevel || retry[0].ContextMap()["task_id"] != string(id) ||
+		retry[0].ContextMap()["error"] != "boom" {
+		t.Fatalf("retry log %+v", retry)
+	}
+	if d := logs.FilterMessage("task failed for good: moved to dead").All()[0]; d.Level != zapcore.ErrorLevel {
+		t.Fatalf("death logged at %v", d.Level)
+	}
+}
+
+// A dead worker that held nothing is removed quietly (Debug), not with a WARN.
+func TestReclaimingNothingIsNoWarning(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ctx := context.Background()
+	q := e.queue("default")
+	e.rdb.ZAdd(ctx, q.Workers, redisZ(1, "ghost/1")) // expired long ago, no leases
+	core, logs := observer.New(zap.DebugLevel)
+	e.start(e.app, worker.Config{LeaseTTL: 300 * time.Millisecond, Logger: zap.New(core)})
+	testredis.WaitFor(t, 10*time.Second, "the ghost session to go", func() bool {
+		return e.rdb.ZScore(ctx, q.Workers, "ghost/1").Err() != nil
+	})
+	if n := logs.FilterMessage("took back the tasks of a worker whose lease expired").Len(); n != 0 {
+		t.Fatalf("%d warnings for a session that held nothing", n)
+	}
+	if logs.FilterMessageSnippet("holding nothing").Len() != 1 {
+		t.Fatal("no debug line for the removed session")
+	}
+}
