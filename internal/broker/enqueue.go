@@ -248,7 +248,7 @@ func Refused(err error) bool {
 	if !errors.As(err, &re) {
 		return false
 	}
-	for _, p := range []string{"WRONGPASS", "NOAUTH", "NOPERM", "OOM", "ERR rediq:", "NOSCRIPT", "WRONGTYPE"} {
+	for _, p := range []string{"WRONGPASS", "NOAUTH", "NOPERM", "OOM", "ERR rediq:", "NOSCRIPT"} {
 		if redis.HasErrorPrefix(err, p) {
 			return true
 		}

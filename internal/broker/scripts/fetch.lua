@@ -95,6 +95,7 @@ if n > #taken / 2 then
 end
 local startN = tonumber(ARGV[8])
 local tok = base
+local dropped = 0
 -- One HMGET and two HSETs for the whole batch: a call into Redis costs more
 -- than the Lua around it.
 for from = 1, #taken, 2000 do
@@ -105,8 +106,13 @@ for from = 1, #taken, 2000 do
   local bodies = redis.call('HMGET', KEYS[1], unpack(ids))
   local lease, active = {}, {}
   for k, id in ipairs(ids) do
-    -- An index entry without a record (deleted meanwhile) is dropped.
-    if bodies[k] then
+    -- An index entry without a record (deleted meanwhile) is dropped, with
+    -- any counts it left, and the answer comes back short: wake the idle
+    -- workers below if pending still has tasks.
+    if not bodies[k] then
+      dropped = dropped + 1
+      redis.call('HDEL', KEYS[5], id)
+    else
       tok = tok + 1
       local started = tok - base <= startN
       local flag = started and 's:' or 'p:'
@@ -123,7 +129,7 @@ for from = 1, #taken, 2000 do
   end
 end
 -- Promoted tasks this fetch did not take are news to the other idle workers.
-if promoted > 0 and redis.call('EXISTS', KEYS[2]) == 1 then
+if (promoted > 0 or dropped > 0) and redis.call('EXISTS', KEYS[2]) == 1 then
   redis.call('PUBLISH', ARGV[5], 'p')
 end
 nextDue()

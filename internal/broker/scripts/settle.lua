@@ -64,14 +64,16 @@ local function flushAcks()
     ackIDs, ackToks = {}, {}
   end
 end
+local released = {} -- tokens an earlier outcome of this call released
 for n = 1, #toks do
   local i = 6 + (n - 1) * 5
   local kind, tok, id = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local v = leased[n]
   local c = v and string.find(v, ':', 3, true)
-  if not c or string.sub(v, c + 1) ~= id then
+  if not c or string.sub(v, c + 1) ~= id or released[tok] then
     status[#status + 1] = '0'
   elseif kind == 'a' then
+    released[tok] = true
     status[#status + 1] = '1'
     ackIDs[#ackIDs + 1] = id
     ackToks[#ackToks + 1] = tok
@@ -114,6 +116,7 @@ for n = 1, #toks do
       release = false
     end
     if release then
+      released[tok] = true
       redis.call('HDEL', KEYS[1], tok)
       redis.call('HDEL', KEYS[2], id)
     end
@@ -124,7 +127,8 @@ if killed then
   local old = redis.call('ZRANGEBYSCORE', KEYS[6], '-inf', nowMs - tonumber(ARGV[4]), 'LIMIT', 0, 1000)
   local excess = redis.call('ZCARD', KEYS[6]) - #old - tonumber(ARGV[5])
   if excess > 0 then
-    -- At most a thousand more per call (unpack's limit); later calls trim the rest.
+    -- At most a thousand more per call, keeping one call short (and within
+    -- what unpack takes); later calls trim the rest.
     old = redis.call('ZRANGE', KEYS[6], 0, #old + math.min(excess, 1000) - 1)
   end
   if #old > 0 then
