@@ -153,13 +153,14 @@ func Run(ctx context.Context, cfg Config) (res Result, err error) {
 		return res, err
 	}
 	res.EnqueueBatchPerSec = float64(cfg.Tasks) / took.Seconds()
-	if err := cfg.Redis.Del(ctx, ns+":{batch}:pending").Err(); err != nil {
+	if err := cfg.Redis.Del(ctx, ns+":{batch}:pending", ns+":{batch}:t").Err(); err != nil {
 		return res, err
 	}
 
 	// 3. Process: one worker drains the N pending tasks.
 	progress("process")
-	w, err := worker.New(app, worker.Config{Concurrency: cfg.Concurrency, ShutdownTimeout: 10 * time.Second})
+	w, err := worker.New(app, worker.Config{Queues: []string{rediq.DefaultQueue}, SkipDefaultQueue: true,
+		Concurrency: cfg.Concurrency, ShutdownTimeout: 10 * time.Second})
 	if err != nil {
 		return res, err
 	}
