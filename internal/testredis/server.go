@@ -3,8 +3,6 @@ package testredis
 import (
 	"errors"
 	neturl "net/url"
-	"os"
-	"os/exec"
 	"strconv"
 	"sync"
 	"testing"
@@ -59,20 +57,14 @@ const readyTimeout = 10 * time.Second
 // under REDIQ_TEST_REQUIRE_REDIS=1.
 func StartServer(t testing.TB, opts ...ServerOption) *Server {
 	t.Helper()
-	path, err := exec.LookPath("redis-server")
-	if err != nil {
-		if os.Getenv("REDIQ_TEST_REQUIRE_REDIS") == "1" {
-			t.Fatal("REDIQ_TEST_REQUIRE_REDIS=1 but redis-server is not installed")
-		}
-		t.Skip("needs redis-server installed: the test starts, kills and restarts a server of its own")
-	}
-	s := &Server{path: path, dir: t.TempDir()}
+	s := &Server{path: needServer(t), dir: t.TempDir()}
 	for _, o := range opts {
 		o.apply(&s.cfg)
 	}
 	// Registered after TempDir, so it runs before the directory is removed.
 	t.Cleanup(s.Kill)
 	// The port can be taken between freePort and the server's bind: try another.
+	var err error
 	for attempt := 0; attempt < 5; attempt++ {
 		if s.port, err = freePort(); err != nil {
 			continue

@@ -16,7 +16,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -41,37 +40,21 @@ func needServer(t testing.TB) string {
 	return path
 }
 
-// server is a redis-server run for one test.
-type server struct {
-	cmd    *exec.Cmd
-	out    *syncBuffer
-	exited chan struct{}
-}
-
-// startProcess runs redis-server with args in dir until t ends.
-func startProcess(t testing.TB, path, dir string, args ...string) *server {
+// startProcess runs redis-server with args (which must include --dir) until t
+// ends, through launch: it dies with the test binary.
+func startProcess(t testing.TB, path string, args ...string) *process {
 	t.Helper()
-	s := &server{cmd: exec.Command(path, args...), out: &syncBuffer{}, exited: make(chan struct{})}
-	s.cmd.Dir = dir
-	s.cmd.Stdout, s.cmd.Stderr = s.out, s.out
-	s.cmd.SysProcAttr = sysProcAttr()
-	if err := s.cmd.Start(); err != nil {
+	p, err := launch(path, args)
+	if err != nil {
 		t.Fatal(err)
 	}
-	go func() {
-		_ = s.cmd.Wait()
-		close(s.exited)
-	}()
-	t.Cleanup(func() {
-		_ = s.cmd.Process.Kill()
-		<-s.exited
-	})
-	return s
+	t.Cleanup(p.kill)
+	return p
 }
 
 // waitListening waits until addr accepts TCP connections, or fails t. If the
 // server exits first and tlsTest says its output is about TLS, it skips t.
-func (s *server) waitListening(t testing.TB, addr string, tlsTest bool) {
+func (p *process) waitListening(t testing.TB, addr string, tlsTest bool) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
@@ -81,15 +64,15 @@ func (s *server) waitListening(t testing.TB, addr string, tlsTest bool) {
 			return
 		}
 		select {
-		case <-s.exited:
-			if out := s.out.String(); tlsTest && strings.Contains(strings.ToLower(out), "tls") {
+		case <-p.exited:
+			if out := p.log.String(); tlsTest && strings.Contains(strings.ToLower(out), "tls") {
 				t.Skipf("redis-server would not serve TLS (built without it?): %s", out)
 			}
-			t.Fatalf("redis-server exited: %s", s.out.String())
+			t.Fatalf("redis-server exited: %s", p.log.String())
 		case <-time.After(10 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("redis-server does not listen on %s: %v; output:\n%s", addr, err, s.out.String())
+			t.Fatalf("redis-server does not listen on %s: %v; output:\n%s", addr, err, p.log.String())
 		}
 	}
 }
@@ -137,7 +120,7 @@ func StartCluster(t testing.TB) []string {
 		port := freeTestPort(t, true)
 		addrs[i] = "127.0.0.1:" + strconv.Itoa(port)
 		dir := t.TempDir()
-		s := startProcess(t, path, dir, append([]string{"--port", strconv.Itoa(port), "--cluster-enabled", "yes",
+		s := startProcess(t, path, append([]string{"--port", strconv.Itoa(port), "--cluster-enabled", "yes",
 			"--cluster-config-file", filepath.Join(dir, "nodes.conf"), "--dir", dir}, baseArgs...)...)
 		s.waitListening(t, addrs[i], false)
 		nodes[i] = redis.NewClient(&redis.Options{Addr: addrs[i]})
@@ -193,7 +176,7 @@ func StartSentinel(t testing.TB, master, masterAddr string) string {
 	}
 	sport := freeTestPort(t, false)
 	addr := "127.0.0.1:" + strconv.Itoa(sport)
-	s := startProcess(t, path, dir, conf, "--sentinel", "--port", strconv.Itoa(sport), "--bind", "127.0.0.1", "--dir", dir)
+	s := startProcess(t, path, conf, "--sentinel", "--port", strconv.Itoa(sport), "--bind", "127.0.0.1", "--dir", dir)
 	s.waitListening(t, addr, false)
 	return addr
 }
@@ -241,7 +224,7 @@ func StartTLS(t testing.TB) TLSServer {
 	}
 	port := freeTestPort(t, false)
 	s.Addr = "127.0.0.1:" + strconv.Itoa(port)
-	p := startProcess(t, path, dir, append([]string{"--port", "0", "--tls-port", strconv.Itoa(port), "--dir", dir,
+	p := startProcess(t, path, append([]string{"--port", "0", "--tls-port", strconv.Itoa(port), "--dir", dir,
 		"--tls-cert-file", write("server.pem", certBlock(server)), "--tls-key-file", write("server-key.pem", keyBlock(t, serverKey)),
 		"--tls-ca-cert-file", s.CAFile, "--tls-auth-clients", "yes"}, baseArgs...)...)
 	p.waitListening(t, s.Addr, true)
@@ -298,22 +281,4 @@ func keyBlock(t testing.TB, k *ecdsa.PrivateKey) *pem.Block {
 		t.Fatal(err)
 	}
 	return &pem.Block{Type: "PRIVATE KEY", Bytes: der}
-}
-
-// syncBuffer is a bytes.Buffer that a process writes while a test reads it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
 }
