@@ -73,46 +73,24 @@ type lane struct {
 // several script calls in one round trip. It returns when ctx ends, with an
 // error wrapping ErrOutcomeUnknown if the calls were already sent.
 func (b *Broker) Enqueue(ctx context.Context, q *Queue, msgs []Message) ([]bool, error) {
-	type chunk struct {
-		lane lane
-		msgs []Message
-	}
-	var chunks []chunk
+	var calls []laneCall
 	retire := false // after an error the lanes are not reused (nor while a send may go on)
 	for i := 0; i < len(msgs); i += maxCombined {
 		l := q.combiner.borrow(b)
 		l.call++
-		chunks = append(chunks, chunk{*l, msgs[i:min(i+maxCombined, len(msgs))]})
+		calls = append(calls, laneCall{*l, msgs[i:min(i+maxCombined, len(msgs))]})
 		defer func() { q.combiner.giveBack(l, retire) }()
 	}
-	added := make([]bool, 0, len(msgs))
-	err := b.await(ctx, func(sctx context.Context) error {
-		return b.retrying(sctx, func() error {
-			t := b.newBatch()
-			if !q.indexed.Load() {
-				t.pipe.SAdd(sctx, b.indexKey(), q.Name)
-			}
-			cmds := make([]*redis.Cmd, len(chunks))
-			for i, c := range chunks {
-				cmds[i] = b.enqueueCall(sctx, t, q, c.lane, c.msgs)
-			}
-			if err := t.exec(sctx); err != nil {
-				return err
-			}
-			added = added[:0]
-			for _, c := range cmds {
-				var err error
-				if added, err = appendStatus(added, c); err != nil {
-					return err
-				}
-			}
-			q.indexed.Store(true)
-			return nil
+	var added []bool
+	gaveUp, err := b.await(ctx, func(sctx context.Context) error {
+		return b.retrying(sctx, func() (err error) {
+			added, err = b.send(sctx, q, calls)
+			return err
 		})
 	})
 	if err != nil {
-		if len(chunks) > 1 && !errors.Is(err, ErrOutcomeUnknown) {
-			// One chunk may have run before another failed.
+		if gaveUp || (len(calls) > 1 && !errors.Is(err, ErrOutcomeUnknown)) {
+			// Sent and not answered, or one chunk may have run before another failed.
 			err = fmt.Errorf("%w: %w", ErrOutcomeUnknown, err)
 		}
 		retire = true // their guards may hold a call that failed, or one still going
@@ -121,38 +99,51 @@ func (b *Broker) Enqueue(ctx context.Context, q *Queue, msgs []Message) ([]bool,
 	return added, nil
 }
 
-func (b *Broker) enqueueCall(ctx context.Context, t *batch, q *Queue, l lane, msgs []Message) *redis.Cmd {
-	return t.script(ctx, enqueueScript, q.enqueueKeys(&l), enqueueArgs(q, l, msgs)...)
+// laneCall is one enqueue script call: a lane's next call number and its messages.
+type laneCall struct {
+	lane lane
+	msgs []Message
 }
 
-func (q *Queue) enqueueKeys(l *lane) []string {
+// send runs the calls in one round trip and reports per message whether it was
+// added: one command when the queue is known to the index, else a pipeline that
+// also records the queue there (its own slot on a cluster, so not in a script).
+func (b *Broker) send(ctx context.Context, q *Queue, calls []laneCall) ([]bool, error) {
+	if len(calls) == 1 && q.indexed.Load() {
+		c := calls[0]
+		return appendStatus(nil, enqueueScript.Run(ctx, b.rdb, q.enqueueKeys(c.lane), enqueueArgs(q, c)...))
+	}
+	t := b.newBatch()
+	if !q.indexed.Load() {
+		t.pipe.SAdd(ctx, b.indexKey(), q.Name)
+	}
+	cmds := make([]*redis.Cmd, len(calls))
+	for i, c := range calls {
+		cmds[i] = t.script(ctx, enqueueScript, q.enqueueKeys(c.lane), enqueueArgs(q, c)...)
+	}
+	if err := t.exec(ctx); err != nil {
+		return nil, err
+	}
+	var added []bool
+	for _, c := range cmds {
+		var err error
+		if added, err = appendStatus(added, c); err != nil {
+			return nil, err
+		}
+	}
+	q.indexed.Store(true)
+	return added, nil
+}
+
+func (q *Queue) enqueueKeys(l lane) []string {
 	return []string{q.Records, q.Pending, q.Scheduled, q.Seq, q.call + l.id}
 }
 
-// slotArgs holds every priority slot boxed once, so that building a call's
-// arguments does not allocate for them.
-var slotArgs = func() (a [4096]any) {
-	for i := range a {
-		a[i] = strconv.Itoa(i)
-	}
-	return a
-}()
-
-var zeroDelay any = "0"
-
-func enqueueArgs(q *Queue, l lane, msgs []Message) []any {
-	args := make([]any, 0, 3+4*len(msgs))
-	args = append(args, q.Channel, l.call, Epoch)
-	for _, m := range msgs {
-		delay := zeroDelay
-		if m.Delay > 0 {
-			delay = m.Delay.Milliseconds()
-		}
-		slot := any(m.Slot)
-		if m.Slot >= 0 && m.Slot < len(slotArgs) {
-			slot = slotArgs[m.Slot]
-		}
-		args = append(args, m.ID, slot, delay, m.Body)
+func enqueueArgs(q *Queue, c laneCall) []any {
+	args := make([]any, 0, 3+4*len(c.msgs))
+	args = append(args, q.Channel, c.lane.call, Epoch)
+	for _, m := range c.msgs {
+		args = append(args, m.ID, m.Slot, max(m.Delay.Milliseconds(), 0), m.Body)
 	}
 	return args
 }
@@ -172,8 +163,9 @@ func appendStatus(dst []bool, c *redis.Cmd) ([]bool, error) {
 // for it or for ctx. go-redis does not end a command when its ctx ends (unless
 // the client sets ContextTimeoutEnabled), so waiting on ctx here is what honours
 // the caller's deadline; the send goes on to its end in the background, bounded
-// by go-redis's timeouts and sendTimeout.
-func (b *Broker) await(ctx context.Context, send func(context.Context) error) error {
+// by go-redis's timeouts and sendTimeout. gaveUp says ctx ended first: err is
+// then ctx's cause, and what send did is unknown.
+func (b *Broker) await(ctx context.Context, send func(context.Context) error) (gaveUp bool, err error) {
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), sendTimeout)
 	done := make(chan error, 1)
 	go func() {
@@ -182,9 +174,9 @@ func (b *Broker) await(ctx context.Context, send func(context.Context) error) er
 	}()
 	select {
 	case err := <-done:
-		return err
+		return false, err
 	case <-ctx.Done():
-		return fmt.Errorf("%w: %w", ErrOutcomeUnknown, context.Cause(ctx))
+		return true, context.Cause(ctx)
 	}
 }
 
@@ -286,6 +278,11 @@ type combiner struct {
 func (c *combiner) borrow(b *Broker) *lane {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	return c.take(b)
+}
+
+// take pops a free lane or makes one; c.mu is held.
+func (c *combiner) take(b *Broker) *lane {
 	if n := len(c.free); n > 0 {
 		l := c.free[n-1]
 		c.free = c.free[:n-1]
@@ -319,21 +316,11 @@ func (b *Broker) Enqueue1(ctx context.Context, q *Queue, m Message) (bool, error
 	var l *lane
 	if c.busy < maxInflight {
 		c.busy++
-		if n := len(c.free); n > 0 {
-			l, c.free = c.free[n-1], c.free[:n-1]
-		} else {
-			l = &lane{id: b.lanes.next()}
-		}
+		l = c.take(b)
 	}
 	c.mu.Unlock()
 	if l != nil {
-		if ctx.Done() == nil {
-			// A caller that can never leave early may as well send its own
-			// batch: no goroutine to start and wake. Later rounds go to one.
-			b.drive(q, l, true)
-		} else {
-			go b.drive(q, l, false)
-		}
+		go b.drive(q, l)
 	}
 	select {
 	case res := <-r.done:
@@ -350,17 +337,12 @@ func (b *Broker) Enqueue1(ctx context.Context, q *Queue, m Message) (bool, error
 }
 
 // drive sends what is waiting on q, one call at a time on lane l, until nothing
-// waits; then it frees the lane. Inline (on a caller's goroutine), it sends one
-// call and hands the lane to a goroutine of its own if more wait.
-func (b *Broker) drive(q *Queue, l *lane, inline bool) {
+// waits; then it frees the lane.
+func (b *Broker) drive(q *Queue, l *lane) {
 	c := &q.combiner
 	var batch []*enqueueReq
 	msgs := make([]Message, 0, 16)
-	for round := 0; ; round++ {
-		if inline && round == 1 {
-			go b.drive(q, l, false)
-			return
-		}
+	for {
 		// Let the callers just answered (runnable, not yet running) come back
 		// with their next message before the call is cut: on a busy process this
 		// multiplies the batch size; on an idle one it costs nothing.
@@ -387,27 +369,12 @@ func (b *Broker) drive(q *Queue, l *lane, inline bool) {
 		l.call++
 		ctx, cancel := context.WithTimeout(context.Background(), sendTimeout)
 		var added []bool
-		err := b.retrying(ctx, func() error {
-			if q.indexed.Load() { // the common case: one command, no pipeline
-				cmd := enqueueScript.Run(ctx, b.rdb, q.enqueueKeys(l), enqueueArgs(q, *l, msgs)...)
-				var err error
-				added, err = appendStatus(added[:0], cmd)
-				return err
-			}
-			t := b.newBatch()
-			t.pipe.SAdd(ctx, b.indexKey(), q.Name)
-			cmd := b.enqueueCall(ctx, t, q, *l, msgs)
-			if err := t.exec(ctx); err != nil {
-				return err
-			}
-			var err error
-			added, err = appendStatus(added[:0], cmd)
+		err := b.retrying(ctx, func() (err error) {
+			added, err = b.send(ctx, q, []laneCall{{*l, msgs}})
 			return err
 		})
 		cancel()
-		if err == nil {
-			q.indexed.Store(true)
-		} else {
+		if err != nil {
 			// Retire the lane's guard: the failed call may still run.
 			l.id, l.call = b.lanes.next(), 0
 		}

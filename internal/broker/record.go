@@ -83,13 +83,13 @@ func (b *Broker) Find(ctx context.Context, id string, queues []string) (*Record,
 
 // Exists reports which of the given queues hold a record with the id.
 func (b *Broker) Exists(ctx context.Context, id string, queues []string) (string, error) {
+	if len(queues) == 0 {
+		return "", nil
+	}
 	p := b.rdb.Pipeline()
 	cmds := make([]*redis.BoolCmd, len(queues))
 	for i, n := range queues {
 		cmds[i] = p.HExists(ctx, b.Queue(n).Records, id)
-	}
-	if len(queues) == 0 {
-		return "", nil
 	}
 	if _, err := p.Exec(ctx); err != nil {
 		return "", err
@@ -106,7 +106,7 @@ func (b *Broker) Exists(ctx context.Context, id string, queues []string) (string
 // none), bounded by ctx like Enqueue.
 func (b *Broker) Holder(ctx context.Context, id, except string) (string, error) {
 	var in string
-	err := b.await(ctx, func(sctx context.Context) error {
+	_, err := b.await(ctx, func(sctx context.Context) error {
 		names, err := b.Queues(sctx)
 		if err != nil {
 			return err
@@ -120,11 +120,5 @@ func (b *Broker) Holder(ctx context.Context, id, except string) (string, error) 
 		in, err = b.Exists(sctx, id, others)
 		return err
 	})
-	if errors.Is(err, ErrOutcomeUnknown) { // a read: nothing was written
-		err = errors.Unwrap(err)
-		if err == nil {
-			err = context.Cause(ctx)
-		}
-	}
 	return in, err
 }
