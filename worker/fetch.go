@@ -112,11 +112,13 @@ func (w *Worker) accept(ctx context.Context, reqs []broker.FetchRequest, qs []*q
 		if len(r.Tasks) == reqs[i].N {
 			q.ready.Store(true) // a full answer: there may be more
 		}
+		q.heldMu.Lock()
+		for _, t := range r.Tasks {
+			q.held[t.Token] = struct{}{}
+		}
+		q.heldMu.Unlock()
 		for _, t := range r.Tasks {
 			j := &job{q: q, gen: gen, token: t.Token, id: t.ID, raw: t.Body, recovered: t.Recovered, started: t.Started}
-			q.heldMu.Lock()
-			q.held[t.Token] = struct{}{}
-			q.heldMu.Unlock()
 			w.held.Add(1)
 			if t.Recovered > 0 {
 				w.recovering.Add(1)

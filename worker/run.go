@@ -68,27 +68,18 @@ func (w *Worker) run(ctx context.Context) (err error) {
 	stopBG := make(chan struct{})
 	stopSub := make(chan struct{})
 	var others sync.WaitGroup
-	others.Add(5)
-	go func() {
-		defer others.Done()
-		w.heartbeater(bg, stopBG)
-	}()
-	go func() {
-		defer others.Done()
-		w.settler.loop(bg, stopBG)
-	}()
-	go func() {
-		defer others.Done()
-		w.subscriber(bg, ps, stopSub)
-	}()
-	go func() {
-		defer others.Done()
-		w.watchdog(stopBG)
-	}()
-	go func() {
-		defer others.Done()
-		w.fencer(stopBG)
-	}()
+	goOther := func(f func()) {
+		others.Add(1)
+		go func() {
+			defer others.Done()
+			f()
+		}()
+	}
+	goOther(func() { w.heartbeater(bg, stopBG) })
+	goOther(func() { w.settler.loop(bg, stopBG) })
+	goOther(func() { w.subscriber(bg, ps, stopSub) })
+	goOther(func() { w.watchdog(stopBG) })
+	goOther(func() { w.fencer(stopBG) })
 	fetchCtx, stopFetch := context.WithCancel(bg)
 	fetchDone := make(chan struct{})
 	go func() {
@@ -283,9 +274,7 @@ func (w *Worker) runner(sl *slot) {
 	for j := range w.jobs {
 		switch {
 		case w.aborted():
-			w.leftMu.Lock()
-			w.leftover = append(w.leftover, j)
-			w.leftMu.Unlock()
+			w.setAside(j)
 			continue
 		case !w.mayStart(j):
 			continue
@@ -319,9 +308,7 @@ func (w *Worker) mayStart(j *job) bool {
 		case <-w.lease.changed():
 		case <-j.gen.lostCh:
 		case <-w.abort:
-			w.leftMu.Lock()
-			w.leftover = append(w.leftover, j)
-			w.leftMu.Unlock()
+			w.setAside(j)
 			return false
 		}
 	}
@@ -335,8 +322,7 @@ func (w *Worker) mayStart(j *job) bool {
 		// task that kills its worker before the mark lands is caught by
 		// reclaim's orphan count.
 		j.started = true
-		w.settler.add(j, broker.Settlement{Queue: j.q.Queue, Session: w.session, Token: j.token, ID: j.id,
-			Outcome: broker.Start})
+		w.settler.add(j, w.settlement(j, broker.Start))
 		return true
 	}
 	// A recovered task may be the one that kills workers: its mark lands
@@ -344,9 +330,7 @@ func (w *Worker) mayStart(j *job) bool {
 	held, ok := w.settler.mark(j, w.abort)
 	switch {
 	case !ok: // stopping before the mark went through: give it back
-		w.leftMu.Lock()
-		w.leftover = append(w.leftover, j)
-		w.leftMu.Unlock()
+		w.setAside(j)
 		return false
 	case !held:
 		w.release(j)
@@ -390,21 +374,33 @@ func (w *Worker) wake() {
 	}
 }
 
+// settlement is j's outcome o, as the settler sends it.
+func (w *Worker) settlement(j *job, o broker.Outcome) broker.Settlement {
+	return broker.Settlement{Queue: j.q.Queue, Session: w.session, Token: j.token, ID: j.id, Outcome: o}
+}
+
+// setAside keeps j, which a stop kept from running, to be given back.
+func (w *Worker) setAside(j *job) {
+	w.leftMu.Lock()
+	w.leftover = append(w.leftover, j)
+	w.leftMu.Unlock()
+}
+
 // settle hands j's outcome to the settler and frees its prefetch slot, so the
 // fetcher refills it while the outcome travels. The settler's backlog is
 // bounded: when it is full (Redis slow or away) settle waits, the runners stop,
 // and the fetcher, with no free slot, fetches nothing.
 func (w *Worker) settle(j *job, o broker.Outcome, body []byte, delay time.Duration) {
-	w.settler.add(j, broker.Settlement{Queue: j.q.Queue, Session: w.session, Token: j.token, ID: j.id,
-		Outcome: o, Body: body, Delay: delay})
+	s := w.settlement(j, o)
+	s.Body, s.Delay = body, delay
+	w.settler.add(j, s)
 	w.free(j)
 }
 
 // settleNow is settle for the fetcher, which must not wait for room: it gives
 // back tasks it cannot hand to a runner, rarely, and must stay stoppable.
 func (w *Worker) settleNow(j *job, o broker.Outcome) {
-	w.settler.push(settleItem{s: broker.Settlement{Queue: j.q.Queue, Session: w.session, Token: j.token, ID: j.id,
-		Outcome: o}, j: j})
+	w.settler.push(settleItem{s: w.settlement(j, o), j: j})
 	w.free(j)
 }
 
@@ -448,15 +444,10 @@ func (w *Worker) process(sl *slot, j *job) {
 
 	cctx, cancel := context.WithCancelCause(ctx)
 	tctx, cancelTimeout := context.WithTimeout(cctx, timeout)
-	// What the watchdog does if the handler is stuck: the attempt failed.
-	snapshot := env.Envelope // env returns to its pool when process does
-	giveUp := func() {
-		err := fmt.Errorf("%w after %s, and the handler did not return within %s more: abandoned", rediq.ErrTimeout, timeout, w.cfg.TimeoutGrace)
-		w.failed(j, snapshot, def, maxRetries, err)
-	}
 	sl.mu.Lock()
 	sl.cancel, sl.gen = cancel, j.gen
-	sl.deadline, sl.giveUp = time.Now().Add(timeout+w.cfg.TimeoutGrace), giveUp
+	sl.deadline = time.Now().Add(timeout + w.cfg.TimeoutGrace)
+	sl.running = attempt{j: j, env: env.Envelope, def: def, maxRetries: maxRetries, timeout: timeout}
 	sl.mu.Unlock()
 	// A cancel may have passed this slot just before it was set.
 	switch {
@@ -470,7 +461,7 @@ func (w *Worker) process(sl *slot, j *job) {
 	result, err := call(tctx, def, env.Args)
 	sl.mu.Lock()
 	abandoned := sl.abandoned
-	sl.cancel, sl.gen, sl.giveUp = nil, nil, nil
+	sl.cancel, sl.gen, sl.running = nil, nil, attempt{}
 	sl.mu.Unlock()
 	cause := context.Cause(tctx) // DeadlineExceeded: timed out; else why it was cancelled
 	cancelTimeout()
@@ -503,8 +494,7 @@ func (w *Worker) process(sl *slot, j *job) {
 		return
 	}
 	st.Err = err
-	retry := !errors.Is(err, rediq.ErrSkipRetry) && env.Retried < maxRetries
-	if retry {
+	if willRetry(err, env.Retried, maxRetries) {
 		w.fireTaskHooks(ctx, st, core.BeforeTaskRetry)
 	} else {
 		w.fireTaskHooks(ctx, st, core.AfterTaskFailure)
@@ -523,7 +513,7 @@ func (w *Worker) failed(j *job, env codec.Envelope, def *core.TaskDef, maxRetrie
 	}
 	log := w.log.With(zap.String("task_id", id), zap.String("task", env.Name), zap.String("queue", j.q.Name),
 		zap.Int("attempt", env.Retried+1), zap.Error(err))
-	if !errors.Is(err, rediq.ErrSkipRetry) && env.Retried < maxRetries {
+	if willRetry(err, env.Retried, maxRetries) {
 		delay := w.backoff(def, env.Retried)
 		env.Retried++
 		log.Warn("task failed; will retry", zap.Duration("in", delay))
@@ -532,6 +522,12 @@ func (w *Worker) failed(j *job, env codec.Envelope, def *core.TaskDef, maxRetrie
 	}
 	log.Error("task failed for good: moved to dead", zap.Int("max_retries", maxRetries))
 	w.settle(j, broker.Kill, record(env), 0)
+}
+
+// willRetry decides what follows a failed attempt: a retry, unless the
+// handler said SkipRetry or the retries are used up.
+func willRetry(err error, retried, maxRetries int) bool {
+	return !errors.Is(err, rediq.ErrSkipRetry) && retried < maxRetries
 }
 
 // record encodes env as it is stored: under its id, so without "i", and
@@ -613,7 +609,7 @@ func (w *Worker) watchdog(stop <-chan struct{}) {
 		w.slotMu.Lock()
 		for sl := range w.slots {
 			sl.mu.Lock()
-			if sl.giveUp != nil && !sl.abandoned && now.After(sl.deadline) {
+			if sl.running.j != nil && !sl.abandoned && now.After(sl.deadline) {
 				stuck = append(stuck, sl)
 			}
 			sl.mu.Unlock()
@@ -627,14 +623,15 @@ func (w *Worker) watchdog(stop <-chan struct{}) {
 
 func (w *Worker) abandon(sl *slot) {
 	sl.mu.Lock()
-	giveUp := sl.giveUp
-	if giveUp == nil || sl.abandoned { // it returned meanwhile
+	a := sl.running
+	if a.j == nil || sl.abandoned { // it returned meanwhile
 		sl.mu.Unlock()
 		return
 	}
 	sl.abandoned = true
 	sl.mu.Unlock()
-	giveUp()
+	w.failed(a.j, a.env, a.def, a.maxRetries, fmt.Errorf("%w after %s, and the handler did not return within %s more: abandoned",
+		rediq.ErrTimeout, a.timeout, w.cfg.TimeoutGrace))
 	w.slotMu.Lock()
 	delete(w.slots, sl)
 	w.abandoned++

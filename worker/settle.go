@@ -77,8 +77,7 @@ func (s *settler) push(it settleItem) {
 // ok is false if abort closed first.
 func (s *settler) mark(j *job, abort <-chan struct{}) (held, ok bool) {
 	ch := make(chan bool, 1)
-	s.push(settleItem{s: broker.Settlement{Queue: j.q.Queue, Session: s.w.session, Token: j.token, ID: j.id,
-		Outcome: broker.Start}, j: j, mark: ch})
+	s.push(settleItem{s: s.w.settlement(j, broker.Start), j: j, mark: ch})
 	select {
 	case held = <-ch:
 		return held, true

@@ -179,8 +179,18 @@ type slot struct {
 	cancel    context.CancelCauseFunc // nil when idle
 	gen       *generation
 	deadline  time.Time // past it (timeout + grace) the handler is stuck
-	giveUp    func()    // settles the attempt as failed, for the watchdog
+	running   attempt   // what the watchdog needs to fail it; running.j is nil when idle
 	abandoned bool      // the watchdog gave up on it: its runner exits
+}
+
+// attempt is a running attempt as the watchdog would settle it: a copy of its
+// envelope (the runner's returns to a pool) and its limits.
+type attempt struct {
+	j          *job
+	env        codec.Envelope
+	def        *core.TaskDef
+	maxRetries int
+	timeout    time.Duration
 }
 
 // New checks cfg and returns a worker for app.

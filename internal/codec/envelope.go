@@ -12,7 +12,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"strings"
 
 	"github.com/vmihailenco/msgpack/v5/msgpcode"
 )
@@ -216,7 +215,6 @@ func DecodeInto(b []byte, e *Envelope) error {
 		return err
 	}
 	version := -1
-	var extra []byte
 	rSet, oSet := false, false
 	for ; n > 0; n-- {
 		start := r.off
@@ -224,19 +222,11 @@ func DecodeInto(b []byte, e *Envelope) error {
 		if err != nil {
 			return err
 		}
-		if len(key) != 1 || !strings.ContainsRune(known, rune(key[0])) {
-			if err := r.skip(); err != nil {
-				return err
-			}
-			e.Extra = b[start:r.off:r.off]
-			if e.ExtraN > 0 { // not contiguous in general: copy
-				e.Extra = append(append([]byte(nil), extra...), b[start:r.off]...)
-			}
-			extra = e.Extra
-			e.ExtraN++
-			continue
+		k := byte(0) // a longer key is not one of ours
+		if len(key) == 1 {
+			k = key[0]
 		}
-		switch key[0] {
+		switch k {
 		case 'v':
 			v, err := r.int()
 			if err != nil {
@@ -279,6 +269,15 @@ func DecodeInto(b []byte, e *Envelope) error {
 			e.Stack, err = r.strString()
 		case 'b':
 			e.Raw, err = r.bin()
+		default: // kept as raw key/value pairs, aliasing b until a second one
+			if err = r.skip(); err == nil {
+				if e.Extra == nil {
+					e.Extra = b[start:r.off:r.off] // full slice: an append copies
+				} else {
+					e.Extra = append(e.Extra, b[start:r.off]...)
+				}
+				e.ExtraN++
+			}
 		}
 		if err != nil {
 			return err
@@ -306,9 +305,6 @@ func DecodeInto(b []byte, e *Envelope) error {
 	}
 	return nil
 }
-
-// known lists the one-letter keys this version reads.
-const known = "vinatproxuekb"
 
 // clampInt narrows v to an int that the range checks reject if v was out of
 // range, so that a huge value cannot wrap into a valid-looking one.
