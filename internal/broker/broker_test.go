@@ -474,3 +474,40 @@ func TestWakeUpAfterADuplicateIntoAnEmptyQueue(t *testing.T) {
 		t.Fatalf("no wake-up after the duplicate: %v %v", m, err)
 	}
 }
+
+// A settle call whose reply was lost and which the worker sends again changes
+// nothing the second time: every outcome answers "not held".
+func TestSettleSentTwiceChangesNothing(t *testing.T) {
+	t.Parallel()
+	b, q, rdb := setup(t)
+	ctx := context.Background()
+	enqueue(t, b, q, msg("a", 2048), msg("r", 2048), msg("k", 2048), msg("q", 2048))
+	register(t, b, q, "S", time.Minute)
+	fetch(t, b, "S", time.Minute, broker.FetchRequest{Queue: q, N: 4, StartNow: 4})
+	ss := []broker.Settlement{
+		{Queue: q, Session: "S", Token: 1, ID: "a", Outcome: broker.Ack},
+		{Queue: q, Session: "S", Token: 2, ID: "r", Outcome: broker.Retry, Body: []byte("r2"), Delay: time.Hour},
+		{Queue: q, Session: "S", Token: 3, ID: "k", Outcome: broker.Kill, Body: []byte("k2")},
+		{Queue: q, Session: "S", Token: 4, ID: "q", Outcome: broker.Requeue},
+	}
+	snapshot := func() string {
+		var out []string
+		for _, k := range []string{q.Records, q.Active, q.Lease("S")} {
+			out = append(out, fmt.Sprint(rdb.HGetAll(ctx, k).Val()))
+		}
+		for _, k := range []string{q.Pending, q.Scheduled, q.Dead} {
+			out = append(out, fmt.Sprint(rdb.ZRange(ctx, k, 0, -1).Val()))
+		}
+		return strings.Join(out, " | ")
+	}
+	if held := settle(t, b, ss...); !slices.Equal(held, []bool{true, true, true, true}) {
+		t.Fatalf("first run: %v", held)
+	}
+	after := snapshot()
+	if held := settle(t, b, ss...); !slices.Equal(held, []bool{false, false, false, false}) {
+		t.Fatalf("second run: %v", held)
+	}
+	if again := snapshot(); again != after {
+		t.Fatalf("the second run changed\n%s\ninto\n%s", after, again)
+	}
+}
