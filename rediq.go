@@ -1,6 +1,7 @@
 package rediq
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"os"
@@ -78,7 +79,7 @@ func init() {
 
 // New returns an App. It does not connect until first used.
 func New(cfg Config) (*App, error) {
-	cfg.Namespace = firstOf(cfg.Namespace, os.Getenv("REDIQ_NAMESPACE"), DefaultNamespace)
+	cfg.Namespace = cmp.Or(cfg.Namespace, os.Getenv("REDIQ_NAMESPACE"), DefaultNamespace)
 	if err := broker.ValidateQueueName(cfg.Namespace); err != nil {
 		return nil, fmt.Errorf("rediq: namespace: %w", err)
 	}
@@ -95,11 +96,11 @@ func New(cfg Config) (*App, error) {
 		return &App{core: core.NewApp(cfg.Redis, false, cfg.Namespace, cfg.Logger), maxMessageBytes: cfg.MaxMessageBytes}, nil
 	}
 	ep := core.Endpoint{
-		URL: firstOf(cfg.RedisURL, os.Getenv("REDIQ_REDIS_URL"), DefaultRedisURL),
+		URL: cmp.Or(cfg.RedisURL, os.Getenv("REDIQ_REDIS_URL"), DefaultRedisURL),
 		TLS: core.TLSFiles{
-			CA:   firstOf(cfg.TLSCAFile, os.Getenv("REDIQ_TLS_CA_FILE")),
-			Cert: firstOf(cfg.TLSCertFile, os.Getenv("REDIQ_TLS_CERT_FILE")),
-			Key:  firstOf(cfg.TLSKeyFile, os.Getenv("REDIQ_TLS_KEY_FILE")),
+			CA:   cmp.Or(cfg.TLSCAFile, os.Getenv("REDIQ_TLS_CA_FILE")),
+			Cert: cmp.Or(cfg.TLSCertFile, os.Getenv("REDIQ_TLS_CERT_FILE")),
+			Key:  cmp.Or(cfg.TLSKeyFile, os.Getenv("REDIQ_TLS_KEY_FILE")),
 		},
 	}
 	c, err := core.DialApp(ep, cfg.Namespace, cfg.Logger)
@@ -107,15 +108,6 @@ func New(cfg Config) (*App, error) {
 		return nil, fmt.Errorf("rediq: %w", err)
 	}
 	return &App{core: c, maxMessageBytes: cfg.MaxMessageBytes}, nil
-}
-
-func firstOf(vals ...string) string {
-	for _, v := range vals {
-		if v != "" {
-			return v
-		}
-	}
-	return ""
 }
 
 // checkIDElsewhere fails if a queue of the namespace other than queue holds a

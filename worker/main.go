@@ -1,6 +1,7 @@
 package worker
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -347,18 +348,9 @@ func configureApp(c *core.App, o *options, log *zap.Logger) error {
 	}
 	err := c.Connect(next)
 	if ue := (*core.URLError)(nil); errors.As(err, &ue) {
-		return fmt.Errorf("%s: %w", firstOf(o.given["redis-url"], "--redis-url"), ue.Err)
+		return fmt.Errorf("%s: %w", cmp.Or(o.given["redis-url"], "--redis-url"), ue.Err)
 	}
 	return err
-}
-
-func firstOf(vals ...string) string {
-	for _, v := range vals {
-		if v != "" {
-			return v
-		}
-	}
-	return ""
 }
 
 // redisLogger writes go-redis's log lines to a zap logger.
