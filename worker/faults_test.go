@@ -99,8 +99,18 @@ func TestFrozenWorkerStartsNothingItNoLongerHolds(t *testing.T) {
 	thawed := time.Now()
 	frozen.signal(t, syscall.SIGCONT)
 	testredis.WaitFor(t, 10*time.Second, "every task done", func() bool { return len(e.done()) == n })
-	// Give the thawed worker time to do the wrong thing, if it would.
-	time.Sleep(1500 * time.Millisecond)
+	// The thawed worker learns at its next heartbeat that its session was
+	// reclaimed, and registers again; by then it has had every chance to start
+	// a prefetched task it no longer holds.
+	prefix := fmt.Sprintf(":%d/", frozen.cmd.Process.Pid)
+	testredis.WaitFor(t, 10*time.Second, "the thawed worker to register again", func() bool {
+		for _, s := range e.rdb.ZRange(context.Background(), e.queue("default").Workers, 0, -1).Val() {
+			if strings.Contains(s, prefix) {
+				return true
+			}
+		}
+		return false
+	})
 	for _, s := range e.starts() {
 		if s.pid == frozen.cmd.Process.Pid && s.at.After(thawed) {
 			t.Errorf("the thawed worker started task %s, which the rescuer had taken over", s.id)

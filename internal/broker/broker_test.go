@@ -275,8 +275,13 @@ func TestReclaimCountsOnlyStartedTasks(t *testing.T) {
 	if held := settle(t, b, broker.Settlement{Queue: q, Session: "A", Token: 2, ID: "b", Outcome: broker.Start}); !held[0] {
 		t.Fatal("start mark refused")
 	}
-	time.Sleep(40 * time.Millisecond) // let A's lease lapse (Redis's clock decides)
-	pre, started, ok, err := b.Reclaim(ctx, q, "A")
+	var pre, started int
+	var ok bool
+	var err error
+	testredis.WaitFor(t, 5*time.Second, "A's lease to lapse", func() bool { // Redis's clock decides
+		pre, started, ok, err = b.Reclaim(ctx, q, "A")
+		return ok || err != nil
+	})
 	if pre != 1 || started != 2 || !ok || err != nil {
 		t.Fatalf("reclaim = %d %d %v %v; want 1 prefetched, 2 started", pre, started, ok, err)
 	}
@@ -290,8 +295,11 @@ func TestReclaimCountsOnlyStartedTasks(t *testing.T) {
 	// looks unstarted: the second time it comes back so, it counts.
 	register(t, b, q, "C", 30*time.Millisecond)
 	fetch(t, b, "C", 30*time.Millisecond, broker.FetchRequest{Queue: q, N: 2, TokenBase: 50}) // c, d unmarked
-	time.Sleep(40 * time.Millisecond)
-	if pre, started, ok, err := b.Reclaim(ctx, q, "C"); pre != 1 || started != 1 || !ok || err != nil {
+	testredis.WaitFor(t, 5*time.Second, "C's lease to lapse", func() bool {
+		pre, started, ok, err = b.Reclaim(ctx, q, "C")
+		return ok || err != nil
+	})
+	if pre != 1 || started != 1 || !ok || err != nil {
 		t.Fatalf("second reclaim = %d %d %v %v; want c counted on its second return, d back", pre, started, ok, err)
 	}
 	if rdb.HGet(ctx, q.Recovered, "c").Val() != "1" || rdb.HGet(ctx, q.Orphaned, "d").Val() != "1" || rdb.HExists(ctx, q.Orphaned, "c").Val() {
