@@ -66,13 +66,13 @@ func TestOutOfRangeMessagesGoToDead(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		e.rdb.HSet(ctx, q.Records, id, b)
-		e.rdb.ZAdd(ctx, q.Pending, redisZ(2048*(1<<41), id))
+		e.must(e.rdb.HSet(ctx, q.Records, id, b))
+		e.must(e.rdb.ZAdd(ctx, q.Pending, redisZ(2048*(1<<41), id)))
 	}
 	// No "a": the zero value of the arguments.
 	b, _ := msgpack.Marshal(map[string]any{"v": 1, "i": "no-args", "n": "good", "t": 1})
-	e.rdb.HSet(ctx, q.Records, "no-args", b)
-	e.rdb.ZAdd(ctx, q.Pending, redisZ(2048*(1<<41), "no-args"))
+	e.must(e.rdb.HSet(ctx, q.Records, "no-args", b))
+	e.must(e.rdb.ZAdd(ctx, q.Pending, redisZ(2048*(1<<41), "no-args")))
 	if _, err := good.Enqueue(ctx, 7); err != nil {
 		t.Fatal(err)
 	}
@@ -251,7 +251,7 @@ func TestRecoveredCountIsExposed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.rdb.HSet(ctx, e.queue("default").Recovered, string(id), 2)
+	e.must(e.rdb.HSet(ctx, e.queue("default").Recovered, string(id), 2))
 	e.start(e.app, worker.Config{})
 	if got := seen.wait(t, 1, 10*time.Second); got[0] != 2 {
 		t.Fatalf("Recovered = %d, want 2", got[0])

@@ -67,7 +67,7 @@ func TestReclaimingNothingIsNoWarning(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
 	q := e.queue("default")
-	e.rdb.ZAdd(ctx, q.Workers, redisZ(1, "ghost/1")) // expired long ago, no leases
+	e.must(e.rdb.ZAdd(ctx, q.Workers, redisZ(1, "ghost/1"))) // expired long ago, no leases
 	core, logs := observer.New(zap.DebugLevel)
 	e.start(e.app, worker.Config{LeaseTTL: 300 * time.Millisecond, Logger: zap.New(core)})
 	testredis.WaitFor(t, 10*time.Second, "the ghost session to go", func() bool {

@@ -175,3 +175,11 @@ func (r *recorder[T]) wait(t testing.TB, n int, timeout time.Duration) []T {
 }
 
 func redisZ(score float64, member string) redis.Z { return redis.Z{Score: score, Member: member} }
+
+// must fails the test if a setup command failed.
+func (e *env) must(c interface{ Err() error }) {
+	e.t.Helper()
+	if err := c.Err(); err != nil {
+		e.t.Fatal(err)
+	}
+}

@@ -495,7 +495,7 @@ func TestPoisonTaskGoesToDead(t *testing.T) {
 	q := e.queue("default")
 	members := e.rdb.ZRange(ctx, q.Pending, 0, -1).Val() // ids, in order
 	// As if the first had been reclaimed from 4 dead workers, the second from 3.
-	e.rdb.HSet(ctx, q.Recovered, members[0], 4, members[1], 3)
+	e.must(e.rdb.HSet(ctx, q.Recovered, members[0], 4, members[1], 3))
 	e.start(e.app, worker.Config{MaxRecoveries: 3})
 	ran.wait(t, 1, 10*time.Second)
 	testredis.WaitFor(t, 10*time.Second, "the poison task in dead", func() bool { return e.count(q.Dead) == 1 })
@@ -539,7 +539,7 @@ func TestLostLeaseCancelsTheTask(t *testing.T) {
 	if len(sessions) != 1 {
 		t.Fatalf("sessions %v", sessions)
 	}
-	e.rdb.ZAdd(ctx, q.Workers, redisZ(1, sessions[0])) // its lease ran out long ago
+	e.must(e.rdb.ZAdd(ctx, q.Workers, redisZ(1, sessions[0]))) // its lease ran out long ago
 	if pre, started, ok, err := broker.New(e.rdb, e.ns).Reclaim(ctx, q, sessions[0]); pre != 0 || started != 1 || !ok || err != nil {
 		t.Fatalf("reclaim = %d, %d, %v, %v; want the one started task", pre, started, ok, err)
 	}
