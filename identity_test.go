@@ -106,6 +106,9 @@ func TestEnqueueWithShortDeadlinesNeverHangs(t *testing.T) {
 		}
 	}
 	t.Logf("%d enqueued, %d gave up before sending, %d left with the outcome unknown", ok, gaveUp, unknown)
+	if gaveUp+unknown == 0 {
+		t.Fatal("no enqueue was cut short by its deadline: the storm tested nothing")
+	}
 	// The combiner is not wedged: one more enqueue goes through at once.
 	ctx2, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
@@ -215,7 +218,7 @@ func TestEnqueueHonoursItsDeadline(t *testing.T) {
 		}
 		took := time.Since(began)
 		cancel()
-		if took > 700*time.Millisecond {
+		if took > time.Second {
 			t.Errorf("many=%v: returned after %v with a 200ms ctx", many, took)
 		}
 		if !errors.Is(err, rediq.ErrOutcomeUnknown) || !errors.Is(err, context.DeadlineExceeded) || id == "" {

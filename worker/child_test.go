@@ -26,7 +26,7 @@ func childMain(mode string) int {
 			<-ctx.Done()
 			return 0, ctx.Err()
 		})
-		ttl, _ := time.ParseDuration(os.Getenv("REDIQ_TEST_LEASE_TTL"))
+		ttl := envDuration("REDIQ_TEST_LEASE_TTL")
 		w, err := worker.New(app, worker.Config{Concurrency: 50, Prefetch: 100, LeaseTTL: ttl})
 		if err != nil {
 			fmt.Fprintln(os.Stderr, err)
@@ -36,7 +36,7 @@ func childMain(mode string) int {
 		fmt.Fprintln(os.Stderr, "hold worker:", err)
 		return 4
 	case "main": // the worker command line, stopped by the parent's SIGINT
-		jobTime, _ := time.ParseDuration(os.Getenv("REDIQ_TEST_JOB_TIME"))
+		jobTime := envDuration("REDIQ_TEST_JOB_TIME")
 		rediq.Register(app, "job", func(ctx context.Context, n int) (int, error) {
 			select {
 			case <-time.After(jobTime):
@@ -53,7 +53,7 @@ func childMain(mode string) int {
 		return 5 // Main exits
 	case "record": // run "job"s, logging each start; -1 kills this process mid-task
 		ns := os.Getenv("REDIQ_TEST_NS")
-		jobTime, _ := time.ParseDuration(os.Getenv("REDIQ_TEST_JOB_TIME"))
+		jobTime := envDuration("REDIQ_TEST_JOB_TIME")
 		rediq.Register(app, "job", func(ctx context.Context, n int) (int, error) {
 			info, _ := rediq.CurrentTask(ctx)
 			entry := fmt.Sprintf("%s %d %d", info.ID, os.Getpid(), time.Now().UnixMilli())
@@ -71,8 +71,14 @@ func childMain(mode string) int {
 			}
 			return n, app.Redis().HIncrBy(ctx, ns+":done", string(info.ID), 1).Err()
 		})
-		atoi := func(k string) int { n, _ := strconv.Atoi(os.Getenv(k)); return n }
-		ttl, _ := time.ParseDuration(os.Getenv("REDIQ_TEST_LEASE_TTL"))
+		atoi := func(k string) int {
+			n, err := strconv.Atoi(os.Getenv(k))
+			if err != nil {
+				panic(fmt.Sprintf("$%s: %v", k, err))
+			}
+			return n
+		}
+		ttl := envDuration("REDIQ_TEST_LEASE_TTL")
 		w, err := worker.New(app, worker.Config{Concurrency: atoi("REDIQ_TEST_CONCURRENCY"),
 			Prefetch: atoi("REDIQ_TEST_PREFETCH"), LeaseTTL: ttl})
 		if err != nil {
@@ -85,4 +91,14 @@ func childMain(mode string) int {
 	}
 	fmt.Fprintln(os.Stderr, "unknown child mode", strconv.Quote(mode))
 	return 3
+}
+
+// envDuration reads a duration the parent set; a child given a bad one panics
+// (its parent sees the output) rather than run with zero.
+func envDuration(k string) time.Duration {
+	d, err := time.ParseDuration(os.Getenv(k))
+	if err != nil {
+		panic(fmt.Sprintf("$%s: %v", k, err))
+	}
+	return d
 }

@@ -30,8 +30,14 @@ func (e *env) starts() []start {
 	var out []start
 	for _, l := range lines {
 		f := strings.Fields(l)
-		pid, _ := strconv.Atoi(f[1])
-		ms, _ := strconv.ParseInt(f[2], 10, 64)
+		if len(f) != 3 {
+			e.t.Fatalf("bad start entry %q", l)
+		}
+		pid, err1 := strconv.Atoi(f[1])
+		ms, err2 := strconv.ParseInt(f[2], 10, 64)
+		if err1 != nil || err2 != nil || pid <= 0 {
+			e.t.Fatalf("bad start entry %q", l)
+		}
 		out = append(out, start{f[0], pid, time.UnixMilli(ms)})
 	}
 	return out

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -15,6 +16,7 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/rediq/rediq"
+	"github.com/rediq/rediq/internal/broker"
 	"github.com/rediq/rediq/internal/testredis"
 	"github.com/rediq/rediq/worker"
 )
@@ -82,7 +84,10 @@ func TestLostFetchReplyLosesNothing(t *testing.T) {
 				t.Fatalf("ran %v, want each of %v once", got, want)
 			}
 			testredis.WaitFor(t, 5*time.Second, "nothing left leased", func() bool { return e.active("default") == 0 })
-			if query[len(query)-2:] == "-1" && logs.FilterMessage("fetch failed; will send it again").Len() == 0 {
+			if proxy.HoldsLeft() != 0 {
+				t.Fatal("no fetch reply was held: the fault did not happen")
+			}
+			if strings.HasSuffix(query, "max_retries=-1") && logs.FilterMessage("fetch failed; will send it again").Len() == 0 {
 				t.Fatal("the fetch never failed: the fault did not happen")
 			}
 		})
@@ -112,7 +117,7 @@ func TestRedisRestartLongerThanTheLease(t *testing.T) {
 			recovered[string(info.ID)] = max(recovered[string(info.ID)], info.Recovered)
 			mu.Unlock()
 			select {
-			case <-time.After(100 * time.Millisecond):
+			case <-time.After(300 * time.Millisecond):
 			case <-ctx.Done():
 				return 0, ctx.Err()
 			}
@@ -150,8 +155,17 @@ func TestRedisRestartLongerThanTheLease(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	done := func() map[string]string { return rdb.HGetAll(context.Background(), ns+":done").Val() }
+	done := func() map[string]string {
+		m, err := rdb.HGetAll(context.Background(), ns+":done").Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
 	testredis.WaitFor(t, 10*time.Second, "some tasks done", func() bool { return len(done()) >= 10 })
+	if n := len(done()); n == len(ids) {
+		t.Fatal("every task finished before the outage: it tests nothing")
+	}
 	srv.Kill()
 	// The outage: 1.5 lease periods. (The lease is 2s, not less: after an
 	// outage go-redis's pool retries dialing once a second, so a worker may
@@ -159,8 +173,8 @@ func TestRedisRestartLongerThanTheLease(t *testing.T) {
 	time.Sleep(3 * time.Second)
 	srv.Restart(t)
 	testredis.WaitFor(t, 30*time.Second, "every task done", func() bool { return len(done()) == len(ids) })
-	if n := rdb.ZCard(context.Background(), ns+":{default}:dead").Val(); n != 0 {
-		t.Fatalf("%d tasks in dead", n)
+	if n, err := rdb.ZCard(context.Background(), broker.New(rdb, ns).Queue("default").Dead).Result(); err != nil || n != 0 {
+		t.Fatalf("%d tasks in dead (%v)", n, err)
 	}
 	mu.Lock()
 	defer mu.Unlock()

@@ -43,7 +43,7 @@ func proxiedApp(t *testing.T, e *env, query string) (*rediq.App, *testredis.Prox
 func TestFenceActsWhileAHeartbeatHangs(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	app, proxy := proxiedApp(t, e, "?read_timeout=2s")
+	app, proxy := proxiedApp(t, e, "?read_timeout=5s")
 	const ttl = 900 * time.Millisecond
 	type cancellation struct {
 		at    time.Time

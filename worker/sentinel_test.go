@@ -203,7 +203,11 @@ func TestSentinelFailoverKeepsWakeUpsFlowing(t *testing.T) {
 			"wake-ups wait for the heartbeat (subscribers of %s on the new master: %v, %v)",
 			settle, median, fast, wake, subs[wake], err)
 	}
-	t.Logf("the worker subscribed again %d times", logs.FilterMessage("subscribed again to the wake-up channels").Len())
+	n := logs.FilterMessage("subscribed again to the wake-up channels").Len()
+	t.Logf("the worker subscribed again %d times", n)
+	if n == 0 {
+		t.Fatal("the worker never subscribed again: the failover did not exercise the fix")
+	}
 }
 
 // startSentinelWorker runs a worker of app until t ends. Its stop is bounded:

@@ -218,8 +218,13 @@ func TestSequenceNeverSpillsIntoThePriorityBelow(t *testing.T) {
 	b, q, rdb := setup(t)
 	ctx := context.Background()
 	enqueue(t, b, q, msg("hi-1", 2047), msg("lo-1", 2048))
-	rdb.Set(ctx, q.Seq, int64(1)<<41-3, 0)
+	if err := rdb.Set(ctx, q.Seq, int64(1)<<41-3, 0).Err(); err != nil {
+		t.Fatal(err)
+	}
 	enqueue(t, b, q, msg("lo-2", 2048), msg("hi-2", 2047), msg("lo-3", 2048), msg("hi-3", 2047))
+	if seq, err := rdb.Get(ctx, q.Seq).Int64(); err != nil || seq != 6 {
+		t.Fatalf("sequence %d, %v after renumbering; want 6", seq, err)
+	}
 	want := []string{"hi-1", "hi-2", "hi-3", "lo-1", "lo-2", "lo-3"}
 	if p := rdb.ZRange(ctx, q.Pending, 0, -1).Val(); !slices.Equal(p, want) {
 		t.Fatalf("pending %v, want %v", p, want)
@@ -476,6 +481,9 @@ func TestWakeUpAfterADuplicateIntoAnEmptyQueue(t *testing.T) {
 	fetch(t, b, "S", time.Minute, broker.FetchRequest{Queue: q, N: 10}) // empties pending
 	if added, err := b.Enqueue(ctx, q, []broker.Message{msg("a", 2048)}); err != nil || added[0] {
 		t.Fatalf("duplicate: %v %v", added, err)
+	}
+	if m, err := ps.ReceiveTimeout(ctx, 100*time.Millisecond); err == nil {
+		t.Fatalf("a wake-up before anything was added: %v", m)
 	}
 	enqueue(t, b, q, msg("b", 2048))
 	if m, err := ps.ReceiveTimeout(ctx, 5*time.Second); err != nil {

@@ -29,7 +29,7 @@ func TestServersDieWithTheTestBinary(t *testing.T) {
 	}{
 		{name: "SIGKILL", death: "sigkill", timeout: "30s"},
 		{name: "panic", death: "panic", timeout: "30s"},
-		{name: "go test -timeout", death: "timeout", timeout: "3s"},
+		{name: "go test -timeout", death: "timeout", timeout: "10s"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

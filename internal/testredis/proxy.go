@@ -301,6 +301,13 @@ func (p *Proxy) matchRequest(req []byte) time.Duration {
 	return 0
 }
 
+// HoldsLeft is how many of HoldRepliesTo's holds have not matched a request yet.
+func (p *Proxy) HoldsLeft() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.holdMatchN
+}
+
 // HoldRepliesTo holds for d the replies to the next n requests for which match
 // (given the request's raw RESP bytes) is true, on any connection: "this one
 // command ran, but its reply came after the client's read timeout".

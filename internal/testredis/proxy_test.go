@@ -114,7 +114,7 @@ func TestLatency(t *testing.T) {
 	t.Parallel()
 	p, c, _ := proxied(t, nil)
 	ctx := t.Context()
-	const d = 150 * time.Millisecond
+	const d = 300 * time.Millisecond
 
 	p.SetLatency(d)
 	start := time.Now()
