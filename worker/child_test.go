@@ -93,10 +93,14 @@ func childMain(mode string) int {
 	return 3
 }
 
-// envDuration reads a duration the parent set; a child given a bad one panics
-// (its parent sees the output) rather than run with zero.
+// envDuration reads a duration the parent set (unset: 0); a child given a bad
+// one panics (its parent sees the output) rather than run with zero.
 func envDuration(k string) time.Duration {
-	d, err := time.ParseDuration(os.Getenv(k))
+	v := os.Getenv(k)
+	if v == "" {
+		return 0
+	}
+	d, err := time.ParseDuration(v)
 	if err != nil {
 		panic(fmt.Sprintf("$%s: %v", k, err))
 	}
