@@ -35,15 +35,24 @@ var (
 	ErrTooLarge = errors.New("rediq: message too large")
 )
 
-// DuplicateError is the error of an Enqueue whose task id is taken.
+// DuplicateError is the error of an Enqueue whose task id is taken, or whose
+// Unique lock another task holds.
 type DuplicateError struct {
-	ExistingID TaskID
+	ExistingID TaskID // the task that has the id, or holds the lock
 	Queue      string // the queue holding the existing task
+	Unique     bool   // refused by a Unique lock (else: the id exists)
 }
 
 func (e *DuplicateError) Error() string {
+	if e.Unique {
+		return fmt.Sprintf("rediq: duplicate task: task %q in queue %q holds its unique lock", e.ExistingID, e.Queue)
+	}
 	return fmt.Sprintf("rediq: duplicate task: id %q exists in queue %q", e.ExistingID, e.Queue)
 }
+
+// errMemoized is what the enqueue of a Run says when a memoized result exists:
+// Run reads it instead.
+var errMemoized = errors.New("rediq: a memoized result exists")
 
 // Is makes errors.Is(err, ErrDuplicate) true.
 func (e *DuplicateError) Is(target error) bool { return target == ErrDuplicate }

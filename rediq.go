@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"sync"
 
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
@@ -71,6 +72,8 @@ const DefaultMaxMessageBytes = 1 << 20
 type App struct {
 	core            *core.App
 	maxMessageBytes int
+	hubOnce         sync.Once
+	waits           *waitHub // Wait's shared subscription, started by the first Wait
 }
 
 func init() {
@@ -132,6 +135,10 @@ func (a *App) Namespace() string { return a.core.Broker().Namespace() }
 // Close closes the Redis client if the App created it; a client passed in
 // Config.Redis is left open.
 func (a *App) Close() error {
+	a.hubOnce.Do(func() {}) // no hub from now on, unless one started
+	if a.waits != nil {
+		_ = a.waits.close()
+	}
 	if err := a.core.Close(); err != nil {
 		return fmt.Errorf("rediq: close: %w", err)
 	}

@@ -1,6 +1,8 @@
 package rediq
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"bytes"
 	"context"
 	"errors"
@@ -85,6 +87,7 @@ func Register[A, R any](app *App, name string, fn func(context.Context, A) (R, e
 	}
 	def := &core.TaskDef{
 		Name: name, Queue: o.queue, Priority: o.priority, Retries: o.retries, Timeout: o.timeout, Backoff: o.backoff,
+		Retention: o.retention, Unique: o.unique, ExpireIn: o.expireIn, Memo: o.memo,
 		Run: func(ctx context.Context, raw []byte) (any, error) {
 			var args A
 			if err := decodeArgs(raw, &args); err != nil {
@@ -132,16 +135,27 @@ func (t *Task[A, R]) Enqueue(ctx context.Context, args A, opts ...EnqueueOption)
 			return "", err
 		}
 	}
-	added, err := b.Enqueue1(ctx, q, msg)
+	st, err := b.Enqueue1(ctx, q, msg)
 	switch {
 	case errors.Is(err, ErrOutcomeUnknown):
 		return id, fmt.Errorf("rediq: %w (retry with rediq.WithID(%q))", err, id)
 	case err != nil:
 		return "", fmt.Errorf("rediq: %w", err)
-	case !added:
-		return "", &DuplicateError{ExistingID: id, Queue: o.queue}
 	}
-	return id, nil
+	return id, notAdded(st, id, o.queue)
+}
+
+// notAdded is the error for a message the enqueue did not write, nil if it did.
+func notAdded(st broker.Status, id TaskID, queue string) error {
+	switch st.Code {
+	case '1':
+		return nil
+	case 'u':
+		return &DuplicateError{ExistingID: TaskID(st.Holder), Queue: queue, Unique: true}
+	case 'm':
+		return errMemoized
+	}
+	return &DuplicateError{ExistingID: id, Queue: queue}
 }
 
 // EnqueueMany adds one task per element of args with the same options, in one
@@ -186,16 +200,19 @@ func (t *Task[A, R]) EnqueueMany(ctx context.Context, args []A, opts ...EnqueueO
 	case err != nil:
 		return nil, fmt.Errorf("rediq: %w", err)
 	}
-	for i, ok := range added {
-		if !ok { // only with WithID, or a generated id met twice (about 2^-48)
-			return ids, &DuplicateError{ExistingID: ids[i], Queue: o.queue}
+	for i, st := range added {
+		// Only with WithID or Unique, or a generated id met twice (about 2^-48).
+		if err := notAdded(st, ids[i], o.queue); err != nil {
+			return ids, err
 		}
 	}
 	return ids, nil
 }
 
 func (t *Task[A, R]) enqueueOptions(opts []EnqueueOption) (enqueueOptions, error) {
-	o := enqueueOptions{taskOptions: taskOptions{queue: t.def.Queue, priority: t.def.Priority, retries: -1}}
+	d := t.def
+	o := enqueueOptions{taskOptions: taskOptions{queue: d.Queue, priority: d.Priority, retries: -1,
+		retention: d.Retention, unique: d.Unique, expireIn: d.ExpireIn, memo: d.Memo}}
 	for _, opt := range opts {
 		opt.applyEnqueue(&o)
 	}
@@ -204,6 +221,9 @@ func (t *Task[A, R]) enqueueOptions(opts []EnqueueOption) (enqueueOptions, error
 	}
 	if !o.at.IsZero() {
 		o.delay = time.Until(o.at)
+	}
+	if !o.expireAt.IsZero() {
+		o.expireIn = max(time.Until(o.expireAt), time.Millisecond)
 	}
 	if due := time.Now().Add(o.delay); o.delay > 0 && due.UnixMilli() > broker.MaxDue-24*3600*1000 {
 		return o, fmt.Errorf("%w: due time %s is past what rediq can schedule (%s)", ErrInvalidOption,
@@ -263,11 +283,43 @@ func (t *Task[A, R]) encode(args A, o *enqueueOptions, now time.Time) (broker.Me
 		Name: t.def.Name, Args: e.buf.Bytes(), EnqueuedAt: enqueuedAt,
 		Priority: o.priority, MaxRetries: o.retries, TimeoutMs: o.timeout.Milliseconds(),
 	}
-	body := codec.Encode(&env)
-	if limit := t.app.maxMessageBytes; len(body) > limit {
-		return broker.Message{}, &TooLargeError{Task: t.def.Name, Size: len(body), Limit: limit}
+	env.RetentionMs = o.retention.Milliseconds()
+	msg := broker.Message{ID: id, Slot: broker.Slot(o.priority), Delay: o.delay,
+		ExpireIn: o.expireIn, Retention: o.retention}
+	switch {
+	case o.memoRun:
+		env.MemoMs = o.memo.Milliseconds()
+		msg.Memo = o.memo
+		msg.Lock, msg.LockTTL = "m:"+lockDigest(t.def.Name, "a", e.buf.Bytes()), memoLockTTL
+	case o.unique > 0:
+		key, kind := e.buf.Bytes(), "a"
+		if o.uniqueKey != "" {
+			key, kind = []byte(o.uniqueKey), "k"
+		}
+		msg.Lock, msg.LockTTL = "u:"+lockDigest(t.def.Name, kind, key), o.unique
 	}
-	return broker.Message{ID: id, Slot: broker.Slot(o.priority), Delay: o.delay, Body: body}, nil
+	msg.Body = codec.Encode(&env)
+	if limit := t.app.maxMessageBytes; len(msg.Body) > limit {
+		return broker.Message{}, &TooLargeError{Task: t.def.Name, Size: len(msg.Body), Limit: limit}
+	}
+	return msg, nil
+}
+
+// memoLockTTL bounds a Memoize lock whose holder never finished; the lock
+// counts only while its holder's record exists (enqueue.lua), so this only
+// bounds a stale key's life.
+const memoLockTTL = 24 * time.Hour
+
+// lockDigest names a Unique or Memoize lock: the task's name and its
+// arguments (kind "a") or UniqueKey (kind "k"), hashed.
+func lockDigest(name, kind string, key []byte) string {
+	h := sha256.New()
+	h.Write([]byte(name))
+	h.Write([]byte{0})
+	h.Write([]byte(kind))
+	h.Write([]byte{0})
+	h.Write(key)
+	return hex.EncodeToString(h.Sum(nil)[:16])
 }
 
 // TaskOption configures Register.
@@ -283,19 +335,26 @@ type Option interface {
 }
 
 type taskOptions struct {
-	queue    string
-	priority int
-	retries  int // per call: -1 keeps the task's default
-	timeout  time.Duration
-	backoff  func(int) time.Duration
-	err      error
+	queue     string
+	priority  int
+	retries   int // per call: -1 keeps the task's default
+	timeout   time.Duration
+	backoff   func(int) time.Duration
+	retention time.Duration
+	unique    time.Duration
+	expireIn  time.Duration
+	memo      time.Duration
+	err       error
 }
 
 type enqueueOptions struct {
 	taskOptions
-	delay time.Duration
-	at    time.Time
-	id    string
+	delay     time.Duration
+	at        time.Time
+	id        string
+	uniqueKey string
+	expireAt  time.Time
+	memoRun   bool // Run of a Memoize task: the memo lock and cache apply
 }
 
 type option func(*taskOptions)
@@ -394,6 +453,83 @@ func WithID(id string) EnqueueOption {
 			o.fail("task id %.20q… must be 1 to 256 bytes", id)
 		}
 		o.id = id
+	})
+}
+
+// Retention keeps a task's record — and its result, for a success — for d
+// after it finishes, so that GetTask, ListTasks and Wait can see it. The
+// default, 0, keeps nothing of a task that succeeded, was cancelled or expired
+// (dead tasks follow the dead set's retention, whatever this says). Redis
+// drops the record when d has passed: a TTL, not a sweep. At most 366 days.
+func Retention(d time.Duration) Option {
+	return option(func(o *taskOptions) {
+		if d < 0 || d > codec.MaxRetentionMs*time.Millisecond {
+			o.fail("retention %s is outside [0, 366 days]", d)
+		}
+		o.retention = d
+	})
+}
+
+// Unique makes an Enqueue write nothing, returning an error matching
+// ErrDuplicate (a *DuplicateError whose ExistingID is the task holding the
+// lock), while another task of the same name with the same arguments (or the
+// same UniqueKey) holds the lock: from its enqueue until the first of
+//
+//   - ttl passing;
+//   - the task succeeding, being cancelled, expiring or being deleted: it will
+//     not run again, so a new one may be enqueued;
+//   - a dead task being trimmed from the dead set.
+//
+// A task that dies keeps the lock until its ttl: it may still be requeued
+// (RequeueTask), and a second copy would then run beside it. DeleteTask
+// releases it at once. The check and the write are one script: of any number
+// of concurrent Enqueues, exactly one is written.
+func Unique(ttl time.Duration) Option {
+	return option(func(o *taskOptions) {
+		if ttl < time.Millisecond {
+			o.fail("unique ttl %s is shorter than 1ms", ttl)
+		}
+		o.unique = ttl
+	})
+}
+
+// UniqueKey makes Unique compare key instead of the task's arguments (the
+// task's name still counts: keys of different tasks never collide). Without
+// Unique on the task or the call it does nothing.
+func UniqueKey(key string) EnqueueOption {
+	return enqueueOnly(func(o *enqueueOptions) { o.uniqueKey = key })
+}
+
+// ExpireIn makes a task that has not started d after its enqueue never run: a
+// worker that fetches it later finishes it as StateExpired (counted per queue)
+// instead. The deadline is kept in Redis and compared with Redis's clock; it
+// applies to retries too.
+func ExpireIn(d time.Duration) Option {
+	return option(func(o *taskOptions) {
+		if d < time.Millisecond {
+			o.fail("expiry %s is shorter than 1ms", d)
+		}
+		o.expireIn = d
+	})
+}
+
+// ExpireAt is ExpireIn until t (by this process's clock).
+func ExpireAt(t time.Time) EnqueueOption {
+	return enqueueOnly(func(o *enqueueOptions) { o.expireAt = t })
+}
+
+// Memoize caches a task's result for ttl after it succeeds: Run (and so
+// Wait on the task Run enqueued) with the same arguments within ttl returns
+// the cached result without running the handler, and concurrent Runs with the
+// same arguments — in any process — share one execution: the first enqueues,
+// the others wait for its result. Enqueue is not affected: it always enqueues
+// and runs, and neither reads nor fills the cache.
+func Memoize(ttl time.Duration) TaskOption {
+	return taskOnly(func(o *taskOptions) {
+		if ttl < time.Millisecond || ttl > codec.MaxRetentionMs*time.Millisecond {
+			o.fail("memoize ttl %s is outside [1ms, 366 days]", ttl)
+		}
+		o.memo = ttl
 	})
 }
 

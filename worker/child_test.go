@@ -88,6 +88,17 @@ func childMain(mode string) int {
 		err = w.Run(context.Background())
 		fmt.Fprintln(os.Stderr, "record worker:", err)
 		return 4
+	case "tasks": // issue 7's tasks: "block" until cancelled, "memo" counted and memoized
+		ns := os.Getenv("REDIQ_TEST_NS")
+		registerTaskByID(app, ns, envDuration("REDIQ_TEST_MEMO_TTL"))
+		w, err := worker.New(app, worker.Config{Concurrency: 10, Name: "child-" + strconv.Itoa(os.Getpid())})
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 3
+		}
+		err = w.Run(context.Background())
+		fmt.Fprintln(os.Stderr, "tasks worker:", err)
+		return 4
 	}
 	fmt.Fprintln(os.Stderr, "unknown child mode", strconv.Quote(mode))
 	return 3

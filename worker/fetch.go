@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -414,7 +415,9 @@ func (w *Worker) listen(ctx context.Context, ps *redis.PubSub, stop <-chan struc
 		failures = 0
 		switch m := msg.(type) {
 		case *redis.Message:
-			if q := w.byChan[m.Channel]; q != nil {
+			if q := w.byChan[m.Channel]; q != nil && strings.HasPrefix(m.Payload, "c:") {
+				w.cancelTask(q, m.Payload[2:])
+			} else if q != nil {
 				q.ready.Store(true)
 				w.wake()
 			} else if m.Channel == w.probeChannel() {

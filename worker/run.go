@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/vmihailenco/msgpack/v5"
 	"runtime/debug"
 	"sync"
 	"time"
@@ -391,10 +392,58 @@ func (w *Worker) setAside(j *job) {
 // bounded: when it is full (Redis slow or away) settle waits, the runners stop,
 // and the fetcher, with no free slot, fetches nothing.
 func (w *Worker) settle(j *job, o broker.Outcome, body []byte, delay time.Duration) {
+	w.settleAttempt(j, o, body, delay, nil)
+}
+
+// settleAttempt is settle with what the attempt left for a task whose record
+// is kept when it finishes.
+func (w *Worker) settleAttempt(j *job, o broker.Outcome, body []byte, delay time.Duration, a *broker.Attempt) {
 	s := w.settlement(j, o)
-	s.Body, s.Delay = body, delay
+	s.Body, s.Delay, s.Attempt = body, delay, a
 	w.settler.add(j, s)
 	w.free(j)
+}
+
+// encodeResult encodes a handler's result for its record (msgpack); a result
+// that cannot be encoded is logged and kept as nil.
+func (w *Worker) encodeResult(st *core.State, result any) []byte {
+	b, err := msgpack.Marshal(result)
+	if err != nil {
+		st.Logger().Error("cannot encode the task's result: it is kept as nil", zap.Error(err))
+		b, _ = msgpack.Marshal(nil)
+	}
+	return b
+}
+
+// cancelTask acts on CancelTask's request for the task id of q: a handler
+// running it is cancelled with cause ErrCancelled at once; a task held and not
+// yet started never starts (process checks the request).
+func (w *Worker) cancelTask(q *queue, id string) {
+	now := time.Now()
+	w.cancelMu.Lock()
+	for k, t := range w.cancels { // requests for tasks this worker never held
+		if now.Sub(t) > time.Minute {
+			delete(w.cancels, k)
+		}
+	}
+	w.cancels[id] = now
+	w.cancelMu.Unlock()
+	w.cancelRunning(rediq.ErrCancelled, func(sl *slot) bool {
+		return sl.running.j != nil && sl.running.j.id == id && sl.running.j.q == q
+	})
+}
+
+func (w *Worker) cancelRequested(id string) bool {
+	w.cancelMu.Lock()
+	defer w.cancelMu.Unlock()
+	_, ok := w.cancels[id]
+	return ok
+}
+
+func (w *Worker) forgetCancel(id string) {
+	w.cancelMu.Lock()
+	delete(w.cancels, id)
+	w.cancelMu.Unlock()
 }
 
 // settleNow is settle for the fetcher, which must not wait for room: it gives
@@ -434,6 +483,13 @@ func (w *Worker) process(sl *slot, j *job) {
 	if env.TimeoutMs > 0 {
 		timeout = time.Duration(env.TimeoutMs) * time.Millisecond
 	}
+	if w.cancelRequested(j.id) {
+		// Cancelled before it started: it never runs (settle ends it cancelled,
+		// or gives it back if the request no longer stands).
+		w.forgetCancel(j.id)
+		w.settleAttempt(j, broker.Cancel, nil, 0, &broker.Attempt{Started: w.cfg.now(), Worker: w.cfg.Name})
+		return
+	}
 	st := &core.State{
 		ID: env.ID, Name: env.Name, Queue: j.q.Name, Priority: env.Priority, Args: env.Args,
 		EnqueuedAt: time.UnixMilli(env.EnqueuedAt), Worker: w.cfg.Name, MaxRetries: maxRetries,
@@ -457,8 +513,12 @@ func (w *Worker) process(sl *slot, j *job) {
 		cancel(rediq.ErrLeaseLost)
 	case !w.lease.valid():
 		cancel(errFenced)
+	case w.cancelRequested(j.id):
+		cancel(rediq.ErrCancelled)
 	}
+	started := w.cfg.now()
 	result, err := call(tctx, def, env.Args)
+	defer w.forgetCancel(j.id)
 	sl.mu.Lock()
 	abandoned := sl.abandoned
 	sl.cancel, sl.gen, sl.running = nil, nil, attempt{}
@@ -474,8 +534,20 @@ func (w *Worker) process(sl *slot, j *job) {
 		return
 	}
 
+	var att *broker.Attempt
+	if env.RetentionMs > 0 || env.MemoMs > 0 {
+		att = &broker.Attempt{Started: started, Worker: w.cfg.Name}
+	}
 	if err != nil && cause != nil && !errors.Is(cause, context.DeadlineExceeded) {
 		switch {
+		case errors.Is(cause, rediq.ErrCancelled):
+			// CancelTask: not retried; it ends cancelled.
+			st.Err = fmt.Errorf("%w: %w", rediq.ErrCancelled, err)
+			w.fireTaskHooks(ctx, st, core.AfterTaskFailure)
+			if att == nil {
+				att = &broker.Attempt{Started: started, Worker: w.cfg.Name}
+			}
+			w.settleAttempt(j, broker.Cancel, nil, 0, att)
 		case errors.Is(cause, errStopping), errors.Is(cause, errFenced):
 			// Not an attempt: back to the queue (a no-op if the lease is gone).
 			w.settle(j, broker.Requeue, nil, 0)
@@ -490,7 +562,10 @@ func (w *Worker) process(sl *slot, j *job) {
 	if err == nil {
 		st.Result, st.HasResult = result, true
 		w.fireTaskHooks(ctx, st, core.AfterTaskSuccess)
-		w.settle(j, broker.Ack, nil, 0)
+		if att != nil {
+			att.Result = w.encodeResult(st, result)
+		}
+		w.settleAttempt(j, broker.Ack, nil, 0, att)
 		return
 	}
 	st.Err = err

@@ -135,6 +135,11 @@ type Worker struct {
 	active    atomic.Int64 // handlers running now
 	hooks     [core.NumEvents][]core.Hook
 
+	// cancels holds the ids CancelTask asked this worker's queues to cancel
+	// (task id -> when heard), for tasks it holds or is about to hold.
+	cancelMu sync.Mutex
+	cancels  map[string]time.Time
+
 	slotMu    sync.Mutex
 	slots     map[*slot]struct{} // the runners' slots, abandoned ones removed
 	abandoned int                // runners given up on (stuck handlers)
@@ -275,6 +280,7 @@ func New(app *rediq.App, cfg Config) (*Worker, error) {
 		abort:    make(chan struct{}),
 		forced:   make(chan struct{}),
 		slots:    map[*slot]struct{}{},
+		cancels:  map[string]time.Time{},
 		probes:   probeState{resub: make(chan struct{}, 1)},
 	}
 	seen := map[string]bool{}

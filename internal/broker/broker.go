@@ -48,12 +48,28 @@ func load(name string) *redis.Script {
 	return redis.NewScript(string(src))
 }
 
+// loadWithLib loads a script that ends tasks, with lib.lua's functions before it.
+func loadWithLib(name string) *redis.Script {
+	lib, err := scriptFS.ReadFile("scripts/lib.lua")
+	if err != nil {
+		panic(err)
+	}
+	src, err := scriptFS.ReadFile("scripts/" + name + ".lua")
+	if err != nil {
+		panic(err)
+	}
+	return redis.NewScript(string(lib) + "\n" + string(src))
+}
+
 var (
 	enqueueScript   = load("enqueue")
-	fetchScript     = load("fetch")
+	fetchScript     = loadWithLib("fetch")
 	heartbeatScript = load("heartbeat")
 	reclaimScript   = load("reclaim")
-	settleScript    = load("settle")
+	settleScript    = loadWithLib("settle")
+	cancelScript    = loadWithLib("cancel")
+	deleteScript    = loadWithLib("delete")
+	requeueScript   = load("requeue")
 	leaveScript     = load("leave")
 )
 
@@ -90,6 +106,7 @@ type Queue struct {
 	Seq        string // counter giving FIFO order within a priority
 	Workers    string // zset: session id -> lease deadline, Unix ms
 	Channel    string // pub/sub channel that wakes idle workers
+	Prefix     string // NS:{Q}: — the keys the scripts build (lib.lua) start with it
 	lease      string // prefix of the per-session lease hashes
 	call       string // prefix of the producers' call guards
 	combiner   combiner
@@ -121,7 +138,7 @@ func (b *Broker) Queue(name string) *Queue {
 	q := &Queue{
 		Name: name, Records: p + "t", Pending: p + "pending", Scheduled: p + "scheduled",
 		Recovering: p + "recovering", Recovered: p + "recovered", Orphaned: p + "orphaned", Dead: p + "dead", Active: p + "active",
-		Seq: p + "seq", Workers: p + "workers", Channel: p + "wake", lease: p + "lease:", call: p + "call:",
+		Seq: p + "seq", Workers: p + "workers", Channel: p + "wake", lease: p + "lease:", call: p + "call:", Prefix: p,
 	}
 	actual, _ := b.queues.LoadOrStore(name, q)
 	return actual.(*Queue)

@@ -36,8 +36,8 @@ func enqueue(t *testing.T, b *broker.Broker, q *broker.Queue, msgs ...broker.Mes
 	if err != nil {
 		t.Fatal(err)
 	}
-	for i, ok := range added {
-		if !ok {
+	for i, st := range added {
+		if !st.Added() {
 			t.Fatalf("message %s not added", msgs[i].ID)
 		}
 	}
@@ -191,17 +191,17 @@ func TestEnqueueIsIdempotent(t *testing.T) {
 	b, q, rdb := setup(t)
 	ctx := context.Background()
 	added, err := b.Enqueue(ctx, q, []broker.Message{msg("x", 2048), msg("y", 2048), msg("x", 2048)})
-	if err != nil || !slices.Equal(added, []bool{true, true, false}) {
+	if err != nil || len(added) != 3 || !added[0].Added() || !added[1].Added() || added[2].Code != '0' {
 		t.Fatalf("added %v, %v", added, err)
 	}
-	if added, err := b.Enqueue1(ctx, q, msg("y", 2048)); added || err != nil {
+	if added, err := b.Enqueue1(ctx, q, msg("y", 2048)); added.Added() || err != nil {
 		t.Fatalf("duplicate id: added %v, %v", added, err)
 	}
 	// The same call run twice, by hand.
 	for range 2 {
 		src := mustRead(t, "scripts/enqueue.lua")
 		s, err := rdb.Eval(ctx, src, []string{q.Records, q.Pending, q.Scheduled, q.Seq, q.Pending + ":guardtest"},
-			q.Channel, 7, broker.Epoch, "z", 2048, 0, "body-z").Text()
+			q.Channel, 7, broker.Epoch, q.Prefix, "z", 2048, 0, "body-z", "").Text()
 		if err != nil || s != "1" {
 			t.Fatalf("guarded call = %q, %v; want 1 both times", s, err)
 		}
@@ -411,7 +411,7 @@ func TestScriptsSurviveScriptFlush(t *testing.T) {
 		}
 		enqueue(t, b, q, msg(fmt.Sprint("a", i), 2048), msg(fmt.Sprint("b", i), 2048),
 			broker.Message{ID: fmt.Sprint("later", i), Slot: 2048, Delay: time.Hour, Body: []byte("l")})
-		if added, err := b.Enqueue1(ctx, q, msg(fmt.Sprint("c", i), 2048)); !added || err != nil {
+		if added, err := b.Enqueue1(ctx, q, msg(fmt.Sprint("c", i), 2048)); !added.Added() || err != nil {
 			t.Fatal(added, err)
 		}
 	}
@@ -479,7 +479,7 @@ func TestWakeUpAfterADuplicateIntoAnEmptyQueue(t *testing.T) {
 	}
 	register(t, b, q, "S", time.Minute)
 	fetch(t, b, "S", time.Minute, broker.FetchRequest{Queue: q, N: 10}) // empties pending
-	if added, err := b.Enqueue(ctx, q, []broker.Message{msg("a", 2048)}); err != nil || added[0] {
+	if added, err := b.Enqueue(ctx, q, []broker.Message{msg("a", 2048)}); err != nil || added[0].Added() {
 		t.Fatalf("duplicate: %v %v", added, err)
 	}
 	if m, err := ps.ReceiveTimeout(ctx, 100*time.Millisecond); err == nil {

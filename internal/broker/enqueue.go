@@ -28,7 +28,30 @@ type Message struct {
 	Slot  int           // priority slot
 	Delay time.Duration // > 0: scheduled that long after the server's clock
 	Body  []byte
+	// Options, when any is set, give the task its meta (docs/PROTOCOL.md §3).
+	ExpireIn  time.Duration // > 0: not started by then (from the enqueue), it expires
+	Retention time.Duration // its record is kept that long after it finishes
+	Memo      time.Duration // Memoize: a success's result is cached that long
+	Lock      string        // "" or "u:DIGEST" (Unique) or "m:DIGEST" (Memoize)
+	LockTTL   time.Duration
 }
+
+func (m *Message) options() string {
+	if m.ExpireIn <= 0 && m.Retention <= 0 && m.Memo <= 0 && m.Lock == "" {
+		return ""
+	}
+	ms := func(d time.Duration) string { return strconv.FormatInt(max(d.Milliseconds(), 0), 10) }
+	return ms(m.ExpireIn) + ":" + ms(m.Retention) + ":" + ms(m.Memo) + ":" + ms(m.LockTTL) + ":" + m.Lock
+}
+
+// Status is what an enqueue did with one message.
+type Status struct {
+	Code   byte   // '1' added; '0' its id exists; 'u' its lock is held (by Holder); 'm' a memoized result exists
+	Holder string // 'u': the id of the task holding the lock
+}
+
+// Added reports whether the message was written.
+func (s Status) Added() bool { return s.Code == '1' }
 
 // maxInflight is how many enqueue round trips one queue has in flight at once
 // from this process. Callers that find them all busy wait and go in the next
@@ -68,11 +91,11 @@ type lane struct {
 	call uint64
 }
 
-// Enqueue adds msgs to q and reports, per message, whether it was added (false:
-// its id exists already and nothing was written for it). Large batches go as
-// several script calls in one round trip. It returns when ctx ends, with an
-// error wrapping ErrOutcomeUnknown if the calls were already sent.
-func (b *Broker) Enqueue(ctx context.Context, q *Queue, msgs []Message) ([]bool, error) {
+// Enqueue adds msgs to q and reports, per message, what it did (Added, or why
+// nothing was written for it). Large batches go as several script calls in one
+// round trip. It returns when ctx ends, with an error wrapping
+// ErrOutcomeUnknown if the calls were already sent.
+func (b *Broker) Enqueue(ctx context.Context, q *Queue, msgs []Message) ([]Status, error) {
 	var calls []laneCall
 	retire := false // after an error the lanes are not reused (nor while a send may go on)
 	for i := 0; i < len(msgs); i += maxCombined {
@@ -81,7 +104,7 @@ func (b *Broker) Enqueue(ctx context.Context, q *Queue, msgs []Message) ([]bool,
 		calls = append(calls, laneCall{*l, msgs[i:min(i+maxCombined, len(msgs))]})
 		defer func() { q.combiner.giveBack(l, retire) }()
 	}
-	var added []bool
+	var added []Status
 	gaveUp, err := b.await(ctx, func(sctx context.Context) error {
 		return b.retrying(sctx, func() (err error) {
 			added, err = b.send(sctx, q, calls)
@@ -108,10 +131,10 @@ type laneCall struct {
 // send runs the calls in one round trip and reports per message whether it was
 // added: one command when the queue is known to the index, else a pipeline that
 // also records the queue there (its own slot on a cluster, so not in a script).
-func (b *Broker) send(ctx context.Context, q *Queue, calls []laneCall) ([]bool, error) {
+func (b *Broker) send(ctx context.Context, q *Queue, calls []laneCall) ([]Status, error) {
 	if len(calls) == 1 && q.indexed.Load() {
 		c := calls[0]
-		return appendStatus(nil, enqueueScript.Run(ctx, b.rdb, q.enqueueKeys(c.lane), enqueueArgs(q, c)...))
+		return appendStatus(nil, enqueueScript.Run(ctx, b.rdb, q.enqueueKeys(c.lane), enqueueArgs(q, c)...), len(c.msgs))
 	}
 	t := b.newBatch()
 	if !q.indexed.Load() {
@@ -124,10 +147,10 @@ func (b *Broker) send(ctx context.Context, q *Queue, calls []laneCall) ([]bool, 
 	if err := t.exec(ctx); err != nil {
 		return nil, err
 	}
-	var added []bool
-	for _, c := range cmds {
+	var added []Status
+	for i, c := range cmds {
 		var err error
-		if added, err = appendStatus(added, c); err != nil {
+		if added, err = appendStatus(added, c, len(calls[i].msgs)); err != nil {
 			return nil, err
 		}
 	}
@@ -140,21 +163,37 @@ func (q *Queue) enqueueKeys(l lane) []string {
 }
 
 func enqueueArgs(q *Queue, c laneCall) []any {
-	args := make([]any, 0, 3+4*len(c.msgs))
-	args = append(args, q.Channel, c.lane.call, Epoch)
-	for _, m := range c.msgs {
-		args = append(args, m.ID, m.Slot, max(m.Delay.Milliseconds(), 0), m.Body)
+	args := make([]any, 0, 4+5*len(c.msgs))
+	args = append(args, q.Channel, c.lane.call, Epoch, q.Prefix)
+	for i := range c.msgs {
+		m := &c.msgs[i]
+		args = append(args, m.ID, m.Slot, max(m.Delay.Milliseconds(), 0), m.Body, m.options())
 	}
 	return args
 }
 
-func appendStatus(dst []bool, c *redis.Cmd) ([]bool, error) {
+// appendStatus parses enqueue.lua's reply for n messages: a status character
+// each, then LENGTH:ID per "u".
+func appendStatus(dst []Status, c *redis.Cmd, n int) ([]Status, error) {
 	s, err := c.Text()
 	if err != nil {
 		return dst, err
 	}
-	for i := range len(s) {
-		dst = append(dst, s[i] == '1')
+	if len(s) < n {
+		return dst, fmt.Errorf("enqueue: reply %q is shorter than its %d tasks", s, n)
+	}
+	rest := s[n:]
+	for i := range n {
+		st := Status{Code: s[i]}
+		if st.Code == 'u' {
+			colon := strings.IndexByte(rest, ':')
+			l, err := strconv.Atoi(rest[:max(colon, 0)])
+			if colon < 0 || err != nil || len(rest) < colon+1+l {
+				return dst, fmt.Errorf("enqueue: malformed reply %q", s)
+			}
+			st.Holder, rest = rest[colon+1:colon+1+l], rest[colon+1+l:]
+		}
+		dst = append(dst, st)
 	}
 	return dst, nil
 }
@@ -261,7 +300,7 @@ const (
 )
 
 type enqueueResult struct {
-	added bool
+	status Status
 	err   error
 }
 
@@ -308,7 +347,7 @@ func (c *combiner) giveBack(l *lane, retire bool) {
 // every caller is free to leave when its ctx ends: one that leaves before its
 // message was taken into a call writes nothing and gets ctx's error; one that
 // leaves later gets an error wrapping ErrOutcomeUnknown.
-func (b *Broker) Enqueue1(ctx context.Context, q *Queue, m Message) (bool, error) {
+func (b *Broker) Enqueue1(ctx context.Context, q *Queue, m Message) (Status, error) {
 	r := &enqueueReq{m: m, done: make(chan enqueueResult, 1)}
 	c := &q.combiner
 	c.mu.Lock()
@@ -325,14 +364,14 @@ func (b *Broker) Enqueue1(ctx context.Context, q *Queue, m Message) (bool, error
 	select {
 	case res := <-r.done:
 		if res.err != nil {
-			return false, fmt.Errorf("enqueue to %q: %w", q.Name, res.err)
+			return Status{}, fmt.Errorf("enqueue to %q: %w", q.Name, res.err)
 		}
-		return res.added, nil
+		return res.status, nil
 	case <-ctx.Done():
 		if r.state.CompareAndSwap(reqWaiting, reqAbandoned) {
-			return false, context.Cause(ctx)
+			return Status{}, context.Cause(ctx)
 		}
-		return false, fmt.Errorf("enqueue to %q: %w: %w", q.Name, ErrOutcomeUnknown, context.Cause(ctx))
+		return Status{}, fmt.Errorf("enqueue to %q: %w: %w", q.Name, ErrOutcomeUnknown, context.Cause(ctx))
 	}
 }
 
@@ -368,7 +407,7 @@ func (b *Broker) drive(q *Queue, l *lane) {
 
 		l.call++
 		ctx, cancel := context.WithTimeout(context.Background(), sendTimeout)
-		var added []bool
+		var added []Status
 		err := b.retrying(ctx, func() (err error) {
 			added, err = b.send(ctx, q, []laneCall{{*l, msgs}})
 			return err
@@ -378,12 +417,25 @@ func (b *Broker) drive(q *Queue, l *lane) {
 			// Retire the lane's guard: the failed call may still run.
 			l.id, l.call = b.lanes.next(), 0
 		}
+		// With nobody waiting, free the lane before answering: a caller that
+		// enqueues again at once then takes this lane, not a new one, so a
+		// sequential producer keeps one lane (one guard key) per queue.
+		c.mu.Lock()
+		idle := len(c.waiting) == 0
+		if idle {
+			c.busy--
+			c.free = append(c.free, l)
+		}
+		c.mu.Unlock()
 		for k, r := range batch {
 			res := enqueueResult{err: err}
 			if err == nil && k < len(added) {
-				res.added = added[k]
+				res.status = added[k]
 			}
 			r.done <- res
+		}
+		if idle {
+			return
 		}
 	}
 }

@@ -55,7 +55,7 @@ func (b *Broker) Fetch(ctx context.Context, session string, ttl time.Duration, r
 		}
 		cmds[i] = t.script(ctx, fetchScript,
 			[]string{q.Records, q.Pending, q.Scheduled, q.Recovering, q.Recovered, q.Workers, q.Lease(session), q.Active, q.Seq},
-			r.N, r.TokenBase, session, ttl.Milliseconds(), q.Channel, Epoch, rec, r.StartNow)
+			r.N, r.TokenBase, session, ttl.Milliseconds(), q.Channel, Epoch, rec, r.StartNow, q.Prefix)
 	}
 	if err := t.exec(ctx); err != nil {
 		return nil, fmt.Errorf("fetch: %w", err)
@@ -200,9 +200,10 @@ const (
 	Kill                   // failed for good: to the dead set, with record Body
 	Requeue                // back to pending unrun (a stop, an unknown lease)
 	Start                  // mark started (reclaim counts only started tasks)
+	Cancel                 // cancelled while it ran: finished as cancelled, not retried
 )
 
-var outcomeKind = [...]string{Ack: "a", Retry: "r", Kill: "k", Requeue: "q", Start: "s"}
+var outcomeKind = [...]string{Ack: "a", Retry: "r", Kill: "k", Requeue: "q", Start: "s", Cancel: "c"}
 
 // Settlement settles one leased task.
 type Settlement struct {
@@ -213,6 +214,26 @@ type Settlement struct {
 	Outcome Outcome
 	Body    []byte // Retry, Kill: the updated record
 	Delay   time.Duration
+	// Attempt is sent for tasks whose record is kept when they finish (a
+	// retention or Memoize): when the attempt started, on which worker, and for
+	// Ack its result (msgpack).
+	Attempt *Attempt
+}
+
+// Attempt describes the last attempt of a finishing task.
+type Attempt struct {
+	Started time.Time
+	Worker  string
+	Result  []byte
+}
+
+// attempt encodes s.Attempt as settle.lua reads it: "" or STARTED\0WORKER\0RESULT.
+func (s *Settlement) attempt() string {
+	a := s.Attempt
+	if a == nil {
+		return ""
+	}
+	return strconv.FormatInt(a.Started.UnixMilli(), 10) + "\x00" + a.Worker + "\x00" + string(a.Result)
 }
 
 // DeadRetention bounds the dead set of every queue.
@@ -240,14 +261,14 @@ func (b *Broker) Settle(ctx context.Context, keep DeadRetention, ss []Settlement
 			}
 		}
 		g := &group{q: q, session: session,
-			args: []any{session, Epoch, q.Channel, keep.MaxAge.Milliseconds(), keep.MaxLen}}
+			args: []any{session, Epoch, q.Channel, keep.MaxAge.Milliseconds(), keep.MaxLen, q.Prefix}}
 		groups = append(groups, g)
 		return g
 	}
 	for i := range ss {
 		s := &ss[i]
 		g := find(s.Queue, s.Session)
-		g.args = append(g.args, outcomeKind[s.Outcome], s.Token, s.ID, max(s.Delay.Milliseconds(), 0), s.Body)
+		g.args = append(g.args, outcomeKind[s.Outcome], s.Token, s.ID, max(s.Delay.Milliseconds(), 0), s.Body, s.attempt())
 		g.idx = append(g.idx, i)
 	}
 	t := b.newBatch()

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -21,6 +23,7 @@ const (
 	StateActive    State = "active"    // leased to a worker session
 	StateDead      State = "dead"
 	StateOrphan    State = "orphan" // a record in no index: only mid-script, or after a script failed half-way
+	StateFinished  State = "finished" // succeeded, cancelled or expired, and retained: see Done
 )
 
 // Record is a task's record and where it is.
@@ -30,7 +33,62 @@ type Record struct {
 	Body      []byte // the message
 	Session   string // StateActive: the worker session holding the lease
 	Recovered int
+	Due       int64 // StateScheduled: Unix ms it is due (server clock)
+	Died      int64 // StateDead: Unix ms it died
+	Meta      Meta
+	Done      *Done // StateFinished
 }
+
+// Meta is a task's options kept beside its record (lib.lua).
+type Meta struct {
+	ExpireAt  int64 // Unix ms (server clock); 0: none
+	Retention time.Duration
+	Memo      time.Duration
+	Lock      string
+}
+
+// ParseMeta reads "EXPIREAT:RETENTION:MEMO:LOCK".
+func ParseMeta(v string) Meta {
+	var m Meta
+	f := strings.SplitN(v, ":", 4)
+	if len(f) != 4 {
+		return m
+	}
+	ms := func(s string) int64 { n, _ := strconv.ParseInt(s, 10, 64); return n }
+	m.ExpireAt, m.Retention, m.Memo, m.Lock = ms(f[0]), time.Duration(ms(f[1]))*time.Millisecond,
+		time.Duration(ms(f[2]))*time.Millisecond, f[3]
+	return m
+}
+
+// Done is what is kept of a finished task for its retention (NS:{Q}:done:ID).
+type Done struct {
+	State     byte // 's' succeeded, 'c' cancelled, 'x' expired
+	Finished  int64
+	Started   int64
+	Worker    string
+	Result    []byte
+	Reason    string
+	Retention time.Duration
+}
+
+func parseDone(h map[string]string) *Done {
+	if len(h) == 0 || h["s"] == "" {
+		return nil
+	}
+	n := func(k string) int64 { v, _ := strconv.ParseInt(h[k], 10, 64); return v }
+	d := &Done{State: h["s"][0], Finished: n("f"), Started: n("g"), Worker: h["w"], Reason: h["e"],
+		Retention: time.Duration(n("d")) * time.Millisecond}
+	if r := h["r"]; r != "" {
+		d.Result = []byte(r)
+	}
+	return d
+}
+
+// DoneKey is the key of a finished task's kept record.
+func (q *Queue) DoneKey(id string) string { return q.Prefix + "done:" + id }
+
+// FinChannel is published when the task with the id finishes, if it has a retention.
+func (q *Queue) FinChannel(id string) string { return q.Prefix + "fin:" + id }
 
 // Find looks a task up by id in the given queues (all queues of the namespace
 // when nil), in one round trip of O(1) and O(log N) commands per queue.
@@ -42,16 +100,18 @@ func (b *Broker) Find(ctx context.Context, id string, queues []string) (*Record,
 		}
 	}
 	type probe struct {
-		rec, active, recovered               *redis.StringCmd
+		rec, active, recovered, meta         *redis.StringCmd
 		pending, recovering, scheduled, dead *redis.FloatCmd
+		done                                 *redis.MapStringStringCmd
 	}
 	p := b.rdb.Pipeline()
 	ps := make([]probe, len(queues))
 	for i, n := range queues {
 		q := b.Queue(n)
 		ps[i] = probe{rec: p.HGet(ctx, q.Records, id), active: p.HGet(ctx, q.Active, id), recovered: p.HGet(ctx, q.Recovered, id),
+			meta: p.HGet(ctx, q.Prefix+"meta", id),
 			pending: p.ZScore(ctx, q.Pending, id), recovering: p.ZScore(ctx, q.Recovering, id),
-			scheduled: p.ZScore(ctx, q.Scheduled, id), dead: p.ZScore(ctx, q.Dead, id)}
+			scheduled: p.ZScore(ctx, q.Scheduled, id), dead: p.ZScore(ctx, q.Dead, id), done: p.HGetAll(ctx, q.DoneKey(id))}
 	}
 	if _, err := p.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 		return nil, fmt.Errorf("find task %q: %w", id, err)
@@ -59,9 +119,13 @@ func (b *Broker) Find(ctx context.Context, id string, queues []string) (*Record,
 	for i, pr := range ps {
 		body, err := pr.rec.Bytes()
 		if err != nil {
+			if d := parseDone(pr.done.Val()); d != nil {
+				body := []byte(pr.done.Val()["m"])
+				return &Record{Queue: queues[i], Body: body, State: StateFinished, Done: d}, nil
+			}
 			continue
 		}
-		r := &Record{Queue: queues[i], Body: body, State: StateOrphan}
+		r := &Record{Queue: queues[i], Body: body, State: StateOrphan, Meta: ParseMeta(pr.meta.Val())}
 		r.Recovered, _ = pr.recovered.Int()
 		switch {
 		case pr.active.Err() == nil:
@@ -73,8 +137,10 @@ func (b *Broker) Find(ctx context.Context, id string, queues []string) (*Record,
 			r.State = StatePending
 		case pr.scheduled.Err() == nil:
 			r.State = StateScheduled
+			r.Due = int64(pr.scheduled.Val())/4096 + Epoch
 		case pr.dead.Err() == nil:
 			r.State = StateDead
+			r.Died = int64(pr.dead.Val())
 		}
 		return r, nil
 	}

@@ -33,6 +33,13 @@ type Envelope struct {
 	Error      string // "e": the last attempt's error, once one failed
 	Stack      string // "k": the stack of a panic, when the last attempt panicked
 	Raw        []byte // "b": bytes that could not be decoded (dead messages only)
+	// RetentionMs ("d") keeps the task's record (and result) that long after it
+	// finishes; omitted when 0 (nothing kept).
+	RetentionMs int64
+	// MemoMs ("m") is the Memoize ttl: a success's result is cached that
+	// long; omitted when 0. (Both tell the worker to send the result with the
+	// outcome; the scripts read the task's meta, §3, not these.)
+	MemoMs int64
 
 	// Extra holds the keys this version does not know, as raw msgpack key/value
 	// pairs (ExtraN of them), so that a worker re-encoding a message for a retry
@@ -49,6 +56,8 @@ const (
 	MaxPriority  = 2047
 	MaxRetries   = 1_000_000
 	MaxTimeoutMs = 366 * 24 * 3600 * 1000 // a year and a day
+	// MaxRetentionMs bounds Retention and Memoize: a year and a day.
+	MaxRetentionMs = MaxTimeoutMs
 )
 
 // ErrMalformed is wrapped by every decoding error.
@@ -88,6 +97,12 @@ func Append(dst []byte, e *Envelope) []byte {
 		n++
 	}
 	if e.Raw != nil {
+		n++
+	}
+	if e.RetentionMs != 0 {
+		n++
+	}
+	if e.MemoMs != 0 {
 		n++
 	}
 	n += e.ExtraN
@@ -143,6 +158,14 @@ func Append(dst []byte, e *Envelope) []byte {
 	if e.Raw != nil {
 		dst = appendKey(dst, 'b')
 		dst = appendBin(dst, e.Raw)
+	}
+	if e.RetentionMs != 0 {
+		dst = appendKey(dst, 'd')
+		dst = appendInt(dst, e.RetentionMs)
+	}
+	if e.MemoMs != 0 {
+		dst = appendKey(dst, 'm')
+		dst = appendInt(dst, e.MemoMs)
 	}
 	return append(dst, e.Extra...)
 }
@@ -269,6 +292,10 @@ func DecodeInto(b []byte, e *Envelope) error {
 			e.Stack, err = r.strString()
 		case 'b':
 			e.Raw, err = r.bin()
+		case 'd':
+			e.RetentionMs, err = r.int()
+		case 'm':
+			e.MemoMs, err = r.int()
 		default: // kept as raw key/value pairs, aliasing b until a second one
 			if err = r.skip(); err == nil {
 				if e.Extra == nil {
@@ -302,6 +329,10 @@ func DecodeInto(b []byte, e *Envelope) error {
 		return fmt.Errorf("%w: retries used x=%d is outside [0, %d]", ErrMalformed, e.Retried, MaxRetries)
 	case e.Unknown < 0 || e.Unknown > MaxRetries:
 		return fmt.Errorf("%w: unknown-task retries u=%d is outside [0, %d]", ErrMalformed, e.Unknown, MaxRetries)
+	case e.RetentionMs < 0 || e.RetentionMs > MaxRetentionMs:
+		return fmt.Errorf("%w: retention d=%dms is outside [0, %d]", ErrMalformed, e.RetentionMs, int64(MaxRetentionMs))
+	case e.MemoMs < 0 || e.MemoMs > MaxRetentionMs:
+		return fmt.Errorf("%w: memo ttl m=%dms is outside [0, %d]", ErrMalformed, e.MemoMs, int64(MaxRetentionMs))
 	}
 	return nil
 }

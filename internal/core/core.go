@@ -45,6 +45,8 @@ type TaskDef struct {
 	Retries  int
 	Timeout  time.Duration
 	Backoff  func(retried int) time.Duration
+	// Defaults of the options that also work per call (0: none).
+	Retention, Unique, ExpireIn, Memo time.Duration
 	// Run decodes the msgpack args and calls the typed handler.
 	Run func(ctx context.Context, args []byte) (any, error)
 }

@@ -2,12 +2,22 @@
 -- KEYS[1] records (hash: id -> message)   KEYS[2] pending (zset)   KEYS[3] scheduled (zset)
 -- KEYS[4] sequence counter   KEYS[5] (optional) the call guard of the producer's lane
 -- ARGV[1] wake channel   ARGV[2] call number on the lane (ignored without KEYS[5])
--- ARGV[3] epoch (Unix ms)   then four per task: id, priority slot (priority+2048),
--- delay ms (0: pending now; > 0: scheduled that long after the server's clock), message
+-- ARGV[3] epoch (Unix ms)   ARGV[4] the queue's key prefix NS:{Q}:
+-- then five per task: id, priority slot (priority+2048), delay ms (0: pending now;
+-- > 0: scheduled that long after the server's clock), message, and options: "" or
+-- "EXPIREIN:RETENTION:MEMO:LOCKTTL:LOCK" (ms; LOCK "" or "u:DIGEST" or "m:DIGEST")
+-- A task with options gets its meta (lib.lua): PRE..meta id -> "EXPIREAT:RETENTION:
+-- MEMO:LOCK", EXPIREAT = the server's now + EXPIREIN (0: none). LOCK u:DIGEST
+-- (Unique) is PRE..uniq:DIGEST, set to the id for LOCKTTL ms if free, else the
+-- task is not written ("u", with the holder's id). LOCK m:DIGEST (Memoize): if
+-- PRE..memo:DIGEST holds a cached result the task is not written ("m"); if
+-- PRE..mlock:DIGEST names a task that still has a record, neither ("u", with that
+-- id); else the lock is set to the id for LOCKTTL ms.
 -- Pending score = slot * 2^41 + sequence: lower priority first, then enqueue order.
 -- Scheduled score = (due - epoch) ms * 4096 + slot.
 -- Returns a string with one character per task: "1" added, "0" its id already
--- exists (nothing written for it). Run again with the same guard and call number
+-- exists (nothing written for it), "u" a lock is held by another task, "m" a
+-- memoized result exists; then, for each "u", the holder's id as LENGTH:ID. Run again with the same guard and call number
 -- (go-redis re-sends a call whose reply was lost) it writes nothing and returns
 -- the first run's reply, so that a retry can neither double a task nor report
 -- its own first run as a duplicate.
@@ -28,13 +38,22 @@ end
 -- Check every argument before the first write: an error after it would leave
 -- half a call done.
 local nowNeeded, npend = false, 0
-for i = 4, #ARGV, 4 do
+local pre = ARGV[4]
+local withOptions = false
+for i = 5, #ARGV, 5 do
   local slot, delay = tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
+  if ARGV[i + 4] ~= '' then
+    withOptions = true
+    nowNeeded = true
+  end
   if not slot or slot < 0 or slot > 4095 or slot % 1 ~= 0 then
     return redis.error_reply('ERR rediq: priority slot ' .. ARGV[i + 1] .. ' is outside [0, 4095]')
   end
   if not delay or delay < 0 or delay % 1 ~= 0 or delay >= P then
     return redis.error_reply('ERR rediq: delay ' .. ARGV[i + 2] .. ' ms is not a whole number of ms until 2094')
+  end
+  if ARGV[i + 4] ~= '' and not string.find(ARGV[i + 4], '^%d+:%d+:%d+:%d+:') then
+    return redis.error_reply('ERR rediq: task options ' .. ARGV[i + 4] .. ' are malformed')
   end
   if delay > 0 then
     nowNeeded = true
@@ -46,7 +65,7 @@ local now, earliest, wakeScheduled = 0, math.huge, false
 if nowNeeded then
   local t = redis.call('TIME')
   now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - tonumber(ARGV[3])
-  for i = 4, #ARGV, 4 do
+  for i = 5, #ARGV, 5 do
     if now + tonumber(ARGV[i + 2]) >= P then
       return redis.error_reply('ERR rediq: delay ' .. ARGV[i + 2] .. ' ms is past 2094')
     end
@@ -100,30 +119,81 @@ local function index(i, id)
   end
 end
 local added = 0
-if #ARGV == 7 then -- one task, the common single Enqueue: one HSETNX
-  if redis.call('HSETNX', KEYS[1], ARGV[4], ARGV[7]) == 1 then
+local single = #ARGV == 9 and not withOptions
+if single then -- one task, the common single Enqueue: one HSETNX
+  if redis.call('HSETNX', KEYS[1], ARGV[5], ARGV[8]) == 1 then
     status[1] = '1'
-    index(4, ARGV[4])
+    index(5, ARGV[5])
   else
     status[1] = '0'
   end
 end
+local holders = {}
+-- options applies a task's options before it is written; false: not written,
+-- its status says why.
+local function options(i, id)
+  local o = ARGV[i + 4]
+  if o == '' then
+    return true
+  end
+  if redis.call('EXISTS', pre .. 'done:' .. id) == 1 then
+    -- The id's task finished and is retained: enqueueing it again with the
+    -- same id stays idempotent for that long.
+    status[#status + 1] = '0'
+    return false
+  end
+  local f = {}
+  for part in string.gmatch(o, '([^:]*):') do
+    f[#f + 1] = part
+    if #f == 4 then
+      break
+    end
+  end
+  local expireIn, ret, memo, lockTTL = tonumber(f[1]), tonumber(f[2]), tonumber(f[3]), tonumber(f[4])
+  local lock = string.sub(o, #f[1] + #f[2] + #f[3] + #f[4] + 5)
+  local kind, digest = string.sub(lock, 1, 2), string.sub(lock, 3)
+  if kind == 'u:' then
+    if not redis.call('SET', pre .. 'uniq:' .. digest, id, 'NX', 'PX', lockTTL) then
+      status[#status + 1] = 'u'
+      holders[#holders + 1] = redis.call('GET', pre .. 'uniq:' .. digest) or ''
+      return false
+    end
+  elseif kind == 'm:' then
+    if redis.call('EXISTS', pre .. 'memo:' .. digest) == 1 then
+      status[#status + 1] = 'm'
+      return false
+    end
+    local holder = redis.call('GET', pre .. 'mlock:' .. digest)
+    if holder and (seen[holder] or redis.call('HEXISTS', KEYS[1], holder) == 1) then
+      status[#status + 1] = 'u'
+      holders[#holders + 1] = holder
+      return false
+    end
+    redis.call('SET', pre .. 'mlock:' .. digest, id, 'PX', lockTTL)
+  end
+  local at = 0
+  if expireIn > 0 then
+    at = now + tonumber(ARGV[3]) + expireIn
+  end
+  redis.call('HSET', pre .. 'meta', id, at .. ':' .. ret .. ':' .. memo .. ':' .. lock)
+  return true
+end
 -- Which ids exist, in one HMGET per thousand: a call into Redis costs more than
 -- the Lua around it.
-for from = 4, #ARGV, 4000 do
-  if #ARGV == 7 then
+for from = 5, #ARGV, 5000 do
+  if single then
     break
   end
   local ids = {}
-  for i = from, math.min(from + 3999, #ARGV), 4 do
+  for i = from, math.min(from + 4999, #ARGV), 5 do
     ids[#ids + 1] = ARGV[i]
   end
   local existing = redis.call('HMGET', KEYS[1], unpack(ids))
   for k, id in ipairs(ids) do
-    local i = from + (k - 1) * 4
+    local i = from + (k - 1) * 5
     if existing[k] or seen[id] then
       status[#status + 1] = '0'
-    else
+    elseif options(i, id) then
       seen[id] = true
       status[#status + 1] = '1'
       rec[#rec + 1] = id
@@ -156,6 +226,9 @@ if wasEmpty and npend > 0 and added == 0 then
   -- Every pending task was a duplicate: the queue is still empty, and the next
   -- enqueue must still see a sequence starting at 0 to wake the workers.
   redis.call('DEL', KEYS[4])
+end
+for _, h in ipairs(holders) do
+  status[#status + 1] = #h .. ':' .. h
 end
 local out = table.concat(status)
 if call ~= '' then

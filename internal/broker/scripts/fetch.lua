@@ -9,6 +9,9 @@
 -- ARGV[7] "1" if the session may take a recovering task (it runs none now)
 -- ARGV[8] how many of the leased tasks start at once (marked started, flag "s"; the
 -- others are prefetched, flag "p", until the worker marks them with settle.lua)
+-- ARGV[9] the queue's key prefix NS:{Q}: (for the keys lib.lua builds)
+-- A task taken whose cancellation was requested, or whose expiry (meta) has
+-- passed, is finished as cancelled or expired (lib.lua) instead of leased.
 -- Returns {status, ms until the earliest scheduled task is due (-1 if none), then five
 -- per task: token, id, message, recovered count, 1 if marked started}. Status 0: a
 -- fresh fetch; 1: this fetch (same session and token base) had already run, and the
@@ -34,6 +37,7 @@ local function nextDue()
 end
 
 local hasRecovered = redis.call('EXISTS', KEYS[5]) == 1
+local pre = ARGV[9]
 
 local function reply(tok, id, body, started)
   out[#out + 1] = tok
@@ -93,6 +97,24 @@ if n > #taken / 2 then
     redis.call('DEL', KEYS[9])
   end
 end
+local hasMeta = #taken > 0 and redis.call('EXISTS', pre .. 'meta') == 1
+local hasCancels = #taken > 0 and redis.call('EXISTS', pre .. 'cancels') == 1
+local nowMs = now + epoch
+-- ended finishes a taken task that must not run: cancelled, or expired.
+local function ended(id)
+  if hasCancels and redis.call('HEXISTS', pre .. 'cancels', id) == 1 then
+    finish(pre, id, 'c', nowMs, '', '', '', 'rediq: task cancelled')
+    return true
+  end
+  if hasMeta then
+    local at = parseMeta(redis.call('HGET', pre .. 'meta', id))
+    if at > 0 and nowMs >= at then
+      finish(pre, id, 'x', nowMs, '', '', '', 'rediq: task expired: not started before its deadline')
+      return true
+    end
+  end
+  return false
+end
 local startN = tonumber(ARGV[8])
 local tok = base
 local dropped = 0
@@ -112,6 +134,8 @@ for from = 1, #taken, 2000 do
     if not bodies[k] then
       dropped = dropped + 1
       redis.call('HDEL', KEYS[5], id)
+    elseif (hasMeta or hasCancels) and ended(id) then
+      dropped = dropped + 1
     else
       tok = tok + 1
       local started = tok - base <= startN

@@ -3,16 +3,24 @@
 -- KEYS[5] scheduled   KEYS[6] dead   KEYS[7] recovered   KEYS[8] recovering
 -- KEYS[9] orphaned (see reclaim.lua)
 -- ARGV[1] session id   ARGV[2] epoch (Unix ms)   ARGV[3] wake channel
--- ARGV[4] dead max age ms   ARGV[5] dead max entries
--- then five per outcome: kind, token, id, delay ms (an integer up to 366 days),
--- message ("" when unused); kinds:
---   a  succeeded: the record and the lease are deleted
+-- ARGV[4] dead max age ms   ARGV[5] dead max entries   ARGV[6] the queue's key prefix
+-- NS:{Q}: (for the keys lib.lua builds)
+-- then six per outcome: kind, token, id, delay ms (an integer up to 366 days),
+-- message ("" when unused), and the attempt ("" or "STARTED\0WORKER\0RESULT":
+-- Unix ms the attempt started, the worker's name, the result as msgpack; sent for
+-- tasks with a retention or Memoize); kinds:
+--   a  succeeded: the lease is released and the task finished (lib.lua: with a
+--      retention its record and result are kept, else deleted)
+--   c  cancelled while it ran (CancelTask): finished as cancelled, not retried (a
+--      "c" without a standing cancel request in PRE..cancels is taken as "q")
 --   r  failed, to run again after delay ms: the record becomes message, indexed in scheduled
 --   k  failed for good: the record becomes message, indexed in dead; dead is trimmed
 --      by age and size (with the records)
 --   q  give back unrun (a stop, a fetch reply that was lost): to the front of its
 --      priority in pending (in recovering if it has a recovery count), not an attempt
 --   s  mark started: reclaim counts only started tasks as recoveries
+-- A task whose cancellation was requested (PRE..cancels) ends cancelled on r, k
+-- and c alike.
 -- Each outcome first checks that the session still holds the lease (its lease hash
 -- maps the token to this id; reclaim deletes the hash, and tokens are never reused
 -- by a session); if not (it was reclaimed, or this outcome already applied) it
@@ -20,10 +28,10 @@
 -- error in between leaves a task leased twice, never nowhere.
 -- Returns one character per outcome: "1" applied, "0" not held.
 local P = 2199023255552
-local session = ARGV[1]
-for i = 6, #ARGV, 5 do
+local session, pre = ARGV[1], ARGV[6]
+for i = 7, #ARGV, 6 do
   local kind, delay = ARGV[i], tonumber(ARGV[i + 3])
-  if not string.find('arkqs', kind, 1, true) or #kind ~= 1 or not delay or delay < 0 or delay % 1 ~= 0 or delay > 31622400000 then
+  if not string.find('arkqsc', kind, 1, true) or #kind ~= 1 or not delay or delay < 0 or delay % 1 ~= 0 or delay > 31622400000 then
     return redis.error_reply('ERR rediq: bad outcome ' .. kind .. ' / delay ' .. ARGV[i + 3])
   end
 end
@@ -35,11 +43,13 @@ local killed, wake = false, false
 local firstSched
 local hasRecovered = redis.call('EXISTS', KEYS[7]) == 1
 local hasOrphaned = redis.call('EXISTS', KEYS[9]) == 1
+local hasMeta = redis.call('EXISTS', pre .. 'meta') == 1
+local hasCancels = redis.call('EXISTS', pre .. 'cancels') == 1
 -- The leases of the whole call in one HMGET, and the plain acks (the common
 -- case) released in one HDEL per hash: a call into Redis costs more than the
 -- Lua around it.
 local toks = {}
-for i = 6, #ARGV, 5 do
+for i = 7, #ARGV, 6 do
   toks[#toks + 1] = ARGV[i + 1]
 end
 local leased = {}
@@ -66,12 +76,41 @@ local function flushAcks()
 end
 local released = {} -- tokens an earlier outcome of this call released
 for n = 1, #toks do
-  local i = 6 + (n - 1) * 5
+  local i = 7 + (n - 1) * 6
   local kind, tok, id = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local v = leased[n]
   local c = v and string.find(v, ':', 3, true)
+  if c and string.sub(v, c + 1) == id and not released[tok] and (kind == 'r' or kind == 'k' or kind == 'c') then
+    local requested = hasCancels and redis.call('HEXISTS', pre .. 'cancels', id) == 1
+    if requested then
+      kind = 'c'
+    elseif kind == 'c' then
+      -- The worker heard of a cancel that no longer stands (the task was
+      -- requeued or enqueued again since): give it back unrun.
+      kind = 'q'
+    end
+  end
+  local special = kind == 'c' or (kind == 'a' and (ARGV[i + 5] ~= '' or (hasMeta and redis.call('HEXISTS', pre .. 'meta', id) == 1)))
   if not c or string.sub(v, c + 1) ~= id or released[tok] then
     status[#status + 1] = '0'
+  elseif special then
+    -- A success with a retention, a lock or Memoize, or a cancellation.
+    released[tok] = true
+    status[#status + 1] = '1'
+    local a = ARGV[i + 5]
+    local g, w, r = '', '', ''
+    if a ~= '' then
+      local x = string.find(a, '\0', 1, true)
+      local y = string.find(a, '\0', x + 1, true)
+      g, w, r = string.sub(a, 1, x - 1), string.sub(a, x + 1, y - 1), string.sub(a, y + 1)
+    end
+    local reason = ''
+    if kind == 'c' then
+      reason = 'rediq: task cancelled'
+    end
+    finish(pre, id, kind == 'a' and 's' or 'c', nowMs, g, w, r, reason)
+    redis.call('HDEL', KEYS[1], tok)
+    redis.call('HDEL', KEYS[2], id)
   elseif kind == 'a' then
     released[tok] = true
     status[#status + 1] = '1'
@@ -103,6 +142,9 @@ for n = 1, #toks do
       redis.call('ZADD', KEYS[6], nowMs, id)
       redis.call('HDEL', KEYS[7], id)
       redis.call('HDEL', KEYS[9], id)
+      if hasMeta or hasCancels then
+        died(pre, id)
+      end
       killed = true
     elseif kind == 'q' then
       if redis.call('HEXISTS', KEYS[7], id) == 1 then
@@ -134,6 +176,13 @@ if killed then
   if #old > 0 then
     redis.call('HDEL', KEYS[3], unpack(old))
     redis.call('ZREM', KEYS[6], unpack(old))
+    if hasMeta then
+      for _, id in ipairs(old) do
+        local _, _, _, lock = parseMeta(redis.call('HGET', pre .. 'meta', id))
+        release(pre, id, lock)
+      end
+      redis.call('HDEL', pre .. 'meta', unpack(old))
+    end
   end
 end
 if wake then

@@ -1,0 +1,328 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// ErrActive means a worker holds the task.
+var ErrActive = errors.New("task is active")
+
+// ErrFinished means the task has finished (dead, or a retained final record).
+var ErrFinished = errors.New("task has finished")
+
+func (q *Queue) adminKeys() []string {
+	return []string{q.Records, q.Pending, q.Scheduled, q.Recovering, q.Active, q.Dead, q.Seq}
+}
+
+// Cancel cancels the task id of q: at once if it waits (true), or by asking the
+// worker that holds it (false: its handler is cancelled, and it ends cancelled).
+func (b *Broker) Cancel(ctx context.Context, q *Queue, id string) (now bool, err error) {
+	s, err := b.run(ctx, cancelScript, q.adminKeys(), q.Prefix, id, q.Channel).Text()
+	if err != nil {
+		return false, fmt.Errorf("cancel %q: %w", id, err)
+	}
+	switch s {
+	case "c":
+		return true, nil
+	case "a":
+		return false, nil
+	case "f":
+		return false, ErrFinished
+	case "n":
+		return false, ErrNotFound
+	}
+	return false, fmt.Errorf("cancel %q: unexpected reply %q", id, s)
+}
+
+// Delete removes the task id of q, unless a worker holds it (ErrActive).
+func (b *Broker) Delete(ctx context.Context, q *Queue, id string) error {
+	s, err := b.run(ctx, deleteScript, q.adminKeys(), q.Prefix, id).Text()
+	if err != nil {
+		return fmt.Errorf("delete %q: %w", id, err)
+	}
+	switch s {
+	case "d":
+		return nil
+	case "a":
+		return ErrActive
+	case "n":
+		return ErrNotFound
+	}
+	return fmt.Errorf("delete %q: unexpected reply %q", id, s)
+}
+
+// Requeued is a task to run again now, with its updated record.
+type Requeued struct {
+	ID   string
+	Slot int
+	Body []byte
+}
+
+// Requeue moves dead or scheduled tasks of q to the back of their priority in
+// pending, with their new records, and reports which it moved (a task no
+// longer dead or scheduled is left alone).
+func (b *Broker) Requeue(ctx context.Context, q *Queue, ts []Requeued) ([]bool, error) {
+	if len(ts) == 0 {
+		return nil, nil
+	}
+	args := make([]any, 0, 1+3*len(ts))
+	args = append(args, q.Channel)
+	for _, t := range ts {
+		args = append(args, t.ID, t.Slot, t.Body)
+	}
+	s, err := b.run(ctx, requeueScript,
+		[]string{q.Records, q.Pending, q.Scheduled, q.Dead, q.Seq, q.Recovered, q.Orphaned}, args...).Text()
+	if err != nil {
+		return nil, fmt.Errorf("requeue on %q: %w", q.Name, err)
+	}
+	if len(s) != len(ts) {
+		return nil, fmt.Errorf("requeue on %q: unexpected reply %q", q.Name, s)
+	}
+	ok := make([]bool, len(ts))
+	for i := range ts {
+		ok[i] = s[i] == '1'
+	}
+	return ok, nil
+}
+
+// Listed is one task of a List page: its id, record (nil if it vanished while
+// the page was read) and index score.
+type Listed struct {
+	ID    string
+	Body  []byte
+	Score float64
+	Done  *Done // finished states
+	Meta  Meta
+}
+
+// ListIndex names the index a state's tasks are listed from.
+type ListIndex int
+
+const (
+	ListPending   ListIndex = iota // recovering first, then pending: the order they will run
+	ListScheduled                  // by due time
+	ListActive                     // in no particular order
+	ListDead                       // newest first
+	ListSucceeded                  // finished and retained: newest retention end first
+	ListCancelled
+	ListExpired
+)
+
+// List reads tasks of q from one index: offset and limit over the index, and
+// the index's size. For the finished indexes, entries whose retention has run
+// out are dropped first.
+func (b *Broker) List(ctx context.Context, q *Queue, idx ListIndex, offset, limit int) ([]Listed, int, error) {
+	var ids []string
+	var scores []float64
+	var total int
+	add := func(zs []redisZ) {
+		for _, z := range zs {
+			ids = append(ids, z.member)
+			scores = append(scores, z.score)
+		}
+	}
+	switch idx {
+	case ListPending:
+		nRec, err := b.rdb.ZCard(ctx, q.Recovering).Result()
+		if err != nil {
+			return nil, 0, err
+		}
+		nPend, err := b.rdb.ZCard(ctx, q.Pending).Result()
+		if err != nil {
+			return nil, 0, err
+		}
+		total = int(nRec + nPend)
+		if offset < int(nRec) {
+			zs, err := b.zrange(ctx, q.Recovering, offset, min(offset+limit, int(nRec))-1, false)
+			if err != nil {
+				return nil, 0, err
+			}
+			add(zs)
+		}
+		if rest := limit - len(ids); rest > 0 {
+			from := max(offset-int(nRec), 0)
+			zs, err := b.zrange(ctx, q.Pending, from, from+rest-1, false)
+			if err != nil {
+				return nil, 0, err
+			}
+			add(zs)
+		}
+	case ListActive:
+		all, err := b.rdb.HKeys(ctx, q.Active).Result()
+		if err != nil {
+			return nil, 0, err
+		}
+		total = len(all)
+		for _, id := range all[min(offset, len(all)):min(offset+limit, len(all))] {
+			ids = append(ids, id)
+			scores = append(scores, 0)
+		}
+	default:
+		key, rev := q.Scheduled, false
+		switch idx {
+		case ListDead:
+			key, rev = q.Dead, true
+		case ListSucceeded:
+			key, rev = q.Prefix+"succeeded", true
+		case ListCancelled:
+			key, rev = q.Prefix+"cancelled", true
+		case ListExpired:
+			key, rev = q.Prefix+"expired", true
+		}
+		if idx >= ListSucceeded {
+			if err := b.pruneFinished(ctx, key); err != nil {
+				return nil, 0, err
+			}
+		}
+		n, err := b.rdb.ZCard(ctx, key).Result()
+		if err != nil {
+			return nil, 0, err
+		}
+		total = int(n)
+		zs, err := b.zrange(ctx, key, offset, offset+limit-1, rev)
+		if err != nil {
+			return nil, 0, err
+		}
+		add(zs)
+	}
+	out := make([]Listed, len(ids))
+	if len(ids) == 0 {
+		return out, total, nil
+	}
+	p := b.rdb.Pipeline()
+	var bodies, metas *redis.SliceCmd
+	var dones []*redis.MapStringStringCmd
+	if idx >= ListSucceeded {
+		for _, id := range ids {
+			dones = append(dones, p.HGetAll(ctx, q.DoneKey(id)))
+		}
+	} else {
+		bodies = p.HMGet(ctx, q.Records, ids...)
+		metas = p.HMGet(ctx, q.Prefix+"meta", ids...)
+	}
+	if _, err := p.Exec(ctx); err != nil {
+		return nil, 0, fmt.Errorf("list %q: %w", q.Name, err)
+	}
+	for i, id := range ids {
+		l := Listed{ID: id, Score: scores[i]}
+		if dones != nil {
+			l.Done = parseDone(dones[i].Val())
+			if l.Done != nil {
+				l.Body = []byte(dones[i].Val()["m"])
+			}
+		} else {
+			if s, ok := bodies.Val()[i].(string); ok {
+				l.Body = []byte(s)
+			}
+			if s, ok := metas.Val()[i].(string); ok {
+				l.Meta = ParseMeta(s)
+			}
+		}
+		out[i] = l
+	}
+	return out, total, nil
+}
+
+// pruneFinished drops the entries of a finished index whose retention has
+// ended (their records expired by themselves), by the server's clock.
+func (b *Broker) pruneFinished(ctx context.Context, key string) error {
+	t, err := b.rdb.Time(ctx).Result()
+	if err != nil {
+		return err
+	}
+	return b.rdb.ZRemRangeByScore(ctx, key, "-inf", fmt.Sprint(t.UnixMilli())).Err()
+}
+
+// Scan calls f with the records of every task in q's scheduled set, a thousand
+// at a time (for the states that share it: scheduled and retry).
+func (b *Broker) Scan(ctx context.Context, q *Queue, f func([]Listed) error) error {
+	for off := 0; ; off += 1000 {
+		page, _, err := b.List(ctx, q, ListScheduled, off, 1000)
+		if err != nil {
+			return err
+		}
+		if len(page) == 0 {
+			return nil
+		}
+		if err := f(page); err != nil {
+			return err
+		}
+		if len(page) < 1000 {
+			return nil
+		}
+	}
+}
+
+// DeadIDs returns up to n of q's dead task ids, oldest first, with records.
+func (b *Broker) DeadIDs(ctx context.Context, q *Queue, n int) ([]Listed, error) {
+	zs, err := b.zrange(ctx, q.Dead, 0, n-1, false)
+	if err != nil || len(zs) == 0 {
+		return nil, err
+	}
+	ids := make([]string, len(zs))
+	for i, z := range zs {
+		ids[i] = z.member
+	}
+	vals, err := b.rdb.HMGet(ctx, q.Records, ids...).Result()
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Listed, 0, len(ids))
+	for i, id := range ids {
+		s, _ := vals[i].(string)
+		out = append(out, Listed{ID: id, Body: []byte(s), Score: zs[i].score})
+	}
+	return out, nil
+}
+
+type redisZ struct {
+	member string
+	score  float64
+}
+
+func (b *Broker) zrange(ctx context.Context, key string, start, stop int, rev bool) ([]redisZ, error) {
+	if stop < start {
+		return nil, nil
+	}
+	var zs []redis.Z
+	var err error
+	if rev {
+		zs, err = b.rdb.ZRevRangeWithScores(ctx, key, int64(start), int64(stop)).Result()
+	} else {
+		zs, err = b.rdb.ZRangeWithScores(ctx, key, int64(start), int64(stop)).Result()
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", strings.TrimPrefix(key, b.ns+":"), err)
+	}
+	out := make([]redisZ, len(zs))
+	for i, z := range zs {
+		m, _ := z.Member.(string)
+		out[i] = redisZ{m, z.Score}
+	}
+	return out, nil
+}
+
+// Holders returns the worker session holding each of the ids of q that is active.
+func (b *Broker) Holders(ctx context.Context, q *Queue, ids []string) (map[string]string, error) {
+	out := map[string]string{}
+	if len(ids) == 0 {
+		return out, nil
+	}
+	vals, err := b.rdb.HMGet(ctx, q.Active, ids...).Result()
+	if err != nil {
+		return nil, err
+	}
+	for i, v := range vals {
+		if s, ok := v.(string); ok {
+			if c := strings.LastIndexByte(s, ':'); c >= 0 {
+				out[ids[i]] = s[:c]
+			}
+		}
+	}
+	return out, nil
+}

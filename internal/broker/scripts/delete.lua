@@ -1,0 +1,32 @@
+-- delete: remove a task that no worker holds, whatever its state, with its
+-- lock (Unique or Memoize) if it holds it.
+-- KEYS[1] records   KEYS[2] pending   KEYS[3] scheduled   KEYS[4] recovering
+-- KEYS[5] active   KEYS[6] dead   KEYS[7] sequence counter
+-- ARGV[1] the queue's key prefix NS:{Q}:   ARGV[2] task id
+-- Returns "d" deleted, "a" active (nothing changed: cancel it), "n" no such task
+-- (also what a second run answers).
+local pre, id = ARGV[1], ARGV[2]
+if redis.call('HEXISTS', KEYS[5], id) == 1 then
+  return 'a'
+end
+if redis.call('HEXISTS', KEYS[1], id) == 1 then
+  if redis.call('ZREM', KEYS[2], id) == 1 and redis.call('EXISTS', KEYS[2]) == 0 then
+    redis.call('DEL', KEYS[7]) -- pending is empty: see enqueue.lua
+  end
+  redis.call('ZREM', KEYS[3], id)
+  redis.call('ZREM', KEYS[4], id)
+  redis.call('ZREM', KEYS[6], id)
+  local _, _, _, lock = parseMeta(redis.call('HGET', pre .. 'meta', id))
+  release(pre, id, lock)
+  for _, h in ipairs({'t', 'meta', 'recovered', 'orphaned', 'cancels'}) do
+    redis.call('HDEL', pre .. h, id)
+  end
+  return 'd'
+end
+if redis.call('DEL', pre .. 'done:' .. id) == 1 then
+  for _, st in pairs(FINAL_INDEX) do
+    redis.call('ZREM', pre .. st, id)
+  end
+  return 'd'
+end
+return 'n'

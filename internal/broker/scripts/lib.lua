@@ -1,0 +1,100 @@
+-- lib: functions shared by the scripts that end tasks (settle, fetch, cancel,
+-- delete); prepended to them when they are loaded. PRE is the queue's key
+-- prefix NS:{Q}:, passed in ARGV: keys built from it carry the queue's hash tag,
+-- so they live in the queue's cluster slot like the keys in KEYS.
+--
+-- A task's meta (PRE..meta, id -> "EXPIREAT:RETENTION:MEMO:LOCK") exists only
+-- for tasks enqueued with an expiry, a retention, Memoize or Unique: EXPIREAT
+-- Unix ms (server clock, 0 none), RETENTION and MEMO ms, LOCK "" or
+-- "u:DIGEST" (PRE..uniq:DIGEST) or "m:DIGEST" (PRE..mlock:DIGEST).
+local FINAL_INDEX = {s = 'succeeded', c = 'cancelled', x = 'expired'}
+local FINAL_COUNT = {c = 'cancelled', x = 'expired'}
+
+local function parseMeta(v)
+  if not v then
+    return 0, 0, 0, ''
+  end
+  local a = string.find(v, ':', 1, true)
+  local b = string.find(v, ':', a + 1, true)
+  local c = string.find(v, ':', b + 1, true)
+  return tonumber(string.sub(v, 1, a - 1)), tonumber(string.sub(v, a + 1, b - 1)),
+    tonumber(string.sub(v, b + 1, c - 1)), string.sub(v, c + 1)
+end
+
+local function lockKey(pre, lock)
+  if string.sub(lock, 1, 2) == 'u:' then
+    return pre .. 'uniq:' .. string.sub(lock, 3)
+  end
+  return pre .. 'mlock:' .. string.sub(lock, 3)
+end
+
+-- release deletes the task's lock if the task still holds it.
+local function release(pre, id, lock)
+  if lock ~= '' then
+    local k = lockKey(pre, lock)
+    if redis.call('GET', k) == id then
+      redis.call('DEL', k)
+    end
+  end
+end
+
+-- prune drops index entries whose retention has ended (at most 100 per call:
+-- every write prunes, so the index never grows past what is retained by much).
+local function prune(idx, nowMs)
+  local old = redis.call('ZRANGEBYSCORE', idx, '-inf', nowMs, 'LIMIT', 0, 100)
+  if #old > 0 then
+    redis.call('ZREM', idx, unpack(old))
+  end
+end
+
+-- finish ends a task the caller has taken out of its index or lease: state
+-- "s" succeeded, "c" cancelled, "x" expired. With a retention its record, state
+-- and times go to PRE..done:ID (a hash that expires after the retention), it is
+-- listed in PRE..succeeded/cancelled/expired (score: when its retention ends;
+-- the index expires with its last member), and PRE..fin:ID is published for
+-- waiters. A success with Memoize caches its result in PRE..memo:DIGEST. The
+-- lock is released; the record, meta, counts and cancel request are deleted.
+-- info: g started ms, w worker, r result, e reason ('' when unknown).
+local function finish(pre, id, state, nowMs, g, w, r, e)
+  local _, ret, memo, lock = parseMeta(redis.call('HGET', pre .. 'meta', id))
+  if ret > 0 then
+    local key = pre .. 'done:' .. id
+    redis.call('DEL', key)
+    redis.call('HSET', key, 'm', redis.call('HGET', pre .. 't', id) or '', 's', state, 'f', nowMs, 'd', ret,
+      'g', g, 'w', w, 'r', r, 'e', e)
+    redis.call('PEXPIRE', key, ret)
+    local idx = pre .. FINAL_INDEX[state]
+    prune(idx, nowMs)
+    redis.call('ZADD', idx, nowMs + ret, id)
+    if redis.call('PTTL', idx) < ret then
+      redis.call('PEXPIRE', idx, ret)
+    end
+    redis.call('PUBLISH', pre .. 'fin:' .. id, state)
+  end
+  if state == 's' and memo > 0 and string.sub(lock, 1, 2) == 'm:' then
+    redis.call('SET', pre .. 'memo:' .. string.sub(lock, 3), r, 'PX', memo)
+  end
+  release(pre, id, lock)
+  if FINAL_COUNT[state] then
+    redis.call('HINCRBY', pre .. 'stats', FINAL_COUNT[state], 1)
+  end
+  redis.call('HDEL', pre .. 't', id)
+  redis.call('HDEL', pre .. 'meta', id)
+  redis.call('HDEL', pre .. 'recovered', id)
+  redis.call('HDEL', pre .. 'orphaned', id)
+  redis.call('HDEL', pre .. 'cancels', id)
+end
+
+-- died tells waiters that a task went to dead (it keeps its record and meta
+-- there) and frees a Memoize lock, so that the next Run tries again. A Unique
+-- lock stays until its ttl: the dead task may be requeued.
+local function died(pre, id)
+  local _, ret, _, lock = parseMeta(redis.call('HGET', pre .. 'meta', id))
+  if ret > 0 then
+    redis.call('PUBLISH', pre .. 'fin:' .. id, 'k')
+  end
+  if string.sub(lock, 1, 2) == 'm:' then
+    release(pre, id, lock)
+  end
+  redis.call('HDEL', pre .. 'cancels', id)
+end

@@ -1,0 +1,47 @@
+-- requeue: run dead or retry-waiting tasks again now, with their updated records
+-- (the caller resets the retry counts).
+-- KEYS[1] records   KEYS[2] pending   KEYS[3] scheduled   KEYS[4] dead
+-- KEYS[5] sequence counter   KEYS[6] recovered   KEYS[7] orphaned
+-- ARGV[1] wake channel, then three per task: id, priority slot, message
+-- A task is requeued only if it is still in dead or scheduled (with its record):
+-- it goes to the back of its priority in pending, numbered from the sequence
+-- like an enqueue (a sequence that starts at 0 means the queue was empty: the
+-- idle workers are woken).
+-- Returns a string with one character per task: "1" requeued, "0" not (it is no
+-- longer dead or scheduled). A second run finds them pending and answers "0".
+local P = 2199023255552
+local ok = {}
+for i = 2, #ARGV, 3 do
+  local id = ARGV[i]
+  local slot = tonumber(ARGV[i + 1])
+  if not slot or slot < 0 or slot > 4095 or slot % 1 ~= 0 then
+    return redis.error_reply('ERR rediq: priority slot ' .. ARGV[i + 1] .. ' is outside [0, 4095]')
+  end
+  if redis.call('HEXISTS', KEYS[1], id) == 1 and
+      (redis.call('ZSCORE', KEYS[4], id) or redis.call('ZSCORE', KEYS[3], id)) then
+    ok[#ok + 1] = i
+  end
+end
+local status = {}
+for i = 2, #ARGV, 3 do
+  status[#status + 1] = '0'
+end
+if #ok > 0 then
+  local seq = redis.call('INCRBY', KEYS[5], #ok) - #ok
+  local wasEmpty = seq == 0
+  for _, i in ipairs(ok) do
+    local id = ARGV[i]
+    seq = seq + 1
+    redis.call('ZREM', KEYS[4], id)
+    redis.call('ZREM', KEYS[3], id)
+    redis.call('HSET', KEYS[1], id, ARGV[i + 2])
+    redis.call('HDEL', KEYS[6], id)
+    redis.call('HDEL', KEYS[7], id)
+    redis.call('ZADD', KEYS[2], tonumber(ARGV[i + 1]) * P + seq, id)
+    status[(i + 1) / 3] = '1'
+  end
+  if wasEmpty then
+    redis.call('PUBLISH', ARGV[1], 'p')
+  end
+end
+return table.concat(status)

@@ -1,0 +1,110 @@
+package rediq
+
+import (
+	"errors"
+	"fmt"
+	"time"
+)
+
+// TaskState is where a task is in its life.
+type TaskState string
+
+// The states of a task. Scheduled, pending, active and retry are waiting or
+// running; the others are final.
+const (
+	StateScheduled TaskState = "scheduled" // delayed: due later (Delay, ProcessAt)
+	StatePending   TaskState = "pending"   // due: waits for a worker
+	StateActive    TaskState = "active"    // a worker holds it (running, or prefetched)
+	StateRetry     TaskState = "retry"     // an attempt failed; waits for its next one
+	StateDead      TaskState = "dead"      // failed for good (retries used up, SkipRetry, poison...)
+	StateSucceeded TaskState = "succeeded" // kept only with Retention
+	StateCancelled TaskState = "cancelled" // by CancelTask; kept only with Retention
+	StateExpired   TaskState = "expired"   // not started before ExpireIn/ExpireAt; kept only with Retention
+)
+
+// TaskStates lists every state, in the order of a task's life.
+var TaskStates = []TaskState{StateScheduled, StatePending, StateActive, StateRetry, StateDead,
+	StateSucceeded, StateCancelled, StateExpired}
+
+// ParseTaskState returns the state named s.
+func ParseTaskState(s string) (TaskState, error) {
+	for _, st := range TaskStates {
+		if string(st) == s {
+			return st, nil
+		}
+	}
+	return "", fmt.Errorf("rediq: unknown task state %q (one of scheduled, pending, active, retry, dead, succeeded, cancelled, expired)", s)
+}
+
+// Final reports whether a task in state s will not run (again) by itself.
+func (s TaskState) Final() bool {
+	switch s {
+	case StateDead, StateSucceeded, StateCancelled, StateExpired:
+		return true
+	}
+	return false
+}
+
+// TaskRecord is what Redis holds of a task.
+type TaskRecord struct {
+	ID         TaskID
+	Name       string
+	Queue      string
+	State      TaskState
+	Priority   int
+	Args       []byte    // the arguments, msgpack
+	EnqueuedAt time.Time // the first enqueue, by the producer's clock
+	DueAt      time.Time // scheduled and retry: when it is due (Redis's clock); zero otherwise
+	StartedAt  time.Time // finished tasks: when the last attempt started (the worker's clock); zero otherwise
+	FinishedAt time.Time // final states: when it ended (Redis's clock)
+	Retried    int       // failed attempts that were retried
+	// MaxRetries is the task's retries: the enqueue's override, else the
+	// registered task's on this App, else -1 (unknown here).
+	MaxRetries int
+	Recovered  int    // times a worker died (or froze past its lease) running it
+	LastError  string // the last failed attempt's error, or why it was cancelled or expired
+	Worker     string // active: the worker session holding it; finished: the worker that ran it last
+	Result     []byte // succeeded, with Retention: the handler's result, msgpack
+	// Retention is how long the record stays after the task finishes
+	// (Retention option); ExpiresAt the deadline set by ExpireIn/ExpireAt.
+	Retention time.Duration
+	ExpiresAt time.Time
+}
+
+// ListOptions pages ListTasks. Limit 0 means 100.
+type ListOptions struct {
+	Offset int
+	Limit  int
+}
+
+var (
+	// ErrTaskNotFound is matched by the error for an id that no queue holds: it
+	// never existed, or it finished and its Retention (default 0) ran out.
+	ErrTaskNotFound = errors.New("rediq: task not found")
+	// ErrTaskFinished is matched by the error of CancelTask on a task that has
+	// already finished (succeeded, dead, cancelled or expired).
+	ErrTaskFinished = errors.New("rediq: task already finished")
+	// ErrTaskActive is matched by the error of DeleteTask or RequeueTask on a
+	// task a worker holds: cancel it first.
+	ErrTaskActive = errors.New("rediq: task is active")
+	// ErrCancelled is the cause of a handler's ctx when CancelTask cancels it,
+	// and what Wait returns for a cancelled task.
+	ErrCancelled = errors.New("rediq: task cancelled")
+	// ErrExpired is what Wait returns for a task that was not started before
+	// its ExpireIn/ExpireAt deadline.
+	ErrExpired = errors.New("rediq: task expired")
+	// ErrNotRetained is matched by the error of Wait for a task enqueued
+	// without Retention: its result would be gone the moment it finished.
+	ErrNotRetained = errors.New("rediq: task has no retention")
+)
+
+// TaskFailedError is Wait's error for a task that died.
+type TaskFailedError struct {
+	ID      TaskID
+	Retried int
+	Err     string // the last attempt's error
+}
+
+func (e *TaskFailedError) Error() string {
+	return fmt.Sprintf("rediq: task %s failed after %d retries: %s", e.ID, e.Retried, e.Err)
+}

@@ -1,0 +1,314 @@
+package rediq
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/rediq/rediq/internal/broker"
+)
+
+// RunRetention is the retention Run gives its task when the task has none
+// longer: long enough for Run to read the result, short enough to cost nothing.
+const RunRetention = time.Minute
+
+// Wait waits for the task with the id to finish and returns its result,
+// within a few ms of the worker settling it: the worker publishes the end of
+// every task with a retention, and Wait listens on one shared subscription per
+// App (no polling). Errors:
+//
+//   - a task that died: a *TaskFailedError (its id, retries and last error);
+//   - cancelled, expired: errors matching ErrCancelled, ErrExpired;
+//   - enqueued without Retention (and not finished with one): an error matching
+//     ErrNotRetained at once — its result is gone the moment it finishes;
+//   - unknown, or its retention over: ErrTaskNotFound;
+//   - ctx ending first: ctx's error.
+func (t *Task[A, R]) Wait(ctx context.Context, id TaskID) (R, error) {
+	var zero R
+	raw, err := t.app.wait(ctx, id)
+	if err != nil {
+		return zero, err
+	}
+	var r R
+	if len(raw) > 0 {
+		if err := decodeArgs(raw, &r); err != nil {
+			return zero, fmt.Errorf("rediq: decode the result of task %q: %w", id, err)
+		}
+	}
+	return r, nil
+}
+
+// Run enqueues the task and waits for its result: a remote call (funboost's
+// RPC mode). The task gets a retention of at least RunRetention so that its
+// result can be read. For a task registered with Memoize, a result cached
+// within its ttl is returned without enqueueing, and if the same arguments are
+// running already (from any process) Run waits for that run instead of
+// starting another. An error matching ErrOutcomeUnknown means the enqueue's
+// fate is unknown; the others are Wait's.
+func (t *Task[A, R]) Run(ctx context.Context, args A, opts ...EnqueueOption) (R, error) {
+	var zero R
+	opts = append(opts, enqueueOnly(func(o *enqueueOptions) {
+		o.retention = max(o.retention, RunRetention)
+		o.memoRun = o.memo > 0
+	}))
+	for {
+		id, err := t.Enqueue(ctx, args, opts...)
+		var dup *DuplicateError
+		switch {
+		case errors.Is(err, errMemoized):
+			r, found, err := t.memoized(ctx, args)
+			if err != nil || found {
+				return r, err
+			}
+			continue // the cached result expired meanwhile: enqueue again
+		case errors.As(err, &dup) && dup.Unique && t.def.Memo > 0:
+			id = dup.ExistingID // the same arguments are running: share that run
+		case err != nil:
+			return zero, err
+		}
+		r, err := t.Wait(ctx, id)
+		if errors.Is(err, ErrTaskNotFound) && t.def.Memo > 0 && dup != nil {
+			continue // the shared run ended and its record went first: try again
+		}
+		return r, err
+	}
+}
+
+// memoized reads the cached result of a Memoize task for args.
+func (t *Task[A, R]) memoized(ctx context.Context, args A) (R, bool, error) {
+	var zero R
+	e := encoders.Get().(*argsEncoder)
+	e.buf.Reset()
+	err := e.enc.Encode(args)
+	digest := lockDigest(t.def.Name, "a", e.buf.Bytes())
+	encoders.Put(e)
+	if err != nil {
+		return zero, false, &EncodeError{Task: t.def.Name, Err: err}
+	}
+	b := t.app.core.Broker()
+	q := b.Queue(t.def.Queue)
+	raw, err := b.Client().Get(ctx, q.Prefix+"memo:"+digest).Bytes()
+	switch {
+	case errors.Is(err, redis.Nil):
+		return zero, false, nil
+	case err != nil:
+		return zero, false, fmt.Errorf("rediq: read the memoized result of %q: %w", t.def.Name, err)
+	}
+	var r R
+	if err := decodeArgs(raw, &r); err != nil {
+		return zero, false, fmt.Errorf("rediq: decode the memoized result of %q: %w", t.def.Name, err)
+	}
+	return r, true, nil
+}
+
+// wait returns the raw result of the task id once it has finished.
+func (a *App) wait(ctx context.Context, id TaskID) ([]byte, error) {
+	rec, err := a.find(ctx, id, nil)
+	if err != nil {
+		return nil, err
+	}
+	if raw, done, err := a.outcome(id, rec); done {
+		return raw, err
+	}
+	if rec.Meta.Retention <= 0 {
+		return nil, fmt.Errorf("%w: task %q was enqueued without rediq.Retention, so nothing of it is kept when it finishes: nothing to wait for",
+			ErrNotRetained, id)
+	}
+	q := a.core.Broker().Queue(rec.Queue)
+	h := a.hub()
+	if h == nil {
+		return nil, errors.New("rediq: wait: the App is closed")
+	}
+	w, err := h.add(ctx, q.FinChannel(string(id)))
+	if err != nil {
+		return nil, err
+	}
+	defer h.remove(w)
+	for {
+		// Subscribed: whatever finishes from now on is heard; look once more
+		// for what finished before.
+		rec, err := a.find(ctx, id, []string{rec.Queue})
+		if err != nil {
+			return nil, err
+		}
+		if raw, done, err := a.outcome(id, rec); done {
+			return raw, err
+		}
+		select {
+		case <-w.ch:
+		case <-ctx.Done():
+			return nil, context.Cause(ctx)
+		}
+	}
+}
+
+// outcome is the result or error of a finished task; done is false while it
+// has not finished.
+func (a *App) outcome(id TaskID, rec *broker.Record) (raw []byte, done bool, err error) {
+	switch rec.State {
+	case broker.StateDead:
+		r := a.taskRecord(string(id), rec.Queue, rec.State, rec.Body, "", 0, 0, rec.Died, rec.Meta, nil)
+		return nil, true, &TaskFailedError{ID: id, Retried: r.Retried, Err: r.LastError}
+	case broker.StateFinished:
+		switch rec.Done.State {
+		case 's':
+			return rec.Done.Result, true, nil
+		case 'c':
+			return nil, true, fmt.Errorf("%w: %q", ErrCancelled, id)
+		default:
+			return nil, true, fmt.Errorf("%w: %q was not started before its deadline", ErrExpired, id)
+		}
+	}
+	return nil, false, nil
+}
+
+// hub returns the App's wait hub, starting it on first use.
+func (a *App) hub() *waitHub {
+	a.hubOnce.Do(func() { a.waits = newWaitHub(a.core.Broker().Client()) })
+	return a.waits
+}
+
+// waitHub shares one pub/sub connection among the App's waiters: a channel is
+// subscribed while someone waits on it. Every (re)subscription confirmation
+// and every message wakes the channel's waiters, which then look at the task:
+// a reconnect that lost a message costs a look, never a hang.
+type waitHub struct {
+	rdb  redis.UniversalClient
+	mu   sync.Mutex
+	ps   *redis.PubSub
+	subs map[string]*waitChan
+	done chan struct{}
+	quit chan struct{}
+}
+
+type waitChan struct {
+	waiters   map[*waiter]struct{}
+	confirmed bool
+}
+
+type waiter struct {
+	channel string
+	ch      chan struct{} // a token: look at the task
+}
+
+func newWaitHub(rdb redis.UniversalClient) *waitHub {
+	return &waitHub{rdb: rdb, subs: map[string]*waitChan{}}
+}
+
+// add registers a waiter on channel and returns once Redis has confirmed the
+// subscription (so nothing published later is missed).
+func (h *waitHub) add(ctx context.Context, channel string) (*waiter, error) {
+	w := &waiter{channel: channel, ch: make(chan struct{}, 1)}
+	h.mu.Lock()
+	if h.ps == nil {
+		h.ps = h.rdb.Subscribe(context.WithoutCancel(ctx))
+		h.done, h.quit = make(chan struct{}), make(chan struct{})
+		go h.loop(h.ps, h.done, h.quit)
+	}
+	c := h.subs[channel]
+	fresh := c == nil
+	if fresh {
+		c = &waitChan{waiters: map[*waiter]struct{}{}}
+		h.subs[channel] = c
+	}
+	c.waiters[w] = struct{}{}
+	confirmed, ps := c.confirmed, h.ps
+	h.mu.Unlock()
+	if fresh {
+		if err := ps.Subscribe(ctx, channel); err != nil {
+			h.remove(w)
+			return nil, fmt.Errorf("rediq: wait: subscribe: %w", err)
+		}
+	}
+	if confirmed {
+		return w, nil
+	}
+	for {
+		select {
+		case <-w.ch:
+		case <-ctx.Done():
+			h.remove(w)
+			return nil, context.Cause(ctx)
+		}
+		h.mu.Lock()
+		confirmed = c.confirmed
+		h.mu.Unlock()
+		if confirmed {
+			return w, nil
+		}
+	}
+}
+
+// remove drops a waiter, unsubscribing its channel if it was the last.
+func (h *waitHub) remove(w *waiter) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	c := h.subs[w.channel]
+	if c == nil {
+		return
+	}
+	delete(c.waiters, w)
+	if len(c.waiters) == 0 {
+		delete(h.subs, w.channel)
+		// Best effort: a failed UNSUBSCRIBE leaves a channel that nobody
+		// waits on, whose rare messages are ignored.
+		_ = h.ps.Unsubscribe(context.Background(), w.channel)
+	}
+}
+
+func (h *waitHub) loop(ps *redis.PubSub, done, quit chan struct{}) {
+	defer close(done)
+	ch := ps.ChannelWithSubscriptions(redis.WithChannelSize(1000))
+	for {
+		var msg any
+		select {
+		case msg = <-ch:
+		case <-quit:
+			return
+		}
+		var channel string
+		switch m := msg.(type) {
+		case *redis.Message:
+			channel = m.Channel
+		case *redis.Subscription:
+			if m.Kind != "subscribe" {
+				continue
+			}
+			channel = m.Channel
+		case nil:
+			return // closed
+		default:
+			continue
+		}
+		h.mu.Lock()
+		if c := h.subs[channel]; c != nil {
+			c.confirmed = true
+			for w := range c.waiters {
+				select {
+				case w.ch <- struct{}{}:
+				default:
+				}
+			}
+		}
+		h.mu.Unlock()
+	}
+}
+
+// close ends the hub's subscription and goroutine.
+func (h *waitHub) close() error {
+	h.mu.Lock()
+	ps, done, quit := h.ps, h.done, h.quit
+	h.ps = nil
+	h.mu.Unlock()
+	if ps == nil {
+		return nil
+	}
+	close(quit)
+	err := ps.Close()
+	<-done
+	return err
+}
