@@ -73,3 +73,42 @@ func redisError(ctx context.Context, err error) error {
 	}
 	return err
 }
+
+// withApp opens the App of rf, runs fn with it under withTimeout and closes
+// it. Errors come back prefixed with cmd, on one line.
+func withApp(ctx context.Context, cmd string, rf *redisFlags, fn func(context.Context, *rediq.App) error) (err error) {
+	app, _, err := rf.open()
+	if err != nil {
+		return fmt.Errorf("%s: %w", cmd, err)
+	}
+	defer func() {
+		if cerr := app.Close(); cerr != nil && err == nil {
+			err = fmt.Errorf("%s: %w", cmd, cerr)
+		}
+	}()
+	ctx, cancel := withTimeout(ctx)
+	defer cancel()
+	if err := fn(ctx, app); err != nil {
+		return fmt.Errorf("%s: %w", cmd, redisError(ctx, libError(err)))
+	}
+	return nil
+}
+
+// reworded is an error with a message of the CLI's in place of its own;
+// errors.Is and As still see the original.
+type reworded struct {
+	msg string
+	err error
+}
+
+func (e *reworded) Error() string { return e.msg }
+func (e *reworded) Unwrap() error { return e.err }
+
+// libError drops the "rediq: " the library starts its errors with, which
+// would repeat the "rediq: " main prints before every error.
+func libError(err error) error {
+	if msg, ok := strings.CutPrefix(err.Error(), "rediq: "); ok {
+		return &reworded{msg, err}
+	}
+	return err
+}

@@ -31,16 +31,18 @@ func TestCluster(t *testing.T) {
 	}
 	ctx := context.Background()
 	// Queues whose keys hash to different nodes.
+	ids := map[string][]rediq.TaskID{}
 	for _, q := range []string{"a", "b", "c", "d"} {
 		task := rediq.Register(app, "t"+q, func(context.Context, int) (int, error) { return 0, nil }, rediq.Queue(q))
-		if _, err := task.EnqueueMany(ctx, []int{1, 2}); err != nil {
+		if ids[q], err = task.EnqueueMany(ctx, []int{1, 2}); err != nil {
 			t.Fatalf("enqueue to queue %s on the cluster: %v", q, err)
 		}
 	}
+	cluster := []string{"--redis-url", url, "--namespace", ns}
 
 	t.Run("queues", func(t *testing.T) {
 		t.Parallel()
-		out, _, err := rediqCmd(t, "queues", "--json", "--redis-url", url, "--namespace", ns)
+		out, _, err := rediqCmd(t, "queues", "--output", "json", "--redis-url", url, "--namespace", ns)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -55,6 +57,37 @@ func TestCluster(t *testing.T) {
 			if r.Pending != 2 {
 				t.Fatalf("got %s, want 2 pending in each queue", out)
 			}
+		}
+	})
+	t.Run("task show", func(t *testing.T) {
+		t.Parallel()
+		for _, q := range []string{"a", "d"} {
+			out, _, err := rediqCmd(t, append([]string{"task", "show", string(ids[q][1]), "-o", "json"}, cluster...)...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var m map[string]any
+			if err := json.Unmarshal([]byte(out), &m); err != nil || m["queue"] != q || m["state"] != "pending" || m["args"] != 2.0 {
+				t.Fatalf("task show of %s in queue %s: %s (%v)", ids[q][1], q, out, err)
+			}
+		}
+		_, _, err := rediqCmd(t, append([]string{"task", "show", "nosuchtask"}, cluster...)...)
+		if err == nil || isUsage(err) || !strings.Contains(err.Error(), "not found") {
+			t.Fatalf("unknown id on the cluster: %v", err)
+		}
+	})
+	t.Run("tasks", func(t *testing.T) {
+		t.Parallel()
+		out, _, err := rediqCmd(t, append([]string{"tasks", "-q", "c", "-s", "pending"}, cluster...)...)
+		if err != nil || !strings.Contains(out, string(ids["c"][0])) || !strings.Contains(out, "showing 1–2 of 2") {
+			t.Fatalf("tasks of queue c on the cluster: %q, %v", out, err)
+		}
+	})
+	t.Run("dead requeue", func(t *testing.T) {
+		t.Parallel()
+		out, _, err := rediqCmd(t, append([]string{"dead", "requeue", "-q", "b"}, cluster...)...)
+		if err != nil || out != `requeued 0 dead tasks of queue "b"`+"\n" {
+			t.Fatalf("dead requeue on the cluster: %q, %v", out, err)
 		}
 	})
 	t.Run("bench", func(t *testing.T) {
@@ -76,9 +109,28 @@ func TestSentinel(t *testing.T) {
 	sentinel := testredis.StartSentinel(t, "mymaster", strings.TrimPrefix(testredis.URL(), "redis://"))
 	ns := testredis.Namespace(t)
 	fill(t, ns)
-	out, _, err := rediqCmd(t, "queues", "--redis-url", "redis+sentinel://"+sentinel+"?master_name=mymaster", "--namespace", ns)
+	url := "redis+sentinel://" + sentinel + "?master_name=mymaster"
+	out, _, err := rediqCmd(t, "queues", "--redis-url", url, "--namespace", ns)
 	if err != nil || !strings.Contains(out, "emails") {
 		t.Fatalf("queues through Sentinel: %q, %v; want the emails queue", out, err)
+	}
+
+	app := newApp(t, ns)
+	task := rediq.Register(app, "sentinel", func(context.Context, string) (int, error) { return 0, nil }, rediq.Queue("s"))
+	id, err := task.Enqueue(context.Background(), "hello")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, _, err = rediqCmd(t, "task", "show", string(id), "--redis-url", url, "--namespace", ns)
+	if err != nil || !strings.Contains(out, `"hello"`) || !strings.Contains(out, "pending") {
+		t.Fatalf("task show through Sentinel: %q, %v", out, err)
+	}
+	out, _, err = rediqCmd(t, "tasks", "-q", "s", "-s", "pending", "-o", "json", "--redis-url", url, "--namespace", ns)
+	if err != nil || !strings.Contains(out, string(id)) {
+		t.Fatalf("tasks through Sentinel: %q, %v", out, err)
+	}
+	if out, _, err = rediqCmd(t, "task", "delete", string(id), "--redis-url", url, "--namespace", ns); err != nil {
+		t.Fatalf("task delete through Sentinel: %q, %v", out, err)
 	}
 }
 

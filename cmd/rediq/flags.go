@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 
 	"github.com/spf13/pflag"
 )
@@ -26,19 +27,56 @@ func newFlagSet(name, usage string) *flagSet {
 // parse parses args, which must be flags only. For --help it prints the help to
 // stdout and returns pflag.ErrHelp, which run turns into success.
 func (fs *flagSet) parse(args []string, stdout io.Writer) error {
+	_, err := fs.parseArgs(args, stdout)
+	return err
+}
+
+// parseArgs is parse for a command that takes one positional argument per
+// name in names (as "ID"), which it returns in order.
+func (fs *flagSet) parseArgs(args []string, stdout io.Writer, names ...string) ([]string, error) {
 	err := fs.Parse(args)
 	if errors.Is(err, pflag.ErrHelp) {
 		fmt.Fprintf(stdout, "Usage: %s\n\nFlags:\n%s", fs.usage, fs.FlagUsages())
-		return err
+		return nil, err
 	}
 	if err != nil {
-		return usageErrorf("%s: %w (see %s --help)", fs.shortName(), err, fs.Name())
+		return nil, usageErrorf("%s: %w (see %s --help)", fs.shortName(), err, fs.Name())
 	}
-	if fs.NArg() > 0 {
-		return usageErrorf("%s: unexpected argument %q", fs.shortName(), fs.Arg(0))
+	if fs.NArg() < len(names) {
+		return nil, usageErrorf("%s: missing %s (see %s --help)", fs.shortName(), strings.Join(names[fs.NArg():], " "), fs.Name())
 	}
-	return nil
+	if fs.NArg() > len(names) {
+		return nil, usageErrorf("%s: unexpected argument %q", fs.shortName(), fs.Arg(len(names)))
+	}
+	return fs.Args(), nil
 }
 
 // shortName is the command's name without "rediq ", as errors are prefixed with it.
 func (fs *flagSet) shortName() string { return fs.Name()[len("rediq "):] }
+
+// outputFormat is the value of --output: how a command prints what it found.
+type outputFormat string
+
+const (
+	outputTable outputFormat = "table" // aligned columns for people
+	outputJSON  outputFormat = "json"  // for scripts and jq
+)
+
+// registerOutput adds --output (-o), default table.
+func registerOutput(fs *flagSet, jsonShape string) *outputFormat {
+	o := outputTable
+	fs.VarP(&o, "output", "o", "output format: table (for people) or json ("+jsonShape+")")
+	return &o
+}
+
+func (o *outputFormat) String() string { return string(*o) }
+func (o *outputFormat) Type() string   { return "format" }
+
+func (o *outputFormat) Set(s string) error {
+	switch f := outputFormat(s); f {
+	case outputTable, outputJSON:
+		*o = f
+		return nil
+	}
+	return fmt.Errorf("%q is not table or json", s)
+}

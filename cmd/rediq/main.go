@@ -1,6 +1,10 @@
 // Command rediq inspects and operates a rediq deployment from the shell.
 //
-//	rediq queues [--redis-url URL] [--namespace NS] [--json]
+//	rediq queues [--output json]
+//	rediq tasks --queue Q --state STATE [--limit N] [--offset N] [--output json]
+//	rediq task show ID [--output json]
+//	rediq task result|cancel|delete|requeue ID
+//	rediq dead requeue --queue Q [--output json]
 //	rediq version
 //	rediq help [command]
 //
@@ -57,6 +61,9 @@ type command struct {
 // commands lists the subcommands in the order usage shows them.
 var commands = []command{
 	{"queues", "list the queues of a namespace with their counts", runQueues},
+	{"tasks", "list a page of a queue's tasks in one state", runTasks},
+	{"task", "show, cancel, delete or requeue one task by id, or print its result", runTask},
+	{"dead", "requeue the dead tasks of a queue", runDead},
 	{"bench", "run the standard workload and print its figures as JSON", runBench},
 	{"version", "print the version of this binary", runVersion},
 }

@@ -122,7 +122,7 @@ func TestQueues(t *testing.T) {
 
 	t.Run("json", func(t *testing.T) {
 		t.Parallel()
-		out, _, err := rediqCmd(t, append([]string{"queues", "--json"}, redisArgs(ns)...)...)
+		out, _, err := rediqCmd(t, append([]string{"queues", "--output", "json"}, redisArgs(ns)...)...)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -148,6 +148,24 @@ func TestQueues(t *testing.T) {
 			}
 		}
 	})
+}
+
+// --json, which came before --output, still works, with a notice.
+func TestQueuesJSONAlias(t *testing.T) {
+	t.Parallel()
+	ns := testredis.Namespace(t)
+	fill(t, ns)
+	out, stderr, err := rediqCmd(t, append([]string{"queues", "--json"}, redisArgs(ns)...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rows []queueRow
+	if err := json.Unmarshal([]byte(out), &rows); err != nil || len(rows) != 2 {
+		t.Fatalf("queues --json printed %s (%v); want 2 queues", out, err)
+	}
+	if !strings.Contains(stderr, "--json has been deprecated, use --output json") {
+		t.Errorf("no deprecation notice on stderr: %q", stderr)
+	}
 }
 
 // fieldStarts returns the offsets where the fields of line begin.
@@ -182,7 +200,7 @@ func TestQueuesEmptyNamespace(t *testing.T) {
 		want string
 	}{
 		{"text", nil, `No queues are recorded in namespace "` + ns + `".` + "\n"},
-		{"json", []string{"--json"}, "[]\n"},
+		{"json", []string{"-o", "json"}, "[]\n"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -284,8 +302,8 @@ func TestHelp(t *testing.T) {
 		{"help", []string{"help"}, []string{"Usage:", "queues", "version", "help"}},
 		{"--help", []string{"--help"}, []string{"Usage:", "queues", "version", "help"}},
 		{"-h", []string{"-h"}, []string{"Usage:", "queues", "version", "help"}},
-		{"queues --help", []string{"queues", "--help"}, []string{"rediq queues", "--redis-url", "REDIQ_REDIS_URL", "--namespace", "REDIQ_NAMESPACE", "--json"}},
-		{"help queues", []string{"help", "queues"}, []string{"rediq queues", "--redis-url", "--json"}},
+		{"queues --help", []string{"queues", "--help"}, []string{"rediq queues", "--redis-url", "REDIQ_REDIS_URL", "--namespace", "REDIQ_NAMESPACE", "--output"}},
+		{"help queues", []string{"help", "queues"}, []string{"rediq queues", "--redis-url", "--output"}},
 		{"version -h", []string{"version", "-h"}, []string{"rediq version"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -2,14 +2,14 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"slices"
-	"text/tabwriter"
+
+	"github.com/jedib0t/go-pretty/v6/table"
 )
 
-// queueRow is one queue as --json prints it.
+// queueRow is one queue as --output json prints it.
 type queueRow struct {
 	Queue     string `json:"queue"`
 	Pending   int64  `json:"pending"`
@@ -19,7 +19,7 @@ type queueRow struct {
 	Workers   int64  `json:"workers"`
 }
 
-func runQueues(ctx context.Context, args []string, stdout, _ io.Writer) (err error) {
+func runQueues(ctx context.Context, args []string, stdout, stderr io.Writer) (err error) {
 	fs := newFlagSet("queues", "rediq queues [flags]\n\n"+
 		"Lists every queue recorded in the namespace, by name, with its tasks by state:\n"+
 		"pending (due, waiting for a worker), scheduled (due later, or waiting to be\n"+
@@ -27,9 +27,16 @@ func runQueues(ctx context.Context, args []string, stdout, _ io.Writer) (err err
 		"of worker sessions serving it.")
 	var rf redisFlags
 	rf.register(fs)
-	asJSON := fs.Bool("json", false, "print a JSON array of {queue, pending, scheduled, active, dead, workers}")
+	out := registerOutput(fs, "an array of {queue, pending, scheduled, active, dead, workers}")
+	// --json was --output json before the other commands came.
+	asJSON := fs.Bool("json", false, "")
+	_ = fs.MarkDeprecated("json", "use --output json")
+	fs.SetOutput(stderr) // for pflag's notice of a deprecated flag, all it prints
 	if err := fs.parse(args, stdout); err != nil {
 		return err
+	}
+	if *asJSON {
+		*out = outputJSON
 	}
 	app, b, err := rf.open()
 	if err != nil {
@@ -57,19 +64,16 @@ func runQueues(ctx context.Context, args []string, stdout, _ io.Writer) (err err
 		rows[i] = queueRow{s.Name, s.Pending, s.Scheduled, s.Active, s.Dead, s.Workers}
 	}
 
-	if *asJSON {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(rows)
+	if *out == outputJSON {
+		return printJSON(stdout, rows)
 	}
 	if len(rows) == 0 {
 		_, err := fmt.Fprintf(stdout, "No queues are recorded in namespace %q.\n", b.Namespace())
 		return err
 	}
-	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "QUEUE\tPENDING\tSCHEDULED\tACTIVE\tDEAD\tWORKERS")
+	t := newTable("QUEUE", "PENDING", "SCHEDULED", "ACTIVE", "DEAD", "WORKERS")
 	for _, r := range rows {
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\n", r.Queue, r.Pending, r.Scheduled, r.Active, r.Dead, r.Workers)
+		t.AppendRow(table.Row{r.Queue, r.Pending, r.Scheduled, r.Active, r.Dead, r.Workers})
 	}
-	return tw.Flush()
+	return printTable(stdout, t)
 }

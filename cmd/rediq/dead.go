@@ -1,0 +1,70 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/rediq/rediq"
+	"github.com/rediq/rediq/internal/broker"
+)
+
+func runDead(ctx context.Context, args []string, stdout, _ io.Writer) error {
+	if len(args) == 0 {
+		return usageErrorf("dead: missing action: requeue (see rediq dead --help)")
+	}
+	switch args[0] {
+	case "-h", "--help", "help":
+		fmt.Fprint(stdout, "Usage: rediq dead <action> [flags]\n\n"+
+			"Acts on the dead tasks of a queue: those out of retries, or failed for good.\n\nActions:\n"+
+			"  requeue  put every dead task of --queue back in it, due now\n\n"+
+			"Run \"rediq dead requeue --help\" for the flags. \"rediq tasks --state dead\" lists them.\n")
+		return nil
+	case "requeue":
+		return requeueDead(ctx, args[1:], stdout)
+	}
+	if strings.HasPrefix(args[0], "-") {
+		return usageErrorf("dead: flag %s before the action: flags go after it, as in \"rediq dead requeue %s\"", args[0], args[0])
+	}
+	return usageErrorf("dead: unknown action %q: the one action is requeue", args[0])
+}
+
+func requeueDead(ctx context.Context, args []string, stdout io.Writer) error {
+	fs := newFlagSet("dead requeue", "rediq dead requeue --queue Q [flags]\n\n"+
+		"Puts every dead task of the queue back in it, due now, and prints how many.")
+	var rf redisFlags
+	rf.register(fs)
+	queue := fs.StringP("queue", "q", "", "the queue (required)")
+	out := registerOutput(fs, `{"queue": Q, "requeued": N}`)
+	if err := fs.parse(args, stdout); err != nil {
+		return err
+	}
+	if *queue == "" {
+		return usageErrorf("dead requeue: --queue is required")
+	}
+	if err := broker.ValidateQueueName(*queue); err != nil {
+		return usageErrorf("dead requeue: --queue: %v", err)
+	}
+	return withApp(ctx, "dead requeue", &rf, func(ctx context.Context, app *rediq.App) error {
+		n, err := app.RequeueDead(ctx, *queue)
+		if err != nil {
+			return err
+		}
+		if *out == outputJSON {
+			return printJSON(stdout, struct {
+				Queue    string `json:"queue"`
+				Requeued int    `json:"requeued"`
+			}{*queue, n})
+		}
+		_, err = fmt.Fprintf(stdout, "requeued %d dead %s of queue %q\n", n, plural(n, "task", "tasks"), *queue)
+		return err
+	})
+}
+
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return one
+	}
+	return many
+}
