@@ -406,6 +406,7 @@ func TestExpireInBehindABusyQueue(t *testing.T) {
 
 func TestMemoize(t *testing.T) {
 	t.Parallel()
+	testredis.RequireReal(t) // keys expire by TTL: miniredis only expires them when told to
 	e := newEnv(t)
 	ctx := context.Background()
 	_, memo := registerTaskByID(e.app, e.ns, 700*time.Millisecond)
@@ -456,6 +457,7 @@ func TestMemoize(t *testing.T) {
 
 func TestRetentionEndsByTTL(t *testing.T) {
 	t.Parallel()
+	testredis.RequireReal(t) // keys expire by TTL: miniredis only expires them when told to
 	e := newEnv(t)
 	ctx := context.Background()
 	task := rediq.Register(e.app, "t", func(ctx context.Context, n int) ([]int, error) { return []int{n, n}, nil },
@@ -512,7 +514,6 @@ func TestRetentionEndsByTTL(t *testing.T) {
 	}
 	all, _ := e.rdb.Keys(ctx, e.ns+":*").Result()
 	t.Logf("keys left: %d (queue structures and call guards)", len(all))
-	_ = testredis.URL
 }
 
 func TestDeleteAndRequeue(t *testing.T) {
@@ -588,4 +589,118 @@ func memoDigest(t *testing.T, name string, args any) string {
 	h.Write([]byte(name + "\x00a\x00"))
 	h.Write(b)
 	return hex.EncodeToString(h.Sum(nil)[:16])
+}
+
+// The scripts that end tasks build keys from the queue's prefix (lib.lua):
+// they carry its hash tag, so they live in its cluster slot. A real 3-node
+// cluster checks that, on queues spread over the nodes.
+func TestTasksByIDOnACluster(t *testing.T) {
+	t.Parallel()
+	addrs := testredis.StartCluster(t)
+	ns := testredis.Namespace(t)
+	app, err := rediq.New(rediq.Config{RedisURL: "redis+cluster://" + addrs[0] + "?addr=" + addrs[1] + "&addr=" + addrs[2], Namespace: ns})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer app.Close()
+	ctx := context.Background()
+	calls := newRecorder[string]()
+	var tasks []*rediq.Task[int, int]
+	var queues []string
+	for _, q := range []string{"a", "b", "c", "d"} {
+		queues = append(queues, q)
+		tasks = append(tasks, rediq.Register(app, "t"+q, func(ctx context.Context, n int) (int, error) {
+			calls.add(q)
+			return n + 1, nil
+		}, rediq.Queue(q), rediq.Memoize(time.Minute), rediq.Unique(time.Minute)))
+	}
+	w, err := worker.New(app, worker.Config{Queues: queues, SkipDefaultQueue: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wctx, stop := context.WithCancel(ctx)
+	errc := make(chan error, 1)
+	go func() { errc <- w.Run(wctx) }()
+	defer func() {
+		stop()
+		if err := <-errc; err != nil {
+			t.Errorf("worker: %v", err)
+		}
+	}()
+	for i, task := range tasks {
+		if got, err := task.Run(ctx, i); err != nil || got != i+1 {
+			t.Fatalf("Run on queue %s = %d, %v", queues[i], got, err)
+		}
+		if got, err := task.Run(ctx, i); err != nil || got != i+1 { // memoized
+			t.Fatalf("memoized Run on queue %s = %d, %v", queues[i], got, err)
+		}
+		late, err := task.Enqueue(ctx, 100+i, rediq.Delay(time.Hour), rediq.Retention(time.Minute))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := task.Enqueue(ctx, 100+i); !errors.Is(err, rediq.ErrDuplicate) {
+			t.Fatalf("unique on queue %s: %v", queues[i], err)
+		}
+		if err := app.CancelTask(ctx, late); err != nil {
+			t.Fatal(err)
+		}
+		if r, err := app.GetTask(ctx, late); err != nil || r.State != rediq.StateCancelled || r.Queue != queues[i] {
+			t.Fatalf("cancelled task on queue %s: %+v, %v", queues[i], r, err)
+		}
+		if err := app.DeleteTask(ctx, late); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := calls.get(); len(got) != 4 {
+		t.Fatalf("handler calls %v: want one per queue", got)
+	}
+}
+
+// Waiters whose connections are cut while tasks finish still get every
+// result: a lost wake-up costs a look after the re-subscription, not a hang.
+func TestWaitSurvivesCutConnections(t *testing.T) {
+	t.Parallel()
+	testredis.RequireReal(t)
+	e := newEnv(t)
+	ctx := context.Background()
+	task := rediq.Register(e.app, "t", func(ctx context.Context, n int) (int, error) { return n * 3, nil },
+		rediq.Retention(time.Minute))
+	e.start(e.app, worker.Config{})
+	proxy := testredis.NewProxy(t, strings.TrimPrefix(testredis.URL(), "redis://"))
+	waiter, err := rediq.New(rediq.Config{RedisURL: proxy.URL(), Namespace: e.ns})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer waiter.Close()
+	wtask := rediq.Register(waiter, "t", func(ctx context.Context, n int) (int, error) { return 0, nil })
+	const n = 30
+	ids := make([]rediq.TaskID, n)
+	for i := range n {
+		if ids[i], err = task.Enqueue(ctx, i, rediq.Delay(time.Duration(100+20*i)*time.Millisecond)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	errs := make(chan error, n)
+	for i := range n {
+		go func() {
+			wctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+			defer cancel()
+			got, err := wtask.Wait(wctx, ids[i])
+			if err == nil && got != 3*i {
+				err = fmt.Errorf("task %d: got %d", i, got)
+			}
+			errs <- err
+		}()
+	}
+	// Cut every connection of the waiters, again and again, while the tasks
+	// fall due and finish.
+	for range 10 {
+		time.Sleep(70 * time.Millisecond)
+		proxy.CutAll()
+	}
+	for range n {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
 }

@@ -18,7 +18,10 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		"redis_bytes_per_task (Redis used_memory after the enqueue phase minus before, per\n"+
 		"task), process_per_s (one worker, -c handlers, draining the N tasks) and\n"+
 		"latency_p50_ms / latency_p99_ms (enqueue call to handler start, at --rate into the\n"+
-		"idle worker for --duration).\n\n"+
+		"idle worker for --duration), run_p50_ms / run_p99_ms (Run, enqueue and wait for the\n"+
+		"result, of a no-op task into the idle worker, --run-samples times in a row) and\n"+
+		"redis_bytes_per_retained_result (used_memory per succeeded task kept with\n"+
+		"rediq.Retention, over N/10 tasks).\n\n"+
 		"It is safe on a shared Redis: it never flushes anything, works in a fresh namespace\n"+
 		"and deletes its keys when done. But the memory figure counts whatever else changes\n"+
 		"in that Redis meanwhile: it is only as clean as the Redis is quiet. Progress goes\n"+
@@ -35,10 +38,11 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	batch := fs.Int("batch", 1000, "tasks per EnqueueMany call")
 	rate := fs.Int("rate", 1000, "latency phase: tasks enqueued per second")
 	dur := fs.Duration("duration", 5*time.Second, "latency phase: how long")
+	runs := fs.Int("run-samples", 1000, "Run phase: sequential Runs")
 	if err := fs.parse(args, stdout); err != nil {
 		return err
 	}
-	for name, v := range map[string]int{"tasks": *n, "concurrency": *c, "producers": *p, "batch": *batch, "rate": *rate} {
+	for name, v := range map[string]int{"tasks": *n, "concurrency": *c, "producers": *p, "batch": *batch, "rate": *rate, "run-samples": *runs} {
 		if v <= 0 {
 			return usageErrorf("bench: --%s must be positive", name)
 		}
@@ -53,7 +57,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	defer app.Close()
 	res, err := bench.Run(ctx, bench.Config{
 		Redis: core.Unwrap(app).Broker().Client(), Tasks: *n, Producers: *p, Concurrency: *c,
-		Batch: *batch, Rate: *rate, Duration: *dur,
+		Batch: *batch, Rate: *rate, Duration: *dur, RunSamples: *runs,
 		Progress: func(phase string) { fmt.Fprintf(stderr, "rediq bench: %s…\n", phase) },
 	})
 	if err != nil {

@@ -32,6 +32,7 @@ type Config struct {
 	Batch       int                   // tasks per EnqueueMany call, default 1,000
 	Rate        int                   // latency phase enqueues per second, default 1,000
 	Duration    time.Duration         // latency phase length, default 5s
+	RunSamples  int                   // Run phase: sequential Runs, default 1,000
 	// Progress, if set, is told as each phase starts.
 	Progress func(phase string)
 }
@@ -45,6 +46,10 @@ type Result struct {
 	ProcessPerSec      float64 `json:"process_per_s"`
 	LatencyP50Ms       float64 `json:"latency_p50_ms"`
 	LatencyP99Ms       float64 `json:"latency_p99_ms"`
+	RunP50Ms           float64 `json:"run_p50_ms"`
+	RunP99Ms           float64 `json:"run_p99_ms"`
+	RunSamples         int     `json:"run_samples"`
+	BytesPerRetained   float64 `json:"redis_bytes_per_retained_result"`
 	BytesPerTask       float64 `json:"redis_bytes_per_task"`
 	LatencyRate        int     `json:"latency_rate_per_s"`
 	LatencySamples     int     `json:"latency_samples"`
@@ -75,6 +80,7 @@ func Run(ctx context.Context, cfg Config) (res Result, err error) {
 	def(&cfg.Concurrency, 50)
 	def(&cfg.Batch, 1000)
 	def(&cfg.Rate, 1000)
+	def(&cfg.RunSamples, 1000)
 	if cfg.Duration <= 0 {
 		cfg.Duration = 5 * time.Second
 	}
@@ -92,6 +98,7 @@ func Run(ctx context.Context, cfg Config) (res Result, err error) {
 	if err != nil {
 		return res, err
 	}
+	defer app.Close() // Wait's subscription; the client is the caller's
 	res = Result{System: "rediq " + version.String(), Tasks: cfg.Tasks, LatencyRate: cfg.Rate,
 		Producers: cfg.Producers, Concurrency: cfg.Concurrency, BatchSize: cfg.Batch}
 
@@ -112,6 +119,9 @@ func Run(ctx context.Context, cfg Config) (res Result, err error) {
 		} else if processed.Add(1) == n {
 			close(drained)
 		}
+		return struct{}{}, nil
+	})
+	runTask := rediq.Register(app, "noop-run", func(context.Context, Payload) (struct{}, error) {
 		return struct{}{}, nil
 	})
 	batchTask := rediq.Register(app, "noop-batch", func(context.Context, Payload) (struct{}, error) {
@@ -210,6 +220,13 @@ func Run(ctx context.Context, cfg Config) (res Result, err error) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+	latMode.Store(false)
+	progress("run")
+	if err := runPhases(ctx, cfg, &res, ns, runTask, payload); err != nil {
+		stop()
+		<-errc
+		return res, err
+	}
 	stop()
 	if err := <-errc; err != nil {
 		return res, err
@@ -226,6 +243,58 @@ func Run(ctx context.Context, cfg Config) (res Result, err error) {
 		return res, fmt.Errorf("bench: %d of %d latency tasks ran within 10s", res.LatencySamples, sent)
 	}
 	return res, nil
+}
+
+// runPhases measures Run (enqueue and Wait) of a no-op task into the idle
+// worker, sequentially, and the Redis memory a retained result costs.
+func runPhases(ctx context.Context, cfg Config, res *Result, ns string, runTask *rediq.Task[Payload, struct{}], payload Payload) error {
+	var took []time.Duration
+	for range cfg.RunSamples {
+		t0 := time.Now()
+		if _, err := runTask.Run(ctx, payload); err != nil {
+			return fmt.Errorf("bench: Run: %w", err)
+		}
+		took = append(took, time.Since(t0))
+	}
+	slices.Sort(took)
+	q := func(p float64) float64 { return float64(took[int(p*float64(len(took)-1))]) / 1e6 }
+	res.RunP50Ms, res.RunP99Ms, res.RunSamples = q(0.50), q(0.99), len(took)
+
+	// Retained results: N/10 tasks kept for an hour after they succeed. The
+	// Run phase's own records (kept a minute) are in the baseline.
+	n := max(cfg.Tasks/10, 1)
+	m0, err := usedMemory(ctx, cfg.Redis)
+	if err != nil {
+		return err
+	}
+	args := make([]Payload, n)
+	for i := range args {
+		args[i] = payload
+	}
+	if _, err := runTask.EnqueueMany(ctx, args, rediq.Retention(time.Hour)); err != nil {
+		return err
+	}
+	idx := ns + ":{" + rediq.DefaultQueue + "}:succeeded"
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		kept, err := cfg.Redis.ZCard(ctx, idx).Result()
+		if err != nil {
+			return err
+		}
+		if kept >= int64(n+res.RunSamples) {
+			break
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("bench: %d of %d retained tasks finished within 60s", kept-int64(res.RunSamples), n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	m1, err := usedMemory(ctx, cfg.Redis)
+	if err != nil {
+		return err
+	}
+	res.BytesPerRetained = float64(m1-m0) / float64(n)
+	return nil
 }
 
 // produce runs total units of work in calls of up to size from g goroutines and

@@ -60,8 +60,14 @@ local function finish(pre, id, state, nowMs, g, w, r, e)
   if ret > 0 then
     local key = pre .. 'done:' .. id
     redis.call('DEL', key)
-    redis.call('HSET', key, 'm', redis.call('HGET', pre .. 't', id) or '', 's', state, 'f', nowMs, 'd', ret,
-      'g', g, 'w', w, 'r', r, 'e', e)
+    local f = {'m', redis.call('HGET', pre .. 't', id) or '', 's', state, 'f', nowMs, 'd', ret}
+    for _, kv in ipairs({{'g', g}, {'w', w}, {'r', r}, {'e', e}}) do
+      if kv[2] ~= '' then -- what is unknown is left out
+        f[#f + 1] = kv[1]
+        f[#f + 1] = kv[2]
+      end
+    end
+    redis.call('HSET', key, unpack(f))
     redis.call('PEXPIRE', key, ret)
     local idx = pre .. FINAL_INDEX[state]
     prune(idx, nowMs)
