@@ -301,7 +301,7 @@ const (
 
 type enqueueResult struct {
 	status Status
-	err   error
+	err    error
 }
 
 // combiner batches the single enqueues of one queue.

@@ -22,7 +22,7 @@ const (
 	StateScheduled State = "scheduled" // in scheduled: delayed, or waiting to be retried (Retried > 0)
 	StateActive    State = "active"    // leased to a worker session
 	StateDead      State = "dead"
-	StateOrphan    State = "orphan" // a record in no index: only mid-script, or after a script failed half-way
+	StateOrphan    State = "orphan"   // a record in no index: only mid-script, or after a script failed half-way
 	StateFinished  State = "finished" // succeeded, cancelled or expired, and retained: see Done
 )
 
@@ -109,7 +109,7 @@ func (b *Broker) Find(ctx context.Context, id string, queues []string) (*Record,
 	for i, n := range queues {
 		q := b.Queue(n)
 		ps[i] = probe{rec: p.HGet(ctx, q.Records, id), active: p.HGet(ctx, q.Active, id), recovered: p.HGet(ctx, q.Recovered, id),
-			meta: p.HGet(ctx, q.Prefix+"meta", id),
+			meta:    p.HGet(ctx, q.Prefix+"meta", id),
 			pending: p.ZScore(ctx, q.Pending, id), recovering: p.ZScore(ctx, q.Recovering, id),
 			scheduled: p.ZScore(ctx, q.Scheduled, id), dead: p.ZScore(ctx, q.Dead, id), done: p.HGetAll(ctx, q.DoneKey(id))}
 	}
