@@ -1,6 +1,7 @@
 package rediq
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -201,8 +202,9 @@ func (a *App) listScheduled(ctx context.Context, q *broker.Queue, state TaskStat
 // whichever worker, in whichever process — has its handler's ctx cancelled
 // with cause ErrCancelled (within a few ms: the worker hears it by pub/sub),
 // is not retried, and ends StateCancelled; CancelTask returns once the request
-// is recorded, before the handler returns. A task a worker has fetched but not
-// started never starts. Without Retention nothing is kept of a cancelled task
+// is recorded, before the handler returns. A handler that ignores its ctx and
+// returns nil anyway ends succeeded: the work was done. A task a worker has
+// fetched but not started never starts. Without Retention nothing is kept of a cancelled task
 // (it is counted per queue). A finished task: an error matching
 // ErrTaskFinished; an unknown one: ErrTaskNotFound.
 func (a *App) CancelTask(ctx context.Context, id TaskID) error {
@@ -279,39 +281,69 @@ func (a *App) RequeueDead(ctx context.Context, queue string) (int, error) {
 		return 0, fmt.Errorf("rediq: %w", err)
 	}
 	b := a.core.Broker()
-	total := 0
-	for {
-		page, err := b.DeadIDs(ctx, b.Queue(queue), 500)
+	q := b.Queue(queue)
+	// Those dead now, at most: tasks that die again meanwhile are not
+	// requeued twice by one call. Records that cannot be requeued (undecodable
+	// messages) are stepped over and said.
+	limit, err := b.Client().ZCard(ctx, q.Dead).Result()
+	if err != nil {
+		return 0, fmt.Errorf("rediq: requeue dead of %q: %w", queue, err)
+	}
+	total, skipped, seen := 0, 0, 0
+	var firstErr error
+	for int64(seen) < limit {
+		page, err := b.DeadIDs(ctx, q, skipped, int(min(500, limit-int64(seen))))
 		if err != nil {
 			return total, fmt.Errorf("rediq: requeue dead of %q: %w", queue, err)
 		}
 		if len(page) == 0 {
-			return total, nil
+			break
 		}
-		n, err := a.requeue(ctx, queue, page)
+		seen += len(page)
+		var ok []broker.Listed
+		for _, l := range page {
+			if _, err := requeued(l); err != nil {
+				skipped++
+				firstErr = cmp.Or(firstErr, err)
+				continue
+			}
+			ok = append(ok, l)
+		}
+		n, err := a.requeue(ctx, queue, ok)
 		total += n
 		if err != nil {
 			return total, err
 		}
-		if n == 0 { // every one moved meanwhile: do not spin on them
-			return total, nil
-		}
 	}
+	if firstErr != nil {
+		return total, fmt.Errorf("rediq: requeued %d dead tasks of %q, left %d that cannot be requeued (delete them): first: %w",
+			total, queue, skipped, firstErr)
+	}
+	return total, nil
+}
+
+// requeued is t's record reset for a requeue.
+func requeued(t broker.Listed) (broker.Requeued, error) {
+	var env codec.Envelope
+	if err := codec.DecodeInto(t.Body, &env); err != nil {
+		return broker.Requeued{}, fmt.Errorf("rediq: requeue %q: its record cannot be read (%v); delete it instead", t.ID, err)
+	}
+	if strings.HasPrefix(env.Name, "(") { // the wrapper of an undecodable message
+		return broker.Requeued{}, fmt.Errorf("rediq: requeue %q: it is an undecodable message (%s); delete it instead", t.ID, env.Error)
+	}
+	env.Retried, env.Unknown, env.Error, env.Stack = 0, 0, "", ""
+	return broker.Requeued{ID: t.ID, Slot: broker.Slot(env.Priority), Body: codec.Encode(&env)}, nil
 }
 
 // requeue resets and requeues tasks of queue, returning how many moved.
 func (a *App) requeue(ctx context.Context, queue string, ts []broker.Listed) (int, error) {
 	rs := make([]broker.Requeued, 0, len(ts))
 	for _, t := range ts {
-		var env codec.Envelope
-		if err := codec.DecodeInto(t.Body, &env); err != nil {
-			return 0, fmt.Errorf("rediq: requeue %q: its record cannot be read (%v); delete it instead", t.ID, err)
+		r, err := requeued(t)
+		if err != nil {
+			return 0, err
 		}
-		env.Retried, env.Unknown, env.Error, env.Stack = 0, 0, "", ""
-		if strings.HasPrefix(env.Name, "(") { // the wrapper of an undecodable message
-			return 0, fmt.Errorf("rediq: requeue %q: it is an undecodable message; delete it instead", t.ID)
-		}
-		rs = append(rs, broker.Requeued{ID: t.ID, Slot: broker.Slot(env.Priority), Body: codec.Encode(&env)})
+		rs = append(rs, r)
 	}
 	b := a.core.Broker()
 	ok, err := b.Requeue(ctx, b.Queue(queue), rs)

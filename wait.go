@@ -121,7 +121,7 @@ func (a *App) wait(ctx context.Context, id TaskID) ([]byte, error) {
 	q := a.core.Broker().Queue(rec.Queue)
 	h := a.hub()
 	if h == nil {
-		return nil, errors.New("rediq: wait: the App is closed")
+		return nil, errHubClosed
 	}
 	w, err := h.add(ctx, q.FinChannel(string(id)))
 	if err != nil {
@@ -140,6 +140,9 @@ func (a *App) wait(ctx context.Context, id TaskID) ([]byte, error) {
 		}
 		select {
 		case <-w.ch:
+			if !h.alive() {
+				return nil, errHubClosed
+			}
 		case <-ctx.Done():
 			return nil, context.Cause(ctx)
 		}
@@ -177,14 +180,18 @@ func (a *App) hub() *waitHub {
 // and every message wakes the channel's waiters, which then look at the task:
 // a reconnect that lost a message costs a look, never a hang.
 type waitHub struct {
-	rdb  redis.UniversalClient
-	mu   sync.Mutex
-	ps   *redis.PubSub
-	subs map[string]*waitChan
-	done chan struct{}
-	quit chan struct{}
+	rdb    redis.UniversalClient
+	mu     sync.Mutex
+	ps     *redis.PubSub
+	subs   map[string]*waitChan
+	closed bool
+	done   chan struct{}
+	quit   chan struct{}
 }
 
+// waitChan is one subscribed channel. It stays until its SUBSCRIBE is
+// confirmed even if its waiters leave, so that a confirmation is never taken
+// for a later SUBSCRIBE's.
 type waitChan struct {
 	waiters   map[*waiter]struct{}
 	confirmed bool
@@ -195,6 +202,8 @@ type waiter struct {
 	ch      chan struct{} // a token: look at the task
 }
 
+var errHubClosed = errors.New("rediq: wait: the App is closed")
+
 func newWaitHub(rdb redis.UniversalClient) *waitHub {
 	return &waitHub{rdb: rdb, subs: map[string]*waitChan{}}
 }
@@ -204,6 +213,10 @@ func newWaitHub(rdb redis.UniversalClient) *waitHub {
 func (h *waitHub) add(ctx context.Context, channel string) (*waiter, error) {
 	w := &waiter{channel: channel, ch: make(chan struct{}, 1)}
 	h.mu.Lock()
+	if h.closed {
+		h.mu.Unlock()
+		return nil, errHubClosed
+	}
 	if h.ps == nil {
 		h.ps = h.rdb.Subscribe(context.WithoutCancel(ctx))
 		h.done, h.quit = make(chan struct{}), make(chan struct{})
@@ -216,47 +229,62 @@ func (h *waitHub) add(ctx context.Context, channel string) (*waiter, error) {
 		h.subs[channel] = c
 	}
 	c.waiters[w] = struct{}{}
-	confirmed, ps := c.confirmed, h.ps
+	ps := h.ps
 	h.mu.Unlock()
 	if fresh {
 		if err := ps.Subscribe(ctx, channel); err != nil {
-			h.remove(w)
+			h.mu.Lock()
+			delete(h.subs, channel) // unconfirmed and never sent
+			h.mu.Unlock()
 			return nil, fmt.Errorf("rediq: wait: subscribe: %w", err)
 		}
 	}
-	if confirmed {
-		return w, nil
-	}
 	for {
+		h.mu.Lock()
+		confirmed, closed := c.confirmed, h.closed
+		h.mu.Unlock()
+		switch {
+		case closed:
+			return nil, errHubClosed
+		case confirmed:
+			return w, nil
+		}
 		select {
 		case <-w.ch:
 		case <-ctx.Done():
 			h.remove(w)
 			return nil, context.Cause(ctx)
 		}
-		h.mu.Lock()
-		confirmed = c.confirmed
-		h.mu.Unlock()
-		if confirmed {
-			return w, nil
-		}
 	}
 }
 
-// remove drops a waiter, unsubscribing its channel if it was the last.
-func (h *waitHub) remove(w *waiter) {
+// alive reports whether waiters may go on: false once the hub has closed.
+func (h *waitHub) alive() bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	return !h.closed
+}
+
+// remove drops a waiter, unsubscribing its channel if it was the last and its
+// subscription is confirmed (else the confirmation does it).
+func (h *waitHub) remove(w *waiter) {
+	h.mu.Lock()
 	c := h.subs[w.channel]
-	if c == nil {
+	if c == nil || h.ps == nil {
+		h.mu.Unlock()
 		return
 	}
 	delete(c.waiters, w)
-	if len(c.waiters) == 0 {
+	drop := len(c.waiters) == 0 && c.confirmed
+	if drop {
 		delete(h.subs, w.channel)
+	}
+	ps := h.ps
+	h.mu.Unlock()
+	if drop {
 		// Best effort: a failed UNSUBSCRIBE leaves a channel that nobody
 		// waits on, whose rare messages are ignored.
-		_ = h.ps.Unsubscribe(context.Background(), w.channel)
+		_ = ps.Unsubscribe(context.Background(), w.channel)
 	}
 }
 
@@ -285,7 +313,9 @@ func (h *waitHub) loop(ps *redis.PubSub, done, quit chan struct{}) {
 			continue
 		}
 		h.mu.Lock()
-		if c := h.subs[channel]; c != nil {
+		c := h.subs[channel]
+		drop := false
+		if c != nil {
 			c.confirmed = true
 			for w := range c.waiters {
 				select {
@@ -293,16 +323,34 @@ func (h *waitHub) loop(ps *redis.PubSub, done, quit chan struct{}) {
 				default:
 				}
 			}
+			if drop = len(c.waiters) == 0; drop { // its waiters left before the confirmation
+				delete(h.subs, channel)
+			}
 		}
 		h.mu.Unlock()
+		if drop {
+			_ = ps.Unsubscribe(context.Background(), channel)
+		}
 	}
 }
 
-// close ends the hub's subscription and goroutine.
+// close ends the hub's subscription and goroutine; waiters return errHubClosed.
 func (h *waitHub) close() error {
 	h.mu.Lock()
+	if h.closed {
+		h.mu.Unlock()
+		return nil
+	}
+	h.closed = true
 	ps, done, quit := h.ps, h.done, h.quit
-	h.ps = nil
+	for _, c := range h.subs {
+		for w := range c.waiters {
+			select {
+			case w.ch <- struct{}{}:
+			default:
+			}
+		}
+	}
 	h.mu.Unlock()
 	if ps == nil {
 		return nil

@@ -429,6 +429,10 @@ func (w *Worker) listen(ctx context.Context, ps *redis.PubSub, stop <-chan struc
 			}
 		case *redis.Subscription:
 			w.markAllReady()
+			if m.Kind == "subscribe" {
+				// Cancel requests published while the subscription was away.
+				w.checkCancels(ctx)
+			}
 		}
 	}
 }

@@ -112,6 +112,7 @@ func (w *Worker) heartbeater(ctx context.Context, stop <-chan struct{}) {
 		w.probe(ctx)
 		probeCheck.Reset(min(interval/2, time.Second))
 		w.markAllReady()
+		w.checkCancels(ctx)
 	}
 }
 

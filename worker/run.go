@@ -433,6 +433,36 @@ func (w *Worker) cancelTask(q *queue, id string) {
 	})
 }
 
+// checkCancels looks in Redis for cancel requests of the tasks this worker
+// runs: the safety net for a "c:ID" wake message missed while the
+// subscription was down (after every heartbeat and re-subscription).
+func (w *Worker) checkCancels(ctx context.Context) {
+	running := map[*queue][]string{}
+	w.slotMu.Lock()
+	for sl := range w.slots {
+		sl.mu.Lock()
+		if j := sl.running.j; j != nil && !sl.abandoned {
+			running[j.q] = append(running[j.q], j.id)
+		}
+		sl.mu.Unlock()
+	}
+	w.slotMu.Unlock()
+	for q, ids := range running {
+		cctx, cancel := context.WithTimeout(ctx, time.Second)
+		asked, err := w.b.CancelRequested(cctx, q.Queue, ids)
+		cancel()
+		if err != nil {
+			w.log.Debug("could not look for cancel requests; the next heartbeat will", zap.String("queue", q.Name), zap.Error(err))
+			continue
+		}
+		for i, id := range ids {
+			if asked[i] {
+				w.cancelTask(q, id)
+			}
+		}
+	}
+}
+
 func (w *Worker) cancelRequested(id string) bool {
 	w.cancelMu.Lock()
 	defer w.cancelMu.Unlock()
@@ -487,7 +517,7 @@ func (w *Worker) process(sl *slot, j *job) {
 		// Cancelled before it started: it never runs (settle ends it cancelled,
 		// or gives it back if the request no longer stands).
 		w.forgetCancel(j.id)
-		w.settleAttempt(j, broker.Cancel, nil, 0, &broker.Attempt{Started: w.cfg.now(), Worker: w.cfg.Name})
+		w.settleAttempt(j, broker.Cancel, nil, 0, nil)
 		return
 	}
 	st := &core.State{

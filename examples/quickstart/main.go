@@ -1,6 +1,7 @@
 // Command quickstart shows rediq end to end in one process: it registers two
 // tasks and the six hooks, enqueues, runs a worker until every task has settled,
-// prints what happened and exits 0.
+// runs one more task with Run (enqueue and wait for its result), reads a dead
+// task's record with GetTask, prints what happened and exits 0.
 //
 // It needs no Redis: without REDIQ_REDIS_URL it starts an embedded miniredis.
 //
@@ -159,6 +160,20 @@ func run() (err error) {
 		<-errc
 		return errors.New("tasks did not finish within 30s")
 	}
+
+	// Tasks by id. Run enqueues and waits for the result (pub/sub, no
+	// polling); GetTask reads any task's record, in any queue, by its id.
+	thumb, err := resize.Run(ctx, ResizeArgs{"bird.jpg", 64})
+	if err != nil {
+		return err
+	}
+	fmt.Println("Run resize:", thumb.Path)
+	rec, err := app.GetTask(ctx, id) // the flaky task without retries
+	if err != nil {
+		return err
+	}
+	fmt.Printf("GetTask %s: %s in queue %q after %d retries, last error %q\n",
+		rec.ID, rec.State, rec.Queue, rec.Retried, rec.LastError)
 	stop()
 	if err := <-errc; err != nil {
 		return err

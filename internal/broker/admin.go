@@ -76,7 +76,7 @@ func (b *Broker) Requeue(ctx context.Context, q *Queue, ts []Requeued) ([]bool, 
 		args = append(args, t.ID, t.Slot, t.Body)
 	}
 	s, err := b.run(ctx, requeueScript,
-		[]string{q.Records, q.Pending, q.Scheduled, q.Dead, q.Seq, q.Recovered, q.Orphaned}, args...).Text()
+		[]string{q.Records, q.Pending, q.Scheduled, q.Dead, q.Seq, q.Recovered, q.Orphaned, q.Prefix + "meta"}, args...).Text()
 	if err != nil {
 		return nil, fmt.Errorf("requeue on %q: %w", q.Name, err)
 	}
@@ -258,9 +258,9 @@ func (b *Broker) Scan(ctx context.Context, q *Queue, f func([]Listed) error) err
 	}
 }
 
-// DeadIDs returns up to n of q's dead task ids, oldest first, with records.
-func (b *Broker) DeadIDs(ctx context.Context, q *Queue, n int) ([]Listed, error) {
-	zs, err := b.zrange(ctx, q.Dead, 0, n-1, false)
+// DeadIDs returns up to n of q's dead task ids from offset, oldest first, with records.
+func (b *Broker) DeadIDs(ctx context.Context, q *Queue, offset, n int) ([]Listed, error) {
+	zs, err := b.zrange(ctx, q.Dead, offset, offset+n-1, false)
 	if err != nil || len(zs) == 0 {
 		return nil, err
 	}
@@ -323,6 +323,20 @@ func (b *Broker) Holders(ctx context.Context, q *Queue, ids []string) (map[strin
 				out[ids[i]] = s[:c]
 			}
 		}
+	}
+	return out, nil
+}
+
+// CancelRequested reports, for each of the ids of q, whether its cancellation
+// was requested (NS:{Q}:cancels).
+func (b *Broker) CancelRequested(ctx context.Context, q *Queue, ids []string) ([]bool, error) {
+	vals, err := b.rdb.HMGet(ctx, q.Prefix+"cancels", ids...).Result()
+	if err != nil {
+		return nil, err
+	}
+	out := make([]bool, len(ids))
+	for i, v := range vals {
+		out[i] = v != nil
 	}
 	return out, nil
 }

@@ -3,7 +3,8 @@
 -- KEYS[1] records   KEYS[2] pending   KEYS[3] scheduled   KEYS[4] recovering
 -- KEYS[5] active   KEYS[6] dead   KEYS[7] sequence counter
 -- ARGV[1] the queue's key prefix NS:{Q}:   ARGV[2] task id
--- Returns "d" deleted, "a" active (nothing changed: cancel it), "n" no such task
+-- A waiting task with a retention may have waiters: "d" is published on
+-- PRE..fin:ID. Returns "d" deleted, "a" active (nothing changed: cancel it), "n" no such task
 -- (also what a second run answers).
 local pre, id = ARGV[1], ARGV[2]
 if redis.call('HEXISTS', KEYS[5], id) == 1 then
@@ -16,8 +17,11 @@ if redis.call('HEXISTS', KEYS[1], id) == 1 then
   redis.call('ZREM', KEYS[3], id)
   redis.call('ZREM', KEYS[4], id)
   redis.call('ZREM', KEYS[6], id)
-  local _, _, _, lock = parseMeta(redis.call('HGET', pre .. 'meta', id))
+  local _, ret, _, lock = parseMeta(redis.call('HGET', pre .. 'meta', id))
   release(pre, id, lock)
+  if ret > 0 then
+    redis.call('PUBLISH', pre .. 'fin:' .. id, 'd') -- waiters look, and find it gone
+  end
   for _, h in ipairs({'t', 'meta', 'recovered', 'orphaned', 'cancels'}) do
     redis.call('HDEL', pre .. h, id)
   end

@@ -52,8 +52,11 @@ for i = 5, #ARGV, 5 do
   if not delay or delay < 0 or delay % 1 ~= 0 or delay >= P then
     return redis.error_reply('ERR rediq: delay ' .. ARGV[i + 2] .. ' ms is not a whole number of ms until 2094')
   end
-  if ARGV[i + 4] ~= '' and not string.find(ARGV[i + 4], '^%d+:%d+:%d+:%d+:') then
-    return redis.error_reply('ERR rediq: task options ' .. ARGV[i + 4] .. ' are malformed')
+  if ARGV[i + 4] ~= '' then
+    local _, _, lockTTL, lock = string.find(ARGV[i + 4], '^%d+:%d+:%d+:(%d+):(.*)$')
+    if not lockTTL or (lock ~= '' and (tonumber(lockTTL) < 1 or not string.find(lock, '^[um]:.'))) then
+      return redis.error_reply('ERR rediq: task options ' .. ARGV[i + 4] .. ' are malformed')
+    end
   end
   if delay > 0 then
     nowNeeded = true

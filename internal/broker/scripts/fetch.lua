@@ -100,16 +100,17 @@ end
 local hasMeta = #taken > 0 and redis.call('EXISTS', pre .. 'meta') == 1
 local hasCancels = #taken > 0 and redis.call('EXISTS', pre .. 'cancels') == 1
 local nowMs = now + epoch
--- ended finishes a taken task that must not run: cancelled, or expired.
-local function ended(id)
-  if hasCancels and redis.call('HEXISTS', pre .. 'cancels', id) == 1 then
+-- ended finishes a taken task that must not run: cancelled, or expired. meta
+-- and cancel are its entries (false: none).
+local function ended(id, meta, cancel)
+  if cancel then
     finish(pre, id, 'c', nowMs, '', '', '', 'rediq: task cancelled')
     return true
   end
-  if hasMeta then
-    local at = parseMeta(redis.call('HGET', pre .. 'meta', id))
+  if meta then
+    local at = parseMeta(meta)
     if at > 0 and nowMs >= at then
-      finish(pre, id, 'x', nowMs, '', '', '', 'rediq: task expired: not started before its deadline')
+      finish(pre, id, 'x', nowMs, '', '', '', 'rediq: task expired: its deadline passed before it could run')
       return true
     end
   end
@@ -126,6 +127,8 @@ for from = 1, #taken, 2000 do
     ids[#ids + 1] = taken[i]
   end
   local bodies = redis.call('HMGET', KEYS[1], unpack(ids))
+  local metas = hasMeta and redis.call('HMGET', pre .. 'meta', unpack(ids)) or {}
+  local cancels = hasCancels and redis.call('HMGET', pre .. 'cancels', unpack(ids)) or {}
   local lease, active = {}, {}
   for k, id in ipairs(ids) do
     -- An index entry without a record (deleted meanwhile) is dropped, with
@@ -134,7 +137,7 @@ for from = 1, #taken, 2000 do
     if not bodies[k] then
       dropped = dropped + 1
       redis.call('HDEL', KEYS[5], id)
-    elseif (hasMeta or hasCancels) and ended(id) then
+    elseif (metas[k] or cancels[k]) and ended(id, metas[k], cancels[k]) then
       dropped = dropped + 1
     else
       tok = tok + 1

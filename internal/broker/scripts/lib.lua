@@ -11,14 +11,13 @@ local FINAL_INDEX = {s = 'succeeded', c = 'cancelled', x = 'expired'}
 local FINAL_COUNT = {c = 'cancelled', x = 'expired'}
 
 local function parseMeta(v)
-  if not v then
+  -- A malformed meta (written by hand or by a foreign producer) counts as
+  -- none: it must not stop the scripts that read it.
+  local at, ret, memo, lock = string.match(v or '', '^(%d+):(%d+):(%d+):(.*)$')
+  if not at then
     return 0, 0, 0, ''
   end
-  local a = string.find(v, ':', 1, true)
-  local b = string.find(v, ':', a + 1, true)
-  local c = string.find(v, ':', b + 1, true)
-  return tonumber(string.sub(v, 1, a - 1)), tonumber(string.sub(v, a + 1, b - 1)),
-    tonumber(string.sub(v, b + 1, c - 1)), string.sub(v, c + 1)
+  return tonumber(at), tonumber(ret), tonumber(memo), lock
 end
 
 local function lockKey(pre, lock)

@@ -1,7 +1,8 @@
 -- requeue: run dead or retry-waiting tasks again now, with their updated records
 -- (the caller resets the retry counts).
 -- KEYS[1] records   KEYS[2] pending   KEYS[3] scheduled   KEYS[4] dead
--- KEYS[5] sequence counter   KEYS[6] recovered   KEYS[7] orphaned
+-- KEYS[5] sequence counter   KEYS[6] recovered   KEYS[7] orphaned   KEYS[8] meta
+-- (an expiry deadline in a task's meta is cleared: a requeued task runs)
 -- ARGV[1] wake channel, then three per task: id, priority slot, message
 -- A task is requeued only if it is still in dead or scheduled (with its record):
 -- it goes to the back of its priority in pending, numbered from the sequence
@@ -37,6 +38,13 @@ if #ok > 0 then
     redis.call('HSET', KEYS[1], id, ARGV[i + 2])
     redis.call('HDEL', KEYS[6], id)
     redis.call('HDEL', KEYS[7], id)
+    local m = redis.call('HGET', KEYS[8], id)
+    if m then
+      local c = string.find(m, ':', 1, true)
+      if c then
+        redis.call('HSET', KEYS[8], id, '0' .. string.sub(m, c))
+      end
+    end
     redis.call('ZADD', KEYS[2], tonumber(ARGV[i + 1]) * P + seq, id)
     status[(i + 1) / 3] = '1'
   end

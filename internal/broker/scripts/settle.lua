@@ -59,6 +59,28 @@ for from = 1, #toks, 1000 do
     leased[from + k - 1] = vals[k]
   end
 end
+-- Metas and cancel requests of the whole call, one HMGET each, only when the
+-- queue has any: a queue of plain tasks pays nothing.
+local metas, cancels = {}, {}
+local ids = {}
+for i = 7, #ARGV, 6 do
+  ids[#ids + 1] = ARGV[i + 2]
+end
+for from = 1, #ids, 1000 do
+  local to = math.min(from + 999, #ids)
+  if hasMeta then
+    local vals = redis.call('HMGET', pre .. 'meta', unpack(ids, from, to))
+    for k = 1, #vals do
+      metas[from + k - 1] = vals[k]
+    end
+  end
+  if hasCancels then
+    local vals = redis.call('HMGET', pre .. 'cancels', unpack(ids, from, to))
+    for k = 1, #vals do
+      cancels[from + k - 1] = vals[k]
+    end
+  end
+end
 local ackIDs, ackToks = {}, {}
 local function flushAcks()
   if #ackIDs > 0 then
@@ -68,6 +90,9 @@ local function flushAcks()
     end
     if hasOrphaned then
       redis.call('HDEL', KEYS[9], unpack(ackIDs))
+    end
+    if hasCancels then -- a request that came too late: the task succeeded
+      redis.call('HDEL', pre .. 'cancels', unpack(ackIDs))
     end
     redis.call('HDEL', KEYS[1], unpack(ackToks))
     redis.call('HDEL', KEYS[2], unpack(ackIDs))
@@ -81,7 +106,7 @@ for n = 1, #toks do
   local v = leased[n]
   local c = v and string.find(v, ':', 3, true)
   if c and string.sub(v, c + 1) == id and not released[tok] and (kind == 'r' or kind == 'k' or kind == 'c') then
-    local requested = hasCancels and redis.call('HEXISTS', pre .. 'cancels', id) == 1
+    local requested = cancels[n] ~= nil and cancels[n] ~= false
     if requested then
       kind = 'c'
     elseif kind == 'c' then
@@ -90,7 +115,7 @@ for n = 1, #toks do
       kind = 'q'
     end
   end
-  local special = kind == 'c' or (kind == 'a' and (ARGV[i + 5] ~= '' or (hasMeta and redis.call('HEXISTS', pre .. 'meta', id) == 1)))
+  local special = kind == 'c' or (kind == 'a' and (ARGV[i + 5] ~= '' or (metas[n] ~= nil and metas[n] ~= false)))
   if not c or string.sub(v, c + 1) ~= id or released[tok] then
     status[#status + 1] = '0'
   elseif special then
