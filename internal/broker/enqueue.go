@@ -417,25 +417,12 @@ func (b *Broker) drive(q *Queue, l *lane) {
 			// Retire the lane's guard: the failed call may still run.
 			l.id, l.call = b.lanes.next(), 0
 		}
-		// With nobody waiting, free the lane before answering: a caller that
-		// enqueues again at once then takes this lane, not a new one, so a
-		// sequential producer keeps one lane (one guard key) per queue.
-		c.mu.Lock()
-		idle := len(c.waiting) == 0
-		if idle {
-			c.busy--
-			c.free = append(c.free, l)
-		}
-		c.mu.Unlock()
 		for k, r := range batch {
 			res := enqueueResult{err: err}
 			if err == nil && k < len(added) {
 				res.status = added[k]
 			}
 			r.done <- res
-		}
-		if idle {
-			return
 		}
 	}
 }
