@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/rediq/rediq"
+	"github.com/rediq/rediq/internal/broker"
 	"github.com/rediq/rediq/internal/testredis"
 	"github.com/rediq/rediq/worker"
 )
@@ -399,8 +400,8 @@ func TestExpireInBehindABusyQueue(t *testing.T) {
 	if st := e.state(id); st != rediq.StateExpired {
 		t.Fatalf("state %s", st)
 	}
-	if n, _ := e.rdb.HGet(ctx, e.queue("default").Prefix+"stats", "expired").Int(); n != 1 {
-		t.Fatalf("expired count %d", n)
+	if st, err := broker.New(e.rdb, e.ns).Stats(ctx, []string{"default"}); err != nil || st[0].Expired != 1 || st[0].Cancelled != 0 {
+		t.Fatalf("counts %+v, %v; want 1 expired", st, err)
 	}
 }
 

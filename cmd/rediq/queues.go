@@ -17,17 +17,20 @@ type queueRow struct {
 	Active    int64  `json:"active"`
 	Dead      int64  `json:"dead"`
 	Workers   int64  `json:"workers"`
+	Cancelled int64  `json:"cancelled"`
+	Expired   int64  `json:"expired"`
 }
 
 func runQueues(ctx context.Context, args []string, stdout, stderr io.Writer) (err error) {
 	fs := newFlagSet("queues", "rediq queues [flags]\n\n"+
 		"Lists every queue recorded in the namespace, by name, with its tasks by state:\n"+
 		"pending (due, waiting for a worker), scheduled (due later, or waiting to be\n"+
-		"retried), active (leased to a worker), dead (out of retries), and the number\n"+
-		"of worker sessions serving it.")
+		"retried), active (leased to a worker), dead (out of retries), the number\n"+
+		"of worker sessions serving it, and how many tasks were ever cancelled and\n"+
+		"how many expired (ExpireIn/ExpireAt) without running.")
 	var rf redisFlags
 	rf.register(fs)
-	out := registerOutput(fs, "an array of {queue, pending, scheduled, active, dead, workers}")
+	out := registerOutput(fs, "an array of {queue, pending, scheduled, active, dead, workers, cancelled, expired}")
 	// --json was --output json before the other commands came.
 	asJSON := fs.Bool("json", false, "")
 	_ = fs.MarkDeprecated("json", "use --output json")
@@ -61,7 +64,7 @@ func runQueues(ctx context.Context, args []string, stdout, stderr io.Writer) (er
 	}
 	rows := make([]queueRow, len(stats))
 	for i, s := range stats {
-		rows[i] = queueRow{s.Name, s.Pending, s.Scheduled, s.Active, s.Dead, s.Workers}
+		rows[i] = queueRow{s.Name, s.Pending, s.Scheduled, s.Active, s.Dead, s.Workers, s.Cancelled, s.Expired}
 	}
 
 	if *out == outputJSON {
@@ -71,9 +74,9 @@ func runQueues(ctx context.Context, args []string, stdout, stderr io.Writer) (er
 		_, err := fmt.Fprintf(stdout, "No queues are recorded in namespace %q.\n", b.Namespace())
 		return err
 	}
-	t := newTable("QUEUE", "PENDING", "SCHEDULED", "ACTIVE", "DEAD", "WORKERS")
+	t := newTable("QUEUE", "PENDING", "SCHEDULED", "ACTIVE", "DEAD", "WORKERS", "CANCELLED", "EXPIRED")
 	for _, r := range rows {
-		t.AppendRow(table.Row{r.Queue, r.Pending, r.Scheduled, r.Active, r.Dead, r.Workers})
+		t.AppendRow(table.Row{r.Queue, r.Pending, r.Scheduled, r.Active, r.Dead, r.Workers, r.Cancelled, r.Expired})
 	}
 	return printTable(stdout, t)
 }
