@@ -2,6 +2,7 @@ package rediq
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -87,7 +88,7 @@ func Register[A, R any](app *App, name string, fn func(context.Context, A) (R, e
 	}
 	def := &core.TaskDef{
 		Name: name, Queue: o.queue, Priority: o.priority, Retries: o.retries, Timeout: o.timeout, Backoff: o.backoff,
-		Retention: o.retention, Unique: o.unique, ExpireIn: o.expireIn, Memo: o.memo,
+		Retention: o.retention, Unique: o.unique, ExpireIn: o.expireIn, Memo: o.memo, ResultTable: o.resultTable,
 		Run: func(ctx context.Context, raw []byte) (any, error) {
 			var args A
 			if err := decodeArgs(raw, &args); err != nil {
@@ -142,7 +143,23 @@ func (t *Task[A, R]) Enqueue(ctx context.Context, args A, opts ...EnqueueOption)
 	case err != nil:
 		return "", fmt.Errorf("rediq: %w", err)
 	}
-	return id, notAdded(st, id, o.queue)
+	if err := notAdded(st, id, o.queue); err != nil {
+		return "", err
+	}
+	return id, o.countInBatch(ctx, 1)
+}
+
+// countInBatch counts tasks just enqueued in the call's batch, if any. If
+// that fails the tasks are enqueued but the batch undercounts them (its
+// Wait could end early): the error says so.
+func (o *enqueueOptions) countInBatch(ctx context.Context, n int) error {
+	if o.batch == nil || n == 0 {
+		return nil
+	}
+	if err := o.batch.app.core.Broker().AddEnqueued(context.WithoutCancel(ctx), o.batch.keys, n); err != nil {
+		return fmt.Errorf("rediq: enqueued, but not counted in batch %d: %w", o.batch.keys.ID, err)
+	}
+	return nil
 }
 
 // notAdded is the error for a message the enqueue did not write, nil if it did.
@@ -200,13 +217,20 @@ func (t *Task[A, R]) EnqueueMany(ctx context.Context, args []A, opts ...EnqueueO
 	case err != nil:
 		return nil, fmt.Errorf("rediq: %w", err)
 	}
+	written := 0
+	var first error
 	for i, st := range added {
 		// Only with WithID or Unique, or a generated id met twice (about 2^-48).
 		if err := notAdded(st, ids[i], o.queue); err != nil {
-			return ids, err
+			first = cmp.Or(first, err)
+		} else {
+			written++
 		}
 	}
-	return ids, nil
+	if err := o.countInBatch(ctx, written); err != nil {
+		return ids, err
+	}
+	return ids, first
 }
 
 func (t *Task[A, R]) enqueueOptions(opts []EnqueueOption) (enqueueOptions, error) {
@@ -284,6 +308,9 @@ func (t *Task[A, R]) encode(args A, o *enqueueOptions, now time.Time) (broker.Me
 		Priority: o.priority, MaxRetries: o.retries, TimeoutMs: o.timeout.Milliseconds(),
 	}
 	env.RetentionMs = o.retention.Milliseconds()
+	if o.batch != nil {
+		env.Batch = o.batch.keys.ID
+	}
 	msg := broker.Message{ID: id, Slot: broker.Slot(o.priority), Delay: o.delay,
 		ExpireIn: o.expireIn, Retention: o.retention}
 	switch {
@@ -335,16 +362,17 @@ type Option interface {
 }
 
 type taskOptions struct {
-	queue     string
-	priority  int
-	retries   int // per call: -1 keeps the task's default
-	timeout   time.Duration
-	backoff   func(int) time.Duration
-	retention time.Duration
-	unique    time.Duration
-	expireIn  time.Duration
-	memo      time.Duration
-	err       error
+	queue       string
+	priority    int
+	retries     int // per call: -1 keeps the task's default
+	timeout     time.Duration
+	backoff     func(int) time.Duration
+	retention   time.Duration
+	unique      time.Duration
+	expireIn    time.Duration
+	memo        time.Duration
+	resultTable string
+	err         error
 }
 
 type enqueueOptions struct {
@@ -355,6 +383,7 @@ type enqueueOptions struct {
 	uniqueKey string
 	expireAt  time.Time
 	memoRun   bool // Run of a Memoize task: the memo lock and cache apply
+	batch     *Batch
 }
 
 type option func(*taskOptions)

@@ -88,6 +88,37 @@ func childMain(mode string) int {
 		err = w.Run(context.Background())
 		fmt.Fprintln(os.Stderr, "record worker:", err)
 		return 4
+	case "batch": // batch tasks, run by a worker of its own
+		registerBatchTasks(app)
+		w, err := worker.New(app, worker.Config{Concurrency: 20, Name: "child-" + strconv.Itoa(os.Getpid())})
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 3
+		}
+		err = w.Run(context.Background())
+		fmt.Fprintln(os.Stderr, "batch worker:", err)
+		return 4
+	case "producer": // opens a keep-alive batch, enqueues, and waits to be killed
+		task, _ := registerBatchTasks(app)
+		ns := os.Getenv("REDIQ_TEST_NS")
+		b, err := app.NewBatch(context.Background(), rediq.BatchOptions{KeepAliveTimeout: envDuration("REDIQ_TEST_KEEPALIVE")})
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 3
+		}
+		args := make([]batchArgs, 40)
+		for i := range args {
+			args[i] = batchArgs{N: i, Sleep: 2 * time.Second}
+		}
+		if _, err := task.EnqueueMany(context.Background(), args, rediq.InBatch(b)); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 3
+		}
+		if err := app.Redis().Set(context.Background(), ns+":producer-batch", b.ID(), 0).Err(); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 3
+		}
+		select {}
 	case "tasks": // issue 7's tasks: "block" until cancelled, "memo" counted and memoized
 		ns := os.Getenv("REDIQ_TEST_NS")
 		registerTaskByID(app, ns, envDuration("REDIQ_TEST_MEMO_TTL"))

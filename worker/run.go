@@ -81,6 +81,8 @@ func (w *Worker) run(ctx context.Context) (err error) {
 	goOther(func() { w.subscriber(bg, ps, stopSub) })
 	goOther(func() { w.watchdog(stopBG) })
 	goOther(func() { w.fencer(stopBG) })
+	goOther(func() { w.batchWatcher(stopBG) })
+	goOther(func() { w.out.loop(bg, stopBG) })
 	fetchCtx, stopFetch := context.WithCancel(bg)
 	fetchDone := make(chan struct{})
 	go func() {
@@ -504,6 +506,9 @@ func (w *Worker) process(sl *slot, j *job) {
 			j.recovered, w.cfg.MaxRecoveries)
 		env.Error = err.Error()
 		w.bury(j, record(env.Envelope), "poison task", err)
+		if env.Batch > 0 {
+			w.noteBatch(w.out.batch(env.Batch), j.id, "", "failed")
+		}
 		return
 	}
 	maxRetries, timeout := def.Retries, def.Timeout
@@ -512,6 +517,13 @@ func (w *Worker) process(sl *slot, j *job) {
 	}
 	if env.TimeoutMs > 0 {
 		timeout = time.Duration(env.TimeoutMs) * time.Millisecond
+	}
+	var bk *broker.BatchKeys
+	if env.Batch > 0 {
+		bk = w.out.batch(env.Batch)
+		if !w.batchStart(j, bk) {
+			return
+		}
 	}
 	if w.cancelRequested(j.id) {
 		// Cancelled before it started: it never runs (settle ends it cancelled,
@@ -524,6 +536,11 @@ func (w *Worker) process(sl *slot, j *job) {
 		ID: env.ID, Name: env.Name, Queue: j.q.Name, Priority: env.Priority, Args: env.Args,
 		EnqueuedAt: time.UnixMilli(env.EnqueuedAt), Worker: w.cfg.Name, MaxRetries: maxRetries,
 		Timeout: timeout, Retried: env.Retried, Recovered: j.recovered, Exec: w.exec, Log: w.log,
+	}
+	if bk != nil {
+		w.batchState(st, bk, env.Name)
+	} else {
+		st.Print = func(line string) { st.Logger().Info(line) }
 	}
 	ctx := core.WithState(w.base, st)
 	w.fireTaskHooks(ctx, st, core.BeforeTaskStart)
@@ -570,6 +587,11 @@ func (w *Worker) process(sl *slot, j *job) {
 	}
 	if err != nil && cause != nil && !errors.Is(cause, context.DeadlineExceeded) {
 		switch {
+		case errors.Is(cause, rediq.ErrBatchStopped) && bk != nil:
+			st.Err = fmt.Errorf("%w: %w", cause, err)
+			w.fireTaskHooks(ctx, st, core.AfterTaskFailure)
+			st.Print(fmt.Sprintf("task %s (%s) on %s, attempt %d: cancelled: %v", env.ID, env.Name, w.cfg.Name, env.Retried+1, cause))
+			w.endForBatch(w.base, j, bk, "cancelled")
 		case errors.Is(cause, rediq.ErrCancelled):
 			// CancelTask: not retried; it ends cancelled.
 			st.Err = fmt.Errorf("%w: %w", rediq.ErrCancelled, err)
@@ -578,6 +600,9 @@ func (w *Worker) process(sl *slot, j *job) {
 				att = &broker.Attempt{Started: started, Worker: w.cfg.Name}
 			}
 			w.settleAttempt(j, broker.Cancel, nil, 0, att)
+			if bk != nil {
+				w.noteBatch(bk, j.id, "f", "cancelled")
+			}
 		case errors.Is(cause, errStopping), errors.Is(cause, errFenced):
 			// Not an attempt: back to the queue (a no-op if the lease is gone).
 			w.settle(j, broker.Requeue, nil, 0)
@@ -595,7 +620,13 @@ func (w *Worker) process(sl *slot, j *job) {
 		if att != nil {
 			att.Result = w.encodeResult(st, result)
 		}
+		if bk != nil {
+			w.collectResult(st, def, result)
+		}
 		w.settleAttempt(j, broker.Ack, nil, 0, att)
+		if bk != nil {
+			w.noteBatch(bk, j.id, "x", "succeeded")
+		}
 		return
 	}
 	st.Err = err
@@ -604,7 +635,22 @@ func (w *Worker) process(sl *slot, j *job) {
 	} else {
 		w.fireTaskHooks(ctx, st, core.AfterTaskFailure)
 	}
+	retry := willRetry(err, env.Retried, maxRetries)
+	if bk != nil {
+		st.Print(fmt.Sprintf("task %s (%s) on %s, attempt %d: error: %v", env.ID, env.Name, w.cfg.Name, env.Retried+1, err))
+		var pe *rediq.PanicError
+		if errors.As(err, &pe) {
+			st.Print(string(pe.Stack))
+		}
+	}
 	w.failed(j, env.Envelope, def, maxRetries, err)
+	if bk != nil {
+		end := "failed"
+		if retry {
+			end = ""
+		}
+		w.noteBatch(bk, j.id, "f", end)
+	}
 }
 
 // failed settles a failed attempt: a retry after the task's backoff, or dead.
@@ -678,6 +724,9 @@ func (w *Worker) unknownTask(j *job, env *envelope) {
 		return
 	}
 	w.bury(j, record(env.Envelope), "unknown task", err)
+	if env.Batch > 0 {
+		w.noteBatch(w.out.batch(env.Batch), j.id, "", "failed")
+	}
 }
 
 // bury sends a task that cannot run to the dead set.

@@ -121,6 +121,7 @@ type Worker struct {
 	kick    chan struct{} // wakes the fetcher
 	jobs    chan *job     // prefetch buffer
 	settler settler
+	out     output // batch output lines on their way to Redis
 
 	started atomic.Bool
 	stopReq chan context.Context // Shutdown hands its context to Run
@@ -314,6 +315,7 @@ func New(app *rediq.App, cfg Config) (*Worker, error) {
 	w.session = cfg.Name + "/" + codec.NewID(time.Now())[12:]
 	w.jobs = make(chan *job, w.capacity)
 	w.settler.init(w)
+	w.out.init(w)
 	w.lease.init(cfg.now)
 	return w, nil
 }

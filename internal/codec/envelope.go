@@ -40,6 +40,9 @@ type Envelope struct {
 	// long; omitted when 0. (Both tell the worker to send the result with the
 	// outcome; the scripts read the task's meta, §3, not these.)
 	MemoMs int64
+	// Batch ("h") is the id of the batch the task belongs to (rediq.InBatch);
+	// omitted when 0.
+	Batch int64
 
 	// Extra holds the keys this version does not know, as raw msgpack key/value
 	// pairs (ExtraN of them), so that a worker re-encoding a message for a retry
@@ -105,6 +108,9 @@ func Append(dst []byte, e *Envelope) []byte {
 	if e.MemoMs != 0 {
 		n++
 	}
+	if e.Batch != 0 {
+		n++
+	}
 	n += e.ExtraN
 	if n < 16 {
 		dst = append(dst, byte(msgpcode.FixedMapLow)|byte(n))
@@ -166,6 +172,10 @@ func Append(dst []byte, e *Envelope) []byte {
 	if e.MemoMs != 0 {
 		dst = appendKey(dst, 'm')
 		dst = appendInt(dst, e.MemoMs)
+	}
+	if e.Batch != 0 {
+		dst = appendKey(dst, 'h')
+		dst = appendInt(dst, e.Batch)
 	}
 	return append(dst, e.Extra...)
 }
@@ -296,6 +306,8 @@ func DecodeInto(b []byte, e *Envelope) error {
 			e.RetentionMs, err = r.int()
 		case 'm':
 			e.MemoMs, err = r.int()
+		case 'h':
+			e.Batch, err = r.int()
 		default: // kept as raw key/value pairs, aliasing b until a second one
 			if err = r.skip(); err == nil {
 				if e.Extra == nil {
@@ -331,6 +343,8 @@ func DecodeInto(b []byte, e *Envelope) error {
 		return fmt.Errorf("%w: unknown-task retries u=%d is outside [0, %d]", ErrMalformed, e.Unknown, MaxRetries)
 	case e.RetentionMs < 0 || e.RetentionMs > MaxRetentionMs:
 		return fmt.Errorf("%w: retention d=%dms is outside [0, %d]", ErrMalformed, e.RetentionMs, int64(MaxRetentionMs))
+	case e.Batch < 0:
+		return fmt.Errorf("%w: batch h=%d is negative", ErrMalformed, e.Batch)
 	case e.MemoMs < 0 || e.MemoMs > MaxRetentionMs:
 		return fmt.Errorf("%w: memo ttl m=%dms is outside [0, %d]", ErrMalformed, e.MemoMs, int64(MaxRetentionMs))
 	}

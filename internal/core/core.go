@@ -47,6 +47,8 @@ type TaskDef struct {
 	Backoff  func(retried int) time.Duration
 	// Defaults of the options that also work per call (0: none).
 	Retention, Unique, ExpireIn, Memo time.Duration
+	// ResultTable is the batch table a success's result goes to ("" default).
+	ResultTable string
 	// Run decodes the msgpack args and calls the typed handler.
 	Run func(ctx context.Context, args []byte) (any, error)
 }
@@ -155,6 +157,12 @@ type State struct {
 
 	Exec *executor.Pool
 	Log  *zap.Logger // the worker's logger; Logger adds the task's fields
+
+	// Batch is the task's batch (0: none); Print writes a line to its output,
+	// Collect appends encoded rows to one of its tables.
+	Batch   int64
+	Print   func(line string)
+	Collect func(table string, rows [][]byte) error
 
 	logOnce sync.Once
 	taskLog *zap.Logger

@@ -1,0 +1,608 @@
+package rediq
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"go.uber.org/zap"
+	"io"
+	"iter"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/vmihailenco/msgpack/v5"
+
+	"github.com/rediq/rediq/internal/broker"
+	"github.com/rediq/rediq/internal/codec"
+	"github.com/rediq/rediq/internal/core"
+)
+
+// Batch defaults.
+const (
+	DefaultKeepAliveTimeout = 5 * time.Second
+	DefaultBatchRetention   = 7 * 24 * time.Hour
+)
+
+var (
+	// ErrBatchStopped is the cause of a handler's ctx when its batch is
+	// stopped (its producer went away, Close, StopBatch), and what Wait
+	// returns for a stopped batch.
+	ErrBatchStopped = errors.New("rediq: batch stopped")
+	// ErrBatchNotFound is matched by the error for a batch id that does not
+	// exist (any more: its retention ran out).
+	ErrBatchNotFound = errors.New("rediq: batch not found")
+)
+
+// BatchOptions configures NewBatch.
+type BatchOptions struct {
+	// Detached batches run to their end whatever their producer does
+	// (vredis's submit mode). By default a batch is kept alive by its
+	// producer: if its keep-alives stop for KeepAliveTimeout (the process was
+	// killed, the laptop closed) the batch is stopped — no task of it starts
+	// any more, and running ones have their ctx cancelled with cause
+	// ErrBatchStopped.
+	Detached bool
+	// KeepAliveTimeout: default DefaultKeepAliveTimeout (5 s).
+	KeepAliveTimeout time.Duration
+	// Retention is how long the batch's output, tables and counts stay after it
+	// completes or stops: default DefaultBatchRetention (7 days).
+	Retention time.Duration
+	// OnComplete is enqueued exactly once when every task of the batch has
+	// finished (after Wait or Close sealed it): a fan-in. Made by Task.With.
+	OnComplete Call
+}
+
+// Call is a task with its arguments and options, enqueued later (Task.With).
+type Call interface {
+	message(now time.Time) (broker.Message, string, error)
+}
+
+type call[A, R any] struct {
+	t    *Task[A, R]
+	args A
+	opts []EnqueueOption
+}
+
+// With binds args and options to the task, for BatchOptions.OnComplete.
+func (t *Task[A, R]) With(args A, opts ...EnqueueOption) Call {
+	return &call[A, R]{t: t, args: args, opts: opts}
+}
+
+func (c *call[A, R]) message(now time.Time) (broker.Message, string, error) {
+	o, err := c.t.enqueueOptions(c.opts)
+	if err != nil {
+		return broker.Message{}, "", err
+	}
+	m, err := c.t.encode(c.args, &o, now)
+	return m, o.queue, err
+}
+
+// Batch groups the tasks one producer run enqueues: their output comes back
+// to it (Follow, Lines), their results go to its tables, and it can be waited
+// for, stopped and counted as one.
+type Batch struct {
+	app       *App
+	keys      *broker.BatchKeys
+	opts      BatchOptions
+	stopAlive chan struct{}
+	aliveDone chan struct{}
+	closeOnce sync.Once
+}
+
+// NewBatch opens a batch with the next number of the namespace. A keep-alive
+// batch (the default) is kept alive by a goroutine until Close: call Close
+// (defer it) when the producer is done.
+func (a *App) NewBatch(ctx context.Context, opts BatchOptions) (*Batch, error) {
+	if opts.KeepAliveTimeout == 0 {
+		opts.KeepAliveTimeout = DefaultKeepAliveTimeout
+	}
+	if opts.Retention == 0 {
+		opts.Retention = DefaultBatchRetention
+	}
+	if opts.KeepAliveTimeout < 100*time.Millisecond || opts.Retention < 0 {
+		return nil, fmt.Errorf("%w: keep-alive timeout %s must be at least 100ms, retention %s not negative",
+			ErrInvalidOption, opts.KeepAliveTimeout, opts.Retention)
+	}
+	in := broker.BatchInfo{Detached: opts.Detached, KeepAlive: opts.KeepAliveTimeout, Retention: opts.Retention}
+	if opts.OnComplete != nil {
+		m, queue, err := opts.OnComplete.message(time.Now())
+		if err != nil {
+			return nil, fmt.Errorf("rediq: batch OnComplete: %w", err)
+		}
+		if in.OnComplete, err = encodeCall(m, queue); err != nil {
+			return nil, err
+		}
+	}
+	k, err := a.core.Broker().NewBatch(ctx, in)
+	if err != nil {
+		return nil, fmt.Errorf("rediq: %w", err)
+	}
+	b := &Batch{app: a, keys: k, opts: opts, stopAlive: make(chan struct{}), aliveDone: make(chan struct{})}
+	if opts.Detached {
+		close(b.aliveDone)
+	} else {
+		go b.keepAlive()
+	}
+	return b, nil
+}
+
+// storedCall is an OnComplete call as the batch's info holds it.
+type storedCall struct {
+	Queue string `msgpack:"q"`
+	Slot  int    `msgpack:"s"`
+	Body  []byte `msgpack:"b"`
+}
+
+func encodeCall(m broker.Message, queue string) ([]byte, error) {
+	return msgpack.Marshal(storedCall{Queue: queue, Slot: m.Slot, Body: m.Body})
+}
+
+func (b *Batch) keepAlive() {
+	defer close(b.aliveDone)
+	every := b.opts.KeepAliveTimeout / 3
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-b.stopAlive:
+			return
+		case <-t.C:
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), every)
+		err := b.app.core.Broker().KeepAlive(ctx, b.keys, b.opts.KeepAliveTimeout)
+		cancel()
+		if err != nil {
+			b.app.core.Log.Warn("batch keep-alive failed; retrying", zapBatch(b.keys.ID), zapErr(err))
+		}
+	}
+}
+
+// ID is the batch's number, increasing per namespace.
+func (b *Batch) ID() int64 { return b.keys.ID }
+
+// Close ends the producer's hold on the batch: no task will be added. A
+// keep-alive batch's unfinished tasks are then stopped (as if the producer
+// had gone: unstarted ones never start, running ones are cancelled with cause
+// ErrBatchStopped) — Wait first to let them finish. A detached batch runs on.
+func (b *Batch) Close() error {
+	var err error
+	b.closeOnce.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		err = b.seal(ctx)
+		if !b.opts.Detached {
+			close(b.stopAlive)
+			<-b.aliveDone
+			if _, serr := b.app.core.Broker().StopBatch(ctx, b.keys, "its producer closed it"); serr != nil && !errors.Is(serr, broker.ErrNoBatch) {
+				err = errors.Join(err, serr)
+			}
+		}
+	})
+	if err != nil {
+		return fmt.Errorf("rediq: close batch %d: %w", b.keys.ID, err)
+	}
+	return nil
+}
+
+// seal marks that no task will be added, enqueueing OnComplete if that
+// completed the batch.
+func (b *Batch) seal(ctx context.Context) error {
+	done, err := b.app.core.Broker().SealBatch(ctx, b.keys)
+	if err != nil {
+		return err
+	}
+	if done {
+		return b.app.onComplete(ctx, b.keys)
+	}
+	return nil
+}
+
+// onComplete enqueues a completed batch's OnComplete call. Its id is fixed
+// per batch and kept for the batch's retention, so however many parties get
+// here, it is enqueued once.
+func (a *App) onComplete(ctx context.Context, k *broker.BatchKeys) error {
+	b := a.core.Broker()
+	raw, err := b.Client().HGet(ctx, k.Info, "oncomplete").Bytes()
+	if err != nil {
+		return nil // none
+	}
+	return EnqueueOnComplete(ctx, b, k, raw)
+}
+
+// EnqueueOnComplete enqueues a batch's stored OnComplete call (workers call it
+// through package worker; it is exported for them only).
+func EnqueueOnComplete(ctx context.Context, b *broker.Broker, k *broker.BatchKeys, raw []byte) error {
+	var c storedCall
+	if err := msgpack.Unmarshal(raw, &c); err != nil {
+		return fmt.Errorf("rediq: batch %d: OnComplete call unreadable: %w", k.ID, err)
+	}
+	// The stored message was encoded under a generated id, which holds its
+	// enqueue time; under the fixed id it needs "t".
+	var env codec.Envelope
+	if err := codec.DecodeInto(c.Body, &env); err != nil {
+		return fmt.Errorf("rediq: batch %d: OnComplete message unreadable: %w", k.ID, err)
+	}
+	env.EnqueuedAt = time.Now().UnixMilli()
+	ret, _ := b.Client().HGet(ctx, k.Info, "retention").Int64()
+	m := broker.Message{ID: "rediq-batch-" + strconv.FormatInt(k.ID, 10) + "-complete", Slot: c.Slot, Body: codec.Encode(&env),
+		Retention: time.Duration(max(ret, 60000)) * time.Millisecond}
+	if _, err := b.Enqueue(ctx, b.Queue(c.Queue), []broker.Message{m}); err != nil {
+		return fmt.Errorf("rediq: batch %d: enqueue OnComplete: %w", k.ID, err)
+	}
+	return nil // written, or its id exists: enqueued before
+}
+
+// InBatch enqueues the task in batch b: its output goes to b's output, its
+// result to b's tables, and it counts in b's stat.
+func InBatch(b *Batch) EnqueueOption {
+	return enqueueOnly(func(o *enqueueOptions) {
+		if b == nil {
+			o.fail("nil batch")
+			return
+		}
+		o.batch = b
+	})
+}
+
+// OutputLine is one line of a batch's output.
+type OutputLine struct {
+	Batch  int64
+	Task   TaskID
+	Name   string
+	Worker string
+	Text   string
+	At     time.Time // when Redis received it
+}
+
+// String formats the line as Follow writes it: "[batch:task worker] text".
+func (l OutputLine) String() string {
+	return fmt.Sprintf("[%d:%s %s] %s", l.Batch, l.Task, l.Worker, l.Text)
+}
+
+// Lines yields the batch's output lines from the start (what is retained),
+// as they arrive, until the batch completes or stops (then the sequence ends)
+// or ctx ends (then it yields ctx's error). Reading is a blocking read of the
+// batch's stream: no polling.
+func (b *Batch) Lines(ctx context.Context) iter.Seq2[OutputLine, error] {
+	return b.app.batchLines(ctx, b.keys)
+}
+
+func (a *App) batchLines(ctx context.Context, k *broker.BatchKeys) iter.Seq2[OutputLine, error] {
+	return func(yield func(OutputLine, error) bool) {
+		br := a.core.Broker()
+		from := "0"
+		for {
+			if err := ctx.Err(); err != nil {
+				yield(OutputLine{}, context.Cause(ctx))
+				return
+			}
+			// Blocks at most a second at a time, so that ctx is honoured.
+			ls, err := br.ReadOutput(ctx, k, from, 1000, time.Second)
+			if err != nil {
+				if ctx.Err() != nil {
+					err = context.Cause(ctx)
+				}
+				yield(OutputLine{}, fmt.Errorf("rediq: batch %d output: %w", k.ID, err))
+				return
+			}
+			for _, l := range ls {
+				from = l.ID
+				if l.Kind == "e" {
+					return
+				}
+				if !yield(OutputLine{Batch: k.ID, Task: TaskID(l.Task), Name: l.Name, Worker: l.Worker, Text: l.Line, At: l.At}, nil) {
+					return
+				}
+			}
+		}
+	}
+}
+
+// Follow writes the batch's lines to w, each prefixed "[batch:task worker]",
+// from the start, as they arrive, until the batch completes or stops (nil) or
+// ctx ends (ctx's error).
+func (b *Batch) Follow(ctx context.Context, w io.Writer) error {
+	return FollowBatch(ctx, b.app, b.keys.ID, w)
+}
+
+// FollowBatch is Follow for a batch by id (another terminal, after a reconnect).
+func FollowBatch(ctx context.Context, app *App, id int64, w io.Writer) error {
+	for l, err := range app.batchLines(ctx, app.core.Broker().Batch(id)) {
+		if err != nil {
+			return err
+		}
+		if _, err := io.WriteString(w, l.String()+"\n"); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Wait seals the batch (no task will be added) and waits for every task of
+// it to finish — a blocking read of its output stream, no polling — then
+// returns its stat. A stopped batch returns its stat and ErrBatchStopped.
+func (b *Batch) Wait(ctx context.Context) (BatchStat, error) {
+	if err := b.seal(ctx); err != nil {
+		return BatchStat{}, fmt.Errorf("rediq: batch %d: %w", b.keys.ID, err)
+	}
+	return b.app.waitBatch(ctx, b.keys)
+}
+
+func (a *App) waitBatch(ctx context.Context, k *broker.BatchKeys) (BatchStat, error) {
+	br := a.core.Broker()
+	for {
+		st, err := a.BatchStat(ctx, k.ID)
+		if err != nil {
+			return st, err
+		}
+		if st.Stopped {
+			return st, fmt.Errorf("%w: batch %d: %s", ErrBatchStopped, k.ID, st.StopReason)
+		}
+		if !st.Finished.IsZero() {
+			return st, nil
+		}
+		// Wait for the end entry after what is there now.
+		last, err := br.Client().XRevRangeN(ctx, k.Out, "+", "-", 1).Result()
+		if err != nil {
+			return st, fmt.Errorf("rediq: batch %d: %w", k.ID, err)
+		}
+		from := "0"
+		if len(last) == 1 {
+			from = last[0].ID
+		}
+		if st2, err := a.BatchStat(ctx, k.ID); err != nil || st2.Stopped || !st2.Finished.IsZero() {
+			continue // it ended meanwhile: the top of the loop says how
+		}
+		for {
+			if err := ctx.Err(); err != nil {
+				return st, context.Cause(ctx)
+			}
+			ls, err := br.ReadOutput(ctx, k, from, 1000, time.Second)
+			if err != nil {
+				return st, fmt.Errorf("rediq: batch %d: %w", k.ID, err)
+			}
+			ended := false
+			for _, l := range ls {
+				from = l.ID
+				ended = ended || l.Kind == "e"
+			}
+			if ended {
+				break
+			}
+		}
+	}
+}
+
+// StopBatch stops batch id: no task of it starts any more (unstarted ones end
+// cancelled), and workers cancel its running handlers with cause
+// ErrBatchStopped within a few hundred ms.
+func (a *App) StopBatch(ctx context.Context, id int64) error {
+	_, err := a.core.Broker().StopBatch(ctx, a.core.Broker().Batch(id), "stopped by StopBatch")
+	if errors.Is(err, broker.ErrNoBatch) {
+		return fmt.Errorf("%w: %d", ErrBatchNotFound, id)
+	}
+	if err != nil {
+		return fmt.Errorf("rediq: %w", err)
+	}
+	return nil
+}
+
+// WorkerStat is one worker's share of a batch.
+type WorkerStat struct {
+	Worker    string
+	Executed  int // attempts run (retries count again)
+	Failed    int // attempts that failed
+	Collected int // table rows added
+}
+
+// BatchStat counts a batch's tasks.
+type BatchStat struct {
+	ID         int64
+	Detached   bool
+	Enqueued   int
+	Started    int // tasks that started at least once
+	Succeeded  int
+	Failed     int // dead
+	Cancelled  int // cancelled, or stopped with the batch
+	Running    int // started and not ended
+	Unstarted  int // enqueued and never started (nor cancelled unstarted)
+	Rows       int // table rows collected
+	Stopped    bool
+	StopReason string
+	Created    time.Time
+	Finished   time.Time // completed, or stopped (zero while it runs)
+	Rate       float64   // tasks ended per second since Created
+	ETA        time.Duration
+	Workers    []WorkerStat
+}
+
+// BatchStat reads batch id's counts in one round trip.
+func (a *App) BatchStat(ctx context.Context, id int64) (BatchStat, error) {
+	s, err := a.core.Broker().ReadBatch(ctx, a.core.Broker().Batch(id))
+	if errors.Is(err, broker.ErrNoBatch) {
+		return BatchStat{}, fmt.Errorf("%w: %d", ErrBatchNotFound, id)
+	}
+	if err != nil {
+		return BatchStat{}, fmt.Errorf("rediq: %w", err)
+	}
+	n := func(m map[string]string, k string) int { v, _ := strconv.Atoi(m[k]); return v }
+	ms := func(k string) time.Time {
+		v, _ := strconv.ParseInt(s.Info[k], 10, 64)
+		if v == 0 {
+			return time.Time{}
+		}
+		return time.UnixMilli(v)
+	}
+	st := BatchStat{ID: id, Detached: s.Info["detached"] == "1", Enqueued: n(s.Stat, "enqueued"), Started: int(s.Started),
+		Succeeded: n(s.Stat, "succeeded"), Failed: n(s.Stat, "failed"), Cancelled: n(s.Stat, "cancelled"),
+		Rows: n(s.Stat, "rows"), StopReason: s.Info["stopped"], Created: ms("created")}
+	st.Stopped = st.StopReason != ""
+	st.Finished = ms("completed")
+	if st.Stopped {
+		st.Finished = ms("stopped_at")
+	}
+	dropped := n(s.Stat, "dropped") // cancelled before they started
+	st.Running = max(st.Started-st.Succeeded-st.Failed-st.Cancelled, 0)
+	st.Unstarted = max(st.Enqueued-st.Started-dropped, 0)
+	st.Cancelled += dropped
+	ended := st.Succeeded + st.Failed + st.Cancelled
+	end := time.Now()
+	if !st.Finished.IsZero() {
+		end = st.Finished
+	}
+	if d := end.Sub(st.Created).Seconds(); d > 0 {
+		st.Rate = float64(ended) / d
+	}
+	if st.Rate > 0 && st.Finished.IsZero() && st.Enqueued > ended {
+		st.ETA = time.Duration(float64(st.Enqueued-ended) / st.Rate * float64(time.Second))
+	}
+	workers := map[string]*WorkerStat{}
+	get := func(w string) *WorkerStat {
+		if workers[w] == nil {
+			workers[w] = &WorkerStat{Worker: w}
+		}
+		return workers[w]
+	}
+	for k, v := range s.Stat {
+		c, _ := strconv.Atoi(v)
+		switch {
+		case strings.HasPrefix(k, "x:"):
+			get(k[2:]).Executed = c
+		case strings.HasPrefix(k, "f:"):
+			get(k[2:]).Failed = c
+		case strings.HasPrefix(k, "c:"):
+			get(k[2:]).Collected = c
+		}
+	}
+	for _, w := range workers {
+		st.Workers = append(st.Workers, *w)
+	}
+	sortWorkers(st.Workers)
+	return st, nil
+}
+
+// ListBatches returns the stats of the n newest batches that still exist.
+func (a *App) ListBatches(ctx context.Context, n int) ([]BatchStat, error) {
+	ids, err := a.core.Broker().LatestBatches(ctx, n)
+	if err != nil {
+		return nil, fmt.Errorf("rediq: list batches: %w", err)
+	}
+	out := make([]BatchStat, 0, len(ids))
+	for _, id := range ids {
+		st, err := a.BatchStat(ctx, id)
+		if errors.Is(err, ErrBatchNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, st)
+	}
+	return out, nil
+}
+
+// Print writes a line to the current task's batch output (fmt.Sprint of a);
+// outside a batch it goes to the worker's log, outside a task nowhere. Lines
+// are sent coalesced, a few ms later, so printing costs the handler little.
+func Print(ctx context.Context, a ...any) { printLine(ctx, fmt.Sprint(a...)) }
+
+// Printf is Print with a format.
+func Printf(ctx context.Context, format string, a ...any) { printLine(ctx, fmt.Sprintf(format, a...)) }
+
+func printLine(ctx context.Context, text string) {
+	s := core.StateFrom(ctx)
+	if s == nil || s.Print == nil {
+		return
+	}
+	for line := range strings.SplitSeq(strings.TrimSuffix(text, "\n"), "\n") {
+		s.Print(line)
+	}
+}
+
+// Output returns a writer whose lines go where Print's do.
+func Output(ctx context.Context) io.Writer { return &outputWriter{ctx: ctx} }
+
+type outputWriter struct {
+	ctx     context.Context
+	mu      sync.Mutex
+	partial []byte
+}
+
+func (w *outputWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.partial = append(w.partial, p...)
+	for {
+		i := strings.IndexByte(string(w.partial), '\n')
+		if i < 0 {
+			break
+		}
+		printLine(w.ctx, string(w.partial[:i]))
+		w.partial = w.partial[i+1:]
+	}
+	return len(p), nil
+}
+
+// Collect adds row to the current task's batch table name. Outside a batch it
+// returns an error.
+func Collect(ctx context.Context, name string, row any) error {
+	s := core.StateFrom(ctx)
+	if s == nil || s.Collect == nil {
+		return errors.New("rediq: Collect outside a batch task")
+	}
+	b, err := msgpack.Marshal(row)
+	if err != nil {
+		return fmt.Errorf("rediq: Collect: encode row: %w", err)
+	}
+	return s.Collect(name, [][]byte{b})
+}
+
+// ResultTable makes a batch task's result go to table name of its batch (a
+// slice result adds a row per element). Without it, results of batch tasks go
+// to table "default".
+func ResultTable(name string) TaskOption {
+	return taskOnly(func(o *taskOptions) {
+		if name == "" {
+			o.fail("empty result table name")
+		}
+		o.resultTable = name
+	})
+}
+
+// TableOptions says how ReadTable reads: Limit rows (0: 100), newest first;
+// Pop removes what it returns.
+type TableOptions struct {
+	Pop   bool
+	Limit int
+}
+
+// ReadTable reads rows of a batch's table, newest first, decoded as T.
+func ReadTable[T any](ctx context.Context, app *App, batchID int64, name string, opts TableOptions) ([]T, error) {
+	if opts.Limit <= 0 {
+		opts.Limit = 100
+	}
+	br := app.core.Broker()
+	raws, err := br.ReadRows(ctx, br.Batch(batchID), name, opts.Limit, opts.Pop)
+	if err != nil {
+		return nil, fmt.Errorf("rediq: read table %q of batch %d: %w", name, batchID, err)
+	}
+	out := make([]T, 0, len(raws))
+	for _, r := range raws {
+		var v T
+		if err := msgpack.Unmarshal(r, &v); err != nil {
+			return out, fmt.Errorf("rediq: read table %q of batch %d: decode a row: %w", name, batchID, err)
+		}
+		out = append(out, v)
+	}
+	return out, nil
+}
+
+func zapBatch(id int64) zap.Field { return zap.Int64("batch", id) }
+func zapErr(err error) zap.Field  { return zap.Error(err) }
+
+func sortWorkers(ws []WorkerStat) {
+	slices.SortFunc(ws, func(a, b WorkerStat) int { return strings.Compare(a.Worker, b.Worker) })
+}

@@ -1,0 +1,312 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// ErrNoBatch means no batch with the id exists (it never did, or its
+// retention ran out).
+var ErrNoBatch = errors.New("no such batch")
+
+// BatchKeys names one batch's keys: NS:{b:N}:… (the tag cannot be a queue's:
+// queue names have no ':').
+type BatchKeys struct {
+	ID                                             int64
+	Info, Stat, Started, Ended, Out, Alive, Tables string
+	prefix                                         string
+}
+
+// Batch returns the keys of batch id.
+func (b *Broker) Batch(id int64) *BatchKeys {
+	p := b.ns + ":{b:" + strconv.FormatInt(id, 10) + "}:"
+	return &BatchKeys{ID: id, Info: p + "info", Stat: p + "stat", Started: p + "started", Ended: p + "ended",
+		Out: p + "out", Alive: p + "alive", Tables: p + "tables", prefix: p}
+}
+
+// Table is the key of one of the batch's tables.
+func (k *BatchKeys) Table(name string) string { return k.prefix + "tbl:" + name }
+
+func (k *BatchKeys) keys() []string {
+	return []string{k.Info, k.Stat, k.Started, k.Ended, k.Out, k.Alive, k.Tables}
+}
+
+func (b *Broker) batchIndex() string { return b.ns + ":batches" }
+
+var (
+	batchStartScript = loadBatch("batch_start")
+	batchNoteScript  = loadBatch("batch_note")
+	batchSealScript  = loadBatch("batch_seal")
+	batchStopScript  = loadBatch("batch_stop")
+)
+
+func loadBatch(name string) *redis.Script {
+	lib, err := scriptFS.ReadFile("scripts/batchlib.lua")
+	if err != nil {
+		panic(err)
+	}
+	src, err := scriptFS.ReadFile("scripts/" + name + ".lua")
+	if err != nil {
+		panic(err)
+	}
+	return redis.NewScript(string(lib) + "\n" + string(src))
+}
+
+// BatchInfo is how a batch was opened.
+type BatchInfo struct {
+	Detached   bool
+	KeepAlive  time.Duration
+	Retention  time.Duration
+	OnComplete []byte // an encoded call (root package's format), nil if none
+}
+
+// NewBatch numbers a new batch (INCR NS:batches:seq) and records it.
+func (b *Broker) NewBatch(ctx context.Context, in BatchInfo) (*BatchKeys, error) {
+	id, err := b.rdb.Incr(ctx, b.ns+":batches:seq").Result()
+	if err != nil {
+		return nil, fmt.Errorf("new batch: %w", err)
+	}
+	k := b.Batch(id)
+	now := time.Now().UnixMilli()
+	detached := "0"
+	if in.Detached {
+		detached = "1"
+	}
+	p := b.rdb.TxPipeline()
+	p.HSet(ctx, k.Info, "created", now, "detached", detached, "keepalive", in.KeepAlive.Milliseconds(),
+		"retention", in.Retention.Milliseconds(), "sealed", "0")
+	if in.OnComplete != nil {
+		p.HSet(ctx, k.Info, "oncomplete", in.OnComplete)
+	}
+	p.HSet(ctx, k.Stat, "enqueued", 0)
+	if !in.Detached {
+		p.Set(ctx, k.Alive, now, in.KeepAlive)
+	}
+	if _, err := p.Exec(ctx); err != nil {
+		return nil, fmt.Errorf("new batch %d: %w", id, err)
+	}
+	// The index has no tag (it spans batches): its own command.
+	if err := b.rdb.ZAdd(ctx, b.batchIndex(), redis.Z{Score: float64(id), Member: id}).Err(); err != nil {
+		return nil, fmt.Errorf("new batch %d: %w", id, err)
+	}
+	return k, nil
+}
+
+// KeepAlive renews a keep-alive batch's producer key.
+func (b *Broker) KeepAlive(ctx context.Context, k *BatchKeys, ttl time.Duration) error {
+	return b.rdb.Set(ctx, k.Alive, time.Now().UnixMilli(), ttl).Err()
+}
+
+// AddEnqueued counts n tasks enqueued in the batch.
+func (b *Broker) AddEnqueued(ctx context.Context, k *BatchKeys, n int) error {
+	return b.rdb.HIncrBy(ctx, k.Stat, "enqueued", int64(n)).Err()
+}
+
+// BatchStart asks whether a task of the batch may start; "" means yes, else
+// the reason it may not (the batch was stopped).
+func (b *Broker) BatchStart(ctx context.Context, k *BatchKeys, id string) (stopped string, err error) {
+	s, err := b.run(ctx, batchStartScript, k.keys(), id).Text()
+	if err != nil {
+		return "", fmt.Errorf("batch %d: %w", k.ID, err)
+	}
+	if s == "1" {
+		return "", nil
+	}
+	return strings.TrimPrefix(s, "0:"), nil
+}
+
+// BatchNote counts an attempt ("x" succeeded, "f" failed, "" none) and an end
+// ("succeeded", "failed", "cancelled", or "" none); completed reports whether
+// this call completed the batch.
+func (b *Broker) BatchNote(ctx context.Context, k *BatchKeys, id, worker, attempt, end string) (completed bool, err error) {
+	n, err := b.run(ctx, batchNoteScript, k.keys(), id, worker, attempt, end).Int()
+	if err != nil {
+		return false, fmt.Errorf("batch %d: %w", k.ID, err)
+	}
+	return n == 1, nil
+}
+
+// SealBatch says no task will be added; completed reports whether the batch
+// completed with it.
+func (b *Broker) SealBatch(ctx context.Context, k *BatchKeys) (completed bool, err error) {
+	n, err := b.run(ctx, batchSealScript, k.keys()).Int()
+	if err != nil {
+		return false, fmt.Errorf("batch %d: %w", k.ID, err)
+	}
+	return n == 1, nil
+}
+
+// StopBatch stops a batch; stopped is false if it had stopped or completed.
+func (b *Broker) StopBatch(ctx context.Context, k *BatchKeys, reason string) (stopped bool, err error) {
+	n, err := b.run(ctx, batchStopScript, k.keys(), reason).Int()
+	switch {
+	case err != nil:
+		return false, fmt.Errorf("batch %d: %w", k.ID, err)
+	case n < 0:
+		return false, ErrNoBatch
+	}
+	return n == 1, nil
+}
+
+// BatchState is a batch's info and counters as stored.
+type BatchState struct {
+	Info    map[string]string
+	Stat    map[string]string
+	Started int64
+}
+
+// ReadBatch reads a batch's info and counters in one round trip.
+func (b *Broker) ReadBatch(ctx context.Context, k *BatchKeys) (*BatchState, error) {
+	p := b.rdb.Pipeline()
+	info, stat, started := p.HGetAll(ctx, k.Info), p.HGetAll(ctx, k.Stat), p.SCard(ctx, k.Started)
+	if _, err := p.Exec(ctx); err != nil {
+		return nil, fmt.Errorf("batch %d: %w", k.ID, err)
+	}
+	if len(info.Val()) == 0 {
+		return nil, ErrNoBatch
+	}
+	return &BatchState{Info: info.Val(), Stat: stat.Val(), Started: started.Val()}, nil
+}
+
+// LatestBatches returns the ids of the n newest batches that still exist.
+func (b *Broker) LatestBatches(ctx context.Context, n int) ([]int64, error) {
+	var out []int64
+	for off := int64(0); len(out) < n; off += int64(n) {
+		ids, err := b.rdb.ZRevRange(ctx, b.batchIndex(), off, off+int64(n)-1).Result()
+		if err != nil {
+			return nil, err
+		}
+		if len(ids) == 0 {
+			break
+		}
+		p := b.rdb.Pipeline()
+		exists := make([]*redis.IntCmd, len(ids))
+		for i, s := range ids {
+			id, _ := strconv.ParseInt(s, 10, 64)
+			exists[i] = p.Exists(ctx, b.Batch(id).Info)
+		}
+		if _, err := p.Exec(ctx); err != nil {
+			return nil, err
+		}
+		var gone []any
+		for i, s := range ids {
+			id, _ := strconv.ParseInt(s, 10, 64)
+			if exists[i].Val() == 1 {
+				if len(out) < n {
+					out = append(out, id)
+				}
+			} else {
+				gone = append(gone, s)
+			}
+		}
+		if len(gone) > 0 { // retention over: drop them from the index
+			if err := b.rdb.ZRem(ctx, b.batchIndex(), gone...).Err(); err != nil {
+				return nil, err
+			}
+			off -= int64(len(gone))
+		}
+	}
+	return out, nil
+}
+
+// OutLine is one entry of a batch's output stream.
+type OutLine struct {
+	ID     string // stream entry id
+	Kind   string // "l" a line, "e" the end of the batch (completed or stopped)
+	Task   string
+	Name   string
+	Worker string
+	Line   string
+	At     time.Time
+}
+
+// AppendOutput adds lines to batches' output streams, in one round trip.
+func (b *Broker) AppendOutput(ctx context.Context, lines map[*BatchKeys][]OutLine) error {
+	p := b.rdb.Pipeline()
+	for k, ls := range lines {
+		for _, l := range ls {
+			p.XAdd(ctx, &redis.XAddArgs{Stream: k.Out, MaxLen: 100000, Approx: true,
+				Values: []any{"k", "l", "t", l.Task, "n", l.Name, "w", l.Worker, "l", l.Line}})
+		}
+	}
+	_, err := p.Exec(ctx)
+	return err
+}
+
+// ReadOutput reads output entries after from ("0": from the start), blocking
+// up to block for new ones (0: no blocking).
+func (b *Broker) ReadOutput(ctx context.Context, k *BatchKeys, from string, count int64, block time.Duration) ([]OutLine, error) {
+	args := &redis.XReadArgs{Streams: []string{k.Out, from}, Count: count, Block: block}
+	if block <= 0 {
+		args.Block = -1
+	}
+	res, err := b.rdb.XRead(ctx, args).Result()
+	if errors.Is(err, redis.Nil) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var out []OutLine
+	for _, s := range res {
+		for _, m := range s.Messages {
+			str := func(f string) string { v, _ := m.Values[f].(string); return v }
+			l := OutLine{ID: m.ID, Kind: str("k"), Task: str("t"), Name: str("n"), Worker: str("w"), Line: str("l")}
+			if ms, _, ok := strings.Cut(m.ID, "-"); ok {
+				n, _ := strconv.ParseInt(ms, 10, 64)
+				l.At = time.UnixMilli(n)
+			}
+			out = append(out, l)
+		}
+	}
+	return out, nil
+}
+
+// AddRows appends rows to a batch table and counts them (per worker too).
+func (b *Broker) AddRows(ctx context.Context, k *BatchKeys, table, worker string, rows [][]byte) error {
+	if len(rows) == 0 {
+		return nil
+	}
+	vals := make([]any, len(rows))
+	for i, r := range rows {
+		vals[i] = r
+	}
+	p := b.rdb.TxPipeline()
+	p.SAdd(ctx, k.Tables, table)
+	p.RPush(ctx, k.Table(table), vals...)
+	p.HIncrBy(ctx, k.Stat, "rows", int64(len(rows)))
+	p.HIncrBy(ctx, k.Stat, "c:"+worker, int64(len(rows)))
+	_, err := p.Exec(ctx)
+	return err
+}
+
+// ReadRows reads up to limit rows of a table, newest first; pop removes them.
+func (b *Broker) ReadRows(ctx context.Context, k *BatchKeys, table string, limit int, pop bool) ([][]byte, error) {
+	var vals []string
+	var err error
+	if pop {
+		vals, err = b.rdb.RPopCount(ctx, k.Table(table), limit).Result()
+	} else {
+		vals, err = b.rdb.LRange(ctx, k.Table(table), int64(-limit), -1).Result()
+		for i, j := 0, len(vals)-1; i < j; i, j = i+1, j-1 {
+			vals[i], vals[j] = vals[j], vals[i]
+		}
+	}
+	if errors.Is(err, redis.Nil) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	out := make([][]byte, len(vals))
+	for i, v := range vals {
+		out[i] = []byte(v)
+	}
+	return out, nil
+}

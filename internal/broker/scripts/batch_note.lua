@@ -1,0 +1,19 @@
+-- batch_note: count an attempt and, for a task that ended, its end. KEYS as in batchlib.
+-- ARGV[1] task id   ARGV[2] worker name   ARGV[3] attempt: "x" ran and succeeded,
+-- "f" ran and failed, "" none   ARGV[4] end: "succeeded", "failed" (dead),
+-- "cancelled" (while it ran), "dropped" (cancelled before it started), or ""
+-- (not ended: a retry follows)
+-- The end is counted once per task (the ended set), so a re-sent call does not
+-- count it twice; attempts are counted per call. Returns 1 if this call
+-- completed the batch (the caller enqueues its OnComplete), else 0.
+if ARGV[3] ~= '' then
+  redis.call('HINCRBY', KEYS[2], 'x:' .. ARGV[2], 1)
+  if ARGV[3] == 'f' then
+    redis.call('HINCRBY', KEYS[2], 'f:' .. ARGV[2], 1)
+  end
+end
+if ARGV[4] ~= '' and redis.call('SADD', KEYS[4], ARGV[1]) == 1 then
+  redis.call('HINCRBY', KEYS[2], ARGV[4], 1)
+  return completeIfDone()
+end
+return 0

@@ -1,0 +1,41 @@
+-- batchlib: functions shared by the batch scripts (prepended to them).
+-- KEYS[1] info (hash)   KEYS[2] stat (hash)   KEYS[3] started (set of task ids)
+-- KEYS[4] ended (set of task ids)   KEYS[5] out (stream)   KEYS[6] alive (string)
+-- KEYS[7] tables (set of table names); a table NAME is the list PRE..tbl:NAME,
+-- PRE being KEYS[1] without its "info" suffix. All carry the batch's hash tag {b:N}.
+local PRE = string.sub(KEYS[1], 1, #KEYS[1] - 4)
+
+local function nowMs()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- retire makes every key of the batch expire after its retention: it has
+-- completed or stopped, and nothing sweeps.
+local function retire()
+  local ret = tonumber(redis.call('HGET', KEYS[1], 'retention') or '604800000')
+  for i = 1, 7 do
+    redis.call('PEXPIRE', KEYS[i], ret)
+  end
+  for _, t in ipairs(redis.call('SMEMBERS', KEYS[7])) do
+    redis.call('PEXPIRE', PRE .. 'tbl:' .. t, ret)
+  end
+end
+
+-- completeIfDone marks the batch completed, once, when it is sealed and every
+-- task enqueued in it has ended; returns 1 to the one caller that did it.
+local function completeIfDone()
+  local info = redis.call('HMGET', KEYS[1], 'sealed', 'completed', 'stopped')
+  if info[1] ~= '1' or info[2] or info[3] then
+    return 0
+  end
+  local st = redis.call('HMGET', KEYS[2], 'enqueued', 'succeeded', 'failed', 'cancelled', 'dropped')
+  local n = function(v) return tonumber(v or '0') end
+  if n(st[2]) + n(st[3]) + n(st[4]) + n(st[5]) < n(st[1]) then
+    return 0
+  end
+  redis.call('HSET', KEYS[1], 'completed', nowMs())
+  redis.call('XADD', KEYS[5], 'MAXLEN', '~', 100000, '*', 'k', 'e', 'l', 'completed')
+  retire()
+  return 1
+end

@@ -1,0 +1,261 @@
+package worker
+
+import (
+	"context"
+	"fmt"
+	"reflect"
+	"sync"
+	"time"
+
+	"github.com/vmihailenco/msgpack/v5"
+	"go.uber.org/zap"
+
+	"github.com/rediq/rediq"
+	"github.com/rediq/rediq/internal/broker"
+	"github.com/rediq/rediq/internal/core"
+)
+
+// batchWatchEvery is how often a worker looks whether the batches of its
+// running tasks were stopped (or lost their producer's keep-alive).
+const batchWatchEvery = 250 * time.Millisecond
+
+// output coalesces the lines handlers print into their batches' output
+// streams: a flusher sends what piled up while the last send was in flight.
+type output struct {
+	w      *Worker
+	mu     sync.Mutex
+	lines  map[*broker.BatchKeys][]broker.OutLine
+	keys   map[int64]*broker.BatchKeys
+	signal chan struct{}
+	sendMu sync.Mutex // one send at a time, so that lines keep their order
+}
+
+func (o *output) init(w *Worker) {
+	o.w = w
+	o.lines = map[*broker.BatchKeys][]broker.OutLine{}
+	o.keys = map[int64]*broker.BatchKeys{}
+	o.signal = make(chan struct{}, 1)
+}
+
+func (o *output) batch(id int64) *broker.BatchKeys {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	k := o.keys[id]
+	if k == nil {
+		k = o.w.b.Batch(id)
+		o.keys[id] = k
+	}
+	return k
+}
+
+func (o *output) add(k *broker.BatchKeys, l broker.OutLine) {
+	o.mu.Lock()
+	o.lines[k] = append(o.lines[k], l)
+	o.mu.Unlock()
+	select {
+	case o.signal <- struct{}{}:
+	default:
+	}
+}
+
+// flush sends what is buffered now; a failed send is retried a few times,
+// then its lines are dropped with a log (output is best effort; results and
+// counts are not).
+func (o *output) flush(ctx context.Context) {
+	o.sendMu.Lock()
+	defer o.sendMu.Unlock()
+	o.mu.Lock()
+	lines := o.lines
+	if len(lines) == 0 {
+		o.mu.Unlock()
+		return
+	}
+	o.lines = map[*broker.BatchKeys][]broker.OutLine{}
+	o.mu.Unlock()
+	var err error
+	for attempt := 1; attempt <= 3; attempt++ {
+		if err = o.w.b.AppendOutput(ctx, lines); err == nil {
+			return
+		}
+		time.Sleep(retryDelay(attempt))
+	}
+	n := 0
+	for _, ls := range lines {
+		n += len(ls)
+	}
+	o.w.log.Warn("batch output lost", zap.Int("lines", n), zap.Error(err))
+}
+
+func (o *output) loop(ctx context.Context, stop <-chan struct{}) {
+	for {
+		select {
+		case <-o.signal:
+		case <-stop:
+			o.flush(ctx)
+			return
+		}
+		o.flush(ctx)
+	}
+}
+
+// batchState sets up st for a task of batch id: Print and Collect.
+func (w *Worker) batchState(st *core.State, k *broker.BatchKeys, name string) {
+	st.Batch = k.ID
+	st.Print = func(line string) {
+		w.out.add(k, broker.OutLine{Task: st.ID, Name: name, Worker: w.cfg.Name, Line: line})
+	}
+	st.Collect = func(table string, rows [][]byte) error {
+		ctx, cancel := context.WithTimeout(w.base, 10*time.Second)
+		defer cancel()
+		return w.b.AddRows(ctx, k, table, w.cfg.Name, rows)
+	}
+}
+
+// batchStart asks whether a task of batch k may start; if not it is
+// finished as cancelled, unstarted, and false is returned.
+func (w *Worker) batchStart(j *job, k *broker.BatchKeys) bool {
+	ctx, cancel := context.WithTimeout(w.base, 10*time.Second)
+	defer cancel()
+	reason, err := w.b.BatchStart(ctx, k, j.id)
+	if err != nil {
+		w.log.Warn("cannot check the task's batch; giving the task back", zap.String("task_id", j.id), zap.Error(err))
+		w.settle(j, broker.Requeue, nil, 0)
+		return false
+	}
+	if reason == "" {
+		return true
+	}
+	w.log.Info("batch stopped: task not started", zap.String("task_id", j.id), zap.Int64("batch", k.ID), zap.String("reason", reason))
+	w.endForBatch(ctx, j, k, "dropped")
+	return false
+}
+
+// endForBatch ends a task of a stopped batch as cancelled: a cancel request
+// (so that settle honours the outcome), the outcome, and the batch's count.
+func (w *Worker) endForBatch(ctx context.Context, j *job, k *broker.BatchKeys, end string) {
+	if _, err := w.b.Cancel(ctx, j.q.Queue, j.id); err != nil {
+		w.log.Warn("cannot record the cancel of a stopped batch's task", zap.String("task_id", j.id), zap.Error(err))
+	}
+	w.settleAttempt(j, broker.Cancel, nil, 0, nil)
+	w.noteBatch(k, j.id, "", end)
+}
+
+// noteBatch counts an attempt and an end in the task's batch, after flushing
+// the task's output (the batch's end entry must come after its lines), and
+// enqueues the batch's OnComplete if this completed it.
+func (w *Worker) noteBatch(k *broker.BatchKeys, id, attempt, end string) {
+	ctx, cancel := context.WithTimeout(w.base, 10*time.Second)
+	defer cancel()
+	if end != "" {
+		w.out.flush(ctx)
+	}
+	var completed bool
+	var err error
+	for try := 1; try <= 5; try++ {
+		if completed, err = w.b.BatchNote(ctx, k, id, w.cfg.Name, attempt, end); err == nil {
+			break
+		}
+		time.Sleep(retryDelay(try))
+	}
+	if err != nil {
+		w.log.Error("cannot count the task in its batch", zap.Int64("batch", k.ID), zap.String("task_id", id), zap.Error(err))
+		return
+	}
+	if !completed {
+		return
+	}
+	raw, err := w.b.Client().HGet(ctx, k.Info, "oncomplete").Bytes()
+	if err != nil {
+		return // no OnComplete
+	}
+	if err := rediq.EnqueueOnComplete(ctx, w.b, k, raw); err != nil {
+		w.log.Error("batch completed, but its OnComplete could not be enqueued", zap.Int64("batch", k.ID), zap.Error(err))
+	}
+}
+
+// collectResult adds a batch task's result to its table: a row per element
+// of a slice or array, else one row.
+func (w *Worker) collectResult(st *core.State, def *core.TaskDef, result any) {
+	table := def.ResultTable
+	if table == "" {
+		table = "default"
+	}
+	var rows [][]byte
+	add := func(v any) {
+		b, err := msgpack.Marshal(v)
+		if err != nil {
+			st.Logger().Error("cannot encode a result row for the batch table", zap.String("table", table), zap.Error(err))
+			return
+		}
+		rows = append(rows, b)
+	}
+	if v := reflect.ValueOf(result); v.IsValid() && (v.Kind() == reflect.Slice || v.Kind() == reflect.Array) && v.Type().Elem().Kind() != reflect.Uint8 {
+		for i := range v.Len() {
+			add(v.Index(i).Interface())
+		}
+	} else {
+		add(result)
+	}
+	if err := st.Collect(table, rows); err != nil {
+		st.Logger().Error("cannot add the result to the batch table", zap.String("table", table), zap.Error(err))
+	}
+}
+
+// batchWatcher cancels running handlers of batches that were stopped, or
+// whose producer stopped sending keep-alives (it stops those).
+func (w *Worker) batchWatcher(stop <-chan struct{}) {
+	t := time.NewTicker(batchWatchEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+		}
+		running := map[int64]bool{}
+		w.slotMu.Lock()
+		for sl := range w.slots {
+			sl.mu.Lock()
+			if sl.running.j != nil && sl.running.env.Batch > 0 {
+				running[sl.running.env.Batch] = true
+			}
+			sl.mu.Unlock()
+		}
+		w.slotMu.Unlock()
+		for id := range running {
+			ctx, cancel := context.WithTimeout(w.base, time.Second)
+			reason, err := w.batchStopped(ctx, w.out.batch(id))
+			cancel()
+			if err != nil || reason == "" {
+				continue
+			}
+			w.cancelRunning(fmt.Errorf("%w: %s", rediq.ErrBatchStopped, reason), func(sl *slot) bool {
+				return sl.running.j != nil && sl.running.env.Batch == id
+			})
+		}
+	}
+}
+
+// batchStopped returns why batch k is stopped, "" if it runs; a keep-alive
+// batch without keep-alives is stopped here.
+func (w *Worker) batchStopped(ctx context.Context, k *broker.BatchKeys) (string, error) {
+	vals, err := w.b.Client().HMGet(ctx, k.Info, "stopped", "detached").Result()
+	if err != nil {
+		return "", err
+	}
+	if s, _ := vals[0].(string); s != "" {
+		return s, nil
+	}
+	if d, _ := vals[1].(string); d != "0" {
+		return "", nil
+	}
+	n, err := w.b.Client().Exists(ctx, k.Alive).Result()
+	if err != nil || n == 1 {
+		return "", err
+	}
+	const reason = "its producer stopped sending keep-alives"
+	if _, err := w.b.StopBatch(ctx, k, reason); err != nil {
+		return "", err
+	}
+	return reason, nil
+}
