@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/rediq/rediq"
+	"github.com/rediq/rediq/internal/testredis"
 	"github.com/rediq/rediq/worker"
 )
 
@@ -194,6 +195,7 @@ func TestBatchOutputTablesAndOnComplete(t *testing.T) {
 
 func TestBatchKeepAlive(t *testing.T) {
 	t.Parallel()
+	testredis.RequireReal(t) // the keep-alive key expires by TTL: miniredis only when told to
 	e := newEnv(t)
 	ctx := context.Background()
 	echo, _ := registerBatchTasks(e.app)
