@@ -606,3 +606,33 @@ func zapErr(err error) zap.Field  { return zap.Error(err) }
 func sortWorkers(ws []WorkerStat) {
 	slices.SortFunc(ws, func(a, b WorkerStat) int { return strings.Compare(a.Worker, b.Worker) })
 }
+
+// BatchError is an error some of a batch's dead tasks died with.
+type BatchError struct {
+	Error string
+	Tasks int
+}
+
+// BatchErrors lists the errors batch id's dead tasks died with, each once with
+// how many tasks, most frequent first.
+func (a *App) BatchErrors(ctx context.Context, id int64) ([]BatchError, error) {
+	br := a.core.Broker()
+	if _, err := a.BatchStat(ctx, id); err != nil {
+		return nil, err
+	}
+	m, err := br.BatchErrors(ctx, br.Batch(id))
+	if err != nil {
+		return nil, fmt.Errorf("rediq: batch %d errors: %w", id, err)
+	}
+	out := make([]BatchError, 0, len(m))
+	for e, n := range m {
+		out = append(out, BatchError{Error: e, Tasks: n})
+	}
+	slices.SortFunc(out, func(x, y BatchError) int {
+		if x.Tasks != y.Tasks {
+			return y.Tasks - x.Tasks
+		}
+		return strings.Compare(x.Error, y.Error)
+	})
+	return out, nil
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"reflect"
+	"strings"
 	"sync"
 	"time"
 
@@ -143,7 +144,7 @@ func (w *Worker) endForBatch(ctx context.Context, j *job, k *broker.BatchKeys, e
 // noteBatch counts an attempt and an end in the task's batch, after flushing
 // the task's output (the batch's end entry must come after its lines), and
 // enqueues the batch's OnComplete if this completed it.
-func (w *Worker) noteBatch(k *broker.BatchKeys, id, attempt, end string) {
+func (w *Worker) noteBatch(k *broker.BatchKeys, id, attempt, end string, lastErr ...string) {
 	ctx, cancel := context.WithTimeout(w.base, 10*time.Second)
 	defer cancel()
 	if end != "" {
@@ -152,7 +153,7 @@ func (w *Worker) noteBatch(k *broker.BatchKeys, id, attempt, end string) {
 	var completed bool
 	var err error
 	for try := 1; try <= 5; try++ {
-		if completed, err = w.b.BatchNote(ctx, k, id, w.cfg.Name, attempt, end); err == nil {
+		if completed, err = w.b.BatchNote(ctx, k, id, w.cfg.Name, attempt, end, strings.Join(lastErr, "")); err == nil {
 			break
 		}
 		time.Sleep(retryDelay(try))

@@ -507,7 +507,7 @@ func (w *Worker) process(sl *slot, j *job) {
 		env.Error = err.Error()
 		w.bury(j, record(env.Envelope), "poison task", err)
 		if env.Batch > 0 {
-			w.noteBatch(w.out.batch(env.Batch), j.id, "", "failed")
+			w.noteBatch(w.out.batch(env.Batch), j.id, "", "failed", err.Error())
 		}
 		return
 	}
@@ -649,7 +649,7 @@ func (w *Worker) process(sl *slot, j *job) {
 		if retry {
 			end = ""
 		}
-		w.noteBatch(bk, j.id, "f", end)
+		w.noteBatch(bk, j.id, "f", end, err.Error())
 	}
 }
 
@@ -725,7 +725,7 @@ func (w *Worker) unknownTask(j *job, env *envelope) {
 	}
 	w.bury(j, record(env.Envelope), "unknown task", err)
 	if env.Batch > 0 {
-		w.noteBatch(w.out.batch(env.Batch), j.id, "", "failed")
+		w.noteBatch(w.out.batch(env.Batch), j.id, "", "failed", err.Error())
 	}
 }
 

@@ -30,6 +30,9 @@ func (b *Broker) Batch(id int64) *BatchKeys {
 		Out: p + "out", Alive: p + "alive", Tables: p + "tables", prefix: p}
 }
 
+// Errors is the key of the batch's error counts (error text -> tasks that died with it).
+func (k *BatchKeys) Errors() string { return k.prefix + "errors" }
+
 // Table is the key of one of the batch's tables.
 func (k *BatchKeys) Table(name string) string { return k.prefix + "tbl:" + name }
 
@@ -124,8 +127,8 @@ func (b *Broker) BatchStart(ctx context.Context, k *BatchKeys, id string) (stopp
 // BatchNote counts an attempt ("x" succeeded, "f" failed, "" none) and an end
 // ("succeeded", "failed", "cancelled", or "" none); completed reports whether
 // this call completed the batch.
-func (b *Broker) BatchNote(ctx context.Context, k *BatchKeys, id, worker, attempt, end string) (completed bool, err error) {
-	n, err := b.run(ctx, batchNoteScript, k.keys(), id, worker, attempt, end).Int()
+func (b *Broker) BatchNote(ctx context.Context, k *BatchKeys, id, worker, attempt, end, lastErr string) (completed bool, err error) {
+	n, err := b.run(ctx, batchNoteScript, k.keys(), id, worker, attempt, end, lastErr).Int()
 	if err != nil {
 		return false, fmt.Errorf("batch %d: %w", k.ID, err)
 	}
@@ -307,6 +310,19 @@ func (b *Broker) ReadRows(ctx context.Context, k *BatchKeys, table string, limit
 	out := make([][]byte, len(vals))
 	for i, v := range vals {
 		out[i] = []byte(v)
+	}
+	return out, nil
+}
+
+// BatchErrors returns the errors the batch's dead tasks died with, and how many of each.
+func (b *Broker) BatchErrors(ctx context.Context, k *BatchKeys) (map[string]int, error) {
+	m, err := b.rdb.HGetAll(ctx, k.Errors()).Result()
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]int, len(m))
+	for e, v := range m {
+		out[e], _ = strconv.Atoi(v)
 	}
 	return out, nil
 }

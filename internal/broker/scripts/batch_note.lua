@@ -2,7 +2,8 @@
 -- ARGV[1] task id   ARGV[2] worker name   ARGV[3] attempt: "x" ran and succeeded,
 -- "f" ran and failed, "" none   ARGV[4] end: "succeeded", "failed" (dead),
 -- "cancelled" (while it ran), "dropped" (cancelled before it started), or ""
--- (not ended: a retry follows)
+-- (not ended: a retry follows)   ARGV[5] for a "failed" end, its last error: counted in
+-- PRE..errors (hash: error text -> tasks that died with it)
 -- The end is counted once per task (the ended set), so a re-sent call does not
 -- count it twice; attempts are counted per call. Returns 1 if this call
 -- completed the batch (the caller enqueues its OnComplete), else 0.
@@ -14,6 +15,9 @@ if ARGV[3] ~= '' then
 end
 if ARGV[4] ~= '' and redis.call('SADD', KEYS[4], ARGV[1]) == 1 then
   redis.call('HINCRBY', KEYS[2], ARGV[4], 1)
+  if ARGV[4] == 'failed' and ARGV[5] and ARGV[5] ~= '' then
+    redis.call('HINCRBY', PRE .. 'errors', ARGV[5], 1)
+  end
   return completeIfDone()
 end
 return 0

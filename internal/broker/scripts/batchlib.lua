@@ -2,7 +2,8 @@
 -- KEYS[1] info (hash)   KEYS[2] stat (hash)   KEYS[3] started (set of task ids)
 -- KEYS[4] ended (set of task ids)   KEYS[5] out (stream)   KEYS[6] alive (string)
 -- KEYS[7] tables (set of table names); a table NAME is the list PRE..tbl:NAME,
--- PRE being KEYS[1] without its "info" suffix. All carry the batch's hash tag {b:N}.
+-- PRE being KEYS[1] without its "info" suffix; PRE..errors counts the errors tasks
+-- died with. All carry the batch's hash tag {b:N}.
 local PRE = string.sub(KEYS[1], 1, #KEYS[1] - 4)
 
 local function nowMs()
@@ -17,6 +18,7 @@ local function retire()
   for i = 1, 7 do
     redis.call('PEXPIRE', KEYS[i], ret)
   end
+  redis.call('PEXPIRE', PRE .. 'errors', ret)
   for _, t in ipairs(redis.call('SMEMBERS', KEYS[7])) do
     redis.call('PEXPIRE', PRE .. 'tbl:' .. t, ret)
   end
