@@ -257,3 +257,36 @@ func TestBatchKeepAlive(t *testing.T) {
 		t.Fatalf("the detached batch: %+v, %v", st, err)
 	}
 }
+
+func TestBatchRetention(t *testing.T) {
+	t.Parallel()
+	testredis.RequireReal(t) // keys expire by TTL
+	e := newEnv(t)
+	ctx := context.Background()
+	echo, _ := registerBatchTasks(e.app)
+	e.start(e.app, worker.Config{})
+	b, err := e.app.NewBatch(ctx, rediq.BatchOptions{Retention: 400 * time.Millisecond, KeepAliveTimeout: 300 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := echo.EnqueueMany(ctx, []batchArgs{{N: 1, Lines: 2}, {N: 2, Lines: 2}}, rediq.InBatch(b)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Wait(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	pattern := fmt.Sprintf("%s:{b:%d}:*", e.ns, b.ID())
+	if n := len(e.rdb.Keys(ctx, pattern).Val()); n < 5 {
+		t.Fatalf("%d keys of the finished batch right after it ended", n)
+	}
+	waitFor(t, 5*time.Second, "the batch's keys to expire", func() bool { return len(e.rdb.Keys(ctx, pattern).Val()) == 0 })
+	if _, err := e.app.BatchStat(ctx, b.ID()); !errors.Is(err, rediq.ErrBatchNotFound) {
+		t.Fatalf("BatchStat after the retention: %v", err)
+	}
+	if list, err := e.app.ListBatches(ctx, 5); err != nil || len(list) != 0 {
+		t.Fatalf("ListBatches after the retention: %v, %v", list, err)
+	}
+}
