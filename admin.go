@@ -216,7 +216,10 @@ func (a *App) CancelTask(ctx context.Context, id TaskID) error {
 		return fmt.Errorf("%w: %q", ErrTaskFinished, id)
 	}
 	b := a.core.Broker()
-	_, err = b.Cancel(ctx, b.Queue(rec.Queue), string(id))
+	now, err := b.Cancel(ctx, b.Queue(rec.Queue), string(id))
+	if err == nil && now {
+		err = a.endInBatch(ctx, rec.Body, id)
+	}
 	switch {
 	case errors.Is(err, broker.ErrFinished):
 		return fmt.Errorf("%w: %q", ErrTaskFinished, id)
@@ -238,6 +241,9 @@ func (a *App) DeleteTask(ctx context.Context, id TaskID) error {
 	}
 	b := a.core.Broker()
 	err = b.Delete(ctx, b.Queue(rec.Queue), string(id))
+	if err == nil && rec.State != broker.StateDead && rec.State != broker.StateFinished {
+		err = a.endInBatch(ctx, rec.Body, id) // it had not ended: its batch counts it now
+	}
 	switch {
 	case errors.Is(err, broker.ErrActive):
 		return fmt.Errorf("%w: %q: cancel it instead", ErrTaskActive, id)
@@ -357,4 +363,23 @@ func (a *App) requeue(ctx context.Context, queue string, ts []broker.Listed) (in
 		}
 	}
 	return n, nil
+}
+
+// endInBatch counts a task that ended without a worker (cancelled or deleted
+// while it waited) in its batch, if it has one, so that the batch can complete.
+func (a *App) endInBatch(ctx context.Context, body []byte, id TaskID) error {
+	var env codec.Envelope
+	if codec.DecodeInto(body, &env) != nil || env.Batch == 0 {
+		return nil
+	}
+	b := a.core.Broker()
+	k := b.Batch(env.Batch)
+	completed, err := b.BatchNote(ctx, k, string(id), "", "", "dropped", "")
+	if err != nil {
+		return fmt.Errorf("batch %d: count the task's end: %w", env.Batch, err)
+	}
+	if completed {
+		return a.onComplete(ctx, k)
+	}
+	return nil
 }

@@ -89,7 +89,14 @@ type Batch struct {
 	opts      BatchOptions
 	stopAlive chan struct{}
 	aliveDone chan struct{}
+	aliveOnce sync.Once
 	closeOnce sync.Once
+}
+
+// stopKeepAlive ends the keep-alive goroutine, waiting for it.
+func (b *Batch) stopKeepAlive() {
+	b.aliveOnce.Do(func() { close(b.stopAlive) })
+	<-b.aliveDone
 }
 
 // NewBatch opens a batch with the next number of the namespace. A keep-alive
@@ -124,6 +131,12 @@ func (a *App) NewBatch(ctx context.Context, opts BatchOptions) (*Batch, error) {
 	if opts.Detached {
 		close(b.aliveDone)
 	} else {
+		a.batchMu.Lock()
+		if a.openBatches == nil {
+			a.openBatches = map[*Batch]struct{}{}
+		}
+		a.openBatches[b] = struct{}{}
+		a.batchMu.Unlock()
 		go b.keepAlive()
 	}
 	return b, nil
@@ -174,8 +187,10 @@ func (b *Batch) Close() error {
 		defer cancel()
 		err = b.seal(ctx)
 		if !b.opts.Detached {
-			close(b.stopAlive)
-			<-b.aliveDone
+			b.stopKeepAlive()
+			b.app.batchMu.Lock()
+			delete(b.app.openBatches, b)
+			b.app.batchMu.Unlock()
 			if _, serr := b.app.core.Broker().StopBatch(ctx, b.keys, "its producer closed it"); serr != nil && !errors.Is(serr, broker.ErrNoBatch) {
 				err = errors.Join(err, serr)
 			}

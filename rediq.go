@@ -74,6 +74,8 @@ type App struct {
 	maxMessageBytes int
 	hubOnce         sync.Once
 	waits           *waitHub // Wait's shared subscription, started by the first Wait
+	batchMu         sync.Mutex
+	openBatches     map[*Batch]struct{} // keep-alive batches not closed: Close stops their keep-alives
 }
 
 func init() {
@@ -138,6 +140,15 @@ func (a *App) Close() error {
 	a.hubOnce.Do(func() {}) // no hub from now on, unless one started
 	if a.waits != nil {
 		_ = a.waits.close()
+	}
+	// Open keep-alive batches lose their producer: their keep-alives stop,
+	// and workers stop them after their KeepAliveTimeout.
+	a.batchMu.Lock()
+	open := a.openBatches
+	a.openBatches = nil
+	a.batchMu.Unlock()
+	for b := range open {
+		b.stopKeepAlive()
 	}
 	if err := a.core.Close(); err != nil {
 		return fmt.Errorf("rediq: close: %w", err)

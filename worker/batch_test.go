@@ -290,3 +290,30 @@ func TestBatchRetention(t *testing.T) {
 		t.Fatalf("ListBatches after the retention: %v, %v", list, err)
 	}
 }
+
+// A batch whose waiting tasks are cancelled or deleted still completes.
+func TestBatchCompletesWhenTasksAreCancelled(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ctx := context.Background()
+	echo, _ := registerBatchTasks(e.app)
+	b, err := e.app.NewBatch(ctx, rediq.BatchOptions{Detached: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids, err := echo.EnqueueMany(ctx, []batchArgs{{N: 1}, {N: 2}, {N: 3}}, rediq.InBatch(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.app.CancelTask(ctx, ids[0]); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.app.DeleteTask(ctx, ids[1]); err != nil {
+		t.Fatal(err)
+	}
+	e.start(e.app, worker.Config{})
+	st, err := b.Wait(ctx)
+	if err != nil || st.Succeeded != 1 || st.Cancelled != 2 || st.Unstarted != 0 || st.Finished.IsZero() {
+		t.Fatalf("stat %+v, %v", st, err)
+	}
+}
