@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/vmihailenco/msgpack/v5"
 
 	"github.com/rediq/rediq/internal/broker"
@@ -219,17 +220,20 @@ func (b *Batch) seal(ctx context.Context) error {
 // per batch and kept for the batch's retention, so however many parties get
 // here, it is enqueued once.
 func (a *App) onComplete(ctx context.Context, k *broker.BatchKeys) error {
-	b := a.core.Broker()
-	raw, err := b.Client().HGet(ctx, k.Info, "oncomplete").Bytes()
-	if err != nil {
-		return nil // none
-	}
-	return EnqueueOnComplete(ctx, b, k, raw)
+	return EnqueueOnComplete(ctx, a.core.Broker(), k, nil)
 }
 
-// EnqueueOnComplete enqueues a batch's stored OnComplete call (workers call it
-// through package worker; it is exported for them only).
+// EnqueueOnComplete enqueues a completed batch's stored OnComplete call, if it
+// has one, and clears its pending flag (package worker calls it too; it is
+// exported for it only). raw is ignored.
 func EnqueueOnComplete(ctx context.Context, b *broker.Broker, k *broker.BatchKeys, raw []byte) error {
+	raw, err := b.Client().HGet(ctx, k.Info, "oncomplete").Bytes()
+	if errors.Is(err, redis.Nil) {
+		return nil // none
+	}
+	if err != nil {
+		return fmt.Errorf("rediq: batch %d: read OnComplete: %w", k.ID, err)
+	}
 	var c storedCall
 	if err := msgpack.Unmarshal(raw, &c); err != nil {
 		return fmt.Errorf("rediq: batch %d: OnComplete call unreadable: %w", k.ID, err)
@@ -247,7 +251,67 @@ func EnqueueOnComplete(ctx context.Context, b *broker.Broker, k *broker.BatchKey
 	if _, err := b.Enqueue(ctx, b.Queue(c.Queue), []broker.Message{m}); err != nil {
 		return fmt.Errorf("rediq: batch %d: enqueue OnComplete: %w", k.ID, err)
 	}
-	return nil // written, or its id exists: enqueued before
+	// Written, or its id exists (enqueued before): nothing is pending.
+	if err := b.OnCompleteDone(ctx, k); err != nil {
+		return fmt.Errorf("rediq: batch %d: %w", k.ID, err)
+	}
+	return nil
+}
+
+// reconcile counts the ends a batch missed: members whose end was never
+// counted (their worker died between settling and counting, or they ended
+// where no worker saw them: expired at fetch) and that have ended, or that do
+// not exist (never written, or gone: counted as succeeded if they started,
+// else dropped). It also enqueues a pending OnComplete. At most 1,000 tasks
+// per call.
+func (a *App) reconcile(ctx context.Context, k *broker.BatchKeys) error {
+	br := a.core.Broker()
+	if pending, _ := br.Client().HExists(ctx, k.Info, "oncomplete_pending").Result(); pending {
+		if err := a.onComplete(ctx, k); err != nil {
+			return err
+		}
+	}
+	ids, err := br.Unended(ctx, k)
+	if err != nil {
+		return fmt.Errorf("rediq: batch %d: %w", k.ID, err)
+	}
+	if len(ids) > 1000 {
+		ids = ids[:1000]
+	}
+	queues, err := br.Queues(ctx)
+	if err != nil {
+		return fmt.Errorf("rediq: batch %d: %w", k.ID, err)
+	}
+	for _, id := range ids {
+		rec, err := br.Find(ctx, id, queues)
+		end := ""
+		switch {
+		case errors.Is(err, broker.ErrNotFound):
+			end = "dropped"
+			if ok, _ := br.Client().SIsMember(ctx, k.Started, id).Result(); ok {
+				end = "succeeded" // started, and left nothing: a success without retention
+			}
+		case err != nil:
+			return fmt.Errorf("rediq: batch %d: %w", k.ID, err)
+		case rec.State == broker.StateDead:
+			end = "failed"
+		case rec.State == broker.StateFinished:
+			end = map[byte]string{'s': "succeeded", 'c': "cancelled", 'x': "dropped"}[rec.Done.State]
+		}
+		if end == "" {
+			continue // still waiting or running
+		}
+		completed, err := br.BatchNote(ctx, k, id, "", "", end, "")
+		if err != nil {
+			return fmt.Errorf("rediq: batch %d: %w", k.ID, err)
+		}
+		if completed {
+			if err := a.onComplete(ctx, k); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // InBatch enqueues the task in batch b: its output goes to b's output, its
@@ -288,14 +352,39 @@ func (b *Batch) Lines(ctx context.Context) iter.Seq2[OutputLine, error] {
 func (a *App) batchLines(ctx context.Context, k *broker.BatchKeys) iter.Seq2[OutputLine, error] {
 	return func(yield func(OutputLine, error) bool) {
 		br := a.core.Broker()
+		if n, err := br.Client().Exists(ctx, k.Info).Result(); err != nil || n == 0 {
+			if err == nil {
+				err = fmt.Errorf("%w: %d", ErrBatchNotFound, k.ID)
+			}
+			yield(OutputLine{}, err)
+			return
+		}
 		from := "0"
+		var stoppedAt time.Time // a stopped batch's handlers may still print as they stop
 		for {
+			if !stoppedAt.IsZero() {
+				st, err := a.BatchStat(ctx, k.ID)
+				if err != nil || st.Running == 0 || time.Since(stoppedAt) > 5*time.Second {
+					// A last read for lines sent just before the handlers ended.
+					ls, _ := br.ReadOutput(ctx, k, from, 1000, 0)
+					for _, l := range ls {
+						if l.Kind != "e" && !yield(OutputLine{Batch: k.ID, Task: TaskID(l.Task), Name: l.Name, Worker: l.Worker, Text: l.Line, At: l.At}, nil) {
+							return
+						}
+					}
+					return
+				}
+			}
 			if err := ctx.Err(); err != nil {
 				yield(OutputLine{}, context.Cause(ctx))
 				return
 			}
 			// Blocks at most a second at a time, so that ctx is honoured.
-			ls, err := br.ReadOutput(ctx, k, from, 1000, time.Second)
+			block := time.Second
+			if !stoppedAt.IsZero() {
+				block = 100 * time.Millisecond
+			}
+			ls, err := br.ReadOutput(ctx, k, from, 1000, block)
 			if err != nil {
 				if ctx.Err() != nil {
 					err = context.Cause(ctx)
@@ -306,7 +395,11 @@ func (a *App) batchLines(ctx context.Context, k *broker.BatchKeys) iter.Seq2[Out
 			for _, l := range ls {
 				from = l.ID
 				if l.Kind == "e" {
-					return
+					if !strings.HasPrefix(l.Line, "stopped") {
+						return
+					}
+					stoppedAt = time.Now()
+					continue
 				}
 				if !yield(OutputLine{Batch: k.ID, Task: TaskID(l.Task), Name: l.Name, Worker: l.Worker, Text: l.Line, At: l.At}, nil) {
 					return
@@ -348,6 +441,9 @@ func (b *Batch) Wait(ctx context.Context) (BatchStat, error) {
 
 func (a *App) waitBatch(ctx context.Context, k *broker.BatchKeys) (BatchStat, error) {
 	br := a.core.Broker()
+	if err := a.reconcile(ctx, k); err != nil {
+		return BatchStat{}, err
+	}
 	for {
 		st, err := a.BatchStat(ctx, k.ID)
 		if err != nil {
@@ -371,6 +467,7 @@ func (a *App) waitBatch(ctx context.Context, k *broker.BatchKeys) (BatchStat, er
 		if st2, err := a.BatchStat(ctx, k.ID); err != nil || st2.Stopped || !st2.Finished.IsZero() {
 			continue // it ended meanwhile: the top of the loop says how
 		}
+		idle := 0
 		for {
 			if err := ctx.Err(); err != nil {
 				return st, context.Cause(ctx)
@@ -386,6 +483,19 @@ func (a *App) waitBatch(ctx context.Context, k *broker.BatchKeys) (BatchStat, er
 			}
 			if ended {
 				break
+			}
+			// Five quiet seconds: look for ends nobody counted (the safety
+			// net; the end entry is what Wait normally hears).
+			if idle++; len(ls) > 0 {
+				idle = 0
+			} else if idle >= 5 {
+				idle = 0
+				if err := a.reconcile(ctx, k); err != nil {
+					return st, err
+				}
+				if st2, err := a.BatchStat(ctx, k.ID); err == nil && (st2.Stopped || !st2.Finished.IsZero()) {
+					break
+				}
 			}
 		}
 	}
@@ -451,7 +561,7 @@ func (a *App) BatchStat(ctx context.Context, id int64) (BatchStat, error) {
 		}
 		return time.UnixMilli(v)
 	}
-	st := BatchStat{ID: id, Detached: s.Info["detached"] == "1", Enqueued: n(s.Stat, "enqueued"), Started: int(s.Started),
+	st := BatchStat{ID: id, Detached: s.Info["detached"] == "1", Enqueued: int(s.Enqueued), Started: int(s.Started),
 		Succeeded: n(s.Stat, "succeeded"), Failed: n(s.Stat, "failed"), Cancelled: n(s.Stat, "cancelled"),
 		Rows: n(s.Stat, "rows"), StopReason: s.Info["stopped"], Created: ms("created")}
 	st.Stopped = st.StopReason != ""

@@ -141,14 +141,17 @@ func (a *App) Close() error {
 	if a.waits != nil {
 		_ = a.waits.close()
 	}
-	// Open keep-alive batches lose their producer: their keep-alives stop,
-	// and workers stop them after their KeepAliveTimeout.
+	// Open keep-alive batches lose their producer: they are closed (stopped).
 	a.batchMu.Lock()
-	open := a.openBatches
-	a.openBatches = nil
+	open := make([]*Batch, 0, len(a.openBatches))
+	for b := range a.openBatches {
+		open = append(open, b)
+	}
 	a.batchMu.Unlock()
-	for b := range open {
-		b.stopKeepAlive()
+	for _, b := range open {
+		if err := b.Close(); err != nil {
+			a.core.Log.Warn("closing an open batch", zap.Error(err))
+		}
 	}
 	if err := a.core.Close(); err != nil {
 		return fmt.Errorf("rediq: close: %w", err)

@@ -139,24 +139,31 @@ func (t *Task[A, R]) Enqueue(ctx context.Context, args A, opts ...EnqueueOption)
 	st, err := b.Enqueue1(ctx, q, msg)
 	switch {
 	case errors.Is(err, ErrOutcomeUnknown):
-		return id, fmt.Errorf("rediq: %w (retry with rediq.WithID(%q))", err, id)
+		// Counted in its batch either way: if it was not written, the batch
+		// finds it gone when it reconciles.
+		return id, errors.Join(fmt.Errorf("rediq: %w (retry with rediq.WithID(%q))", err, id), o.countInBatch(ctx, []TaskID{id}))
 	case err != nil:
 		return "", fmt.Errorf("rediq: %w", err)
 	}
 	if err := notAdded(st, id, o.queue); err != nil {
 		return "", err
 	}
-	return id, o.countInBatch(ctx, 1)
+	return id, o.countInBatch(ctx, []TaskID{id})
 }
 
-// countInBatch counts tasks just enqueued in the call's batch, if any. If
-// that fails the tasks are enqueued but the batch undercounts them (its
-// Wait could end early): the error says so.
-func (o *enqueueOptions) countInBatch(ctx context.Context, n int) error {
-	if o.batch == nil || n == 0 {
+// countInBatch records tasks just enqueued in the call's batch, if any (a
+// set: recording one twice changes nothing). If that fails the tasks are
+// enqueued but the batch does not know them (its Wait could end early): the
+// error says so.
+func (o *enqueueOptions) countInBatch(ctx context.Context, ids []TaskID) error {
+	if o.batch == nil || len(ids) == 0 {
 		return nil
 	}
-	if err := o.batch.app.core.Broker().AddEnqueued(context.WithoutCancel(ctx), o.batch.keys, n); err != nil {
+	s := make([]string, len(ids))
+	for i, id := range ids {
+		s[i] = string(id)
+	}
+	if err := o.batch.app.core.Broker().AddMembers(context.WithoutCancel(ctx), o.batch.keys, s); err != nil {
 		return fmt.Errorf("rediq: enqueued, but not counted in batch %d: %w", o.batch.keys.ID, err)
 	}
 	return nil
@@ -213,18 +220,18 @@ func (t *Task[A, R]) EnqueueMany(ctx context.Context, args []A, opts ...EnqueueO
 	added, err := b.Enqueue(ctx, b.Queue(o.queue), msgs)
 	switch {
 	case errors.Is(err, ErrOutcomeUnknown):
-		return ids, fmt.Errorf("rediq: %w", err)
+		return ids, errors.Join(fmt.Errorf("rediq: %w", err), o.countInBatch(ctx, ids))
 	case err != nil:
 		return nil, fmt.Errorf("rediq: %w", err)
 	}
-	written := 0
+	var written []TaskID
 	var first error
 	for i, st := range added {
 		// Only with WithID or Unique, or a generated id met twice (about 2^-48).
 		if err := notAdded(st, ids[i], o.queue); err != nil {
 			first = cmp.Or(first, err)
 		} else {
-			written++
+			written = append(written, ids[i])
 		}
 	}
 	if err := o.countInBatch(ctx, written); err != nil {

@@ -165,12 +165,9 @@ func (w *Worker) noteBatch(k *broker.BatchKeys, id, attempt, end string, lastErr
 	if !completed {
 		return
 	}
-	raw, err := w.b.Client().HGet(ctx, k.Info, "oncomplete").Bytes()
-	if err != nil {
-		return // no OnComplete
-	}
-	if err := rediq.EnqueueOnComplete(ctx, w.b, k, raw); err != nil {
-		w.log.Error("batch completed, but its OnComplete could not be enqueued", zap.Int64("batch", k.ID), zap.Error(err))
+	if err := rediq.EnqueueOnComplete(ctx, w.b, k, nil); err != nil {
+		// It stays pending in the batch: its Wait enqueues it.
+		w.log.Error("batch completed, but its OnComplete could not be enqueued yet", zap.Int64("batch", k.ID), zap.Error(err))
 	}
 }
 

@@ -317,3 +317,33 @@ func TestBatchCompletesWhenTasksAreCancelled(t *testing.T) {
 		t.Fatalf("stat %+v, %v", st, err)
 	}
 }
+
+// Ends nobody counted (a worker that died between settling a task and
+// counting it, an enqueue whose outcome was unknown and never landed) are
+// found by Wait, which then completes the batch and enqueues its OnComplete.
+func TestBatchWaitReconciles(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ctx := context.Background()
+	echo, done := registerBatchTasks(e.app)
+	b, err := e.app.NewBatch(ctx, rediq.BatchOptions{Detached: true, OnComplete: done.With(7)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := echo.EnqueueMany(ctx, []batchArgs{{N: 1}, {N: 2}}, rediq.InBatch(b)); err != nil {
+		t.Fatal(err)
+	}
+	k := fmt.Sprintf("%s:{b:%d}:", e.ns, b.ID())
+	e.must(e.rdb.SAdd(ctx, k+"members", "never-written")) // enqueued with an unknown outcome, and lost
+	e.must(e.rdb.SAdd(ctx, k+"members", "ran-uncounted")) // a success whose count was lost
+	e.must(e.rdb.SAdd(ctx, k+"started", "ran-uncounted"))
+	e.start(e.app, worker.Config{})
+	st, err := b.Wait(ctx)
+	if err != nil || st.Enqueued != 4 || st.Succeeded != 3 || st.Cancelled != 1 || st.Finished.IsZero() {
+		t.Fatalf("stat %+v, %v", st, err)
+	}
+	waitFor(t, 10*time.Second, "OnComplete", func() bool { n, _ := e.rdb.Get(ctx, e.ns+":oncomplete").Int(); return n == 1 })
+	if err := rediq.FollowBatch(ctx, e.app, 999999, &strings.Builder{}); !errors.Is(err, rediq.ErrBatchNotFound) {
+		t.Fatalf("following a batch that does not exist: %v", err)
+	}
+}

@@ -530,6 +530,9 @@ func (w *Worker) process(sl *slot, j *job) {
 		// or gives it back if the request no longer stands).
 		w.forgetCancel(j.id)
 		w.settleAttempt(j, broker.Cancel, nil, 0, nil)
+		if bk != nil {
+			w.noteBatch(bk, j.id, "", "dropped")
+		}
 		return
 	}
 	st := &core.State{
@@ -784,8 +787,16 @@ func (w *Worker) abandon(sl *slot) {
 	}
 	sl.abandoned = true
 	sl.mu.Unlock()
-	w.failed(a.j, a.env, a.def, a.maxRetries, fmt.Errorf("%w after %s, and the handler did not return within %s more: abandoned",
-		rediq.ErrTimeout, a.timeout, w.cfg.TimeoutGrace))
+	err := fmt.Errorf("%w after %s, and the handler did not return within %s more: abandoned",
+		rediq.ErrTimeout, a.timeout, w.cfg.TimeoutGrace)
+	w.failed(a.j, a.env, a.def, a.maxRetries, err)
+	if a.env.Batch > 0 {
+		end := "failed"
+		if willRetry(err, a.env.Retried, a.maxRetries) {
+			end = ""
+		}
+		go w.noteBatch(w.out.batch(a.env.Batch), a.j.id, "f", end, err.Error())
+	}
 	w.slotMu.Lock()
 	delete(w.slots, sl)
 	w.abandoned++

@@ -18,16 +18,16 @@ var ErrNoBatch = errors.New("no such batch")
 // BatchKeys names one batch's keys: NS:{b:N}:… (the tag cannot be a queue's:
 // queue names have no ':').
 type BatchKeys struct {
-	ID                                             int64
-	Info, Stat, Started, Ended, Out, Alive, Tables string
-	prefix                                         string
+	ID                                                      int64
+	Info, Stat, Started, Ended, Out, Alive, Tables, Members string
+	prefix                                                  string
 }
 
 // Batch returns the keys of batch id.
 func (b *Broker) Batch(id int64) *BatchKeys {
 	p := b.ns + ":{b:" + strconv.FormatInt(id, 10) + "}:"
 	return &BatchKeys{ID: id, Info: p + "info", Stat: p + "stat", Started: p + "started", Ended: p + "ended",
-		Out: p + "out", Alive: p + "alive", Tables: p + "tables", prefix: p}
+		Out: p + "out", Alive: p + "alive", Tables: p + "tables", Members: p + "members", prefix: p}
 }
 
 // Errors is the key of the batch's error counts (error text -> tasks that died with it).
@@ -37,7 +37,7 @@ func (k *BatchKeys) Errors() string { return k.prefix + "errors" }
 func (k *BatchKeys) Table(name string) string { return k.prefix + "tbl:" + name }
 
 func (k *BatchKeys) keys() []string {
-	return []string{k.Info, k.Stat, k.Started, k.Ended, k.Out, k.Alive, k.Tables}
+	return []string{k.Info, k.Stat, k.Started, k.Ended, k.Out, k.Alive, k.Tables, k.Members}
 }
 
 func (b *Broker) batchIndex() string { return b.ns + ":batches" }
@@ -87,7 +87,6 @@ func (b *Broker) NewBatch(ctx context.Context, in BatchInfo) (*BatchKeys, error)
 	if in.OnComplete != nil {
 		p.HSet(ctx, k.Info, "oncomplete", in.OnComplete)
 	}
-	p.HSet(ctx, k.Stat, "enqueued", 0)
 	if !in.Detached {
 		p.Set(ctx, k.Alive, now, in.KeepAlive)
 	}
@@ -106,9 +105,27 @@ func (b *Broker) KeepAlive(ctx context.Context, k *BatchKeys, ttl time.Duration)
 	return b.rdb.Set(ctx, k.Alive, time.Now().UnixMilli(), ttl).Err()
 }
 
-// AddEnqueued counts n tasks enqueued in the batch.
-func (b *Broker) AddEnqueued(ctx context.Context, k *BatchKeys, n int) error {
-	return b.rdb.HIncrBy(ctx, k.Stat, "enqueued", int64(n)).Err()
+// AddMembers records tasks enqueued in the batch (a set: counting twice
+// changes nothing).
+func (b *Broker) AddMembers(ctx context.Context, k *BatchKeys, ids []string) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	vals := make([]any, len(ids))
+	for i, id := range ids {
+		vals[i] = id
+	}
+	return b.rdb.SAdd(ctx, k.Members, vals...).Err()
+}
+
+// Unended returns the batch's members whose end is not counted.
+func (b *Broker) Unended(ctx context.Context, k *BatchKeys) ([]string, error) {
+	return b.rdb.SDiff(ctx, k.Members, k.Ended).Result()
+}
+
+// OnCompleteDone clears the batch's pending-OnComplete flag.
+func (b *Broker) OnCompleteDone(ctx context.Context, k *BatchKeys) error {
+	return b.rdb.HDel(ctx, k.Info, "oncomplete_pending").Err()
 }
 
 // BatchStart asks whether a task of the batch may start; "" means yes, else
@@ -159,22 +176,23 @@ func (b *Broker) StopBatch(ctx context.Context, k *BatchKeys, reason string) (st
 
 // BatchState is a batch's info and counters as stored.
 type BatchState struct {
-	Info    map[string]string
-	Stat    map[string]string
-	Started int64
+	Info     map[string]string
+	Stat     map[string]string
+	Started  int64
+	Enqueued int64
 }
 
 // ReadBatch reads a batch's info and counters in one round trip.
 func (b *Broker) ReadBatch(ctx context.Context, k *BatchKeys) (*BatchState, error) {
 	p := b.rdb.Pipeline()
-	info, stat, started := p.HGetAll(ctx, k.Info), p.HGetAll(ctx, k.Stat), p.SCard(ctx, k.Started)
+	info, stat, started, members := p.HGetAll(ctx, k.Info), p.HGetAll(ctx, k.Stat), p.SCard(ctx, k.Started), p.SCard(ctx, k.Members)
 	if _, err := p.Exec(ctx); err != nil {
 		return nil, fmt.Errorf("batch %d: %w", k.ID, err)
 	}
 	if len(info.Val()) == 0 {
 		return nil, ErrNoBatch
 	}
-	return &BatchState{Info: info.Val(), Stat: stat.Val(), Started: started.Val()}, nil
+	return &BatchState{Info: info.Val(), Stat: stat.Val(), Started: started.Val(), Enqueued: members.Val()}, nil
 }
 
 // LatestBatches returns the ids of the n newest batches that still exist.

@@ -4,16 +4,16 @@
 -- "cancelled" (while it ran), "dropped" (cancelled before it started), or ""
 -- (not ended: a retry follows)   ARGV[5] for a "failed" end, its last error: counted in
 -- PRE..errors (hash: error text -> tasks that died with it)
--- The end is counted once per task (the ended set), so a re-sent call does not
+-- Nothing is written for a batch that no longer exists. The end is counted once per task (the ended set), so a re-sent call does not
 -- count it twice; attempts are counted per call. Returns 1 if this call
 -- completed the batch (the caller enqueues its OnComplete), else 0.
-if ARGV[3] ~= '' then
+if ARGV[3] ~= '' and redis.call('EXISTS', KEYS[1]) == 1 then
   redis.call('HINCRBY', KEYS[2], 'x:' .. ARGV[2], 1)
   if ARGV[3] == 'f' then
     redis.call('HINCRBY', KEYS[2], 'f:' .. ARGV[2], 1)
   end
 end
-if ARGV[4] ~= '' and redis.call('SADD', KEYS[4], ARGV[1]) == 1 then
+if ARGV[4] ~= '' and redis.call('EXISTS', KEYS[1]) == 1 and redis.call('SADD', KEYS[4], ARGV[1]) == 1 then
   redis.call('HINCRBY', KEYS[2], ARGV[4], 1)
   if ARGV[4] == 'failed' and ARGV[5] and ARGV[5] ~= '' then
     redis.call('HINCRBY', PRE .. 'errors', ARGV[5], 1)

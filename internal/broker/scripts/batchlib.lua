@@ -1,7 +1,8 @@
 -- batchlib: functions shared by the batch scripts (prepended to them).
 -- KEYS[1] info (hash)   KEYS[2] stat (hash)   KEYS[3] started (set of task ids)
 -- KEYS[4] ended (set of task ids)   KEYS[5] out (stream)   KEYS[6] alive (string)
--- KEYS[7] tables (set of table names); a table NAME is the list PRE..tbl:NAME,
+-- KEYS[7] tables (set of table names)   KEYS[8] members (set of the ids enqueued in
+-- the batch: SADD, so a re-sent count counts nothing twice); a table NAME is the list PRE..tbl:NAME,
 -- PRE being KEYS[1] without its "info" suffix; PRE..errors counts the errors tasks
 -- died with. All carry the batch's hash tag {b:N}.
 local PRE = string.sub(KEYS[1], 1, #KEYS[1] - 4)
@@ -15,7 +16,7 @@ end
 -- completed or stopped, and nothing sweeps.
 local function retire()
   local ret = tonumber(redis.call('HGET', KEYS[1], 'retention') or '604800000')
-  for i = 1, 7 do
+  for i = 1, 8 do
     redis.call('PEXPIRE', KEYS[i], ret)
   end
   redis.call('PEXPIRE', PRE .. 'errors', ret)
@@ -25,18 +26,21 @@ local function retire()
 end
 
 -- completeIfDone marks the batch completed, once, when it is sealed and every
--- task enqueued in it has ended; returns 1 to the one caller that did it.
+-- task enqueued in it has ended; returns 1 to the one caller that did it. A
+-- batch with an OnComplete gets "oncomplete_pending" until a caller has
+-- enqueued it (the callers and Wait retry while it is set).
 local function completeIfDone()
   local info = redis.call('HMGET', KEYS[1], 'sealed', 'completed', 'stopped')
   if info[1] ~= '1' or info[2] or info[3] then
     return 0
   end
-  local st = redis.call('HMGET', KEYS[2], 'enqueued', 'succeeded', 'failed', 'cancelled', 'dropped')
-  local n = function(v) return tonumber(v or '0') end
-  if n(st[2]) + n(st[3]) + n(st[4]) + n(st[5]) < n(st[1]) then
+  if redis.call('SCARD', KEYS[4]) < redis.call('SCARD', KEYS[8]) then
     return 0
   end
   redis.call('HSET', KEYS[1], 'completed', nowMs())
+  if redis.call('HEXISTS', KEYS[1], 'oncomplete') == 1 then
+    redis.call('HSET', KEYS[1], 'oncomplete_pending', '1')
+  end
   redis.call('XADD', KEYS[5], 'MAXLEN', '~', 100000, '*', 'k', 'e', 'l', 'completed')
   retire()
   return 1
