@@ -47,6 +47,7 @@ var (
 	batchNoteScript  = loadBatch("batch_note")
 	batchSealScript  = loadBatch("batch_seal")
 	batchStopScript  = loadBatch("batch_stop")
+	batchRowsScript  = loadBatch("batch_rows")
 )
 
 func loadBatch(name string) *redis.Script {
@@ -289,22 +290,25 @@ func (b *Broker) ReadOutput(ctx context.Context, k *BatchKeys, from string, coun
 	return out, nil
 }
 
-// AddRows appends rows to a batch table and counts them (per worker too).
+// AddRows appends rows to a batch table and counts them (per worker too);
+// ErrNoBatch if the batch is gone.
 func (b *Broker) AddRows(ctx context.Context, k *BatchKeys, table, worker string, rows [][]byte) error {
 	if len(rows) == 0 {
 		return nil
 	}
-	vals := make([]any, len(rows))
-	for i, r := range rows {
-		vals[i] = r
+	args := make([]any, 0, 2+len(rows))
+	args = append(args, table, worker)
+	for _, r := range rows {
+		args = append(args, r)
 	}
-	p := b.rdb.TxPipeline()
-	p.SAdd(ctx, k.Tables, table)
-	p.RPush(ctx, k.Table(table), vals...)
-	p.HIncrBy(ctx, k.Stat, "rows", int64(len(rows)))
-	p.HIncrBy(ctx, k.Stat, "c:"+worker, int64(len(rows)))
-	_, err := p.Exec(ctx)
-	return err
+	n, err := b.run(ctx, batchRowsScript, k.keys(), args...).Int()
+	switch {
+	case err != nil:
+		return fmt.Errorf("batch %d: %w", k.ID, err)
+	case n < 0:
+		return ErrNoBatch
+	}
+	return nil
 }
 
 // ReadRows reads up to limit rows of a table, newest first; pop removes them.
