@@ -284,7 +284,7 @@ func (a *App) reconcile(ctx context.Context, k *broker.BatchKeys) error {
 	}
 	for _, id := range ids {
 		rec, err := br.Find(ctx, id, queues)
-		end := ""
+		end, lastErr := "", ""
 		switch {
 		case errors.Is(err, broker.ErrNotFound):
 			end = "dropped"
@@ -295,13 +295,17 @@ func (a *App) reconcile(ctx context.Context, k *broker.BatchKeys) error {
 			return fmt.Errorf("rediq: batch %d: %w", k.ID, err)
 		case rec.State == broker.StateDead:
 			end = "failed"
+			var env codec.Envelope
+			if codec.DecodeInto(rec.Body, &env) == nil {
+				lastErr = env.Error
+			}
 		case rec.State == broker.StateFinished:
 			end = map[byte]string{'s': "succeeded", 'c': "cancelled", 'x': "dropped"}[rec.Done.State]
 		}
 		if end == "" {
 			continue // still waiting or running
 		}
-		completed, err := br.BatchNote(ctx, k, id, "", "", end, "")
+		completed, err := br.BatchNote(ctx, k, id, "", "", end, lastErr)
 		if err != nil {
 			return fmt.Errorf("rediq: batch %d: %w", k.ID, err)
 		}
