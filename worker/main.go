@@ -18,6 +18,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/rediq/rediq"
+	"github.com/rediq/rediq/internal/config"
 	"github.com/rediq/rediq/internal/core"
 )
 
@@ -30,10 +31,13 @@ import (
 // overrides the program's value, and a flag on the command line overrides
 // both; what neither sets keeps the program's value. The App's Redis URL, TLS
 // files and namespace (--redis-url, --tls-…, --namespace) are overridden the
-// same way, except that a client the program passed in rediq.Config.Redis is
-// never replaced: then --redis-url and --tls-… are errors, and their variables
-// are ignored. A Logger in cfg is used unless a --log-… flag or variable is
-// given.
+// same way, and also by the settings file that "rediq config set" writes
+// ($REDIQ_CONFIG, else rediq/config.json in the user's configuration
+// directory), which ranks below the environment and above the program: flag >
+// environment > file > program. A client the program passed in
+// rediq.Config.Redis is never replaced: then --redis-url and --tls-… are
+// errors, and their variables and the file's settings are ignored. A Logger in
+// cfg is used unless a --log-… flag or variable is given.
 //
 //	func main() {
 //		app := myapp.New()
@@ -87,8 +91,9 @@ type options struct {
 	logLevel  string
 	logFile   string
 	logFormat string
-	// given maps each flag set on the command line or by the environment to
-	// where: "--name" or "$REDIQ_WORKER_NAME".
+	// given maps each flag set on the command line, by the environment or by
+	// the settings file to where: "--name", "$REDIQ_WORKER_NAME" or
+	// "redis-url in /home/u/.config/rediq/config.json".
 	given map[string]string
 }
 
@@ -97,8 +102,8 @@ func (o *options) logGiven() bool {
 	return o.given["log-level"] != "" || o.given["log-file"] != "" || o.given["log-format"] != ""
 }
 
-// parseFlags reads the command line and then the environment over base, the
-// program's Config, and namespace, the App's.
+// parseFlags reads the command line, then the environment, then the settings
+// file over base, the program's Config, and namespace, the App's.
 func parseFlags(prog string, args []string, stderr io.Writer, getenv func(string) (string, bool), base Config, namespace string) (*options, error) {
 	o := &options{cfg: base, given: map[string]string{}}
 	c := &o.cfg
@@ -110,7 +115,9 @@ func parseFlags(prog string, args []string, stderr io.Writer, getenv func(string
 			"(up to --shutdown-timeout), then returns unstarted ones to their queues; a second\n"+
 			"signal skips the wait. Each flag can also be set by the environment variable shown;\n"+
 			"a flag wins over its variable, and both over the program's own settings, which\n"+
-			"the defaults below show.\n\nFlags:\n", prog)
+			"the defaults below show. --redis-url, --tls-… and --namespace can also come from\n"+
+			"the settings file of \"rediq config set\" ($%s, else rediq/config.json in the\n"+
+			"user's configuration directory), below the environment and above the program.\n\nFlags:\n", prog, config.EnvPath)
 		fs.PrintDefaults()
 	}
 	env := map[string]string{}
@@ -175,6 +182,24 @@ func parseFlags(prog string, args []string, stderr io.Writer, getenv func(string
 		}
 		if err := fs.Set(fe[0], v); err != nil {
 			return nil, fmt.Errorf("$%s: %w", fe[1], err)
+		}
+	}
+	// The settings file fills in the connection settings that neither the
+	// command line nor the environment gave. This is where the precedence is
+	// decided: flag > environment (above) > file (here) > the program's value
+	// (what no one sets stays as the App has it).
+	if path, err := config.Path(getenv); err == nil { // no configuration directory: no file
+		f, err := config.Load(path)
+		if err != nil {
+			return nil, err
+		}
+		for _, s := range config.Settings {
+			if v := f[s.Key]; v != "" && o.given[s.Key] == "" {
+				if err := fs.Set(s.Key, v); err != nil {
+					return nil, fmt.Errorf("%s: %w", config.FromFile(s, path), err)
+				}
+				o.given[s.Key] = config.FromFile(s, path)
+			}
 		}
 	}
 	// A queue list replaces the program's queues and their weights.
@@ -307,9 +332,10 @@ func main(app *rediq.App, base Config, prog string, args []string, stderr io.Wri
 }
 
 // configureApp applies the namespace, Redis URL and TLS files of the command
-// line and the environment to the App, each keeping the App's own where
-// neither gives one. A client the program passed in is kept: a flag that would
-// replace it is an error, a variable is ignored and logged.
+// line, the environment and the settings file to the App, each keeping the
+// App's own where none gives one. A client the program passed in is kept: a
+// flag that would replace it is an error, a variable or a file's setting is
+// ignored and logged.
 func configureApp(c *core.App, o *options, log *zap.Logger) error {
 	if how := o.given["namespace"]; how != "" && o.namespace != c.Broker().Namespace() {
 		if err := c.SetNamespace(o.namespace); err != nil {
@@ -321,9 +347,12 @@ func configureApp(c *core.App, o *options, log *zap.Logger) error {
 			switch how := o.given[name]; {
 			case strings.HasPrefix(how, "--"):
 				return fmt.Errorf("%s: this program passes its own Redis client (rediq.Config.Redis), which the command line cannot replace", how)
-			case how != "":
+			case strings.HasPrefix(how, "$"):
 				log.Info("ignoring the environment's Redis setting: the program passes its own Redis client",
 					zap.String("variable", strings.TrimPrefix(how, "$")))
+			case how != "":
+				log.Info("ignoring the settings file's Redis setting: the program passes its own Redis client",
+					zap.String("setting", how))
 			}
 		}
 		return nil

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"os"
+	"path/filepath"
 	"reflect"
 	"slices"
 	"strings"
@@ -17,13 +19,20 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/rediq/rediq"
+	"github.com/rediq/rediq/internal/config"
 	"github.com/rediq/rediq/internal/core"
 	"github.com/rediq/rediq/internal/testredis"
 )
 
+// envOf is an environment of m's variables only. Without $REDIQ_CONFIG it
+// names a settings file that does not exist: the user's must not change what
+// the tests see.
 func envOf(m map[string]string) func(string) (string, bool) {
 	return func(k string) (string, bool) {
 		v, ok := m[k]
+		if k == config.EnvPath && !ok {
+			return filepath.Join(os.TempDir(), "rediq-worker-test-no-such-config.json"), true
+		}
 		return v, ok
 	}
 }
@@ -359,4 +368,137 @@ func TestMainTakesOneConfig(t *testing.T) {
 		}
 	}()
 	Main(nil, Config{}, Config{})
+}
+
+// configFile writes a settings file of f and returns the environment that
+// points at it, with env's variables.
+func configFile(t *testing.T, f config.File, env map[string]string) (path string, getenv func(string) (string, bool)) {
+	t.Helper()
+	path = filepath.Join(t.TempDir(), "config.json")
+	if err := config.Save(path, f); err != nil {
+		t.Fatal(err)
+	}
+	m := map[string]string{config.EnvPath: path}
+	maps.Copy(m, env)
+	return path, envOf(m)
+}
+
+// The settings file ranks below the environment and above the program:
+// flag > environment > file > program.
+func TestParseFlagsConfigFile(t *testing.T) {
+	t.Parallel()
+	file := config.File{"redis-url": "redis://file:1", "namespace": "filens", "tls-ca-file": "/file/ca.pem"}
+	cases := []struct {
+		name string
+		args []string
+		env  map[string]string
+		want func(o *options, path string) bool
+	}{
+		{"file over the program", nil, nil, func(o *options, path string) bool {
+			return o.redisURL == "redis://file:1" && o.namespace == "filens" && o.tls.CA == "/file/ca.pem" &&
+				o.given["redis-url"] == "redis-url in "+path && o.given["namespace"] == "namespace in "+path &&
+				o.given["tls-ca-file"] == "tls-ca-file in "+path && o.given["tls-cert-file"] == ""
+		}},
+		{"environment over the file", nil, map[string]string{"REDIQ_REDIS_URL": "redis://env:1", "REDIQ_NAMESPACE": ""},
+			func(o *options, path string) bool {
+				return o.redisURL == "redis://env:1" && o.given["redis-url"] == "$REDIQ_REDIS_URL" &&
+					o.namespace == "filens" && o.given["namespace"] == "namespace in "+path // an empty variable is not given
+			}},
+		{"flag over the environment", []string{"--redis-url", "redis://flag:1", "--namespace", "flagns"},
+			map[string]string{"REDIQ_REDIS_URL": "redis://env:1", "REDIQ_NAMESPACE": "envns"},
+			func(o *options, path string) bool {
+				return o.redisURL == "redis://flag:1" && o.given["redis-url"] == "--redis-url" &&
+					o.namespace == "flagns" && o.given["namespace"] == "--namespace" && o.tls.CA == "/file/ca.pem"
+			}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			path, getenv := configFile(t, file, c.env)
+			o, err := parseFlags("w", c.args, &bytes.Buffer{}, getenv, Config{}, "appns")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !c.want(o, path) {
+				t.Fatalf("parsed %+v", o)
+			}
+		})
+	}
+	t.Run("no file: the program's", func(t *testing.T) {
+		t.Parallel()
+		o, err := parseFlags("w", nil, &bytes.Buffer{}, envOf(nil), Config{}, "appns")
+		if err != nil || o.namespace != "appns" || len(o.given) != 0 {
+			t.Fatalf("%+v, %v", o, err)
+		}
+	})
+	t.Run("broken file", func(t *testing.T) {
+		t.Parallel()
+		path := filepath.Join(t.TempDir(), "config.json")
+		if err := os.WriteFile(path, []byte(`{"redis-url": "redis://u:hunter2@h`), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		_, err := parseFlags("w", nil, &bytes.Buffer{}, envOf(map[string]string{config.EnvPath: path}), Config{}, "appns")
+		if err == nil || !strings.Contains(err.Error(), path) || strings.Contains(err.Error(), "hunter2") {
+			t.Fatalf("err = %v; want one naming the file and not its contents", err)
+		}
+	})
+}
+
+// The App follows the file's URL and namespace over the program's, and a
+// client the program passed in is kept whatever the file says.
+func TestConfigureAppFromConfigFile(t *testing.T) {
+	t.Parallel()
+	ns := testredis.Namespace(t)
+	_, getenv := configFile(t, config.File{"redis-url": testredis.URL(), "namespace": ns}, nil)
+	o, err := parseFlags("w", nil, &bytes.Buffer{}, getenv, Config{}, "prog")
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	app, err := rediq.New(rediq.Config{RedisURL: "redis://127.0.0.1:1", Namespace: "prog"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer app.Close()
+	c := core.Unwrap(app)
+	if err := configureApp(c, o, zap.NewNop()); err != nil {
+		t.Fatal(err)
+	}
+	if ep, _ := c.Endpoint(); ep.URL != testredis.URL() || app.Namespace() != ns {
+		t.Fatalf("endpoint %+v, namespace %q; want the file's", ep, app.Namespace())
+	}
+	if err := c.Broker().Client().Ping(context.Background()).Err(); err != nil {
+		t.Fatal(err)
+	}
+
+	rdb := testredis.Client(t)
+	own, err := rediq.New(rediq.Config{Redis: rdb, Namespace: "prog"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	obs, logs := observer.New(zap.InfoLevel)
+	if err := configureApp(core.Unwrap(own), o, zap.New(obs)); err != nil {
+		t.Fatalf("a file's URL with the program's client: %v, want it ignored", err)
+	}
+	if own.Redis() != rdb {
+		t.Fatal("the program's client was replaced")
+	}
+	if got := logs.FilterMessageSnippet("ignoring the settings file's Redis setting").Len(); got != 1 {
+		t.Fatalf("logged %d notices of the ignored file setting, want 1: %+v", got, logs.AllUntimed())
+	}
+}
+
+// Main's exit status and message for a bad URL in the settings file.
+func TestMainConfigFileBadURL(t *testing.T) {
+	t.Parallel()
+	app, err := rediq.New(rediq.Config{RedisURL: testredis.URL(), Namespace: testredis.Namespace(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	path, getenv := configFile(t, config.File{"redis-url": "redis://u:hunter2@h:port"}, nil)
+	var stderr bytes.Buffer
+	code := main(app, Config{}, "w", []string{"--log-level", "error"}, &stderr, getenv)
+	if msg := stderr.String(); code != 2 || !strings.Contains(msg, "w: redis-url in "+path+": ") || strings.Contains(msg, "hunter2") {
+		t.Fatalf("exit %d, stderr %q; want 2 and a message naming the file's setting", code, msg)
+	}
 }

@@ -1,14 +1,17 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"strings"
 	"time"
 
 	"github.com/rediq/rediq"
 	"github.com/rediq/rediq/internal/broker"
+	"github.com/rediq/rediq/internal/config"
 	"github.com/rediq/rediq/internal/core"
 )
 
@@ -38,22 +41,57 @@ func (r *redisFlags) registerConn(fs *flagSet) {
 	fs.StringVar(&r.tls.Key, "tls-key-file", "", "PEM file of the client certificate's private key [$REDIQ_TLS_KEY_FILE]")
 }
 
-// open returns an App for the flags, which rediq.New completes from the
-// environment and its defaults; the caller closes it. A bad URL, TLS file or
-// namespace is a usage error.
-func (r *redisFlags) open() (*rediq.App, *broker.Broker, error) {
-	app, err := rediq.New(rediq.Config{RedisURL: r.url, Namespace: r.namespace,
-		TLSCAFile: r.tls.CA, TLSCertFile: r.tls.Cert, TLSKeyFile: r.tls.Key})
-	if ue := (*core.URLError)(nil); errors.As(err, &ue) {
-		from := "--redis-url"
-		if r.url == "" {
-			from = "$REDIQ_REDIS_URL"
+// settings are the connection settings as decided from the flags, the
+// environment and the config file.
+type settings struct {
+	url, namespace, tlsCA, tlsCert, tlsKey config.Value
+	path                                   string // the config file's, "" if none could be named
+}
+
+// resolve decides each connection setting from the flags, getenv and the
+// config file ("rediq config set").
+func (r *redisFlags) resolve(getenv func(string) (string, bool)) (settings, error) {
+	var s settings
+	f := config.File{}
+	// No configuration directory (no $HOME) means no file, not an error: the
+	// flags and the environment still work.
+	if path, err := config.Path(getenv); err == nil {
+		s.path = path
+		if f, err = config.Load(path); err != nil {
+			return s, err
 		}
+	}
+	// The precedence, per setting: flag > environment > file > default
+	// (rediq.New's, for what all three leave empty).
+	get := func(key, flag string) config.Value {
+		st, _ := config.Lookup(key)
+		return config.Resolve(st, flag, getenv, f, s.path)
+	}
+	s.url, s.namespace = get("redis-url", r.url), get("namespace", r.namespace)
+	s.tlsCA, s.tlsCert, s.tlsKey = get("tls-ca-file", r.tls.CA), get("tls-cert-file", r.tls.Cert), get("tls-key-file", r.tls.Key)
+	return s, nil
+}
+
+// open returns an App for the flags, the environment and the config file,
+// which rediq.New completes with its defaults; the caller closes it. A bad
+// URL, TLS file or namespace is a usage error.
+func (r *redisFlags) open() (*rediq.App, *broker.Broker, error) {
+	s, err := r.resolve(os.LookupEnv)
+	if err != nil {
+		return nil, nil, usageErrorf("%w", err)
+	}
+	app, err := rediq.New(rediq.Config{RedisURL: s.url.Value, Namespace: s.namespace.Value,
+		TLSCAFile: s.tlsCA.Value, TLSCertFile: s.tlsCert.Value, TLSKeyFile: s.tlsKey.Value})
+	if ue := (*core.URLError)(nil); errors.As(err, &ue) {
 		// ue's message never holds the URL, which may hold a password.
-		return nil, nil, usageErrorf("%s: %w", from, ue.Err)
+		return nil, nil, usageErrorf("%s: %w", cmp.Or(s.url.From, "--redis-url"), ue.Err)
 	}
 	if err != nil {
-		return nil, nil, usageErrorf("%s", strings.TrimPrefix(err.Error(), "rediq: "))
+		msg := strings.TrimPrefix(err.Error(), "rediq: ")
+		if s.namespace.From != "" && strings.HasPrefix(msg, "namespace: ") {
+			msg = s.namespace.From + strings.TrimPrefix(msg, "namespace")
+		}
+		return nil, nil, usageErrorf("%s", msg)
 	}
 	return app, core.Unwrap(app).Broker(), nil
 }
@@ -90,6 +128,24 @@ func withApp(ctx context.Context, cmd string, rf *redisFlags, fn func(context.Co
 	defer cancel()
 	if err := fn(ctx, app); err != nil {
 		return fmt.Errorf("%s: %w", cmd, redisError(ctx, libError(err)))
+	}
+	return nil
+}
+
+// withAppUntimed is withApp for a command that runs until its work is done
+// or ctx ends (logs --follow, batch wait): fn bounds its own Redis calls.
+func withAppUntimed(ctx context.Context, cmd string, rf *redisFlags, fn func(context.Context, *rediq.App) error) (err error) {
+	app, _, err := rf.open()
+	if err != nil {
+		return fmt.Errorf("%s: %w", cmd, err)
+	}
+	defer func() {
+		if cerr := app.Close(); cerr != nil && err == nil {
+			err = fmt.Errorf("%s: %w", cmd, cerr)
+		}
+	}()
+	if err := fn(ctx, app); err != nil {
+		return fmt.Errorf("%s: %w", cmd, libError(err))
 	}
 	return nil
 }

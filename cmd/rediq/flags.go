@@ -51,6 +51,23 @@ func (fs *flagSet) parseArgs(args []string, stdout io.Writer, names ...string) (
 	return fs.Args(), nil
 }
 
+// parseOptionalArg is parse for a command that takes at most one positional
+// argument, which it returns ("" when absent).
+func (fs *flagSet) parseOptionalArg(args []string, stdout io.Writer) (string, error) {
+	err := fs.Parse(args)
+	if errors.Is(err, pflag.ErrHelp) {
+		fmt.Fprintf(stdout, "Usage: %s\n\nFlags:\n%s", fs.usage, fs.FlagUsages())
+		return "", err
+	}
+	if err != nil {
+		return "", usageErrorf("%s: %w (see %s --help)", fs.shortName(), err, fs.Name())
+	}
+	if fs.NArg() > 1 {
+		return "", usageErrorf("%s: unexpected argument %q", fs.shortName(), fs.Arg(1))
+	}
+	return fs.Arg(0), nil
+}
+
 // shortName is the command's name without "rediq ", as errors are prefixed with it.
 func (fs *flagSet) shortName() string { return fs.Name()[len("rediq "):] }
 

@@ -5,13 +5,18 @@
 //	rediq task show ID [--output json]
 //	rediq task result|cancel|delete|requeue ID
 //	rediq dead requeue --queue Q [--output json]
+//	rediq batch stat N|--latest, list [--last N], wait N, logs N [--follow],
+//	            dump N [--table T] [--limit N] [--file F] [--pop], errors N, stop N
+//	rediq config set KEY VALUE | unset KEY | show
 //	rediq version
 //	rediq help [command]
 //
 // Commands that touch Redis read --redis-url, --tls-ca-file, --tls-cert-file,
 // --tls-key-file and --namespace, falling back to $REDIQ_REDIS_URL,
 // $REDIQ_TLS_CA_FILE, $REDIQ_TLS_CERT_FILE, $REDIQ_TLS_KEY_FILE and
-// $REDIQ_NAMESPACE, then to the library's defaults. The URL may name one
+// $REDIQ_NAMESPACE, then to the settings file "rediq config set" writes
+// ($REDIQ_CONFIG, else rediq/config.json in the user's configuration
+// directory), then to the library's defaults. The URL may name one
 // server, a Redis Cluster (redis+cluster://) or a master behind Sentinel
 // (redis+sentinel://), as rediq.Config.RedisURL describes.
 package main
@@ -64,6 +69,8 @@ var commands = []command{
 	{"tasks", "list a page of a queue's tasks in one state", runTasks},
 	{"task", "show, cancel, delete or requeue one task by id, or print its result", runTask},
 	{"dead", "requeue the dead tasks of a queue", runDead},
+	{"batch", "a batch's stat, output, tables and errors; list, wait for or stop batches", runBatch},
+	{"config", "set or show the settings file: Redis URL, TLS files, namespace", runConfig},
 	{"bench", "run the standard workload and print its figures as JSON", runBench},
 	{"version", "print the version of this binary", runVersion},
 }
@@ -124,5 +131,5 @@ func printUsage(w io.Writer) {
 	}
 	fmt.Fprintf(w, "  %-10s %s\n", "help", "show this list, or a command's flags: rediq help <command>")
 	fmt.Fprint(w, "\nCommands that touch Redis take --redis-url [$REDIQ_REDIS_URL], the --tls-… files [$REDIQ_TLS_…]\n"+
-		"and --namespace [$REDIQ_NAMESPACE].\n")
+		"and --namespace [$REDIQ_NAMESPACE]; what neither gives comes from \"rediq config set\".\n")
 }

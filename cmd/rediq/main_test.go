@@ -5,6 +5,9 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
 	"runtime"
 	"slices"
 	"strings"
@@ -15,12 +18,16 @@ import (
 
 	"github.com/rediq/rediq"
 	"github.com/rediq/rediq/internal/broker"
+	"github.com/rediq/rediq/internal/config"
 	"github.com/rediq/rediq/internal/core"
 	"github.com/rediq/rediq/internal/testredis"
 )
 
 func TestMain(m *testing.M) {
 	redis.SetLogger(quietLogger{}) // as main does
+	// No settings file unless a test writes one: the user's must not change
+	// what the tests connect to.
+	os.Setenv(config.EnvPath, filepath.Join(os.TempDir(), fmt.Sprintf("rediq-cli-test-%d-none.json", os.Getpid())))
 	testredis.Main(m)
 }
 
@@ -260,7 +267,7 @@ func TestUsageErrors(t *testing.T) {
 		{"argument", []string{"queues", "extra"}, `queues: unexpected argument "extra"`},
 		{"bad url", []string{"queues", "--redis-url", "http://x"}, "queues: --redis-url: "},
 		{"url password not echoed", []string{"queues", "--redis-url", "redis://u:hunter2@h:port"}, "queues: --redis-url: "},
-		{"bad namespace", []string{"queues", "--namespace", "a:b"}, "queues: namespace: "},
+		{"bad namespace", []string{"queues", "--namespace", "a:b"}, "queues: --namespace: "},
 		{"version argument", []string{"version", "now"}, `version: unexpected argument "now"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
