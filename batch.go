@@ -145,13 +145,25 @@ func (a *App) NewBatch(ctx context.Context, opts BatchOptions) (*Batch, error) {
 
 // storedCall is an OnComplete call as the batch's info holds it.
 type storedCall struct {
-	Queue string `msgpack:"q"`
-	Slot  int    `msgpack:"s"`
-	Body  []byte `msgpack:"b"`
+	Queue     string `msgpack:"q"`
+	Slot      int    `msgpack:"s"`
+	Body      []byte `msgpack:"b"`
+	DelayMs   int64  `msgpack:"d,omitempty"`
+	ExpireMs  int64  `msgpack:"x,omitempty"`
+	RetainMs  int64  `msgpack:"r,omitempty"`
+	UniqueMs  int64  `msgpack:"u,omitempty"`
+	UniqueKey string `msgpack:"k,omitempty"`
 }
 
+// encodeCall keeps what the call's options put in its message: queue,
+// priority, delay, expiry, retention and Unique (its id is the batch's).
 func encodeCall(m broker.Message, queue string) ([]byte, error) {
-	return msgpack.Marshal(storedCall{Queue: queue, Slot: m.Slot, Body: m.Body})
+	c := storedCall{Queue: queue, Slot: m.Slot, Body: m.Body, DelayMs: m.Delay.Milliseconds(),
+		ExpireMs: m.ExpireIn.Milliseconds(), RetainMs: m.Retention.Milliseconds()}
+	if strings.HasPrefix(m.Lock, "u:") {
+		c.UniqueMs, c.UniqueKey = m.LockTTL.Milliseconds(), m.Lock
+	}
+	return msgpack.Marshal(c)
 }
 
 func (b *Batch) keepAlive() {
@@ -246,8 +258,10 @@ func EnqueueOnComplete(ctx context.Context, b *broker.Broker, k *broker.BatchKey
 	}
 	env.EnqueuedAt = time.Now().UnixMilli()
 	ret, _ := b.Client().HGet(ctx, k.Info, "retention").Int64()
+	ms := func(n int64) time.Duration { return time.Duration(n) * time.Millisecond }
 	m := broker.Message{ID: "rediq-batch-" + strconv.FormatInt(k.ID, 10) + "-complete", Slot: c.Slot, Body: codec.Encode(&env),
-		Retention: time.Duration(max(ret, 60000)) * time.Millisecond}
+		Retention: ms(max(ret, 60000, c.RetainMs)), Delay: ms(c.DelayMs), ExpireIn: ms(c.ExpireMs),
+		Lock: c.UniqueKey, LockTTL: ms(c.UniqueMs)}
 	if _, err := b.Enqueue(ctx, b.Queue(c.Queue), []broker.Message{m}); err != nil {
 		return fmt.Errorf("rediq: batch %d: enqueue OnComplete: %w", k.ID, err)
 	}

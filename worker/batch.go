@@ -257,3 +257,18 @@ func (w *Worker) batchStopped(ctx context.Context, k *broker.BatchKeys) (string,
 	}
 	return reason, nil
 }
+
+// stopAbandonedBatches stops keep-alive batches whose producer went away when
+// no task of theirs was running or starting (after every heartbeat; the newest
+// 100 batches).
+func (w *Worker) stopAbandonedBatches(ctx context.Context) {
+	cctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	n, err := w.b.StopAbandoned(cctx, 100)
+	switch {
+	case err != nil:
+		w.log.Debug("could not look for abandoned batches", zap.Error(err))
+	case n > 0:
+		w.log.Info("stopped batches whose producer went away", zap.Int("batches", n))
+	}
+}

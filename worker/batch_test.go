@@ -38,6 +38,7 @@ func registerBatchTasks(app *rediq.App) (echo *rediq.Task[batchArgs, []batchRow]
 	echo = rediq.Register(app, "echo", func(ctx context.Context, a batchArgs) ([]batchRow, error) {
 		info, _ := rediq.CurrentTask(ctx)
 		rdb.RPush(context.Background(), ns+":bstarts", string(info.ID))
+		rdb.HIncrBy(context.Background(), ns+":bexec", info.Worker, 1)
 		for i := range a.Lines {
 			rediq.Printf(ctx, "n=%d line=%d at=%d", a.N, i, time.Now().UnixMicro())
 		}
@@ -162,6 +163,21 @@ func TestBatchOutputTablesAndOnComplete(t *testing.T) {
 		t.Fatalf("stat %+v (executed %d)", st, executed)
 	}
 	t.Logf("batch 1: %d workers executed %d tasks", workers, executed)
+	// Per worker, what the handlers counted (batch 2's 20 tasks are in there
+	// too: subtract them through batch 2's own stat).
+	st2, _ := e.app.BatchStat(ctx, b2.ID())
+	counted := e.rdb.HGetAll(ctx, e.ns+":bexec").Val()
+	for _, w := range st.Workers {
+		want, _ := strconv.Atoi(counted[w.Worker])
+		for _, w2 := range st2.Workers {
+			if w2.Worker == w.Worker {
+				want -= w2.Executed
+			}
+		}
+		if w.Executed != want || w.Collected != 3*want || w.Failed != 0 {
+			t.Fatalf("worker %s: stat %+v, the handlers counted %d executions", w.Worker, w, want)
+		}
+	}
 	if again, err := e.app.BatchStat(ctx, b1.ID()); err != nil || again.Succeeded != 200 {
 		t.Fatalf("BatchStat = %+v, %v", again, err)
 	}
@@ -345,5 +361,40 @@ func TestBatchWaitReconciles(t *testing.T) {
 	waitFor(t, 10*time.Second, "OnComplete", func() bool { n, _ := e.rdb.Get(ctx, e.ns+":oncomplete").Int(); return n == 1 })
 	if err := rediq.FollowBatch(ctx, e.app, 999999, &strings.Builder{}); !errors.Is(err, rediq.ErrBatchNotFound) {
 		t.Fatalf("following a batch that does not exist: %v", err)
+	}
+}
+
+// A keep-alive batch whose producer went away after every task had ended
+// (before it waited or closed) is stopped by the workers' sweep, so that its
+// keys expire.
+func TestAbandonedBatchIsStopped(t *testing.T) {
+	t.Parallel()
+	testredis.RequireReal(t) // the keep-alive key expires by TTL
+	e := newEnv(t)
+	ctx := context.Background()
+	registerBatchTasks(e.app)
+	producer := startChild(t, e, "producer", "REDIQ_TEST_KEEPALIVE=300ms", "REDIQ_TEST_BATCH_N=1", "REDIQ_TEST_BATCH_SLEEP=0s")
+	e.start(e.app, worker.Config{LeaseTTL: 900 * time.Millisecond})
+	var id int64
+	waitFor(t, 10*time.Second, "the producer's batch", func() bool {
+		n, err := e.rdb.Get(ctx, e.ns+":producer-batch").Int64()
+		id = n
+		return err == nil
+	})
+	waitFor(t, 10*time.Second, "its task to end", func() bool {
+		st, err := e.app.BatchStat(ctx, id)
+		return err == nil && st.Succeeded == 1
+	})
+	// Killed before it waited or closed: nothing of the batch runs any more.
+	if err := producer.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "the sweep to stop the batch", func() bool {
+		st, err := e.app.BatchStat(ctx, id)
+		return err == nil && st.Stopped
+	})
+	// Its keys now expire after its retention (7 days by default here).
+	if ttl := e.rdb.PTTL(ctx, fmt.Sprintf("%s:{b:%d}:info", e.ns, id)).Val(); ttl <= 0 {
+		t.Fatalf("the stopped batch's info has no expiry: %s", ttl)
 	}
 }

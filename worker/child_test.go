@@ -106,9 +106,14 @@ func childMain(mode string) int {
 			fmt.Fprintln(os.Stderr, err)
 			return 3
 		}
-		args := make([]batchArgs, 40)
+		n, sleep := 40, 2*time.Second
+		if v := os.Getenv("REDIQ_TEST_BATCH_N"); v != "" {
+			n, _ = strconv.Atoi(v)
+			sleep = envDuration("REDIQ_TEST_BATCH_SLEEP")
+		}
+		args := make([]batchArgs, n)
 		for i := range args {
-			args[i] = batchArgs{N: i, Sleep: 2 * time.Second}
+			args[i] = batchArgs{N: i, Sleep: sleep}
 		}
 		if _, err := task.EnqueueMany(context.Background(), args, rediq.InBatch(b)); err != nil {
 			fmt.Fprintln(os.Stderr, err)

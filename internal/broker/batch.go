@@ -348,3 +348,44 @@ func (b *Broker) BatchErrors(ctx context.Context, k *BatchKeys) (map[string]int,
 	}
 	return out, nil
 }
+
+// StopAbandoned stops the keep-alive batches among the newest n whose
+// producer's keep-alive has lapsed and that have not ended — ones no running
+// or starting task would notice (every task had ended, or none was fetched).
+// It returns how many it stopped.
+func (b *Broker) StopAbandoned(ctx context.Context, n int) (int, error) {
+	ids, err := b.rdb.ZRevRange(ctx, b.batchIndex(), 0, int64(n)-1).Result()
+	if err != nil || len(ids) == 0 {
+		return 0, err
+	}
+	p := b.rdb.Pipeline()
+	type probe struct {
+		k     *BatchKeys
+		info  *redis.SliceCmd
+		alive *redis.IntCmd
+	}
+	ps := make([]probe, len(ids))
+	for i, s := range ids {
+		id, _ := strconv.ParseInt(s, 10, 64)
+		k := b.Batch(id)
+		ps[i] = probe{k, p.HMGet(ctx, k.Info, "detached", "completed", "stopped"), p.Exists(ctx, k.Alive)}
+	}
+	if _, err := p.Exec(ctx); err != nil {
+		return 0, err
+	}
+	stopped := 0
+	for _, pr := range ps {
+		v := pr.info.Val()
+		if len(v) != 3 || v[0] != "0" || v[1] != nil || v[2] != nil || pr.alive.Val() == 1 {
+			continue
+		}
+		ok, err := b.StopBatch(ctx, pr.k, "its producer stopped sending keep-alives")
+		if err != nil && !errors.Is(err, ErrNoBatch) {
+			return stopped, err
+		}
+		if ok {
+			stopped++
+		}
+	}
+	return stopped, nil
+}
