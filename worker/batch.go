@@ -59,43 +59,75 @@ func (o *output) add(k *broker.BatchKeys, l broker.OutLine) {
 	}
 }
 
-// flush sends what is buffered now; a failed send is retried a few times,
-// then its lines are dropped with a log (output is best effort; results and
-// counts are not).
-func (o *output) flush(ctx context.Context) {
+// maxBufferedLines bounds the output a worker holds while Redis is away;
+// past it the oldest lines are dropped (and counted in the log).
+const maxBufferedLines = 100_000
+
+// flush sends what is buffered now. On failure the lines go back to the front
+// of the buffer (bounded: the oldest are dropped past maxBufferedLines) and the
+// error is returned; the loop tries again. A send whose reply was lost may be
+// applied twice: output is at least once.
+func (o *output) flush(ctx context.Context) error {
 	o.sendMu.Lock()
 	defer o.sendMu.Unlock()
 	o.mu.Lock()
 	lines := o.lines
 	if len(lines) == 0 {
 		o.mu.Unlock()
-		return
+		return nil
 	}
 	o.lines = map[*broker.BatchKeys][]broker.OutLine{}
 	o.mu.Unlock()
-	var err error
-	for attempt := 1; attempt <= 3; attempt++ {
-		if err = o.w.b.AppendOutput(ctx, lines); err == nil {
-			return
+	err := o.w.b.AppendOutput(ctx, lines)
+	if err == nil {
+		return nil
+	}
+	o.mu.Lock()
+	dropped := 0
+	for k, ls := range lines {
+		merged := append(ls, o.lines[k]...)
+		if over := len(merged) - maxBufferedLines; over > 0 {
+			merged, dropped = merged[over:], dropped+over
 		}
-		time.Sleep(retryDelay(attempt))
+		o.lines[k] = merged
 	}
-	n := 0
-	for _, ls := range lines {
-		n += len(ls)
+	o.mu.Unlock()
+	if dropped > 0 {
+		o.w.log.Warn("batch output dropped while Redis is unreachable", zap.Int("lines", dropped), zap.Error(err))
 	}
-	o.w.log.Warn("batch output lost", zap.Int("lines", n), zap.Error(err))
+	return err
 }
 
 func (o *output) loop(ctx context.Context, stop <-chan struct{}) {
+	failures := 0
 	for {
+		var retry <-chan time.Time
+		if failures > 0 {
+			retry = time.After(retryDelay(failures))
+		}
 		select {
 		case <-o.signal:
+			if failures > 0 {
+				continue // waiting out the backoff; the retry sends it
+			}
+		case <-retry:
 		case <-stop:
-			o.flush(ctx)
+			// A few more tries, bounded, then what is left is lost (logged).
+			for try := 1; try <= 5; try++ {
+				if o.flush(ctx) == nil {
+					return
+				}
+				time.Sleep(retryDelay(try))
+			}
+			o.w.log.Warn("batch output not sent before the worker stopped")
 			return
 		}
-		o.flush(ctx)
+		if err := o.flush(ctx); err != nil {
+			failures++
+			o.w.log.Debug("batch output: send failed; retrying", zap.Error(err))
+		} else {
+			failures = 0
+		}
 	}
 }
 
@@ -148,7 +180,7 @@ func (w *Worker) noteBatch(k *broker.BatchKeys, id, attempt, end string, lastErr
 	ctx, cancel := context.WithTimeout(w.base, 10*time.Second)
 	defer cancel()
 	if end != "" {
-		w.out.flush(ctx)
+		_ = w.out.flush(ctx) // on failure the lines follow the end entry, late
 	}
 	var completed bool
 	var err error

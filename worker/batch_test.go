@@ -398,3 +398,66 @@ func TestAbandonedBatchIsStopped(t *testing.T) {
 		t.Fatalf("the stopped batch's info has no expiry: %s", ttl)
 	}
 }
+
+// A worker whose connections are cut while its handlers print loses no line
+// (at least once: a send whose reply was lost may arrive twice), and the
+// batch still completes with every count right.
+func TestBatchOutputSurvivesCutConnections(t *testing.T) {
+	t.Parallel()
+	testredis.RequireReal(t)
+	e := newEnv(t)
+	ctx := context.Background()
+	echo, _ := registerBatchTasks(e.app)
+	proxy := testredis.NewProxy(t, strings.TrimPrefix(testredis.URL(), "redis://"))
+	wapp, err := rediq.New(rediq.Config{RedisURL: proxy.URL(), Namespace: e.ns})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { wapp.Close() }) // after the worker's stop (cleanups run last first)
+	registerBatchTasks(wapp)
+	e.start(wapp, worker.Config{Concurrency: 10})
+	b, err := e.app.NewBatch(ctx, rediq.BatchOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	args := make([]batchArgs, 100)
+	for i := range args {
+		args[i] = batchArgs{N: i, Lines: 3, Sleep: time.Duration(i%10) * 10 * time.Millisecond}
+	}
+	if _, err := echo.EnqueueMany(ctx, args, rediq.InBatch(b)); err != nil {
+		t.Fatal(err)
+	}
+	stopCuts := make(chan struct{})
+	cutsDone := make(chan struct{})
+	go func() {
+		defer close(cutsDone)
+		for {
+			select {
+			case <-stopCuts:
+				return
+			case <-time.After(40 * time.Millisecond):
+				proxy.CutAll()
+			}
+		}
+	}()
+	wctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	st, err := b.Wait(wctx)
+	close(stopCuts)
+	<-cutsDone
+	if err != nil || st.Succeeded != 100 {
+		t.Fatalf("stat %+v, %v", st, err)
+	}
+	seen := map[string]bool{}
+	for l, err := range b.Lines(ctx) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		text, _, _ := strings.Cut(l.Text, " at=")
+		seen[text] = true
+	}
+	if len(seen) != 300 {
+		t.Fatalf("%d distinct lines of 300 arrived", len(seen))
+	}
+}
