@@ -159,14 +159,14 @@ func (w *Worker) batchStart(j *job, k *broker.BatchKeys) bool {
 		return true
 	}
 	w.log.Info("batch stopped: task not started", zap.String("task_id", j.id), zap.Int64("batch", k.ID), zap.String("reason", reason))
-	w.endForBatch(ctx, j, k, "dropped")
+	w.endForBatch(ctx, j, k, "dropped", reason)
 	return false
 }
 
 // endForBatch ends a task of a stopped batch as cancelled: a cancel request
 // (so that settle honours the outcome), the outcome, and the batch's count.
-func (w *Worker) endForBatch(ctx context.Context, j *job, k *broker.BatchKeys, end string) {
-	if _, err := w.b.Cancel(ctx, j.q.Queue, j.id); err != nil {
+func (w *Worker) endForBatch(ctx context.Context, j *job, k *broker.BatchKeys, end, reason string) {
+	if err := w.b.RequestCancel(ctx, j.q.Queue, j.id, "rediq: batch stopped: "+reason); err != nil {
 		w.log.Warn("cannot record the cancel of a stopped batch's task", zap.String("task_id", j.id), zap.Error(err))
 	}
 	w.settleAttempt(j, broker.Cancel, nil, 0, nil)

@@ -461,3 +461,34 @@ func TestBatchOutputSurvivesCutConnections(t *testing.T) {
 		t.Fatalf("%d distinct lines of 300 arrived", len(seen))
 	}
 }
+
+// The tasks of a stopped batch end cancelled with the batch's reason.
+func TestStoppedBatchTasksEndWithTheReason(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ctx := context.Background()
+	echo, _ := registerBatchTasks(e.app)
+	b, err := e.app.NewBatch(ctx, rediq.BatchOptions{Detached: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, err := echo.Enqueue(ctx, batchArgs{N: 1}, rediq.InBatch(b), rediq.Retention(time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.app.StopBatch(ctx, b.ID()); err != nil {
+		t.Fatal(err)
+	}
+	e.start(e.app, worker.Config{})
+	waitFor(t, 10*time.Second, "the task to end", func() bool { return e.state(id) == rediq.StateCancelled })
+	r, _ := e.app.GetTask(ctx, id)
+	if !strings.Contains(r.LastError, "batch stopped: stopped by StopBatch") {
+		t.Fatalf("reason %q", r.LastError)
+	}
+	if st, err := e.app.BatchStat(ctx, b.ID()); err != nil || st.Cancelled != 1 || st.Unstarted != 0 || st.Started != 0 {
+		t.Fatalf("stat %+v, %v", st, err)
+	}
+	if starts := e.rdb.LLen(ctx, e.ns+":bstarts").Val(); starts != 0 {
+		t.Fatalf("the handler ran %d times", starts)
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"github.com/vmihailenco/msgpack/v5"
 	"runtime/debug"
+	"strings"
 	"sync"
 	"time"
 
@@ -594,7 +595,7 @@ func (w *Worker) process(sl *slot, j *job) {
 			st.Err = fmt.Errorf("%w: %w", cause, err)
 			w.fireTaskHooks(ctx, st, core.AfterTaskFailure)
 			st.Print(fmt.Sprintf("task %s (%s) on %s, attempt %d: cancelled: %v", env.ID, env.Name, w.cfg.Name, env.Retried+1, cause))
-			w.endForBatch(w.base, j, bk, "cancelled")
+			w.endForBatch(w.base, j, bk, "cancelled", strings.TrimPrefix(cause.Error(), rediq.ErrBatchStopped.Error()+": "))
 		case errors.Is(cause, rediq.ErrCancelled):
 			// CancelTask: not retried; it ends cancelled.
 			st.Err = fmt.Errorf("%w: %w", rediq.ErrCancelled, err)

@@ -340,3 +340,9 @@ func (b *Broker) CancelRequested(ctx context.Context, q *Queue, ids []string) ([
 	}
 	return out, nil
 }
+
+// RequestCancel records a cancel request with its reason for a task the caller's
+// session holds (a stopped batch's), so that its settle "c" applies.
+func (b *Broker) RequestCancel(ctx context.Context, q *Queue, id, reason string) error {
+	return b.rdb.HSet(ctx, q.Prefix+"cancels", id, reason).Err()
+}

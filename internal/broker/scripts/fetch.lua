@@ -104,7 +104,11 @@ local nowMs = now + epoch
 -- and cancel are its entries (false: none).
 local function ended(id, meta, cancel)
   if cancel then
-    finish(pre, id, 'c', nowMs, '', '', '', 'rediq: task cancelled')
+    local reason = 'rediq: task cancelled'
+    if string.sub(cancel, 1, 6) == 'rediq:' then -- a request with its reason
+      reason = cancel
+    end
+    finish(pre, id, 'c', nowMs, '', '', '', reason)
     return true
   end
   if meta then

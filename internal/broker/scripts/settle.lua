@@ -12,7 +12,8 @@
 --   a  succeeded: the lease is released and the task finished (lib.lua: with a
 --      retention its record and result are kept, else deleted)
 --   c  cancelled while it ran (CancelTask): finished as cancelled, not retried (a
---      "c" without a standing cancel request in PRE..cancels is taken as "q")
+--      "c" without a standing cancel request in PRE..cancels is taken as "q"); a request
+--      whose value starts with "rediq:" (instead of a time) is the reason kept
 --   r  failed, to run again after delay ms: the record becomes message, indexed in scheduled
 --   k  failed for good: the record becomes message, indexed in dead; dead is trimmed
 --      by age and size (with the records)
@@ -131,7 +132,11 @@ for n = 1, #toks do
     end
     local reason = ''
     if kind == 'c' then
+      -- A request may carry its reason instead of a time (a stopped batch).
       reason = 'rediq: task cancelled'
+      if cancels[n] and string.sub(cancels[n], 1, 6) == 'rediq:' then
+        reason = cancels[n]
+      end
     end
     finish(pre, id, kind == 'a' and 's' or 'c', nowMs, g, w, r, reason)
     redis.call('HDEL', KEYS[1], tok)
