@@ -779,3 +779,20 @@ func (a *App) BatchErrors(ctx context.Context, id int64) ([]BatchError, error) {
 	})
 	return out, nil
 }
+
+// BatchLines is Lines for a batch by id: from another process or terminal,
+// or after a reconnect (it replays what is retained).
+func (a *App) BatchLines(ctx context.Context, id int64) iter.Seq2[OutputLine, error] {
+	return a.batchLines(ctx, a.core.Broker().Batch(id))
+}
+
+// BatchTables lists the names of batch id's tables, sorted.
+func (a *App) BatchTables(ctx context.Context, id int64) ([]string, error) {
+	br := a.core.Broker()
+	names, err := br.Client().SMembers(ctx, br.Batch(id).Tables).Result()
+	if err != nil {
+		return nil, fmt.Errorf("rediq: batch %d tables: %w", id, err)
+	}
+	slices.Sort(names)
+	return names, nil
+}

@@ -202,6 +202,19 @@ func TestBatchOutputTablesAndOnComplete(t *testing.T) {
 	if n, _ := e.rdb.Get(ctx, e.ns+":oncomplete").Int(); n != 1 {
 		t.Fatalf("OnComplete ran %d times", n)
 	}
+	if names, err := e.app.BatchTables(ctx, b1.ID()); err != nil || !slices.Equal(names, []string{"extra", "rows"}) {
+		t.Fatalf("BatchTables = %v, %v", names, err)
+	}
+	n := 0
+	for _, err := range e.app.BatchLines(ctx, b2.ID()) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		n++
+	}
+	if n != 60 {
+		t.Fatalf("BatchLines of batch 2: %d lines", n)
+	}
 	// Following again replays what is retained.
 	var again strings.Builder
 	if err := b1.Follow(ctx, &again); err != nil || strings.Count(again.String(), "\n") != 600 {
