@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -32,23 +33,14 @@ var batchActions = []batchAction{
 }
 
 func runBatch(ctx context.Context, args []string, stdout, _ io.Writer) error {
-	if len(args) == 0 {
-		return usageErrorf("batch: missing action: one of %s (see rediq batch --help)", batchActionNames())
+	names := make([]string, len(batchActions))
+	for i, a := range batchActions {
+		names[i] = a.name
 	}
-	switch args[0] {
-	case "-h", "--help", "help":
-		printBatchUsage(stdout)
-		return nil
-	}
-	for _, a := range batchActions {
-		if a.name == args[0] {
-			return a.run(ctx, args[1:], stdout)
-		}
-	}
-	if strings.HasPrefix(args[0], "-") {
-		return usageErrorf("batch: flag %s before the action: flags go after it, as in \"rediq batch stat N %s\"", args[0], args[0])
-	}
-	return usageErrorf("batch: unknown action %q: one of %s", args[0], batchActionNames())
+	return runAction("batch", "batch stat N", names, args, func() { printBatchUsage(stdout) },
+		func(name string, rest []string) error {
+			return batchActions[slices.Index(names, name)].run(ctx, rest, stdout)
+		})
 }
 
 func printBatchUsage(w io.Writer) {
@@ -60,14 +52,6 @@ func printBatchUsage(w io.Writer) {
 	}
 	fmt.Fprint(w, "\nEach takes the flags of every command that touches Redis (--redis-url, --namespace,\n"+
 		"…) and --output json. Run \"rediq batch <action> --help\" for the rest.\n")
-}
-
-func batchActionNames() string {
-	names := make([]string, len(batchActions))
-	for i, a := range batchActions {
-		names[i] = a.name
-	}
-	return strings.Join(names, ", ")
 }
 
 // parseBatchID reads the N of "rediq batch <action> N".

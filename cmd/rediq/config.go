@@ -7,7 +7,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"strings"
 
 	"github.com/jedib0t/go-pretty/v6/table"
 
@@ -18,11 +17,7 @@ import (
 )
 
 func runConfig(_ context.Context, args []string, stdout, _ io.Writer) error {
-	if len(args) == 0 {
-		return usageErrorf("config: missing action: set, unset or show (see rediq config --help)")
-	}
-	switch args[0] {
-	case "-h", "--help", "help":
+	help := func() {
 		fmt.Fprint(stdout, "Usage: rediq config <action> [flags]\n\n"+
 			"Keeps the settings file of rediq and of workers run by worker.Main, as vredis's\n"+
 			"config does: where Redis is, its TLS files and the key namespace, so that they\n"+
@@ -34,18 +29,17 @@ func runConfig(_ context.Context, args []string, stdout, _ io.Writer) error {
 			"  unset KEY      remove a setting from the file\n"+
 			"  show           the settings a command would use, and where each comes from\n\n"+
 			"Passwords are never printed. Run \"rediq config <action> --help\" for the flags.\n")
-		return nil
-	case "set":
-		return configSet(args[1:], stdout)
-	case "unset":
-		return configUnset(args[1:], stdout)
-	case "show":
-		return configShow(args[1:], stdout)
 	}
-	if strings.HasPrefix(args[0], "-") {
-		return usageErrorf("config: flag %s before the action: flags go after it, as in \"rediq config show %s\"", args[0], args[0])
-	}
-	return usageErrorf("config: unknown action %q: one of set, unset, show", args[0])
+	return runAction("config", "config show", []string{"set", "unset", "show"}, args, help,
+		func(name string, rest []string) error {
+			switch name {
+			case "set":
+				return configSet(rest, stdout)
+			case "unset":
+				return configUnset(rest, stdout)
+			}
+			return configShow(rest, stdout)
+		})
 }
 
 // configFile returns the settings file's path and contents.

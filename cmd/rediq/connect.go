@@ -114,27 +114,17 @@ func redisError(ctx context.Context, err error) error {
 
 // withApp opens the App of rf, runs fn with it under withTimeout and closes
 // it. Errors come back prefixed with cmd, on one line.
-func withApp(ctx context.Context, cmd string, rf *redisFlags, fn func(context.Context, *rediq.App) error) (err error) {
-	app, _, err := rf.open()
-	if err != nil {
-		return fmt.Errorf("%s: %w", cmd, err)
-	}
-	defer func() {
-		if cerr := app.Close(); cerr != nil && err == nil {
-			err = fmt.Errorf("%s: %w", cmd, cerr)
-		}
-	}()
-	ctx, cancel := withTimeout(ctx)
-	defer cancel()
-	if err := fn(ctx, app); err != nil {
-		return fmt.Errorf("%s: %w", cmd, redisError(ctx, libError(err)))
-	}
-	return nil
+func withApp(ctx context.Context, cmd string, rf *redisFlags, fn func(context.Context, *rediq.App) error) error {
+	return openApp(ctx, cmd, rf, true, fn)
 }
 
 // withAppUntimed is withApp for a command that runs until its work is done
 // or ctx ends (logs --follow, batch wait): fn bounds its own Redis calls.
-func withAppUntimed(ctx context.Context, cmd string, rf *redisFlags, fn func(context.Context, *rediq.App) error) (err error) {
+func withAppUntimed(ctx context.Context, cmd string, rf *redisFlags, fn func(context.Context, *rediq.App) error) error {
+	return openApp(ctx, cmd, rf, false, fn)
+}
+
+func openApp(ctx context.Context, cmd string, rf *redisFlags, timed bool, fn func(context.Context, *rediq.App) error) (err error) {
 	app, _, err := rf.open()
 	if err != nil {
 		return fmt.Errorf("%s: %w", cmd, err)
@@ -144,8 +134,13 @@ func withAppUntimed(ctx context.Context, cmd string, rf *redisFlags, fn func(con
 			err = fmt.Errorf("%s: %w", cmd, cerr)
 		}
 	}()
+	if timed {
+		var cancel context.CancelFunc
+		ctx, cancel = withTimeout(ctx)
+		defer cancel()
+	}
 	if err := fn(ctx, app); err != nil {
-		return fmt.Errorf("%s: %w", cmd, libError(err))
+		return fmt.Errorf("%s: %w", cmd, redisError(ctx, libError(err)))
 	}
 	return nil
 }

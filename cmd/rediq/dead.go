@@ -4,30 +4,20 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"strings"
 
 	"github.com/rediq/rediq"
 	"github.com/rediq/rediq/internal/broker"
 )
 
 func runDead(ctx context.Context, args []string, stdout, _ io.Writer) error {
-	if len(args) == 0 {
-		return usageErrorf("dead: missing action: requeue (see rediq dead --help)")
-	}
-	switch args[0] {
-	case "-h", "--help", "help":
+	help := func() {
 		fmt.Fprint(stdout, "Usage: rediq dead <action> [flags]\n\n"+
 			"Acts on the dead tasks of a queue: those out of retries, or failed for good.\n\nActions:\n"+
 			"  requeue  put every dead task of --queue back in it, due now\n\n"+
 			"Run \"rediq dead requeue --help\" for the flags. \"rediq tasks --state dead\" lists them.\n")
-		return nil
-	case "requeue":
-		return requeueDead(ctx, args[1:], stdout)
 	}
-	if strings.HasPrefix(args[0], "-") {
-		return usageErrorf("dead: flag %s before the action: flags go after it, as in \"rediq dead requeue %s\"", args[0], args[0])
-	}
-	return usageErrorf("dead: unknown action %q: the one action is requeue", args[0])
+	return runAction("dead", "dead requeue", []string{"requeue"}, args, help,
+		func(_ string, rest []string) error { return requeueDead(ctx, rest, stdout) })
 }
 
 func requeueDead(ctx context.Context, args []string, stdout io.Writer) error {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 
 	"github.com/spf13/pflag"
@@ -96,4 +97,27 @@ func (o *outputFormat) Set(s string) error {
 		return nil
 	}
 	return fmt.Errorf("%q is not table or json", s)
+}
+
+// runAction runs the action of a command group (rediq task, batch, dead,
+// config) named by args[0] with the rest of args. No action, an unknown one or
+// a flag before it is a usage error naming the actions; example shows where
+// flags go ("task show ID").
+func runAction(group, example string, names []string, args []string, help func(), run func(name string, rest []string) error) error {
+	list := "one of " + strings.Join(names, ", ")
+	if len(names) == 1 {
+		list = names[0]
+	}
+	switch {
+	case len(args) == 0:
+		return usageErrorf("%s: missing action: %s (see rediq %s --help)", group, list, group)
+	case args[0] == "-h" || args[0] == "--help" || args[0] == "help":
+		help()
+		return nil
+	case slices.Contains(names, args[0]):
+		return run(args[0], args[1:])
+	case strings.HasPrefix(args[0], "-"):
+		return usageErrorf("%s: flag %s before the action: flags go after it, as in \"rediq %s %s\"", group, args[0], example, args[0])
+	}
+	return usageErrorf("%s: unknown action %q: %s", group, args[0], list)
 }

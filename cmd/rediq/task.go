@@ -5,7 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"strings"
+	"slices"
 	"time"
 
 	"github.com/rediq/rediq"
@@ -43,23 +43,14 @@ var taskActions = []taskAction{
 }
 
 func runTask(ctx context.Context, args []string, stdout, _ io.Writer) error {
-	if len(args) == 0 {
-		return usageErrorf("task: missing action: one of %s (see rediq task --help)", actionNames())
+	names := make([]string, len(taskActions))
+	for i, a := range taskActions {
+		names[i] = a.name
 	}
-	switch args[0] {
-	case "-h", "--help", "help":
-		printTaskUsage(stdout)
-		return nil
-	}
-	for i := range taskActions {
-		if a := &taskActions[i]; a.name == args[0] {
-			return a.parseAndRun(ctx, args[1:], stdout)
-		}
-	}
-	if strings.HasPrefix(args[0], "-") {
-		return usageErrorf("task: flag %s before the action: flags go after it, as in \"rediq task show ID %s\"", args[0], args[0])
-	}
-	return usageErrorf("task: unknown action %q: one of %s", args[0], actionNames())
+	return runAction("task", "task show ID", names, args, func() { printTaskUsage(stdout) },
+		func(name string, rest []string) error {
+			return taskActions[slices.Index(names, name)].parseAndRun(ctx, rest, stdout)
+		})
 }
 
 func (a *taskAction) parseAndRun(ctx context.Context, args []string, stdout io.Writer) error {
@@ -91,14 +82,6 @@ func printTaskUsage(w io.Writer) {
 	}
 	fmt.Fprint(w, "\nEach takes the flags of every command that touches Redis (--redis-url, --namespace,\n"+
 		"…); show takes --output json too. Run \"rediq task <action> --help\" for them.\n")
-}
-
-func actionNames() string {
-	names := make([]string, len(taskActions))
-	for i, a := range taskActions {
-		names[i] = a.name
-	}
-	return strings.Join(names, ", ")
 }
 
 // notFound rewords the error of an id no queue holds, naming the namespace

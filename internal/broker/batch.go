@@ -43,24 +43,12 @@ func (k *BatchKeys) keys() []string {
 func (b *Broker) batchIndex() string { return b.ns + ":batches" }
 
 var (
-	batchStartScript = loadBatch("batch_start")
-	batchNoteScript  = loadBatch("batch_note")
-	batchSealScript  = loadBatch("batch_seal")
-	batchStopScript  = loadBatch("batch_stop")
-	batchRowsScript  = loadBatch("batch_rows")
+	batchStartScript = load("batch_start", "batchlib")
+	batchNoteScript  = load("batch_note", "batchlib")
+	batchSealScript  = load("batch_seal", "batchlib")
+	batchStopScript  = load("batch_stop", "batchlib")
+	batchRowsScript  = load("batch_rows", "batchlib")
 )
-
-func loadBatch(name string) *redis.Script {
-	lib, err := scriptFS.ReadFile("scripts/batchlib.lua")
-	if err != nil {
-		panic(err)
-	}
-	src, err := scriptFS.ReadFile("scripts/" + name + ".lua")
-	if err != nil {
-		panic(err)
-	}
-	return redis.NewScript(string(lib) + "\n" + string(src))
-}
 
 // BatchInfo is how a batch was opened.
 type BatchInfo struct {

@@ -40,35 +40,27 @@ func Slot(priority int) int { return priority - MinPriority }
 //go:embed scripts/*.lua
 var scriptFS embed.FS
 
-func load(name string) *redis.Script {
-	src, err := scriptFS.ReadFile("scripts/" + name + ".lua")
-	if err != nil {
-		panic(err)
+// load loads script name, with the files of libs (shared functions) before it.
+func load(name string, libs ...string) *redis.Script {
+	var src []byte
+	for _, f := range append(libs, name) {
+		b, err := scriptFS.ReadFile("scripts/" + f + ".lua")
+		if err != nil {
+			panic(err)
+		}
+		src = append(append(src, b...), '\n')
 	}
 	return redis.NewScript(string(src))
 }
 
-// loadWithLib loads a script that ends tasks, with lib.lua's functions before it.
-func loadWithLib(name string) *redis.Script {
-	lib, err := scriptFS.ReadFile("scripts/lib.lua")
-	if err != nil {
-		panic(err)
-	}
-	src, err := scriptFS.ReadFile("scripts/" + name + ".lua")
-	if err != nil {
-		panic(err)
-	}
-	return redis.NewScript(string(lib) + "\n" + string(src))
-}
-
 var (
 	enqueueScript   = load("enqueue")
-	fetchScript     = loadWithLib("fetch")
+	fetchScript     = load("fetch", "lib")
 	heartbeatScript = load("heartbeat")
 	reclaimScript   = load("reclaim")
-	settleScript    = loadWithLib("settle")
-	cancelScript    = loadWithLib("cancel")
-	deleteScript    = loadWithLib("delete")
+	settleScript    = load("settle", "lib")
+	cancelScript    = load("cancel", "lib")
+	deleteScript    = load("delete", "lib")
 	requeueScript   = load("requeue")
 	leaveScript     = load("leave")
 )

@@ -46,42 +46,29 @@ local hasRecovered = redis.call('EXISTS', KEYS[7]) == 1
 local hasOrphaned = redis.call('EXISTS', KEYS[9]) == 1
 local hasMeta = redis.call('EXISTS', pre .. 'meta') == 1
 local hasCancels = redis.call('EXISTS', pre .. 'cancels') == 1
+-- hmget reads fields of a hash, a thousand per HMGET (what unpack takes).
+local function hmget(key, fields)
+  local out = {}
+  for from = 1, #fields, 1000 do
+    local vals = redis.call('HMGET', key, unpack(fields, from, math.min(from + 999, #fields)))
+    for k = 1, #vals do
+      out[from + k - 1] = vals[k]
+    end
+  end
+  return out
+end
 -- The leases of the whole call in one HMGET, and the plain acks (the common
 -- case) released in one HDEL per hash: a call into Redis costs more than the
--- Lua around it.
-local toks = {}
+-- Lua around it. Metas and cancel requests are read likewise, only when the
+-- queue has any: a queue of plain tasks pays nothing for them.
+local toks, ids = {}, {}
 for i = 7, #ARGV, 6 do
   toks[#toks + 1] = ARGV[i + 1]
-end
-local leased = {}
-for from = 1, #toks, 1000 do
-  local vals = redis.call('HMGET', KEYS[1], unpack(toks, from, math.min(from + 999, #toks)))
-  for k = 1, #vals do
-    leased[from + k - 1] = vals[k]
-  end
-end
--- Metas and cancel requests of the whole call, one HMGET each, only when the
--- queue has any: a queue of plain tasks pays nothing.
-local metas, cancels = {}, {}
-local ids = {}
-for i = 7, #ARGV, 6 do
   ids[#ids + 1] = ARGV[i + 2]
 end
-for from = 1, #ids, 1000 do
-  local to = math.min(from + 999, #ids)
-  if hasMeta then
-    local vals = redis.call('HMGET', pre .. 'meta', unpack(ids, from, to))
-    for k = 1, #vals do
-      metas[from + k - 1] = vals[k]
-    end
-  end
-  if hasCancels then
-    local vals = redis.call('HMGET', pre .. 'cancels', unpack(ids, from, to))
-    for k = 1, #vals do
-      cancels[from + k - 1] = vals[k]
-    end
-  end
-end
+local leased = hmget(KEYS[1], toks)
+local metas = hasMeta and hmget(pre .. 'meta', ids) or {}
+local cancels = hasCancels and hmget(pre .. 'cancels', ids) or {}
 local ackIDs, ackToks = {}, {}
 local function flushAcks()
   if #ackIDs > 0 then
