@@ -657,11 +657,15 @@ func Printf(ctx context.Context, format string, a ...any) { printLine(ctx, fmt.S
 
 func printLine(ctx context.Context, text string) {
 	s := core.StateFrom(ctx)
-	if s == nil || s.Print == nil {
+	if s == nil || s.ID == "" {
 		return
 	}
 	for line := range strings.SplitSeq(strings.TrimSuffix(text, "\n"), "\n") {
-		s.Print(line)
+		if s.Print != nil {
+			s.Print(line)
+		} else {
+			s.Logger().Info(line) // a task outside a batch
+		}
 	}
 }
 

@@ -243,15 +243,11 @@ func (w *Worker) batchWatcher(stop <-chan struct{}) {
 		case <-t.C:
 		}
 		running := map[int64]bool{}
-		w.slotMu.Lock()
-		for sl := range w.slots {
-			sl.mu.Lock()
-			if sl.running.j != nil && sl.running.env.Batch > 0 {
-				running[sl.running.env.Batch] = true
+		for _, a := range w.running() {
+			if a.env.Batch > 0 {
+				running[a.env.Batch] = true
 			}
-			sl.mu.Unlock()
 		}
-		w.slotMu.Unlock()
 		for id := range running {
 			ctx, cancel := context.WithTimeout(w.base, time.Second)
 			reason, err := w.batchStopped(ctx, w.out.batch(id))

@@ -430,6 +430,7 @@ func (w *Worker) cancelTask(q *queue, id string) {
 		}
 	}
 	w.cancels[id] = now
+	w.cancelsN.Store(int32(len(w.cancels)))
 	w.cancelMu.Unlock()
 	w.cancelRunning(rediq.ErrCancelled, func(sl *slot) bool {
 		return sl.running.j != nil && sl.running.j.id == id && sl.running.j.q == q
@@ -441,15 +442,9 @@ func (w *Worker) cancelTask(q *queue, id string) {
 // subscription was down (after every heartbeat and re-subscription).
 func (w *Worker) checkCancels(ctx context.Context) {
 	running := map[*queue][]string{}
-	w.slotMu.Lock()
-	for sl := range w.slots {
-		sl.mu.Lock()
-		if j := sl.running.j; j != nil && !sl.abandoned {
-			running[j.q] = append(running[j.q], j.id)
-		}
-		sl.mu.Unlock()
+	for _, a := range w.running() {
+		running[a.j.q] = append(running[a.j.q], a.j.id)
 	}
-	w.slotMu.Unlock()
 	for q, ids := range running {
 		cctx, cancel := context.WithTimeout(ctx, time.Second)
 		asked, err := w.b.CancelRequested(cctx, q.Queue, ids)
@@ -466,7 +461,12 @@ func (w *Worker) checkCancels(ctx context.Context) {
 	}
 }
 
+// cancelRequested reports whether CancelTask asked for id; without any
+// request (almost always) it costs an atomic load, not a lock.
 func (w *Worker) cancelRequested(id string) bool {
+	if w.cancelsN.Load() == 0 {
+		return false
+	}
 	w.cancelMu.Lock()
 	defer w.cancelMu.Unlock()
 	_, ok := w.cancels[id]
@@ -474,9 +474,29 @@ func (w *Worker) cancelRequested(id string) bool {
 }
 
 func (w *Worker) forgetCancel(id string) {
+	if w.cancelsN.Load() == 0 {
+		return
+	}
 	w.cancelMu.Lock()
 	delete(w.cancels, id)
+	w.cancelsN.Store(int32(len(w.cancels)))
 	w.cancelMu.Unlock()
+}
+
+// running lists the tasks whose handlers run now (abandoned ones left out).
+func (w *Worker) running() []*attempt {
+	var out []*attempt
+	w.slotMu.Lock()
+	for sl := range w.slots {
+		sl.mu.Lock()
+		if sl.running.j != nil && !sl.abandoned {
+			a := sl.running
+			out = append(out, &a)
+		}
+		sl.mu.Unlock()
+	}
+	w.slotMu.Unlock()
+	return out
 }
 
 // settleNow is settle for the fetcher, which must not wait for room: it gives
@@ -543,8 +563,6 @@ func (w *Worker) process(sl *slot, j *job) {
 	}
 	if bk != nil {
 		w.batchState(st, bk, env.Name)
-	} else {
-		st.Print = func(line string) { st.Logger().Info(line) }
 	}
 	ctx := core.WithState(w.base, st)
 	w.fireTaskHooks(ctx, st, core.BeforeTaskStart)

@@ -140,6 +140,7 @@ type Worker struct {
 	// (task id -> when heard), for tasks it holds or is about to hold.
 	cancelMu sync.Mutex
 	cancels  map[string]time.Time
+	cancelsN atomic.Int32 // len(cancels)
 
 	slotMu    sync.Mutex
 	slots     map[*slot]struct{} // the runners' slots, abandoned ones removed
