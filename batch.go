@@ -13,7 +13,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/redis/go-redis/v9"
 	"github.com/vmihailenco/msgpack/v5"
 
 	"github.com/rediq/rediq/internal/broker"
@@ -232,22 +231,24 @@ func (b *Batch) seal(ctx context.Context) error {
 // per batch and kept for the batch's retention, so however many parties get
 // here, it is enqueued once.
 func (a *App) onComplete(ctx context.Context, k *broker.BatchKeys) error {
-	return EnqueueOnComplete(ctx, a.core.Broker(), k, nil)
+	return EnqueueOnComplete(ctx, a.core.Broker(), k)
 }
 
 // EnqueueOnComplete enqueues a completed batch's stored OnComplete call, if it
 // has one, and clears its pending flag (package worker calls it too; it is
-// exported for it only). raw is ignored.
-func EnqueueOnComplete(ctx context.Context, b *broker.Broker, k *broker.BatchKeys, raw []byte) error {
-	raw, err := b.Client().HGet(ctx, k.Info, "oncomplete").Bytes()
-	if errors.Is(err, redis.Nil) {
-		return nil // none
-	}
+// exported for it only).
+func EnqueueOnComplete(ctx context.Context, b *broker.Broker, k *broker.BatchKeys) error {
+	vals, err := b.Client().HMGet(ctx, k.Info, "oncomplete", "retention").Result()
 	if err != nil {
 		return fmt.Errorf("rediq: batch %d: read OnComplete: %w", k.ID, err)
 	}
+	raw, ok := vals[0].(string)
+	if !ok {
+		return nil // none
+	}
+	ret, _ := strconv.ParseInt(fmt.Sprint(vals[1]), 10, 64) // written by NewBatch; absent: the minimum below
 	var c storedCall
-	if err := msgpack.Unmarshal(raw, &c); err != nil {
+	if err := msgpack.Unmarshal([]byte(raw), &c); err != nil {
 		return fmt.Errorf("rediq: batch %d: OnComplete call unreadable: %w", k.ID, err)
 	}
 	// The stored message was encoded under a generated id, which holds its
@@ -257,7 +258,6 @@ func EnqueueOnComplete(ctx context.Context, b *broker.Broker, k *broker.BatchKey
 		return fmt.Errorf("rediq: batch %d: OnComplete message unreadable: %w", k.ID, err)
 	}
 	env.EnqueuedAt = time.Now().UnixMilli()
-	ret, _ := b.Client().HGet(ctx, k.Info, "retention").Int64()
 	ms := func(n int64) time.Duration { return time.Duration(n) * time.Millisecond }
 	m := broker.Message{ID: "rediq-batch-" + strconv.FormatInt(k.ID, 10) + "-complete", Slot: c.Slot, Body: codec.Encode(&env),
 		Retention: ms(max(ret, 60000, c.RetainMs)), Delay: ms(c.DelayMs), ExpireIn: ms(c.ExpireMs),
@@ -280,7 +280,11 @@ func EnqueueOnComplete(ctx context.Context, b *broker.Broker, k *broker.BatchKey
 // per call.
 func (a *App) reconcile(ctx context.Context, k *broker.BatchKeys) error {
 	br := a.core.Broker()
-	if pending, _ := br.Client().HExists(ctx, k.Info, "oncomplete_pending").Result(); pending {
+	pending, err := br.Client().HExists(ctx, k.Info, "oncomplete_pending").Result()
+	if err != nil {
+		return fmt.Errorf("rediq: batch %d: %w", k.ID, err)
+	}
+	if pending {
 		if err := a.onComplete(ctx, k); err != nil {
 			return err
 		}
@@ -301,8 +305,12 @@ func (a *App) reconcile(ctx context.Context, k *broker.BatchKeys) error {
 		end, lastErr := "", ""
 		switch {
 		case errors.Is(err, broker.ErrNotFound):
+			started, err := br.Client().SIsMember(ctx, k.Started, id).Result()
+			if err != nil {
+				return fmt.Errorf("rediq: batch %d: %w", k.ID, err)
+			}
 			end = "dropped"
-			if ok, _ := br.Client().SIsMember(ctx, k.Started, id).Result(); ok {
+			if started {
 				end = "succeeded" // started, and left nothing: a success without retention
 			}
 		case err != nil:
@@ -384,7 +392,11 @@ func (a *App) batchLines(ctx context.Context, k *broker.BatchKeys) iter.Seq2[Out
 				st, err := a.BatchStat(ctx, k.ID)
 				if err != nil || st.Running == 0 || time.Since(stoppedAt) > 5*time.Second {
 					// A last read for lines sent just before the handlers ended.
-					ls, _ := br.ReadOutput(ctx, k, from, 1000, 0)
+					ls, err := br.ReadOutput(ctx, k, from, 1000, 0)
+					if err != nil {
+						yield(OutputLine{}, fmt.Errorf("rediq: batch %d output: %w", k.ID, err))
+						return
+					}
 					for _, l := range ls {
 						if l.Kind != "e" && !yield(OutputLine{Batch: k.ID, Task: TaskID(l.Task), Name: l.Name, Worker: l.Worker, Text: l.Line, At: l.At}, nil) {
 							return

@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -526,18 +527,7 @@ func TestDeleteAndRequeue(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	ctx := context.Background()
-	fails := true
-	var mu sync.Mutex
-	runs := newRecorder[int]()
-	task := rediq.Register(e.app, "t", func(ctx context.Context, n int) (int, error) {
-		runs.add(n)
-		mu.Lock()
-		defer mu.Unlock()
-		if fails {
-			return 0, errors.New("broken")
-		}
-		return n, nil
-	}, rediq.Retries(0), rediq.Unique(time.Hour))
+	task, runs, mend := breakable(e, rediq.Unique(time.Hour))
 	ids, err := task.EnqueueMany(ctx, []int{1, 2, 3})
 	if err != nil {
 		t.Fatal(err)
@@ -571,9 +561,7 @@ func TestDeleteAndRequeue(t *testing.T) {
 	if n, err := e.app.RequeueDead(ctx, "default"); n != 1 || err != nil {
 		t.Fatalf("RequeueDead = %d, %v", n, err)
 	}
-	mu.Lock()
-	fails = false
-	mu.Unlock()
+	mend()
 	e.start(e.app, worker.Config{})
 	got := runs.wait(t, 5, 10*time.Second)
 	slices.Sort(got[3:])
@@ -812,18 +800,7 @@ func TestRequeueEdges(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	ctx := context.Background()
-	var mu sync.Mutex
-	fails := true
-	runs := newRecorder[int]()
-	task := rediq.Register(e.app, "t", func(ctx context.Context, n int) (int, error) {
-		runs.add(n)
-		mu.Lock()
-		defer mu.Unlock()
-		if fails {
-			return 0, errors.New("broken")
-		}
-		return n, nil
-	}, rediq.Retries(0))
+	task, runs, mend := breakable(e)
 	// A dead task past its ExpireIn deadline runs when requeued.
 	late, err := task.Enqueue(ctx, 1, rediq.ExpireIn(300*time.Millisecond))
 	if err != nil {
@@ -853,9 +830,7 @@ func TestRequeueEdges(t *testing.T) {
 	if n != 3 || err == nil || !strings.Contains(err.Error(), "garbage") {
 		t.Fatalf("RequeueDead = %d, %v; want 3 and an error naming the undecodable one", n, err)
 	}
-	mu.Lock()
-	fails = false
-	mu.Unlock()
+	mend()
 	e.start(e.app, worker.Config{})
 	got := runs.wait(t, 6, 10*time.Second)
 	slices.Sort(got[3:])
@@ -865,4 +840,20 @@ func TestRequeueEdges(t *testing.T) {
 	if _, err := e.app.GetTask(ctx, late); !errors.Is(err, rediq.ErrTaskNotFound) {
 		t.Fatalf("the requeued late task did not run to success: %v", err)
 	}
+}
+
+// breakable registers task "t" (no retries): it records each run and fails
+// until mend is called.
+func breakable(e *env, opts ...rediq.TaskOption) (task *rediq.Task[int, int], runs *recorder[int], mend func()) {
+	var broken atomic.Bool
+	broken.Store(true)
+	runs = newRecorder[int]()
+	task = rediq.Register(e.app, "t", func(ctx context.Context, n int) (int, error) {
+		runs.add(n)
+		if broken.Load() {
+			return 0, errors.New("broken")
+		}
+		return n, nil
+	}, append([]rediq.TaskOption{rediq.Retries(0)}, opts...)...)
+	return task, runs, func() { broken.Store(false) }
 }
