@@ -275,6 +275,11 @@ func (a *App) RequeueTask(ctx context.Context, id TaskID) error {
 		return err
 	}
 	if n == 0 {
+		// Moved meanwhile — or this very call ran twice (a reply lost and the
+		// script re-sent): pending again is what was asked.
+		if now, err := a.GetTask(ctx, id); err == nil && now.State == StatePending {
+			return nil
+		}
 		return fmt.Errorf("rediq: task %q changed state while being requeued; look again", id)
 	}
 	return nil
