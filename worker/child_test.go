@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -51,6 +52,11 @@ func childMain(mode string) int {
 		})
 		worker.Main(app)
 		return 5 // Main exits
+	case "subcommand": // a program whose worker is its "worker" command: myapp worker $REDIQ_TEST_ARGS
+		rediq.Register(app, "double", func(_ context.Context, n int) (int, error) { return 2 * n, nil })
+		code := worker.MainArgs(app, "myapp worker", strings.Fields(os.Getenv("REDIQ_TEST_ARGS")), worker.Config{Concurrency: 2})
+		fmt.Fprintln(os.Stderr, "MainArgs returned", code)
+		return code
 	case "record": // run "job"s, logging each start; -1 kills this process mid-task
 		ns := os.Getenv("REDIQ_TEST_NS")
 		jobTime := envDuration("REDIQ_TEST_JOB_TIME")

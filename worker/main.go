@@ -48,14 +48,33 @@ import (
 // worker's logger at Warn level: go-redis has one logger per process, which
 // only the program's entry point may set.
 func Main(app *rediq.App, cfg ...Config) {
+	os.Exit(main(app, oneConfig("Main", cfg), os.Args[0], os.Args[1:], os.Stderr, os.LookupEnv))
+}
+
+// MainArgs is Main for a program with several commands, of which the worker is
+// one: it reads its flags from args instead of os.Args[1:], names itself prog
+// in its usage and errors (say "myapp worker"; "" is os.Args[0]), and returns
+// the exit code instead of exiting: 0 after a drain or for --help, 2 for a
+// usage mistake (a bad flag, variable or settings file), 1 when the worker
+// failed. Everything else is Main's, including the signal handling, which
+// lasts until it returns; it closes app before returning.
+//
+//	if len(os.Args) > 1 && os.Args[1] == "worker" { // myapp worker --queue emails
+//		os.Exit(worker.MainArgs(app, "myapp worker", os.Args[2:], worker.Config{Concurrency: 50}))
+//	}
+func MainArgs(app *rediq.App, prog string, args []string, cfg ...Config) int {
+	return main(app, oneConfig("MainArgs", cfg), cmp.Or(prog, os.Args[0]), args, os.Stderr, os.LookupEnv)
+}
+
+// oneConfig is the optional Config of Main and MainArgs.
+func oneConfig(fn string, cfg []Config) Config {
 	if len(cfg) > 1 {
-		panic("worker: Main takes at most one Config")
+		panic("worker: " + fn + " takes at most one Config")
 	}
-	var base Config
 	if len(cfg) == 1 {
-		base = cfg[0]
+		return cfg[0]
 	}
-	os.Exit(main(app, base, os.Args[0], os.Args[1:], os.Stderr, os.LookupEnv))
+	return Config{}
 }
 
 // flagEnv maps each flag to its environment variable.
@@ -161,7 +180,9 @@ func parseFlags(prog string, args []string, stderr io.Writer, getenv func(string
 		return nil, err
 	}
 	if fs.NArg() > 0 {
-		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+		// A program whose worker is a subcommand ("myapp worker") passes the
+		// arguments after it to MainArgs.
+		return nil, fmt.Errorf("unexpected argument %q: the worker takes flags only (a program that runs it as a subcommand passes the arguments after it to worker.MainArgs)", fs.Arg(0))
 	}
 	fs.Visit(func(f *pflag.Flag) { o.given[f.Name] = "--" + f.Name })
 	// The environment fills in what the command line did not set.

@@ -194,3 +194,57 @@ func TestMainRoutesGoRedisLogs(t *testing.T) {
 		t.Fatalf("no warning from go-redis about the failed dial; output:\n%s", ch.out.String())
 	}
 }
+
+// A program whose worker is one of its commands ("myapp worker --queue x")
+// passes the arguments after the command to MainArgs, which reads them, names
+// the command in its usage and errors, and returns the exit code: the program
+// goes on after it.
+func TestMainArgsRunsAsASubcommand(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		name, args string
+		code       int
+		say        []string
+	}{
+		{"help", "--help", 0, []string{"Usage: myapp worker [flags]", "MainArgs returned 0"}},
+		{"bad flag", "--nope", 2, []string{"myapp worker: unknown flag: --nope", "MainArgs returned 2"}},
+		{"stray argument", "--queue x extra", 2, []string{`myapp worker: unexpected argument "extra"`, "MainArgs returned 2"}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			e := newEnv(t)
+			ch := startChild(t, e, "subcommand", "REDIQ_TEST_ARGS="+c.args)
+			ch.wait(t, 30*time.Second)
+			if code := ch.cmd.ProcessState.ExitCode(); code != c.code {
+				t.Fatalf("exit code %d, want %d; output:\n%s", code, c.code, ch.out.String())
+			}
+			for _, s := range c.say {
+				if !strings.Contains(ch.out.String(), s) {
+					t.Fatalf("the output does not say %q:\n%s", s, ch.out.String())
+				}
+			}
+		})
+	}
+	t.Run("run", func(t *testing.T) {
+		t.Parallel()
+		e := newEnv(t)
+		double := rediq.Register(e.app, "double", func(_ context.Context, n int) (int, error) { return 2 * n, nil })
+		// Queue x is served only if MainArgs read --queue x.
+		id, err := double.Enqueue(context.Background(), 21, rediq.Queue("x"), rediq.Retention(time.Minute))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ch := startChild(t, e, "subcommand", "REDIQ_TEST_ARGS=--queue x --log-level warn")
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if got, err := double.Wait(ctx, id); err != nil || got != 42 {
+			t.Fatalf("Wait: %d, %v; want 42 (the worker serves queue x); output:\n%s", got, err, ch.out.String())
+		}
+		ch.signal(t, syscall.SIGTERM)
+		ch.wait(t, 30*time.Second)
+		if code := ch.cmd.ProcessState.ExitCode(); code != 0 || !strings.Contains(ch.out.String(), "MainArgs returned 0") {
+			t.Fatalf("exit code %d, want 0 after MainArgs returned 0; output:\n%s", code, ch.out.String())
+		}
+	})
+}
