@@ -61,6 +61,66 @@ type Task[A, R any] struct {
 // Name returns the task's registered name.
 func (t *Task[A, R]) Name() string { return t.def.Name }
 
+var (
+	// ErrWrongTask is matched by the error of Task.Args and Task.Result given
+	// the record of a task of another name.
+	ErrWrongTask = errors.New("rediq: record of another task")
+	// ErrNotFinished is matched by the error of Task.Result given the record
+	// of a task that has not finished: it has no result yet.
+	ErrNotFinished = errors.New("rediq: task not finished")
+)
+
+// Args decodes the arguments of rec, a record of this task from GetTask or
+// ListTasks. A record of a task of another name gives an error matching
+// ErrWrongTask.
+func (t *Task[A, R]) Args(rec *TaskRecord) (A, error) {
+	var args A
+	if err := t.owns(rec); err != nil {
+		return args, err
+	}
+	if err := decodeArgs(rec.Args, &args); err != nil {
+		var zero A
+		return zero, fmt.Errorf("rediq: decode the arguments of task %q: %w", rec.ID, err)
+	}
+	return args, nil
+}
+
+// Result decodes the result of rec, a record of this task that succeeded (a
+// success is kept only with Retention). Other records give Wait's errors: a
+// *TaskFailedError for a dead task, ErrCancelled or ErrExpired, and
+// ErrNotFinished for one that is waiting or running; a record of a task of
+// another name gives ErrWrongTask.
+func (t *Task[A, R]) Result(rec *TaskRecord) (R, error) {
+	var r R
+	if err := t.owns(rec); err != nil {
+		return r, err
+	}
+	switch rec.State {
+	case StateSucceeded:
+	case StateDead:
+		return r, &TaskFailedError{ID: rec.ID, Retried: rec.Retried, Err: rec.LastError}
+	case StateCancelled:
+		return r, fmt.Errorf("%w: %q", ErrCancelled, rec.ID)
+	case StateExpired:
+		return r, fmt.Errorf("%w: %q was not started before its deadline", ErrExpired, rec.ID)
+	default:
+		return r, fmt.Errorf("%w: %q is %s", ErrNotFinished, rec.ID, rec.State)
+	}
+	if err := decodeArgs(rec.Result, &r); err != nil {
+		var zero R
+		return zero, fmt.Errorf("rediq: decode the result of task %q: %w", rec.ID, err)
+	}
+	return r, nil
+}
+
+// owns fails unless rec is a record of this task.
+func (t *Task[A, R]) owns(rec *TaskRecord) error {
+	if rec.Name != t.def.Name {
+		return fmt.Errorf("%w: task %q is a %q, not a %q", ErrWrongTask, rec.ID, rec.Name, t.def.Name)
+	}
+	return nil
+}
+
 // Register registers fn as the task called name and returns its handle. fn runs
 // on a worker with the decoded arguments; its result is available to
 // AfterTaskSuccess hooks. Arguments are encoded with msgpack (struct fields by
