@@ -231,13 +231,13 @@ func (b *Batch) seal(ctx context.Context) error {
 // per batch and kept for the batch's retention, so however many parties get
 // here, it is enqueued once.
 func (a *App) onComplete(ctx context.Context, k *broker.BatchKeys) error {
-	return EnqueueOnComplete(ctx, a.core.Broker(), k)
+	return enqueueOnComplete(ctx, a.core.Broker(), k)
 }
 
-// EnqueueOnComplete enqueues a completed batch's stored OnComplete call, if it
-// has one, and clears its pending flag (package worker calls it too; it is
-// exported for it only).
-func EnqueueOnComplete(ctx context.Context, b *broker.Broker, k *broker.BatchKeys) error {
+// enqueueOnComplete enqueues a completed batch's stored OnComplete call, if it
+// has one, and clears its pending flag. Package worker calls it too, as
+// core.EnqueueOnComplete.
+func enqueueOnComplete(ctx context.Context, b *broker.Broker, k *broker.BatchKeys) error {
 	vals, err := b.Client().HMGet(ctx, k.Info, "oncomplete", "retention").Result()
 	if err != nil {
 		return fmt.Errorf("rediq: batch %d: read OnComplete: %w", k.ID, err)

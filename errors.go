@@ -6,21 +6,20 @@ import (
 
 	"github.com/rediq/rediq/internal/broker"
 	"github.com/rediq/rediq/internal/codec"
-	"github.com/rediq/rediq/internal/core"
 )
 
 var (
 	// ErrSkipRetry is matched (errors.Is) by errors made with SkipRetry.
-	ErrSkipRetry = core.ErrSkipRetry
+	ErrSkipRetry = errors.New("rediq: skip retry")
 	// ErrTimeout is matched by the error of an attempt that ran past its timeout.
 	ErrTimeout = errors.New("rediq: task timed out")
 	// ErrUnknownTask is the reason a message naming no registered task is dead.
 	ErrUnknownTask = errors.New("rediq: unknown task")
 	// ErrMalformedMessage is matched by the reason an undecodable message is dead.
-	ErrMalformedMessage = codec.ErrMalformed
+	ErrMalformedMessage = errors.New("malformed message")
 	// ErrLeaseLost means a worker lost its lease on a task (it stalled past the
 	// lease TTL and another worker took the task over).
-	ErrLeaseLost = broker.ErrLeaseLost
+	ErrLeaseLost = errors.New("lease lost")
 	// ErrInvalidOption is matched by the error of an Enqueue given a bad option.
 	ErrInvalidOption = errors.New("rediq: invalid option")
 	// ErrDuplicate is matched by the error of an Enqueue whose task id exists
@@ -29,11 +28,20 @@ var (
 	// ErrOutcomeUnknown is matched by the error of an Enqueue whose request went
 	// out without an answer: the task may or may not be enqueued. Enqueue again
 	// with WithID and the returned id; see Task.Enqueue.
-	ErrOutcomeUnknown = broker.ErrOutcomeUnknown
+	ErrOutcomeUnknown = errors.New("outcome unknown")
 	// ErrTooLarge is matched by the error of an Enqueue whose message is larger
 	// than Config.MaxMessageBytes (a *TooLargeError): nothing was written.
 	ErrTooLarge = errors.New("rediq: message too large")
 )
+
+// The internal packages, which cannot import this one, return some of these
+// errors: they are given rediq's values before anything runs, so that
+// errors.Is matches what they return.
+func init() {
+	codec.ErrMalformed = ErrMalformedMessage
+	broker.ErrLeaseLost = ErrLeaseLost
+	broker.ErrOutcomeUnknown = ErrOutcomeUnknown
+}
 
 // DuplicateError is the error of an Enqueue whose task id is taken, or whose
 // Unique lock another task holds.
@@ -86,7 +94,7 @@ type skipRetry struct{ err error }
 
 func (e *skipRetry) Error() string        { return e.err.Error() }
 func (e *skipRetry) Unwrap() error        { return e.err }
-func (e *skipRetry) Is(target error) bool { return target == core.ErrSkipRetry }
+func (e *skipRetry) Is(target error) bool { return target == ErrSkipRetry }
 
 // PanicError is the error of an attempt whose handler panicked.
 type PanicError struct {

@@ -16,19 +16,31 @@ type Event int
 const (
 	// BeforeWorkerStartup runs before a worker fetches anything; an error aborts
 	// the start and worker.Run returns it (a database that cannot connect).
-	BeforeWorkerStartup Event = Event(core.BeforeWorkerStartup)
+	BeforeWorkerStartup Event = iota
 	// AfterWorkerShutdown runs after a worker has drained and settled everything.
-	AfterWorkerShutdown Event = Event(core.AfterWorkerShutdown)
+	AfterWorkerShutdown
 	// BeforeTaskStart runs before each attempt of a task.
-	BeforeTaskStart Event = Event(core.BeforeTaskStart)
+	BeforeTaskStart
 	// BeforeTaskRetry runs when an attempt failed and the task will be retried;
 	// TaskError returns the failure.
-	BeforeTaskRetry Event = Event(core.BeforeTaskRetry)
+	BeforeTaskRetry
 	// AfterTaskSuccess runs when an attempt succeeded; TaskResult returns its result.
-	AfterTaskSuccess Event = Event(core.AfterTaskSuccess)
+	AfterTaskSuccess
 	// AfterTaskFailure runs when a task failed for good (retries exhausted, or
 	// SkipRetry) and goes to the dead set; TaskError returns the failure.
-	AfterTaskFailure Event = Event(core.AfterTaskFailure)
+	AfterTaskFailure
+)
+
+// The hook lists of internal/core are indexed by these values: a difference
+// does not compile.
+var (
+	_ [BeforeWorkerStartup - Event(core.BeforeWorkerStartup)]struct{} = [0]struct{}{}
+	_ [AfterWorkerShutdown - Event(core.AfterWorkerShutdown)]struct{} = [0]struct{}{}
+	_ [BeforeTaskStart - Event(core.BeforeTaskStart)]struct{}         = [0]struct{}{}
+	_ [BeforeTaskRetry - Event(core.BeforeTaskRetry)]struct{}         = [0]struct{}{}
+	_ [AfterTaskSuccess - Event(core.AfterTaskSuccess)]struct{}       = [0]struct{}{}
+	_ [AfterTaskFailure - Event(core.AfterTaskFailure)]struct{}       = [0]struct{}{}
+	_ [AfterTaskFailure + 1 - Event(core.NumEvents)]struct{}          = [0]struct{}{}
 )
 
 var eventNames = [...]string{"before_worker_startup", "after_worker_shutdown", "before_task_start",

@@ -80,6 +80,7 @@ type App struct {
 
 func init() {
 	core.Unwrap = func(app any) *core.App { return app.(*App).core }
+	core.EnqueueOnComplete = enqueueOnComplete
 }
 
 // New returns an App. It does not connect until first used.

@@ -28,8 +28,17 @@ const (
 
 // Priority bounds. Lower runs first; the default is 0.
 const (
-	MinPriority = broker.MinPriority
-	MaxPriority = broker.MaxPriority
+	MinPriority = -2048
+	MaxPriority = 2047
+)
+
+// The broker's and the wire format's bounds are these: a difference does not
+// compile (an array length below 0, or a [1] that is not a [0]).
+var (
+	_ [MinPriority - broker.MinPriority]struct{} = [0]struct{}{}
+	_ [MaxPriority - broker.MaxPriority]struct{} = [0]struct{}{}
+	_ [MinPriority - codec.MinPriority]struct{}  = [0]struct{}{}
+	_ [MaxPriority - codec.MaxPriority]struct{}  = [0]struct{}{}
 )
 
 // TaskID identifies one enqueued task: 20 characters that sort by enqueue time.

@@ -197,7 +197,7 @@ func (w *Worker) noteBatch(k *broker.BatchKeys, id, attempt, end string, lastErr
 	if !completed {
 		return
 	}
-	if err := rediq.EnqueueOnComplete(ctx, w.b, k); err != nil {
+	if err := core.EnqueueOnComplete(ctx, w.b, k); err != nil {
 		// It stays pending in the batch: its Wait enqueues it.
 		w.log.Error("batch completed, but its OnComplete could not be enqueued yet", zap.Int64("batch", k.ID), zap.Error(err))
 	}

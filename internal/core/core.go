@@ -34,9 +34,6 @@ const (
 // Hook is a registered event handler.
 type Hook func(ctx context.Context) error
 
-// ErrSkipRetry marks a handler error that must not be retried.
-var ErrSkipRetry = errors.New("rediq: skip retry")
-
 // TaskDef is a registered task with its defaults.
 type TaskDef struct {
 	Name     string
@@ -90,9 +87,15 @@ func (a *App) Close() error {
 	return nil
 }
 
-// Unwrap returns the core of a *rediq.App; package rediq sets it at init so that
-// package worker can reach the core without it being part of rediq's API.
-var Unwrap func(app any) *App
+// Package rediq sets these at init, so that package worker can reach what it
+// needs of rediq without it being part of rediq's API.
+var (
+	// Unwrap returns the core of a *rediq.App.
+	Unwrap func(app any) *App
+	// EnqueueOnComplete enqueues a completed batch's stored OnComplete call,
+	// if it has one, and clears its pending flag.
+	EnqueueOnComplete func(ctx context.Context, b *broker.Broker, k *broker.BatchKeys) error
+)
 
 // AddTask registers def; it reports false if the name is taken.
 func (a *App) AddTask(def *TaskDef) bool {
