@@ -1,7 +1,8 @@
 // Package worker runs the tasks of a rediq.App: it fetches from the App's queues
 // without polling, runs handlers with bounded concurrency, settles their outcomes
 // in coalesced round trips and keeps leases alive so that a worker that dies loses
-// nothing. Main gives an application binary the worker's command line.
+// nothing. Main gives an application binary the worker's command line;
+// MainArgs gives it to one command of a binary that has several.
 package worker
 
 import (
