@@ -240,6 +240,8 @@ func (a *App) closeBatches() {
 	}
 	for _, h := range held {
 		h.release()
+	}
+	for _, h := range held {
 		<-h.done
 	}
 }
