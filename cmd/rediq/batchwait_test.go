@@ -72,6 +72,7 @@ func TestBatchWaitStopped(t *testing.T) {
 	var out syncBuffer
 	done := runAsync(ctx, &out, append([]string{"batch", "wait", id(b)}, redisArgs(e.ns)...)...)
 	testredis.WaitFor(t, 10*time.Second, "the first line", func() bool { return out.String() != "" })
+	testredis.WaitFor(t, 10*time.Second, "a task to run", func() bool { return e.stat(b.ID()).Running == 1 })
 	if err := e.app.StopBatch(context.Background(), b.ID()); err != nil {
 		t.Fatal(err)
 	}
