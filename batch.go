@@ -7,6 +7,7 @@ import (
 	"go.uber.org/zap"
 	"io"
 	"iter"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -36,22 +37,42 @@ var (
 	ErrBatchNotFound = errors.New("rediq: batch not found")
 )
 
+// BatchStoppedError is what Wait returns for a stopped batch; it matches
+// ErrBatchStopped.
+type BatchStoppedError struct {
+	Batch  int64
+	Reason string // "stopped by StopBatch", "its producer closed it", …
+}
+
+func (e *BatchStoppedError) Error() string {
+	return fmt.Sprintf("rediq: batch %d stopped: %s", e.Batch, e.Reason)
+}
+
+// Is makes errors.Is(err, ErrBatchStopped) true.
+func (e *BatchStoppedError) Is(target error) bool { return target == ErrBatchStopped }
+
 // BatchOptions configures NewBatch.
 type BatchOptions struct {
 	// Detached batches run to their end whatever their producer does
-	// (vredis's submit mode). By default a batch is kept alive by its
+	// (vredis's submit mode, "submit and go"): one completes when every task
+	// enqueued in it has ended and no more can be added — after Wait or
+	// Close, after its App's Close, once nothing refers to its Batch any more,
+	// or once its producer's keep-alives stopped for KeepAliveTimeout (the
+	// process exited or was killed). By default a batch is kept alive by its
 	// producer: if its keep-alives stop for KeepAliveTimeout (the process was
 	// killed, the laptop closed) the batch is stopped — no task of it starts
 	// any more, and running ones have their ctx cancelled with cause
 	// ErrBatchStopped.
 	Detached bool
-	// KeepAliveTimeout: default DefaultKeepAliveTimeout (5 s).
+	// KeepAliveTimeout: default DefaultKeepAliveTimeout (5 s). A producer
+	// that cannot reach Redis for this long counts as gone.
 	KeepAliveTimeout time.Duration
 	// Retention is how long the batch's output, tables and counts stay after it
 	// completes or stops: default DefaultBatchRetention (7 days).
 	Retention time.Duration
 	// OnComplete is enqueued exactly once when every task of the batch has
-	// finished (after Wait or Close sealed it): a fan-in. Made by Task.With.
+	// finished and no more can be added (see Detached): a fan-in. Made by
+	// Task.With.
 	OnComplete Call
 }
 
@@ -87,21 +108,71 @@ type Batch struct {
 	app       *App
 	keys      *broker.BatchKeys
 	opts      BatchOptions
-	stopAlive chan struct{}
-	aliveDone chan struct{}
-	aliveOnce sync.Once
+	hold      *batchHold
 	closeOnce sync.Once
 }
 
-// stopKeepAlive ends the keep-alive goroutine, waiting for it.
-func (b *Batch) stopKeepAlive() {
-	b.aliveOnce.Do(func() { close(b.stopAlive) })
-	<-b.aliveDone
+// batchHold is a producer's hold on its open batch: a goroutine that renews
+// the batch's keep-alive key until the hold ends. It refers to the batch's
+// keys, not to its Batch, so that a detached Batch nobody refers to any more
+// can end it (a cleanup): nothing can be added to that batch any more.
+type batchHold struct {
+	app      *App
+	keys     *broker.BatchKeys
+	ttl      time.Duration
+	stop     chan struct{} // closed: end the hold
+	seal     chan struct{} // closed: seal the batch, then end the hold
+	done     chan struct{} // closed when the goroutine has returned
+	stopOnce sync.Once
+	sealOnce sync.Once
 }
 
-// NewBatch opens a batch with the next number of the namespace. A keep-alive
-// batch (the default) is kept alive by a goroutine until Close: call Close
-// (defer it) when the producer is done.
+// end ends the hold and waits for its goroutine.
+func (h *batchHold) end() {
+	h.stopOnce.Do(func() { close(h.stop) })
+	<-h.done
+}
+
+// release asks the hold to seal its batch and end, without waiting (a
+// cleanup of its Batch calls it).
+func (h *batchHold) release() { h.sealOnce.Do(func() { close(h.seal) }) }
+
+func (h *batchHold) run() {
+	defer close(h.done)
+	every := h.ttl / 3
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-h.stop:
+			return
+		case <-h.seal:
+			// Should this fail, the keep-alive key lapses: the same end, later.
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			if err := h.app.sealBatch(ctx, h.keys); err != nil {
+				h.app.core.Log.Warn("could not seal a detached batch its producer let go of; it completes once its keep-alive lapses",
+					zapBatch(h.keys.ID), zapErr(err))
+			}
+			cancel()
+			h.app.batchMu.Lock()
+			delete(h.app.heldBatches, h)
+			h.app.batchMu.Unlock()
+			return
+		case <-t.C:
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), every)
+		err := h.app.core.Broker().KeepAlive(ctx, h.keys, h.ttl)
+		cancel()
+		if err != nil {
+			h.app.core.Log.Warn("batch keep-alive failed; retrying", zapBatch(h.keys.ID), zapErr(err))
+		}
+	}
+}
+
+// NewBatch opens a batch with the next number of the namespace. The producer
+// holds it with a goroutine that renews its keep-alive until Close: call
+// Close (defer it) when the producer is done. A detached batch's hold also
+// ends when the App closes or nothing refers to the Batch any more.
 func (a *App) NewBatch(ctx context.Context, opts BatchOptions) (*Batch, error) {
 	if opts.KeepAliveTimeout == 0 {
 		opts.KeepAliveTimeout = DefaultKeepAliveTimeout
@@ -127,19 +198,52 @@ func (a *App) NewBatch(ctx context.Context, opts BatchOptions) (*Batch, error) {
 	if err != nil {
 		return nil, fmt.Errorf("rediq: %w", err)
 	}
-	b := &Batch{app: a, keys: k, opts: opts, stopAlive: make(chan struct{}), aliveDone: make(chan struct{})}
+	h := &batchHold{app: a, keys: k, ttl: opts.KeepAliveTimeout,
+		stop: make(chan struct{}), seal: make(chan struct{}), done: make(chan struct{})}
+	b := &Batch{app: a, keys: k, opts: opts, hold: h}
+	a.batchMu.Lock()
 	if opts.Detached {
-		close(b.aliveDone)
+		// The App refers to the hold only: dropping the Batch releases it.
+		if a.heldBatches == nil {
+			a.heldBatches = map[*batchHold]struct{}{}
+		}
+		a.heldBatches[h] = struct{}{}
+		runtime.AddCleanup(b, (*batchHold).release, h)
 	} else {
-		a.batchMu.Lock()
 		if a.openBatches == nil {
 			a.openBatches = map[*Batch]struct{}{}
 		}
 		a.openBatches[b] = struct{}{}
-		a.batchMu.Unlock()
-		go b.keepAlive()
 	}
+	a.batchMu.Unlock()
+	go h.run()
 	return b, nil
+}
+
+// closeBatches ends the App's holds on its open batches (App.Close): a
+// keep-alive batch is stopped, a detached one sealed.
+func (a *App) closeBatches() {
+	a.batchMu.Lock()
+	open := make([]*Batch, 0, len(a.openBatches))
+	for b := range a.openBatches {
+		open = append(open, b)
+	}
+	held := make([]*batchHold, 0, len(a.heldBatches))
+	for h := range a.heldBatches {
+		held = append(held, h)
+	}
+	a.batchMu.Unlock()
+	for _, b := range open {
+		if err := b.Close(); err != nil {
+			a.core.Log.Warn("closing an open batch", zap.Error(err))
+		}
+	}
+	for _, h := range held {
+		h.release()
+	}
+	for _, h := range held {
+		<-h.done
+	}
 }
 
 // storedCall is an OnComplete call as the batch's info holds it.
@@ -165,44 +269,28 @@ func encodeCall(m broker.Message, queue string) ([]byte, error) {
 	return msgpack.Marshal(c)
 }
 
-func (b *Batch) keepAlive() {
-	defer close(b.aliveDone)
-	every := b.opts.KeepAliveTimeout / 3
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-b.stopAlive:
-			return
-		case <-t.C:
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), every)
-		err := b.app.core.Broker().KeepAlive(ctx, b.keys, b.opts.KeepAliveTimeout)
-		cancel()
-		if err != nil {
-			b.app.core.Log.Warn("batch keep-alive failed; retrying", zapBatch(b.keys.ID), zapErr(err))
-		}
-	}
-}
-
 // ID is the batch's number, increasing per namespace.
 func (b *Batch) ID() int64 { return b.keys.ID }
 
 // Close ends the producer's hold on the batch: no task will be added. A
 // keep-alive batch's unfinished tasks are then stopped (as if the producer
 // had gone: unstarted ones never start, running ones are cancelled with cause
-// ErrBatchStopped) — Wait first to let them finish. A detached batch runs on.
+// ErrBatchStopped) — Wait first to let them finish. A detached batch runs on,
+// and completes when its tasks have ended.
 func (b *Batch) Close() error {
 	var err error
 	b.closeOnce.Do(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
+		// Sealed before the hold ends: should the seal fail, a detached
+		// batch's keep-alive lapses, which seals it too.
 		err = b.seal(ctx)
+		b.hold.end()
+		b.app.batchMu.Lock()
+		delete(b.app.openBatches, b)
+		delete(b.app.heldBatches, b.hold)
+		b.app.batchMu.Unlock()
 		if !b.opts.Detached {
-			b.stopKeepAlive()
-			b.app.batchMu.Lock()
-			delete(b.app.openBatches, b)
-			b.app.batchMu.Unlock()
 			if _, serr := b.app.core.Broker().StopBatch(ctx, b.keys, "its producer closed it"); serr != nil && !errors.Is(serr, broker.ErrNoBatch) {
 				err = errors.Join(err, serr)
 			}
@@ -216,13 +304,15 @@ func (b *Batch) Close() error {
 
 // seal marks that no task will be added, enqueueing OnComplete if that
 // completed the batch.
-func (b *Batch) seal(ctx context.Context) error {
-	done, err := b.app.core.Broker().SealBatch(ctx, b.keys)
+func (b *Batch) seal(ctx context.Context) error { return b.app.sealBatch(ctx, b.keys) }
+
+func (a *App) sealBatch(ctx context.Context, k *broker.BatchKeys) error {
+	done, err := a.core.Broker().SealBatch(ctx, k)
 	if err != nil {
 		return err
 	}
 	if done {
-		return b.app.onComplete(ctx, b.keys)
+		return a.onComplete(ctx, k)
 	}
 	return nil
 }
@@ -285,6 +375,15 @@ func (a *App) reconcile(ctx context.Context, k *broker.BatchKeys) error {
 		return fmt.Errorf("rediq: batch %d: %w", k.ID, err)
 	}
 	if pending {
+		if err := a.onComplete(ctx, k); err != nil {
+			return err
+		}
+	}
+	// A detached batch whose producer let go of it after its last task
+	// ended completes here (and in the workers' sweep).
+	if completed, err := br.CompleteBatch(ctx, k); err != nil {
+		return fmt.Errorf("rediq: batch %d: %w", k.ID, err)
+	} else if completed {
 		if err := a.onComplete(ctx, k); err != nil {
 			return err
 		}
@@ -461,7 +560,9 @@ func FollowBatch(ctx context.Context, app *App, id int64, w io.Writer) error {
 
 // Wait seals the batch (no task will be added) and waits for every task of
 // it to finish — a blocking read of its output stream, no polling — then
-// returns its stat. A stopped batch returns its stat and ErrBatchStopped.
+// returns its stat. A stopped batch returns, once its running handlers have
+// ended (they are cancelled within a quarter of a second), its stat — what
+// BatchStat says from then on — and a *BatchStoppedError (ErrBatchStopped).
 func (b *Batch) Wait(ctx context.Context) (BatchStat, error) {
 	if err := b.seal(ctx); err != nil {
 		return BatchStat{}, fmt.Errorf("rediq: batch %d: %w", b.keys.ID, err)
@@ -480,7 +581,15 @@ func (a *App) waitBatch(ctx context.Context, k *broker.BatchKeys) (BatchStat, er
 			return st, err
 		}
 		if st.Stopped {
-			return st, fmt.Errorf("%w: batch %d: %s", ErrBatchStopped, k.ID, st.StopReason)
+			if st.Running == 0 {
+				return st, &BatchStoppedError{Batch: k.ID, Reason: st.StopReason}
+			}
+			// Its running handlers are being cancelled: their ends are
+			// counted in a moment (no stream entry says so: a short poll).
+			if err := a.awaitStopped(ctx, k); err != nil {
+				return st, err
+			}
+			continue
 		}
 		if !st.Finished.IsZero() {
 			return st, nil
@@ -531,6 +640,35 @@ func (a *App) waitBatch(ctx context.Context, k *broker.BatchKeys) (BatchStat, er
 	}
 }
 
+// awaitStopped waits for a stopped batch's running tasks to end: it polls,
+// from every 50 ms to every second, and reconciles every five seconds (a
+// worker that died after settling, or a task recovered and dropped).
+func (a *App) awaitStopped(ctx context.Context, k *broker.BatchKeys) error {
+	every := 50 * time.Millisecond
+	t := time.NewTimer(every)
+	defer t.Stop()
+	reconciled := time.Now()
+	for {
+		select {
+		case <-ctx.Done():
+			return context.Cause(ctx)
+		case <-t.C:
+		}
+		st, err := a.BatchStat(ctx, k.ID)
+		if err != nil || st.Running == 0 {
+			return err
+		}
+		if time.Since(reconciled) >= 5*time.Second {
+			reconciled = time.Now()
+			if err := a.reconcile(ctx, k); err != nil {
+				return err
+			}
+		}
+		every = min(2*every, time.Second)
+		t.Reset(every)
+	}
+}
+
 // StopBatch stops batch id: no task of it starts any more (unstarted ones end
 // cancelled), and workers cancel its running handlers with cause
 // ErrBatchStopped within a few hundred ms.
@@ -555,23 +693,27 @@ type WorkerStat struct {
 
 // BatchStat counts a batch's tasks.
 type BatchStat struct {
-	ID         int64
-	Detached   bool
-	Enqueued   int
-	Started    int // tasks that started at least once
-	Succeeded  int
-	Failed     int // dead
-	Cancelled  int // cancelled, or stopped with the batch
-	Running    int // started and not ended
-	Unstarted  int // enqueued and never started (nor cancelled unstarted)
-	Rows       int // table rows collected
-	Stopped    bool
-	StopReason string
-	Created    time.Time
-	Finished   time.Time // completed, or stopped (zero while it runs)
-	Rate       float64   // tasks ended per second since Created
-	ETA        time.Duration
-	Workers    []WorkerStat
+	ID        int64
+	Detached  bool
+	Enqueued  int
+	Started   int // tasks that started at least once
+	Succeeded int
+	Failed    int // dead
+	Cancelled int // cancelled, or stopped with the batch (NeverStarted included)
+	// NeverStarted counts the tasks that ended without starting: cancelled
+	// while they waited, expired, or left unstarted when the batch stopped
+	// (those count here from the stop on, before a worker has dropped them).
+	NeverStarted int
+	Running      int // started and not ended
+	Unstarted    int // enqueued, not started yet, and still able to start (0 once the batch stopped)
+	Rows         int // table rows collected
+	Stopped      bool
+	StopReason   string
+	Created      time.Time
+	Finished     time.Time // completed, or stopped (zero while it runs)
+	Rate         float64   // tasks ended per second since Created
+	ETA          time.Duration
+	Workers      []WorkerStat
 }
 
 // BatchStat reads batch id's counts in one round trip.
@@ -599,10 +741,16 @@ func (a *App) BatchStat(ctx context.Context, id int64) (BatchStat, error) {
 	if st.Stopped {
 		st.Finished = ms("stopped_at")
 	}
-	dropped := n(s.Stat, "dropped") // cancelled before they started
+	// "dropped": ended before they started. Of a stopped batch, no task starts
+	// any more: every task that had not started is one, whether or not a
+	// worker has fetched it and counted it yet.
+	st.NeverStarted = n(s.Stat, "dropped")
+	if st.Stopped {
+		st.NeverStarted = max(st.NeverStarted, st.Enqueued-st.Started)
+	}
 	st.Running = max(st.Started-st.Succeeded-st.Failed-st.Cancelled, 0)
-	st.Unstarted = max(st.Enqueued-st.Started-dropped, 0)
-	st.Cancelled += dropped
+	st.Unstarted = max(st.Enqueued-st.Started-st.NeverStarted, 0)
+	st.Cancelled += st.NeverStarted
 	ended := st.Succeeded + st.Failed + st.Cancelled
 	end := time.Now()
 	if !st.Finished.IsZero() {

@@ -75,7 +75,8 @@ type App struct {
 	hubOnce         sync.Once
 	waits           *waitHub // Wait's shared subscription, started by the first Wait
 	batchMu         sync.Mutex
-	openBatches     map[*Batch]struct{} // keep-alive batches not closed: Close stops their keep-alives
+	openBatches     map[*Batch]struct{}     // keep-alive batches not closed: Close stops their keep-alives
+	heldBatches     map[*batchHold]struct{} // holds of detached batches not closed: Close seals them
 }
 
 func init() {
@@ -142,18 +143,9 @@ func (a *App) Close() error {
 	if a.waits != nil {
 		_ = a.waits.close()
 	}
-	// Open keep-alive batches lose their producer: they are closed (stopped).
-	a.batchMu.Lock()
-	open := make([]*Batch, 0, len(a.openBatches))
-	for b := range a.openBatches {
-		open = append(open, b)
-	}
-	a.batchMu.Unlock()
-	for _, b := range open {
-		if err := b.Close(); err != nil {
-			a.core.Log.Warn("closing an open batch", zap.Error(err))
-		}
-	}
+	// Open batches lose their producer: keep-alive ones stop, detached ones
+	// are sealed.
+	a.closeBatches()
 	if err := a.core.Close(); err != nil {
 		return fmt.Errorf("rediq: close: %w", err)
 	}

@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"runtime"
 	"sync"
 	"time"
 
@@ -232,7 +233,11 @@ func (o *enqueueOptions) countInBatch(ctx context.Context, ids []TaskID) error {
 	for i, id := range ids {
 		s[i] = string(id)
 	}
-	if err := o.batch.app.core.Broker().AddMembers(context.WithoutCancel(ctx), o.batch.keys, s); err != nil {
+	err := o.batch.app.core.Broker().AddMembers(context.WithoutCancel(ctx), o.batch.keys, s)
+	// A detached Batch that is collected seals its batch: not before its
+	// tasks are counted in it.
+	runtime.KeepAlive(o.batch)
+	if err != nil {
 		return fmt.Errorf("rediq: enqueued, but not counted in batch %d: %w", o.batch.keys.ID, err)
 	}
 	return nil

@@ -198,7 +198,7 @@ func (w *Worker) noteBatch(k *broker.BatchKeys, id, attempt, end string, lastErr
 		return
 	}
 	if err := core.EnqueueOnComplete(ctx, w.b, k); err != nil {
-		// It stays pending in the batch: its Wait enqueues it.
+		// It stays pending in the batch: the sweep after a heartbeat, or its Wait, enqueues it.
 		w.log.Error("batch completed, but its OnComplete could not be enqueued yet", zap.Int64("batch", k.ID), zap.Error(err))
 	}
 }
@@ -286,17 +286,24 @@ func (w *Worker) batchStopped(ctx context.Context, k *broker.BatchKeys) (string,
 	return reason, nil
 }
 
-// stopAbandonedBatches stops keep-alive batches whose producer went away when
-// no task of theirs was running or starting (after every heartbeat; the newest
-// 100 batches).
-func (w *Worker) stopAbandonedBatches(ctx context.Context) {
+// sweepBatches ends batches whose producer went away when no task of theirs
+// was running or starting (after every heartbeat; the newest 100 batches):
+// keep-alive ones are stopped, detached ones whose tasks have all ended
+// complete (their OnComplete is enqueued here, as is one still pending).
+func (w *Worker) sweepBatches(ctx context.Context) {
 	cctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
-	n, err := w.b.StopAbandoned(cctx, 100)
+	sw, err := w.b.SweepBatches(cctx, 100)
 	switch {
 	case err != nil:
 		w.log.Debug("could not look for abandoned batches", zap.Error(err))
-	case n > 0:
-		w.log.Info("stopped batches whose producer went away", zap.Int("batches", n))
+	case sw.Stopped > 0:
+		w.log.Info("stopped batches whose producer went away", zap.Int("batches", sw.Stopped))
+	}
+	for _, k := range sw.OnComplete {
+		if err := core.EnqueueOnComplete(cctx, w.b, k); err != nil {
+			// Still pending: the next sweep tries again.
+			w.log.Warn("batch completed, but its OnComplete could not be enqueued yet", zap.Int64("batch", k.ID), zap.Error(err))
+		}
 	}
 }

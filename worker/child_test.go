@@ -130,6 +130,28 @@ func childMain(mode string) int {
 			return 3
 		}
 		select {}
+	case "submit": // opens a detached batch, enqueues, and exits without Close or Wait
+		task, done := registerBatchTasks(app)
+		ns := os.Getenv("REDIQ_TEST_NS")
+		b, err := app.NewBatch(context.Background(), rediq.BatchOptions{Detached: true,
+			KeepAliveTimeout: envDuration("REDIQ_TEST_KEEPALIVE"), OnComplete: done.With(1)})
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 3
+		}
+		args := make([]batchArgs, 20)
+		for i := range args {
+			args[i] = batchArgs{N: i, Lines: 1}
+		}
+		if _, err := task.EnqueueMany(context.Background(), args, rediq.InBatch(b)); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 3
+		}
+		if err := app.Redis().Set(context.Background(), ns+":producer-batch", b.ID(), 0).Err(); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 3
+		}
+		return 0 // the process exits: no Close, of the batch or the App
 	case "tasks": // issue 7's tasks: "block" until cancelled, "memo" counted and memoized
 		ns := os.Getenv("REDIQ_TEST_NS")
 		registerTaskByID(app, ns, envDuration("REDIQ_TEST_MEMO_TTL"))

@@ -113,7 +113,7 @@ func (w *Worker) heartbeater(ctx context.Context, stop <-chan struct{}) {
 		probeCheck.Reset(min(interval/2, time.Second))
 		w.markAllReady()
 		w.checkCancels(ctx)
-		w.stopAbandonedBatches(ctx)
+		w.sweepBatches(ctx)
 	}
 }
 

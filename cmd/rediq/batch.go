@@ -101,24 +101,25 @@ func batchCmd(ctx context.Context, args []string, stdout io.Writer, action, abou
 // batchJSON is a batch's stat as --output json prints it. Times are RFC 3339
 // in UTC, left out when not applicable.
 type batchJSON struct {
-	ID         int64        `json:"id"`
-	State      string       `json:"state"` // running, completed or stopped
-	Detached   bool         `json:"detached"`
-	Enqueued   int          `json:"enqueued"`
-	Started    int          `json:"started"`
-	Succeeded  int          `json:"succeeded"`
-	Failed     int          `json:"failed"`
-	Cancelled  int          `json:"cancelled"`
-	Running    int          `json:"running"`
-	Unstarted  int          `json:"unstarted"`
-	Rows       int          `json:"rows"`
-	Stopped    bool         `json:"stopped"`
-	StopReason string       `json:"stop_reason,omitempty"`
-	Created    time.Time    `json:"created,omitzero"`
-	Finished   time.Time    `json:"finished,omitzero"`
-	Rate       float64      `json:"rate_per_s"`
-	ETAMs      int64        `json:"eta_ms,omitempty"` // left out when unknown or finished
-	Workers    []workerJSON `json:"workers"`
+	ID           int64        `json:"id"`
+	State        string       `json:"state"` // running, completed or stopped
+	Detached     bool         `json:"detached"`
+	Enqueued     int          `json:"enqueued"`
+	Started      int          `json:"started"`
+	Succeeded    int          `json:"succeeded"`
+	Failed       int          `json:"failed"`
+	Cancelled    int          `json:"cancelled"`
+	NeverStarted int          `json:"never_started"` // of the cancelled: ended without starting
+	Running      int          `json:"running"`
+	Unstarted    int          `json:"unstarted"`
+	Rows         int          `json:"rows"`
+	Stopped      bool         `json:"stopped"`
+	StopReason   string       `json:"stop_reason,omitempty"`
+	Created      time.Time    `json:"created,omitzero"`
+	Finished     time.Time    `json:"finished,omitzero"`
+	Rate         float64      `json:"rate_per_s"`
+	ETAMs        int64        `json:"eta_ms,omitempty"` // left out when unknown or finished
+	Workers      []workerJSON `json:"workers"`
 }
 
 type workerJSON struct {
@@ -130,7 +131,7 @@ type workerJSON struct {
 
 func newBatchJSON(st rediq.BatchStat) batchJSON {
 	j := batchJSON{ID: st.ID, State: batchState(st), Detached: st.Detached, Enqueued: st.Enqueued, Started: st.Started,
-		Succeeded: st.Succeeded, Failed: st.Failed, Cancelled: st.Cancelled, Running: st.Running, Unstarted: st.Unstarted,
+		Succeeded: st.Succeeded, Failed: st.Failed, Cancelled: st.Cancelled, NeverStarted: st.NeverStarted, Running: st.Running, Unstarted: st.Unstarted,
 		Rows: st.Rows, Stopped: st.Stopped, StopReason: st.StopReason, Created: utc(st.Created), Finished: utc(st.Finished),
 		Rate: st.Rate, ETAMs: st.ETA.Milliseconds(), Workers: []workerJSON{}}
 	for _, w := range st.Workers {
@@ -156,6 +157,15 @@ func batchMode(st rediq.BatchStat) string {
 		return "detached"
 	}
 	return "keep-alive"
+}
+
+// cancelled says how many tasks were cancelled, and how many of them never
+// started when some did not: "24 cancelled (20 never started)".
+func cancelled(st rediq.BatchStat) string {
+	if st.NeverStarted > 0 {
+		return fmt.Sprintf("%d cancelled (%d never started)", st.Cancelled, st.NeverStarted)
+	}
+	return fmt.Sprintf("%d cancelled", st.Cancelled)
 }
 
 // ended counts the batch's tasks that will not run again.
@@ -188,7 +198,7 @@ func batchStatCmd(ctx context.Context, args []string, stdout io.Writer) error {
 	var rf redisFlags
 	rf.register(fs)
 	latest := fs.Bool("latest", false, "the newest batch of the namespace, in place of N")
-	out := registerOutput(fs, `{id, state, detached, enqueued, started, succeeded, failed, cancelled, running, unstarted, `+
+	out := registerOutput(fs, `{id, state, detached, enqueued, started, succeeded, failed, cancelled, never_started, running, unstarted, `+
 		`rows, stopped, stop_reason, created, finished, rate_per_s, eta_ms, workers: [{worker, collected, executed, failed}]}`)
 	arg, err := fs.parseOptionalArg(args, stdout)
 	if err != nil {
@@ -248,11 +258,11 @@ func printBatchStat(w io.Writer, st rediq.BatchStat, now time.Time) error {
 		stopped = "no, completed " + localTime(st.Finished, now)
 	}
 	_, err := fmt.Fprintf(w, "\nbatch:    %d, %s, created %s\n"+
-		"tasks:    %d enqueued, %d succeeded, %d failed, %d cancelled, %d running, %d unstarted\n"+
+		"tasks:    %d enqueued, %d succeeded, %d failed, %s, %d running, %d unstarted\n"+
 		"rate:     %s, ETA %s\n"+
 		"stopped:  %s\n",
 		st.ID, batchMode(st), localTime(st.Created, now),
-		st.Enqueued, st.Succeeded, st.Failed, st.Cancelled, st.Running, st.Unstarted,
+		st.Enqueued, st.Succeeded, st.Failed, cancelled(st), st.Running, st.Unstarted,
 		rate(st), eta(st), stopped)
 	return err
 }

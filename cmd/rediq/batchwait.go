@@ -74,8 +74,9 @@ type progressView interface {
 	end(st rediq.BatchStat, err error) error
 }
 
-// waitBatch polls batch id's stat until it completes (nil) or stops
-// (ErrBatchStopped with the reason), showing each in view.
+// waitBatch polls batch id's stat until it completes (nil) or stops and its
+// running handlers have ended (ErrBatchStopped with the reason), showing each
+// in view.
 func waitBatch(ctx context.Context, app *rediq.App, id int64, view progressView) error {
 	tick := time.NewTicker(pollEvery)
 	defer tick.Stop()
@@ -93,10 +94,12 @@ func waitBatch(ctx context.Context, app *rediq.App, id int64, view progressView)
 		}
 		st = next
 		switch {
-		case st.Stopped:
-			err := fmt.Errorf("%w: batch %d: %s", rediq.ErrBatchStopped, id, st.StopReason)
+		case st.Stopped && st.Running == 0:
+			// The end shows what BatchStat says from now on: the running
+			// handlers, cancelled at the stop, have ended.
+			err := &rediq.BatchStoppedError{Batch: id, Reason: st.StopReason}
 			return errors.Join(libError(err), view.end(st, err))
-		case !st.Finished.IsZero():
+		case !st.Finished.IsZero() && !st.Stopped:
 			return view.end(st, nil)
 		}
 		if err := view.update(st); err != nil {
@@ -111,8 +114,8 @@ func waitBatch(ctx context.Context, app *rediq.App, id int64, view progressView)
 
 // progressLine is the plain line of a batch's progress.
 func progressLine(st rediq.BatchStat) string {
-	return fmt.Sprintf("batch %d: %d/%d done (%d succeeded, %d failed, %d cancelled), %d running, %s, ETA %s",
-		st.ID, ended(st), st.Enqueued, st.Succeeded, st.Failed, st.Cancelled, st.Running, rate(st), eta(st))
+	return fmt.Sprintf("batch %d: %d/%d done (%d succeeded, %d failed, %s), %d running, %s, ETA %s",
+		st.ID, ended(st), st.Enqueued, st.Succeeded, st.Failed, cancelled(st), st.Running, rate(st), eta(st))
 }
 
 // endLine sums up a batch that completed or stopped.
@@ -121,8 +124,8 @@ func endLine(st rediq.BatchStat) string {
 	if !st.Finished.IsZero() && !st.Created.IsZero() {
 		took = age(st.Finished.Sub(st.Created))
 	}
-	return fmt.Sprintf("batch %d %s: %d/%d done (%d succeeded, %d failed, %d cancelled) in %s, %s",
-		st.ID, batchState(st), ended(st), st.Enqueued, st.Succeeded, st.Failed, st.Cancelled, took, rate(st))
+	return fmt.Sprintf("batch %d %s: %d/%d done (%d succeeded, %d failed, %s) in %s, %s",
+		st.ID, batchState(st), ended(st), st.Enqueued, st.Succeeded, st.Failed, cancelled(st), took, rate(st))
 }
 
 // lineView prints a line when it starts, every interval after, and at the

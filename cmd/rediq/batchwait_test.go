@@ -72,21 +72,68 @@ func TestBatchWaitStopped(t *testing.T) {
 	var out syncBuffer
 	done := runAsync(ctx, &out, append([]string{"batch", "wait", id(b)}, redisArgs(e.ns)...)...)
 	testredis.WaitFor(t, 10*time.Second, "the first line", func() bool { return out.String() != "" })
+	testredis.WaitFor(t, 10*time.Second, "a task to run", func() bool { return e.stat(b.ID()).Running == 1 })
 	if err := e.app.StopBatch(context.Background(), b.ID()); err != nil {
 		t.Fatal(err)
 	}
 	err := await(t, done, 10*time.Second, "batch wait")
 	if err == nil || isUsage(err) || !errors.Is(err, rediq.ErrBatchStopped) ||
-		err.Error() != fmt.Sprintf("batch wait: batch stopped: batch %d: stopped by StopBatch", b.ID()) {
+		err.Error() != fmt.Sprintf("batch wait: batch %d stopped: stopped by StopBatch", b.ID()) {
 		t.Fatalf("err = %v; want the batch stopped, with the reason", err)
 	}
-	if !strings.Contains(out.String(), fmt.Sprintf("batch %d stopped: ", b.ID())) {
+	// The end counts what BatchStat says from then on: the running task
+	// cancelled, the other never started.
+	if !strings.Contains(out.String(), fmt.Sprintf("batch %d stopped: 2/2 done (0 succeeded, 0 failed, 2 cancelled (1 never started)) in ", b.ID())) {
 		t.Fatalf("output:\n%s", out.String())
+	}
+	if st := e.stat(b.ID()); st.Running != 0 || st.NeverStarted != 1 || st.Cancelled != 2 {
+		t.Fatalf("stat %+v", st)
 	}
 	// A wait begun after the stop ends at once, the same way.
 	jout, err := e.cmd(t, "batch", "wait", id(b), "-o", "json")
-	if !errors.Is(err, rediq.ErrBatchStopped) || decodeAs[batchJSON](t, jout).State != "stopped" {
+	if j := decodeAs[batchJSON](t, jout); !errors.Is(err, rediq.ErrBatchStopped) || j.State != "stopped" || j.NeverStarted != 1 {
 		t.Fatalf("wait -o json of a stopped batch: %v\n%s", err, jout)
+	}
+	if out := e.ok(t, "batch", "stat", id(b)); !strings.Contains(out, "2 cancelled (1 never started), 0 running, 0 unstarted") {
+		t.Fatalf("stat of the stopped batch:\n%s", out)
+	}
+}
+
+// A detached batch whose producer enqueued and went away (its App closed,
+// without Close or Wait on the batch) completes when its tasks have ended:
+// the wait returns.
+func TestBatchWaitDetachedWithoutItsProducer(t *testing.T) {
+	t.Parallel()
+	e := newBatchEnv(t, 4)
+	producer, err := rediq.New(rediq.Config{RedisURL: testredis.URL(), Namespace: e.ns})
+	if err != nil {
+		t.Fatal(err)
+	}
+	job := rediq.Register(producer, "job", func(context.Context, jobArgs) ([]jobRow, error) { return nil, nil },
+		rediq.ResultTable("rows"), rediq.Retries(0))
+	b, err := producer.NewBatch(context.Background(), rediq.BatchOptions{Detached: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	args := make([]jobArgs, 20)
+	for i := range args {
+		args[i] = jobArgs{N: i, Sleep: 10 * time.Millisecond}
+	}
+	if _, err := job.EnqueueMany(context.Background(), args, rediq.InBatch(b)); err != nil {
+		t.Fatal(err)
+	}
+	if err := producer.Close(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var out syncBuffer
+	done := runAsync(ctx, &out, append([]string{"batch", "wait", id(b), "--interval", "1h"}, redisArgs(e.ns)...)...)
+	if err := await(t, done, 20*time.Second, "batch wait"); err != nil {
+		t.Fatalf("%v; output:\n%s", err, out.String())
+	}
+	if !strings.Contains(out.String(), fmt.Sprintf("batch %d completed: 20/20 done (20 succeeded, 0 failed, 0 cancelled) in ", b.ID())) {
+		t.Fatalf("output:\n%s", out.String())
 	}
 }
 

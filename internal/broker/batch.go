@@ -48,6 +48,7 @@ var (
 	batchSealScript  = load("batch_seal", "batchlib")
 	batchStopScript  = load("batch_stop", "batchlib")
 	batchRowsScript  = load("batch_rows", "batchlib")
+	batchCompScript  = load("batch_complete", "batchlib")
 )
 
 // BatchInfo is how a batch was opened.
@@ -76,9 +77,9 @@ func (b *Broker) NewBatch(ctx context.Context, in BatchInfo) (*BatchKeys, error)
 	if in.OnComplete != nil {
 		p.HSet(ctx, k.Info, "oncomplete", in.OnComplete)
 	}
-	if !in.Detached {
-		p.Set(ctx, k.Alive, now, in.KeepAlive)
-	}
+	// The producer holds the batch: a keep-alive batch stops without it, a
+	// detached one may complete without it.
+	p.Set(ctx, k.Alive, now, in.KeepAlive)
 	if _, err := p.Exec(ctx); err != nil {
 		return nil, fmt.Errorf("new batch %d: %w", id, err)
 	}
@@ -89,7 +90,7 @@ func (b *Broker) NewBatch(ctx context.Context, in BatchInfo) (*BatchKeys, error)
 	return k, nil
 }
 
-// KeepAlive renews a keep-alive batch's producer key.
+// KeepAlive renews the batch's producer key (its producer holds the batch).
 func (b *Broker) KeepAlive(ctx context.Context, k *BatchKeys, ttl time.Duration) error {
 	return b.rdb.Set(ctx, k.Alive, time.Now().UnixMilli(), ttl).Err()
 }
@@ -145,6 +146,17 @@ func (b *Broker) BatchNote(ctx context.Context, k *BatchKeys, id, worker, attemp
 // completed with it.
 func (b *Broker) SealBatch(ctx context.Context, k *BatchKeys) (completed bool, err error) {
 	n, err := b.run(ctx, batchSealScript, k.keys()).Int()
+	if err != nil {
+		return false, fmt.Errorf("batch %d: %w", k.ID, err)
+	}
+	return n == 1, nil
+}
+
+// CompleteBatch completes the batch if no task will be added to it (sealed,
+// or detached and its producer's keep-alive key gone) and every task of it
+// has ended; completed reports whether this call did it.
+func (b *Broker) CompleteBatch(ctx context.Context, k *BatchKeys) (completed bool, err error) {
+	n, err := b.run(ctx, batchCompScript, k.keys()).Int()
 	if err != nil {
 		return false, fmt.Errorf("batch %d: %w", k.ID, err)
 	}
@@ -337,14 +349,27 @@ func (b *Broker) BatchErrors(ctx context.Context, k *BatchKeys) (map[string]int,
 	return out, nil
 }
 
-// StopAbandoned stops the keep-alive batches among the newest n whose
-// producer's keep-alive has lapsed and that have not ended — ones no running
-// or starting task would notice (every task had ended, or none was fetched).
-// It returns how many it stopped.
-func (b *Broker) StopAbandoned(ctx context.Context, n int) (int, error) {
+// Swept is what SweepBatches did.
+type Swept struct {
+	Stopped int // keep-alive batches stopped: their producer went away
+	// Batches that completed in the sweep (detached ones whose producer went
+	// away after their last task ended), and completed ones whose OnComplete
+	// is still pending: the caller enqueues their OnComplete.
+	OnComplete []*BatchKeys
+}
+
+// SweepBatches looks at the newest n batches for ends nobody else would
+// notice. A keep-alive batch whose producer's keep-alive has lapsed and that
+// has not ended is stopped (every task had ended, or none was fetched, so no
+// worker would). A detached batch whose producer's keep-alive has lapsed is
+// completed if every task of it has ended (its last end was counted while
+// the producer still held it). Completed batches whose OnComplete is pending
+// are returned for it to be enqueued.
+func (b *Broker) SweepBatches(ctx context.Context, n int) (Swept, error) {
+	var sw Swept
 	ids, err := b.rdb.ZRevRange(ctx, b.batchIndex(), 0, int64(n)-1).Result()
 	if err != nil || len(ids) == 0 {
-		return 0, err
+		return sw, err
 	}
 	p := b.rdb.Pipeline()
 	type probe struct {
@@ -356,24 +381,37 @@ func (b *Broker) StopAbandoned(ctx context.Context, n int) (int, error) {
 	for i, s := range ids {
 		id, _ := strconv.ParseInt(s, 10, 64)
 		k := b.Batch(id)
-		ps[i] = probe{k, p.HMGet(ctx, k.Info, "detached", "completed", "stopped"), p.Exists(ctx, k.Alive)}
+		ps[i] = probe{k, p.HMGet(ctx, k.Info, "detached", "completed", "stopped", "oncomplete_pending"), p.Exists(ctx, k.Alive)}
 	}
 	if _, err := p.Exec(ctx); err != nil {
-		return 0, err
+		return sw, err
 	}
-	stopped := 0
 	for _, pr := range ps {
 		v := pr.info.Val()
-		if len(v) != 3 || v[0] != "0" || v[1] != nil || v[2] != nil || pr.alive.Val() == 1 {
-			continue
+		if len(v) != 4 || v[0] == nil {
+			continue // gone
 		}
-		ok, err := b.StopBatch(ctx, pr.k, "its producer stopped sending keep-alives")
-		if err != nil && !errors.Is(err, ErrNoBatch) {
-			return stopped, err
-		}
-		if ok {
-			stopped++
+		switch {
+		case v[1] != nil && v[3] != nil: // completed, OnComplete pending
+			sw.OnComplete = append(sw.OnComplete, pr.k)
+		case v[1] != nil || v[2] != nil || pr.alive.Val() == 1: // ended, or held by its producer
+		case v[0] == "1":
+			done, err := b.CompleteBatch(ctx, pr.k)
+			if err != nil {
+				return sw, err
+			}
+			if done {
+				sw.OnComplete = append(sw.OnComplete, pr.k)
+			}
+		default:
+			ok, err := b.StopBatch(ctx, pr.k, "its producer stopped sending keep-alives")
+			if err != nil && !errors.Is(err, ErrNoBatch) {
+				return sw, err
+			}
+			if ok {
+				sw.Stopped++
+			}
 		}
 	}
-	return stopped, nil
+	return sw, nil
 }

@@ -1,7 +1,8 @@
 -- batch_note: count an attempt and, for a task that ended, its end. KEYS as in batchlib.
 -- ARGV[1] task id   ARGV[2] worker name   ARGV[3] attempt: "x" ran and succeeded,
 -- "f" ran and failed, "" none   ARGV[4] end: "succeeded", "failed" (dead),
--- "cancelled" (while it ran), "dropped" (cancelled before it started), or ""
+-- "cancelled" (while it ran), "dropped" (cancelled before it started) — the two
+-- are told apart here, by the started set —, or ""
 -- (not ended: a retry follows)   ARGV[5] for a "failed" end, its last error: counted in
 -- PRE..errors (hash: error text -> tasks that died with it)
 -- Nothing is written for a batch that no longer exists. The end is counted once per task (the ended set), so a re-sent call does not
@@ -13,9 +14,16 @@ if ARGV[3] ~= '' and redis.call('EXISTS', KEYS[1]) == 1 then
     redis.call('HINCRBY', KEYS[2], 'f:' .. ARGV[2], 1)
   end
 end
-if ARGV[4] ~= '' and redis.call('EXISTS', KEYS[1]) == 1 and redis.call('SADD', KEYS[4], ARGV[1]) == 1 then
-  redis.call('HINCRBY', KEYS[2], ARGV[4], 1)
-  if ARGV[4] == 'failed' and ARGV[5] and ARGV[5] ~= '' then
+local e = ARGV[4]
+if e ~= '' and redis.call('EXISTS', KEYS[1]) == 1 and redis.call('SADD', KEYS[4], ARGV[1]) == 1 then
+  -- A cancelled end is "cancelled" if the task ever started, else "dropped",
+  -- whatever the caller saw: a task cancelled while it waited for a retry
+  -- had run, one whose worker found its batch stopped at start had not.
+  if e == 'cancelled' or e == 'dropped' then
+    e = redis.call('SISMEMBER', KEYS[3], ARGV[1]) == 1 and 'cancelled' or 'dropped'
+  end
+  redis.call('HINCRBY', KEYS[2], e, 1)
+  if e == 'failed' and ARGV[5] and ARGV[5] ~= '' then
     redis.call('HINCRBY', PRE .. 'errors', ARGV[5], 1)
   end
   return completeIfDone()

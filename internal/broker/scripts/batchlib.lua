@@ -1,6 +1,6 @@
 -- batchlib: functions shared by the batch scripts (prepended to them).
 -- KEYS[1] info (hash)   KEYS[2] stat (hash)   KEYS[3] started (set of task ids)
--- KEYS[4] ended (set of task ids)   KEYS[5] out (stream)   KEYS[6] alive (string)
+-- KEYS[4] ended (set of task ids)   KEYS[5] out (stream)   KEYS[6] alive (string: the producer holds the batch)
 -- KEYS[7] tables (set of table names)   KEYS[8] members (set of the ids enqueued in
 -- the batch: SADD, so a re-sent count counts nothing twice); a table NAME is the list PRE..tbl:NAME,
 -- PRE being KEYS[1] without its "info" suffix; PRE..errors counts the errors tasks
@@ -25,19 +25,25 @@ local function retire()
   end
 end
 
--- completeIfDone marks the batch completed, once, when it is sealed and every
--- task enqueued in it has ended; returns 1 to the one caller that did it. A
+-- completeIfDone marks the batch completed, once, when no task will be added
+-- to it and every task enqueued in it has ended; returns 1 to the one caller
+-- that did it. No task will be added once it is sealed (its producer waited
+-- or closed it) or, for a detached batch, once its producer's keep-alive key
+-- is gone (the producer exited, or dropped or never closed the batch). A
 -- batch with an OnComplete gets "oncomplete_pending" until a caller has
--- enqueued it (the callers and Wait retry while it is set).
+-- enqueued it (the callers, the workers' sweep and Wait retry while it is set).
 local function completeIfDone()
-  local info = redis.call('HMGET', KEYS[1], 'sealed', 'completed', 'stopped')
-  if info[1] ~= '1' or info[2] or info[3] then
+  local info = redis.call('HMGET', KEYS[1], 'sealed', 'completed', 'stopped', 'detached')
+  if info[2] or info[3] then
+    return 0
+  end
+  if info[1] ~= '1' and not (info[4] == '1' and redis.call('EXISTS', KEYS[6]) == 0) then
     return 0
   end
   if redis.call('SCARD', KEYS[4]) < redis.call('SCARD', KEYS[8]) then
     return 0
   end
-  redis.call('HSET', KEYS[1], 'completed', nowMs())
+  redis.call('HSET', KEYS[1], 'sealed', '1', 'completed', nowMs())
   if redis.call('HEXISTS', KEYS[1], 'oncomplete') == 1 then
     redis.call('HSET', KEYS[1], 'oncomplete_pending', '1')
   end
