@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -18,8 +19,9 @@ import (
 // is "ready" until a fetch from it comes back short; it becomes ready again when
 // its wake channel says it went from empty to non-empty, when its earliest
 // scheduled task falls due, or at each heartbeat (the safety net for a lost
-// pub/sub message). There is no poll interval: an idle fetcher sleeps until one
-// of those happens.
+// pub/sub message); a queue with recovered tasks waiting is also fetched from
+// when its turn to send the worker a recovered task comes (see plan). There
+// is no poll interval: an idle fetcher sleeps until one of those happens.
 //
 // A fetch whose reply is lost may still have leased tasks in Redis; the fetcher
 // therefore sends the very same request (same token bases) again until it gets
@@ -32,6 +34,8 @@ func (w *Worker) fetcher(ctx context.Context) {
 	var dueAt int64
 	failures := 0
 	rotate := 0
+	// The queue at which the search for one to take a recovered task starts.
+	turn := 0
 	var reqs []broker.FetchRequest // a request to send again after an error
 	var qs []*queue
 	var gens []*generation
@@ -47,7 +51,7 @@ func (w *Worker) fetcher(ctx context.Context) {
 				continue
 			}
 			free := w.capacity - w.held.Load()
-			reqs, qs = w.plan(int(free), rotate)
+			reqs, qs, turn = w.planRound(int(free), rotate, turn)
 			rotate++
 			if len(reqs) == 0 {
 				reqs = nil
@@ -105,6 +109,7 @@ func (w *Worker) accept(ctx context.Context, reqs []broker.FetchRequest, qs []*q
 			w.leaseLost(ctx, q, gen)
 			continue
 		}
+		q.recovered.Store(r.Recovering)
 		if r.NextDue >= 0 {
 			q.nextDue.Store(now + r.NextDue.Milliseconds())
 		} else {
@@ -186,58 +191,147 @@ func (w *Worker) reconcile(ctx context.Context, q *queue) error {
 	return nil
 }
 
-// plan splits free slots among the ready queues: in order with StrictPriority,
-// else in proportion to their weights (rotating who gets the remainder). Queues
-// it asks are marked not ready; a wake-up during the fetch marks them again.
-func (w *Worker) plan(free, rotate int) ([]broker.FetchRequest, []*queue) {
-	if free <= 0 {
-		return nil, nil
+// planQueue is what a fetch round's plan knows of one queue.
+type planQueue struct {
+	weight    int
+	ready     bool // may have pending tasks
+	recovered bool // has recovered tasks waiting, as far as the worker knows
+}
+
+// planInput is everything a fetch round's plan depends on.
+type planInput struct {
+	queues []planQueue // in the worker's order (the priority order with strict)
+	free   int         // free prefetch slots
+	idle   int         // idle runners: tasks the fetch may mark started at once
+	strict bool        // StrictPriority
+	rotate int         // who gets the remainder of the shares
+	// mayRecover: the worker holds no recovered task, so one queue of the
+	// round may take one; turn is the queue the search for it starts at.
+	mayRecover bool
+	turn       int
+}
+
+// planned is one queue's request in a fetch round.
+type planned struct {
+	queue      int // index in planInput.queues
+	n          int
+	startNow   int
+	recovering bool // may take one task from recovering
+}
+
+// plan decides a fetch round: it splits the free slots among the ready
+// queues, in order with strict priority, else in proportion to their weights
+// (rotating who gets the remainder). Tasks that go straight to an idle runner
+// are marked started by the fetch itself, saving them a round trip.
+//
+// A worker runs at most one recovered task at a time, so that a task that
+// kills its worker is never again run beside another recovered one; when it
+// runs none, one queue of the round may take one. That turn goes round the
+// queues that have recovered tasks waiting, starting at turn, so that none
+// waits behind another; the queue whose turn it is is fetched from even if it
+// is not ready, for at least one task. With strict priority the turn goes to
+// the queue fetched, if it has recovered tasks waiting. plan returns where the
+// next turn search starts.
+func plan(in planInput) (reqs []planned, turn int) {
+	nq := len(in.queues)
+	turn = in.turn
+	if in.free <= 0 || nq == 0 {
+		return nil, turn
 	}
-	var ready []*queue
-	total := 0
-	for _, q := range w.queues {
-		if q.ready.Load() {
-			ready = append(ready, q)
-			total += q.weight
-			if w.cfg.StrictPriority {
+	if in.strict {
+		for i, q := range in.queues {
+			rec := in.mayRecover && q.recovered
+			if q.ready || rec {
+				return []planned{{queue: i, n: in.free, startNow: min(max(in.idle, 0), in.free), recovering: rec}}, turn
+			}
+		}
+		return nil, turn
+	}
+	recoverer := -1
+	if in.mayRecover {
+		for k := range nq {
+			if i := (in.turn + k) % nq; in.queues[i].recovered {
+				recoverer = i
 				break
 			}
 		}
 	}
-	if len(ready) == 0 {
-		return nil, nil
+	var picked []int
+	total := 0
+	for i, q := range in.queues {
+		if q.ready || i == recoverer {
+			picked = append(picked, i)
+			total += q.weight
+		}
 	}
-	shares := make([]int, len(ready))
+	if len(picked) == 0 {
+		return nil, turn
+	}
+	shares := make([]int, len(picked))
 	given := 0
-	for i, q := range ready {
-		shares[i] = free * q.weight / total
-		given += shares[i]
+	for k, i := range picked {
+		shares[k] = in.free * in.queues[i].weight / total
+		given += shares[k]
 	}
-	for k := 0; given < free; k++ {
-		shares[(rotate+k)%len(ready)]++
+	for k := 0; given < in.free; k++ {
+		shares[(in.rotate+k)%len(picked)]++
 		given++
 	}
-	// Tasks that go straight to an idle runner are marked started by the
-	// fetch itself, saving them a round trip; the rest are marked when a
-	// runner takes them.
-	idle := max(w.cfg.Concurrency-int(w.active.Load())-len(w.jobs), 0)
-	recovering := w.recovering.Load() == 0
-	var reqs []broker.FetchRequest
-	var qs []*queue
-	for i, q := range ready {
-		if shares[i] == 0 {
+	if recoverer >= 0 {
+		k := slices.Index(picked, recoverer)
+		if shares[k] == 0 { // the queue whose turn it is asks for one task at least
+			big := 0
+			for j := range shares {
+				if shares[j] > shares[big] {
+					big = j
+				}
+			}
+			shares[big]--
+			shares[k] = 1
+		}
+		turn = (recoverer + 1) % nq
+	}
+	idle := max(in.idle, 0)
+	for k, i := range picked {
+		if shares[k] == 0 {
 			continue
 		}
-		q.ready.Store(false)
-		n := uint64(shares[i])
-		start := min(idle, shares[i])
+		start := min(idle, shares[k])
 		idle -= start
-		reqs = append(reqs, broker.FetchRequest{Queue: q.Queue, N: shares[i], TokenBase: w.tokens.Add(n) - n,
-			Recovering: recovering, StartNow: start})
-		recovering = false // at most one recovered task per fetch
+		reqs = append(reqs, planned{queue: i, n: shares[k], startNow: start, recovering: i == recoverer})
+	}
+	return reqs, turn
+}
+
+// planRound plans a fetch round from the worker's state and prepares it: the
+// queues asked are marked not ready (a wake-up during the fetch marks them
+// again) and each request gets its token range. It returns where the next
+// search for a queue to take a recovered task starts.
+func (w *Worker) planRound(free, rotate, turn int) ([]broker.FetchRequest, []*queue, int) {
+	in := planInput{
+		queues:     make([]planQueue, len(w.queues)),
+		free:       free,
+		idle:       w.cfg.Concurrency - int(w.active.Load()) - len(w.jobs),
+		strict:     w.cfg.StrictPriority,
+		rotate:     rotate,
+		mayRecover: w.recovering.Load() == 0,
+		turn:       turn,
+	}
+	for i, q := range w.queues {
+		in.queues[i] = planQueue{weight: q.weight, ready: q.ready.Load(), recovered: q.recovered.Load()}
+	}
+	planned, turn := plan(in)
+	reqs := make([]broker.FetchRequest, 0, len(planned))
+	qs := make([]*queue, 0, len(planned))
+	for _, p := range planned {
+		q := w.queues[p.queue]
+		q.ready.Store(false)
+		n := uint64(p.n)
+		reqs = append(reqs, broker.FetchRequest{Queue: q.Queue, N: p.n, TokenBase: w.tokens.Add(n) - n,
+			Recovering: p.recovering, StartNow: p.startNow})
 		qs = append(qs, q)
 	}
-	return reqs, qs
+	return reqs, qs, turn
 }
 
 func (w *Worker) earliestDue() int64 {

@@ -82,6 +82,11 @@ func (w *Worker) heartbeater(ctx context.Context, stop <-chan struct{}) {
 		case <-stop:
 			return
 		case <-probeCheck.C:
+			select {
+			case <-stop: // the subscriber is stopping too: its silence means nothing
+				return
+			default:
+			}
 			w.checkProbe()
 			continue
 		case <-next.C:

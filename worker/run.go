@@ -68,7 +68,6 @@ func (w *Worker) run(ctx context.Context) (err error) {
 		w.startRunner()
 	}
 	stopBG := make(chan struct{})
-	stopSub := make(chan struct{})
 	var others sync.WaitGroup
 	goOther := func(f func()) {
 		others.Add(1)
@@ -79,7 +78,10 @@ func (w *Worker) run(ctx context.Context) (err error) {
 	}
 	goOther(func() { w.heartbeater(bg, stopBG) })
 	goOther(func() { w.settler.loop(bg, stopBG) })
-	goOther(func() { w.subscriber(bg, ps, stopSub) })
+	// The subscription lives as long as the heartbeats that probe it: a
+	// draining worker fetches nothing more, but the cancel requests for the
+	// tasks it still runs come on the wake channels.
+	goOther(func() { w.subscriber(bg, ps, stopBG) })
 	goOther(func() { w.watchdog(stopBG) })
 	goOther(func() { w.fencer(stopBG) })
 	goOther(func() { w.batchWatcher(stopBG) })
@@ -105,7 +107,6 @@ func (w *Worker) run(ctx context.Context) (err error) {
 	// Stop fetching, then let the runners finish what is running and prefetched.
 	stopFetch()
 	<-fetchDone
-	close(stopSub) // the subscriber closes the subscription
 	close(w.jobs)
 	stuck := w.drain(drainCtx)
 

@@ -154,6 +154,7 @@ type queue struct {
 	*broker.Queue
 	weight    int
 	ready     atomic.Bool  // may have pending tasks: fetch from it
+	recovered atomic.Bool  // its last fetch saw recovered tasks waiting (true until the first)
 	nextDue   atomic.Int64 // local Unix ms of its earliest scheduled task, 0 if none
 	gen       atomic.Pointer[generation]
 	reconcile atomic.Bool // the heartbeat saw a lease count the worker does not hold
@@ -303,6 +304,7 @@ func New(app *rediq.App, cfg Config) (*Worker, error) {
 			weight = wt
 		}
 		q := &queue{Queue: c.Broker().Queue(n), weight: weight, held: map[uint64]struct{}{}}
+		q.recovered.Store(true) // unknown until its first fetch: offer it the turn
 		w.queues = append(w.queues, q)
 		w.byChan[q.Channel] = q
 	}

@@ -39,8 +39,11 @@ type Leased struct {
 type Fetched struct {
 	Tasks   []Leased
 	NextDue time.Duration // until the earliest scheduled task is due; < 0 if none
-	Repeat  bool          // the request had already run: this repeats its answer
-	Err     error
+	// Recovering: recovered tasks (taken back from dead workers) still wait in
+	// the queue after this fetch.
+	Recovering bool
+	Repeat     bool // the request had already run: this repeats its answer
+	Err        error
 }
 
 // Fetch leases tasks from several queues in one round trip.
@@ -63,7 +66,7 @@ func (b *Broker) Fetch(ctx context.Context, session string, ttl time.Duration, r
 	out := make([]Fetched, len(reqs))
 	for i, c := range cmds {
 		vals, err := c.Slice()
-		if err != nil || len(vals) < 2 || (len(vals)-2)%5 != 0 {
+		if err != nil || len(vals) < 3 || (len(vals)-3)%5 != 0 {
 			return nil, fmt.Errorf("fetch from %q: unexpected reply %v (%v)", reqs[i].Queue.Name, vals, err)
 		}
 		f := &out[i]
@@ -74,10 +77,12 @@ func (b *Broker) Fetch(ctx context.Context, session string, ttl time.Duration, r
 		}
 		f.Repeat = status == 1
 		f.NextDue = relative(vals[1])
-		n := (len(vals) - 2) / 5
+		waiting, _ := vals[2].(int64)
+		f.Recovering = waiting == 1
+		n := (len(vals) - 3) / 5
 		f.Tasks = make([]Leased, n)
 		for j := range n {
-			v := vals[2+5*j:]
+			v := vals[3+5*j:]
 			tok, _ := v[0].(int64)
 			id, _ := v[1].(string)
 			body, _ := v[2].(string)

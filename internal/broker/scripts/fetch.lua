@@ -12,8 +12,9 @@
 -- ARGV[9] the queue's key prefix NS:{Q}: (for the keys lib.lua builds)
 -- A task taken whose cancellation was requested, or whose expiry (meta) has
 -- passed, is finished as cancelled or expired (lib.lua) instead of leased.
--- Returns {status, ms until the earliest scheduled task is due (-1 if none), then five
--- per task: token, id, message, recovered count, 1 if marked started}. Status 0: a
+-- Returns {status, ms until the earliest scheduled task is due (-1 if none), 1 if
+-- recovering still holds tasks after this fetch (else 0), then five per task: token,
+-- id, message, recovered count, 1 if marked started}. Status 0: a
 -- fresh fetch; 1: this fetch (same session and token base) had already run, and the
 -- reply repeats what it leased (nothing else changes); -1: the session is unknown (its
 -- leases were reclaimed) and nothing was fetched.
@@ -23,17 +24,21 @@ local epoch = tonumber(ARGV[6])
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - epoch
 local session = ARGV[3]
 if not redis.call('ZSCORE', KEYS[6], session) then
-  return {-1, -1}
+  return {-1, -1, 0}
 end
 redis.call('ZADD', KEYS[6], now + epoch + tonumber(ARGV[4]), session)
 local n, base = tonumber(ARGV[1]), tonumber(ARGV[2])
-local out = {0, -1}
+local out = {0, -1, 0}
 
+-- nextDue fills in the reply's header: when the earliest scheduled task falls
+-- due, and whether recovered tasks wait (the worker gives its one slot for a
+-- recovered task to the queues that have some, in turn).
 local function nextDue()
   local nxt = redis.call('ZRANGE', KEYS[3], 0, 0, 'WITHSCORES')
   if nxt[2] then
     out[2] = math.max(math.floor(tonumber(nxt[2]) / 4096) - now, 0)
   end
+  out[3] = redis.call('EXISTS', KEYS[4])
 end
 
 local hasRecovered = redis.call('EXISTS', KEYS[5]) == 1
