@@ -1,15 +1,18 @@
 // Command rediq inspects and operates a rediq deployment from the shell.
 //
 //	rediq queues [--output json]
-//	rediq tasks --queue Q --state STATE [--limit N] [--offset N] [--output json]
+//	rediq tasks [--queue Q] [--state STATE] [--limit N] [--offset N] [--output json]
 //	rediq task show ID [--output json]
 //	rediq task result|cancel|delete|requeue ID
 //	rediq dead requeue --queue Q [--output json]
-//	rediq batch stat N|--latest, list [--last N], wait N, logs N [--follow],
-//	            dump N [--table T] [--limit N] [--file F] [--pop], errors N, stop N
+//	rediq batch stat N|--latest, list [--last N], wait N|--latest, logs N [--follow],
+//	            dump N [--table T] [--limit N] [--file F [--append|--force]] [--pop], errors N, stop N
 //	rediq config set KEY VALUE | unset KEY | show
-//	rediq version
-//	rediq help [command]
+//	rediq version | --version
+//	rediq help [command [action]]
+//
+// The connection flags, --namespace and --output may come before the command
+// (or a group's action) as well as after it.
 //
 // Commands that touch Redis read --redis-url, --tls-ca-file, --tls-cert-file,
 // --tls-key-file and --namespace, falling back to $REDIQ_REDIS_URL,
@@ -67,7 +70,7 @@ type command struct {
 // commands lists the subcommands in the order usage shows them.
 var commands = []command{
 	{"queues", "list the queues of a namespace with their counts", runQueues},
-	{"tasks", "list a page of a queue's tasks in one state", runTasks},
+	{"tasks", "list a page of tasks: of a queue, in a state, or every one", runTasks},
 	{"task", "show, cancel, delete or requeue one task by id, or print its result", runTask},
 	{"dead", "requeue the dead tasks of a queue", runDead},
 	{"batch", "a batch's stat, output, tables and errors; list, wait for or stop batches", runBatch},
