@@ -113,6 +113,7 @@ func TestHelpAfterHelp(t *testing.T) {
 	}{
 		{[]string{"help", "-h"}, "Commands:"},
 		{[]string{"help", "--help"}, "Commands:"},
+		{[]string{"--namespace", "x", "help"}, "Commands:"},
 		{[]string{"help", "queues"}, "rediq queues [flags]"},
 		{[]string{"help", "batch"}, "rediq batch <action>"},
 		{[]string{"help", "batch", "stat"}, "rediq batch stat N [flags]"},

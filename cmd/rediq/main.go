@@ -107,7 +107,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	name, rest := args[0], withFlags(args[1:], global)
 	switch name {
 	case "help", "-h", "--help":
-		if name == "help" && len(rest) > 0 && !isHelpFlag(rest[0]) {
+		// "help -h" is help; so is help followed only by global flags.
+		if name == "help" && len(rest) > 0 && !strings.HasPrefix(rest[0], "-") {
 			if lookup(rest[0]) == nil {
 				return usageErrorf("help: %s", unknownCommand(rest[0]))
 			}
@@ -131,8 +132,6 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	return nil
 }
-
-func isHelpFlag(s string) bool { return s == "-h" || s == "--help" }
 
 // unknownCommand says that name is no command, suggesting the closest one.
 func unknownCommand(name string) string {
