@@ -918,10 +918,13 @@ func sortWorkers(ws []WorkerStat) {
 type BatchError struct {
 	Error string
 	Tasks int
+	// TaskIDs are the first of those tasks to die (up to ten), for GetTask;
+	// empty for a batch whose errors were counted before ids were kept.
+	TaskIDs []TaskID
 }
 
 // BatchErrors lists the errors batch id's dead tasks died with, each once with
-// how many tasks, most frequent first.
+// how many tasks and the ids of the first of them, most frequent first.
 func (a *App) BatchErrors(ctx context.Context, id int64) ([]BatchError, error) {
 	br := a.core.Broker()
 	if _, err := a.BatchStat(ctx, id); err != nil {
@@ -932,8 +935,12 @@ func (a *App) BatchErrors(ctx context.Context, id int64) ([]BatchError, error) {
 		return nil, fmt.Errorf("rediq: batch %d errors: %w", id, err)
 	}
 	out := make([]BatchError, 0, len(m))
-	for e, n := range m {
-		out = append(out, BatchError{Error: e, Tasks: n})
+	for e, c := range m {
+		ids := make([]TaskID, len(c.IDs))
+		for i, id := range c.IDs {
+			ids[i] = TaskID(id)
+		}
+		out = append(out, BatchError{Error: e, Tasks: c.Tasks, TaskIDs: ids})
 	}
 	slices.SortFunc(out, func(x, y BatchError) int {
 		if x.Tasks != y.Tasks {

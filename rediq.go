@@ -87,8 +87,8 @@ func init() {
 // New returns an App. It does not connect until first used.
 func New(cfg Config) (*App, error) {
 	cfg.Namespace = cmp.Or(cfg.Namespace, os.Getenv("REDIQ_NAMESPACE"), DefaultNamespace)
-	if err := broker.ValidateQueueName(cfg.Namespace); err != nil {
-		return nil, fmt.Errorf("rediq: namespace: %w", err)
+	if err := broker.ValidateNamespace(cfg.Namespace); err != nil {
+		return nil, fmt.Errorf("rediq: %w", err)
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = zap.NewNop()

@@ -11,8 +11,10 @@ import (
 	"time"
 
 	"github.com/jedib0t/go-pretty/v6/table"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/rediq/rediq"
+	"github.com/rediq/rediq/internal/core"
 )
 
 // batchAction is one of the subcommands of "rediq batch".
@@ -63,14 +65,39 @@ func parseBatchID(action, s string) (int64, error) {
 	return id, nil
 }
 
+// batchArg reads the N of an action that takes N or --latest (0 for --latest).
+func batchArg(action, arg string, latest bool) (int64, error) {
+	switch {
+	case latest && arg != "":
+		return 0, usageErrorf("batch %s: N and --latest: give one", action)
+	case !latest && arg == "":
+		return 0, usageErrorf("batch %s: missing N, or --latest (see rediq batch %[1]s --help)", action)
+	case latest:
+		return 0, nil
+	}
+	return parseBatchID(action, arg)
+}
+
+// latestBatch returns the stat of the newest batch of app's namespace.
+func latestBatch(ctx context.Context, app *rediq.App) (rediq.BatchStat, error) {
+	sts, err := app.ListBatches(ctx, 1)
+	if err != nil {
+		return rediq.BatchStat{}, err
+	}
+	if len(sts) == 0 {
+		return rediq.BatchStat{}, fmt.Errorf("no batches in %s", where(app))
+	}
+	return sts[0], nil
+}
+
 // batchNotFound rewords the error of a batch number Redis does not hold,
 // naming the namespace searched: the wrong namespace is the likeliest reason.
 func batchNotFound(app *rediq.App, id int64, err error) error {
 	if !errors.Is(err, rediq.ErrBatchNotFound) {
 		return err
 	}
-	return &reworded{fmt.Sprintf("batch %d not found in namespace %q "+
-		"(a batch is kept for its retention after it ends, 7 days by default)", id, app.Namespace()), err}
+	return &reworded{fmt.Sprintf("batch %d not found in %s "+
+		"(a batch is kept for its retention after it ends, 7 days by default)", id, where(app)), err}
 }
 
 // batchCmd parses the flags of an action on one batch, N, opens the App and
@@ -112,7 +139,8 @@ type batchJSON struct {
 	NeverStarted int          `json:"never_started"` // of the cancelled: ended without starting
 	Running      int          `json:"running"`
 	Unstarted    int          `json:"unstarted"`
-	Rows         int          `json:"rows"`
+	Rows         int          `json:"rows"`                // rows ever collected
+	RowsHeld     *int         `json:"rows_held,omitempty"` // rows in its tables now (dump --pop removes some); stat and list only
 	Stopped      bool         `json:"stopped"`
 	StopReason   string       `json:"stop_reason,omitempty"`
 	Created      time.Time    `json:"created,omitzero"`
@@ -204,40 +232,60 @@ func batchStatCmd(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	var id int64
-	switch {
-	case *latest && arg != "":
-		return usageErrorf("batch stat: N and --latest: give one")
-	case !*latest && arg == "":
-		return usageErrorf("batch stat: missing N, or --latest (see rediq batch stat --help)")
-	case arg != "":
-		if id, err = parseBatchID("stat", arg); err != nil {
-			return err
-		}
+	id, err := batchArg("stat", arg, *latest)
+	if err != nil {
+		return err
 	}
 	return withApp(ctx, "batch stat", &rf, func(ctx context.Context, app *rediq.App) error {
 		var st rediq.BatchStat
+		var err error
 		if *latest {
-			sts, err := app.ListBatches(ctx, 1)
-			if err != nil {
-				return err
-			}
-			if len(sts) == 0 {
-				return fmt.Errorf("no batch in namespace %q", app.Namespace())
-			}
-			st = sts[0]
-		} else if st, err = app.BatchStat(ctx, id); err != nil {
+			st, err = latestBatch(ctx, app)
+		} else {
+			st, err = app.BatchStat(ctx, id)
+		}
+		if err != nil {
 			return batchNotFound(app, id, err)
 		}
-		if *out == outputJSON {
-			return printJSON(stdout, newBatchJSON(st))
+		held, err := rowsHeld(ctx, app, st.ID)
+		if err != nil {
+			return err
 		}
-		return printBatchStat(stdout, st, time.Now())
+		if *out == outputJSON {
+			j := newBatchJSON(st)
+			j.RowsHeld = &held
+			return printJSON(stdout, j)
+		}
+		return printBatchStat(stdout, st, held, time.Now())
 	})
 }
 
-// printBatchStat writes vredis's stat table and the lines under it.
-func printBatchStat(w io.Writer, st rediq.BatchStat, now time.Time) error {
+// rowsHeld counts the rows batch id's tables hold now: the rows collected
+// less those "batch dump --pop" (or ReadTable with Pop) removed.
+func rowsHeld(ctx context.Context, app *rediq.App, id int64) (int, error) {
+	names, err := app.BatchTables(ctx, id)
+	if err != nil || len(names) == 0 {
+		return 0, err
+	}
+	k := core.Unwrap(app).Broker().Batch(id)
+	p := app.Redis().Pipeline()
+	lens := make([]*redis.IntCmd, len(names))
+	for i, name := range names {
+		lens[i] = p.LLen(ctx, k.Table(name))
+	}
+	if _, err := p.Exec(ctx); err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, l := range lens {
+		n += int(l.Val())
+	}
+	return n, nil
+}
+
+// printBatchStat writes vredis's stat table and the lines under it; held is
+// what rowsHeld says.
+func printBatchStat(w io.Writer, st rediq.BatchStat, held int, now time.Time) error {
 	t := newTable("WORKER", "COLLECTED", "EXECUTED", "FAILED", "UNSTARTED")
 	var executed, failed int
 	for _, ws := range st.Workers {
@@ -259,10 +307,12 @@ func printBatchStat(w io.Writer, st rediq.BatchStat, now time.Time) error {
 	}
 	_, err := fmt.Fprintf(w, "\nbatch:    %d, %s, created %s\n"+
 		"tasks:    %d enqueued, %d succeeded, %d failed, %s, %d running, %d unstarted\n"+
+		"rows:     %d in the tables, %d collected, %d popped\n"+
 		"rate:     %s, ETA %s\n"+
 		"stopped:  %s\n",
 		st.ID, batchMode(st), localTime(st.Created, now),
 		st.Enqueued, st.Succeeded, st.Failed, cancelled(st), st.Running, st.Unstarted,
+		held, st.Rows, max(st.Rows-held, 0),
 		rate(st), eta(st), stopped)
 	return err
 }
@@ -286,22 +336,30 @@ func batchListCmd(ctx context.Context, args []string, stdout io.Writer) error {
 		if err != nil {
 			return err
 		}
+		held := make([]int, len(sts))
+		for i, st := range sts {
+			if held[i], err = rowsHeld(ctx, app, st.ID); err != nil {
+				return err
+			}
+		}
 		if *out == outputJSON {
 			js := make([]batchJSON, len(sts))
 			for i, st := range sts {
 				js[i] = newBatchJSON(st)
+				js[i].RowsHeld = &held[i]
 			}
 			return printJSON(stdout, js)
 		}
 		if len(sts) == 0 {
-			_, err := fmt.Fprintf(stdout, "No batches in namespace %q.\n", app.Namespace())
+			_, err := fmt.Fprintf(stdout, "No batches in %s.\n", where(app))
 			return err
 		}
 		now := time.Now()
 		t := newTable("BATCH", "STATE", "MODE", "ENQUEUED", "SUCCEEDED", "FAILED", "CANCELLED", "UNSTARTED", "ROWS", "CREATED")
-		for _, st := range sts {
+		for i, st := range sts {
+			// ROWS is what the tables hold now: a dump --pop takes rows out.
 			t.AppendRow(table.Row{st.ID, batchState(st), batchMode(st), st.Enqueued, st.Succeeded, st.Failed, st.Cancelled,
-				st.Unstarted, st.Rows, localTime(st.Created, now)})
+				st.Unstarted, held[i], localTime(st.Created, now)})
 		}
 		return printTable(stdout, t)
 	})
@@ -310,9 +368,10 @@ func batchListCmd(ctx context.Context, args []string, stdout io.Writer) error {
 func batchErrorsCmd(ctx context.Context, args []string, stdout io.Writer) error {
 	return batchCmd(ctx, args, stdout, "errors",
 		"Lists the errors the batch's failed tasks (out of retries) died with, each error\n"+
-			"once with how many tasks, most frequent first, as vredis's stat -er does.\n"+
+			"once with how many tasks, most frequent first, as vredis's stat -er does, and\n"+
+			"the ids of the first tasks that died of it (\"rediq task show ID\" shows one).\n"+
 			"\"rediq batch logs N\" shows every attempt's error in the batch's output.",
-		`an array of {error, tasks}, most frequent first`, nil,
+		`an array of {error, tasks, task_ids}, most frequent first; task_ids holds up to 10`, nil,
 		func(ctx context.Context, app *rediq.App, id int64, out outputFormat) error {
 			errs, err := app.BatchErrors(ctx, id)
 			if err != nil {
@@ -320,12 +379,13 @@ func batchErrorsCmd(ctx context.Context, args []string, stdout io.Writer) error 
 			}
 			if out == outputJSON {
 				type errorJSON struct {
-					Error string `json:"error"`
-					Tasks int    `json:"tasks"`
+					Error   string         `json:"error"`
+					Tasks   int            `json:"tasks"`
+					TaskIDs []rediq.TaskID `json:"task_ids"`
 				}
 				js := make([]errorJSON, len(errs))
 				for i, e := range errs {
-					js[i] = errorJSON{e.Error, e.Tasks}
+					js[i] = errorJSON{e.Error, e.Tasks, e.TaskIDs}
 				}
 				return printJSON(stdout, js)
 			}
@@ -333,14 +393,32 @@ func batchErrorsCmd(ctx context.Context, args []string, stdout io.Writer) error 
 				_, err := fmt.Fprintf(stdout, "No task of batch %d has failed.\n", id)
 				return err
 			}
-			t := newTable("TASKS", "ERROR")
+			t := newTable("TASKS", "TASK IDS", "ERROR")
 			for _, e := range errs {
 				// Whole, on one line: the same error with another tail is
 				// another error, and the tail is what tells them apart.
-				t.AppendRow(table.Row{e.Tasks, strings.Join(strings.Fields(e.Error), " ")})
+				t.AppendRow(table.Row{e.Tasks, someIDs(e, 3), strings.Join(strings.Fields(e.Error), " ")})
 			}
 			return printTable(stdout, t)
 		})
+}
+
+// someIDs shows up to n ids of the tasks that died of e, and how many more
+// did: "a,b,c +7 more"; "-" when none were kept.
+func someIDs(e rediq.BatchError, n int) string {
+	if len(e.TaskIDs) == 0 {
+		return "-"
+	}
+	shown := e.TaskIDs[:min(n, len(e.TaskIDs))]
+	s := make([]string, len(shown))
+	for i, id := range shown {
+		s[i] = string(id)
+	}
+	out := strings.Join(s, ",")
+	if more := e.Tasks - len(shown); more > 0 {
+		out += fmt.Sprintf(" +%d more", more)
+	}
+	return out
 }
 
 func batchStopCmd(ctx context.Context, args []string, stdout io.Writer) error {

@@ -266,16 +266,18 @@ func TestBatchCommands(t *testing.T) {
 	t.Run("errors", func(t *testing.T) {
 		t.Parallel()
 		type errorJSON struct {
-			Error string `json:"error"`
-			Tasks int    `json:"tasks"`
+			Error   string   `json:"error"`
+			Tasks   int      `json:"tasks"`
+			TaskIDs []string `json:"task_ids"`
 		}
 		got := decodeAs[[]errorJSON](t, e.ok(t, "batch", "errors", id(b), "-o", "json"))
-		want := []errorJSON{{"boom kind 1", 2}, {"boom kind 0", 1}}
-		if !slices.Equal(got, want) {
-			t.Fatalf("errors %+v, want %+v", got, want)
+		if len(got) != 2 || got[0].Error != "boom kind 1" || got[0].Tasks != 2 || len(got[0].TaskIDs) != 2 ||
+			got[1].Error != "boom kind 0" || got[1].Tasks != 1 || len(got[1].TaskIDs) != 1 {
+			t.Fatalf("errors %+v, want 2 of boom kind 1 and 1 of boom kind 0, with their ids", got)
 		}
 		rows := fields(e.ok(t, "batch", "errors", id(b)))
-		if !equalRows(rows, [][]string{{"TASKS", "ERROR"}, {"2", "boom", "kind", "1"}, {"1", "boom", "kind", "0"}}) {
+		if !equalRows(rows, [][]string{{"TASKS", "TASK", "IDS", "ERROR"}, {"2", strings.Join(got[0].TaskIDs, ","), "boom", "kind", "1"},
+			{"1", got[1].TaskIDs[0], "boom", "kind", "0"}}) {
 			t.Fatalf("errors table %q", rows)
 		}
 		if out := e.ok(t, "batch", "errors", id(newer)); !strings.Contains(out, "No task of batch") {
@@ -317,6 +319,7 @@ func TestBatchCommands(t *testing.T) {
 		t.Parallel()
 		file := filepath.Join(t.TempDir(), "out.jsonl")
 		out := e.ok(t, "batch", "dump", id(b), "--table", "rows", "--limit", "100", "--file", file)
+		// A file that exists is replaced only with --force.
 		if want := fmt.Sprintf("wrote 7 rows of table \"rows\" of batch %d to %s\n", b.ID(), file); out != want {
 			t.Fatalf("stdout %q, want %q", out, want)
 		}
@@ -328,7 +331,7 @@ func TestBatchCommands(t *testing.T) {
 		if len(rows) != 7 || rows[0].Part != "result" {
 			t.Fatalf("file holds %+v", rows)
 		}
-		j := decodeAs[map[string]any](t, e.ok(t, "batch", "dump", id(b), "-t", "rows", "-n", "2", "-f", file, "-o", "json"))
+		j := decodeAs[map[string]any](t, e.ok(t, "batch", "dump", id(b), "-t", "rows", "-n", "2", "-f", file, "--force", "-o", "json"))
 		if j["rows"] != 2.0 || j["file"] != file || j["table"] != "rows" || j["batch"] != float64(b.ID()) {
 			t.Fatalf("dump --file -o json: %v", j)
 		}

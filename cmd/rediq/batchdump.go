@@ -4,8 +4,10 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"slices"
 	"strings"
@@ -18,9 +20,10 @@ import (
 
 func batchDumpCmd(ctx context.Context, args []string, stdout io.Writer) error {
 	var (
-		name, file string
-		limit      int
-		pop        bool
+		name, file      string
+		limit           int
+		pop             bool
+		force, appendTo bool
 	)
 	return batchCmd(ctx, args, stdout, "dump",
 		"Prints rows of one of the batch's tables as JSON lines, newest first, as vredis's\n"+
@@ -28,17 +31,26 @@ func batchDumpCmd(ctx context.Context, args []string, stdout io.Writer) error {
 			"A task's result goes to table \"default\", or to the one its rediq.ResultTable\n"+
 			"names (a slice result, a row per element); rediq.Collect adds rows to any table.\n"+
 			"It reads while the batch runs too. --pop removes the rows it reads, so that the\n"+
-			"next dump goes on with older ones.",
+			"next dump goes on with older ones. An existing --file is refused unless --append\n"+
+			"(add the rows at its end: what a loop of --pop dumps wants) or --force (replace it).",
 		`without --file, one array of the rows, newest first; with --file, {batch, table, file, rows}`,
 		func(fs *flagSet) {
 			fs.StringVarP(&name, "table", "t", "default", "the table")
 			fs.IntVarP(&limit, "limit", "n", 10, "rows to read, newest first")
 			fs.StringVarP(&file, "file", "f", "", "write the rows to this file, as JSON lines, in place of stdout")
 			fs.BoolVar(&pop, "pop", false, "remove the rows read from the table")
+			fs.BoolVar(&appendTo, "append", false, "with --file: add the rows at the end of the file if it exists")
+			fs.BoolVar(&force, "force", false, "with --file: replace the file if it exists")
 		},
 		func(ctx context.Context, app *rediq.App, id int64, out outputFormat) error {
 			if limit <= 0 {
 				return usageErrorf("--limit must be positive")
+			}
+			if (appendTo || force) && file == "" {
+				return usageErrorf("--append and --force are for --file")
+			}
+			if appendTo && force {
+				return usageErrorf("--append and --force: give one")
 			}
 			st, err := app.BatchStat(ctx, id)
 			if err != nil {
@@ -51,7 +63,7 @@ func batchDumpCmd(ctx context.Context, args []string, stdout io.Writer) error {
 			// and then not written would be lost.
 			var f *os.File
 			if file != "" {
-				if f, err = os.Create(file); err != nil {
+				if f, err = openDumpFile(file, appendTo, force); err != nil {
 					return err
 				}
 				defer f.Close()
@@ -85,12 +97,38 @@ func batchDumpCmd(ctx context.Context, args []string, stdout io.Writer) error {
 				}{id, name, file, len(rows)})
 			}
 			verb := "wrote"
-			if pop {
+			switch {
+			case pop && appendTo:
+				verb = "popped and appended"
+			case pop:
 				verb = "popped and wrote"
+			case appendTo:
+				verb = "appended"
 			}
 			_, err = fmt.Fprintf(stdout, "%s %d %s of table %q of batch %d to %s\n", verb, len(rows), plural(len(rows), "row", "rows"), name, id, file)
 			return err
 		})
+}
+
+// openDumpFile opens the file dump writes to: a new one (an existing file is
+// an error, which names the flags that allow it), or with appendTo its end,
+// or with force a replaced one. O_EXCL makes "new" hold even against another
+// dump starting at the same moment.
+func openDumpFile(name string, appendTo, force bool) (*os.File, error) {
+	flags := os.O_WRONLY | os.O_CREATE
+	switch {
+	case appendTo:
+		flags |= os.O_APPEND
+	case force:
+		flags |= os.O_TRUNC
+	default:
+		flags |= os.O_EXCL
+	}
+	f, err := os.OpenFile(name, flags, 0o644)
+	if errors.Is(err, fs.ErrExist) {
+		return nil, &usageError{fmt.Errorf("%s exists: --append adds the rows at its end, --force replaces it", name)}
+	}
+	return f, err
 }
 
 // writeJSONLines writes each row on a line of its own.

@@ -21,20 +21,22 @@ import (
 const pollEvery = 200 * time.Millisecond
 
 func batchWaitCmd(ctx context.Context, args []string, stdout io.Writer) error {
-	fs := newFlagSet("batch wait", "rediq batch wait N [flags]\n\n"+
+	fs := newFlagSet("batch wait", "rediq batch wait N [flags]\n"+
+		"  or: rediq batch wait --latest [flags]\n\n"+
 		"Shows the batch's progress until it completes (exit 0) or stops (exit 1, with the\n"+
 		"reason): on a terminal a bar with tasks done of enqueued, rate and ETA; otherwise\n"+
 		"a line every --interval. A keep-alive batch completes when its producer has\n"+
 		"called Wait or Close and every task has ended; until then more may be added.")
 	var rf redisFlags
 	rf.register(fs)
+	latest := fs.Bool("latest", false, "the newest batch of the namespace, in place of N")
 	every := fs.Duration("interval", 5*time.Second, "how often a progress line is printed when stdout is not a terminal")
 	out := registerOutput(fs, `no progress; at the end, what "rediq batch stat --output json" prints`)
-	pos, err := fs.parseArgs(args, stdout, "N")
+	arg, err := fs.parseOptionalArg(args, stdout)
 	if err != nil {
 		return err
 	}
-	id, err := parseBatchID("wait", pos[0])
+	id, err := batchArg("wait", arg, *latest)
 	if err != nil {
 		return err
 	}
@@ -44,7 +46,14 @@ func batchWaitCmd(ctx context.Context, args []string, stdout io.Writer) error {
 	return withAppUntimed(ctx, "batch wait", &rf, func(ctx context.Context, app *rediq.App) error {
 		// A batch that is not there is an error before any bar is drawn.
 		sctx, cancel := withTimeout(ctx)
-		_, err := app.BatchStat(sctx, id)
+		var err error
+		if *latest {
+			var st rediq.BatchStat
+			st, err = latestBatch(sctx, app)
+			id = st.ID
+		} else {
+			_, err = app.BatchStat(sctx, id)
+		}
 		cancel()
 		if err != nil {
 			return batchNotFound(app, id, redisError(sctx, err))

@@ -39,8 +39,14 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	rate := fs.Int("rate", 1000, "latency phase: tasks enqueued per second")
 	dur := fs.Duration("duration", 5*time.Second, "latency phase: how long")
 	runs := fs.Int("run-samples", 1000, "Run phase: sequential Runs")
+	// The figures are JSON whatever --output says: accepted so that a
+	// script's or a settings' -o json does not fail here.
+	out := registerOutput(fs, "the same JSON object; bench prints nothing else")
 	if err := fs.parse(args, stdout); err != nil {
 		return err
+	}
+	if fs.Changed("output") && *out != outputJSON {
+		return usageErrorf("bench: --output %s: bench prints its figures as JSON only", *out)
 	}
 	for name, v := range map[string]int{"tasks": *n, "concurrency": *c, "producers": *p, "batch": *batch, "rate": *rate, "run-samples": *runs} {
 		if v <= 0 {
@@ -54,7 +60,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return fmt.Errorf("bench: %w", err)
 	}
-	defer app.Close()
+	defer closeApp(app)
 	res, err := bench.Run(ctx, bench.Config{
 		Redis: core.Unwrap(app).Broker().Client(), Tasks: *n, Producers: *p, Concurrency: *c,
 		Batch: *batch, Rate: *rate, Duration: *dur, RunSamples: *runs,

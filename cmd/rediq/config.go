@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/jedib0t/go-pretty/v6/table"
 
@@ -114,7 +115,7 @@ func checkSetting(key, value string) (string, error) {
 		}
 		_ = rdb.Close() // never dialed
 	case "namespace":
-		if err := broker.ValidateQueueName(value); err != nil {
+		if err := broker.ValidateNamespace(value); err != nil {
 			return "", err
 		}
 	default: // a TLS file
@@ -174,9 +175,10 @@ func configUnset(args []string, stdout io.Writer) error {
 
 // settingJSON is one setting as "config show --output json" prints it.
 type settingJSON struct {
-	Key   string `json:"key"`
-	Value string `json:"value"` // "" for none
-	From  string `json:"from"`  // "--flag", "$VARIABLE", "file" or "default"
+	Key    string  `json:"key"`
+	Value  *string `json:"value"`  // null for none: a TLS file not set
+	From   string  `json:"from"`   // "--flag", "$VARIABLE", "file" or "default"
+	Source string  `json:"source"` // "flag", "environment", "file" or "default"
 }
 
 func configShow(args []string, stdout io.Writer) error {
@@ -186,7 +188,8 @@ func configShow(args []string, stdout io.Writer) error {
 		"from: a flag, a variable, the file or the default. Passwords show as ***.")
 	var rf redisFlags
 	rf.register(fs)
-	out := registerOutput(fs, `{path, file_exists, file: {key: value}, settings: [{key, value, from}]}`)
+	out := registerOutput(fs, `{path, file_exists, file: {key: value}, settings: [{key, value, from, source}]}; `+
+		`value null when not set, source flag, environment, file or default`)
 	if err := fs.parse(args, stdout); err != nil {
 		return err
 	}
@@ -210,12 +213,21 @@ func configShow(args []string, stdout io.Writer) error {
 	var settings []settingJSON
 	for i, st := range config.Settings {
 		v := values[i]
-		j := settingJSON{Key: st.Key, Value: shown(st.Key, v.Value), From: v.From}
+		j := settingJSON{Key: st.Key, From: v.From}
 		switch {
 		case v.From == "":
-			j.Value, j.From = shown(st.Key, defaults[st.Key]), "default"
+			j.From, j.Source = "default", "default"
+			v.Value = defaults[st.Key]
 		case v.From == config.FromFile(st, s.path):
-			j.From = "file"
+			j.From, j.Source = "file", "file"
+		case strings.HasPrefix(v.From, "$"):
+			j.Source = "environment"
+		default:
+			j.Source = "flag"
+		}
+		if v.Value != "" {
+			shownValue := shown(st.Key, v.Value)
+			j.Value = &shownValue
 		}
 		settings = append(settings, j)
 	}
@@ -241,7 +253,11 @@ func configShow(args []string, stdout io.Writer) error {
 	}
 	t := newTable("SETTING", "VALUE", "FROM")
 	for _, j := range settings {
-		t.AppendRow(table.Row{j.Key, j.Value, j.From})
+		value := "-"
+		if j.Value != nil {
+			value = *j.Value
+		}
+		t.AppendRow(table.Row{j.Key, value, j.From})
 	}
 	return printTable(stdout, t)
 }

@@ -36,6 +36,16 @@ func (c shownConfig) get(key string) settingJSON {
 	return settingJSON{}
 }
 
+// String shows s for a comparison: "key=value from FROM (SOURCE)", the
+// value <null> when JSON had null.
+func (s settingJSON) String() string {
+	v := "<null>"
+	if s.Value != nil {
+		v = *s.Value
+	}
+	return s.Key + "=" + v + " from " + s.From + " (" + s.Source + ")"
+}
+
 func TestConfigCommands(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "rediq", "config.json")
@@ -54,9 +64,9 @@ func TestConfigCommands(t *testing.T) {
 
 	c := show()
 	if c.Path != path || c.FileExists || len(c.File) != 0 || len(c.Settings) != len(config.Settings) ||
-		c.get("redis-url") != (settingJSON{"redis-url", rediq.DefaultRedisURL, "default"}) ||
-		c.get("namespace") != (settingJSON{"namespace", rediq.DefaultNamespace, "default"}) ||
-		c.get("tls-ca-file") != (settingJSON{"tls-ca-file", "-", "default"}) {
+		c.get("redis-url").String() != "redis-url="+rediq.DefaultRedisURL+" from default (default)" ||
+		c.get("namespace").String() != "namespace="+rediq.DefaultNamespace+" from default (default)" ||
+		c.get("tls-ca-file").String() != "tls-ca-file=<null> from default (default)" {
 		t.Fatalf("no file: %+v", c)
 	}
 
@@ -72,7 +82,7 @@ func TestConfigCommands(t *testing.T) {
 	}
 	const fromFile = "redis://u:***@127.0.0.1:1/0"
 	c = show()
-	if !c.FileExists || c.File["redis-url"] != fromFile || c.get("redis-url") != (settingJSON{"redis-url", fromFile, "file"}) {
+	if !c.FileExists || c.File["redis-url"] != fromFile || c.get("redis-url").String() != "redis-url="+fromFile+" from file (file)" {
 		t.Fatalf("from the file: %+v", c)
 	}
 	// The table says the same, without the password.
@@ -86,10 +96,10 @@ func TestConfigCommands(t *testing.T) {
 
 	// flag > environment > file > default.
 	t.Setenv("REDIQ_REDIS_URL", "redis://:hunter2@env:1")
-	if got := show().get("redis-url"); got != (settingJSON{"redis-url", "redis://:***@env:1", "$REDIQ_REDIS_URL"}) {
+	if got := show().get("redis-url"); got.String() != "redis-url=redis://:***@env:1 from $REDIQ_REDIS_URL (environment)" {
 		t.Fatalf("environment over the file: %+v", got)
 	}
-	if got := show("--redis-url", "redis://flag:1").get("redis-url"); got != (settingJSON{"redis-url", "redis://flag:1", "--redis-url"}) {
+	if got := show("--redis-url", "redis://flag:1").get("redis-url"); got.String() != "redis-url=redis://flag:1 from --redis-url (flag)" {
 		t.Fatalf("flag over the environment: %+v", got)
 	}
 	t.Setenv("REDIQ_REDIS_URL", "")
@@ -110,7 +120,7 @@ func TestConfigCommands(t *testing.T) {
 		}
 	}
 	c = show("--namespace", "flagns")
-	if c.get("namespace") != (settingJSON{"namespace", "flagns", "--namespace"}) || c.get("tls-ca-file") != (settingJSON{"tls-ca-file", ca, "file"}) ||
+	if c.get("namespace").String() != "namespace=flagns from --namespace (flag)" || c.get("tls-ca-file").String() != "tls-ca-file="+ca+" from file (file)" ||
 		c.File["namespace"] != "myapp" {
 		t.Fatalf("namespace and TLS file: %+v", c)
 	}

@@ -5,9 +5,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net"
+	"net/url"
 	"os"
 	"strings"
+	"sync"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/rediq/rediq"
 	"github.com/rediq/rediq/internal/broker"
@@ -88,17 +94,65 @@ func (r *redisFlags) open() (*rediq.App, *broker.Broker, error) {
 	}
 	if err != nil {
 		msg := strings.TrimPrefix(err.Error(), "rediq: ")
-		if s.namespace.From != "" && strings.HasPrefix(msg, "namespace: ") {
-			msg = s.namespace.From + strings.TrimPrefix(msg, "namespace")
+		if s.namespace.From != "" && strings.HasPrefix(msg, "namespace ") {
+			msg = s.namespace.From + ": " + msg // --namespace: namespace "a b" contains…
 		}
 		return nil, nil, usageErrorf("%s", msg)
 	}
+	servers.Store(app, serverName(cmp.Or(s.url.Value, rediq.DefaultRedisURL)))
 	return app, core.Unwrap(app).Broker(), nil
 }
 
+// servers holds the server of each App open returned (*rediq.App → string),
+// for the messages that name it: an empty answer from the wrong Redis (the
+// machine's default one, say) must not pass for an empty namespace.
+var servers sync.Map
+
+// closeApp closes an App open returned.
+func closeApp(app *rediq.App) error {
+	servers.Delete(app)
+	return app.Close()
+}
+
+// where names app's namespace and server for a message:
+// `namespace "rediq" on 127.0.0.1:6379`.
+func where(app *rediq.App) string {
+	server, _ := servers.Load(app)
+	if server == nil {
+		server = "(unknown server)"
+	}
+	return fmt.Sprintf("namespace %q on %s", app.Namespace(), server)
+}
+
+// serverName names the server(s) of a Redis URL without what else the URL
+// holds (user, password, options): host:port, a socket's path, "cluster
+// h1:p1,h2:p2", or "master NAME via sentinels h1:p1,h2:p2".
+func serverName(raw string) string {
+	scheme, _, _ := strings.Cut(raw, "://")
+	_, kind, _ := strings.Cut(strings.ToLower(scheme), "+")
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "(a Redis URL that cannot be parsed)"
+	}
+	if strings.EqualFold(u.Scheme, "unix") {
+		return u.Path
+	}
+	hosts := append([]string{u.Host}, u.Query()["addr"]...)
+	switch kind {
+	case "cluster":
+		return "cluster " + strings.Join(hosts, ",")
+	case "sentinel":
+		return fmt.Sprintf("master %s via sentinels %s", u.Query().Get("master_name"), strings.Join(hosts, ","))
+	}
+	return u.Host
+}
+
+// errNoAnswer is the cause of a command's context ending at ioTimeout.
+var errNoAnswer = fmt.Errorf("no answer from Redis within %s", ioTimeout)
+
 // withTimeout bounds ctx by ioTimeout.
 func withTimeout(ctx context.Context) (context.Context, context.CancelFunc) {
-	return context.WithTimeoutCause(ctx, ioTimeout, fmt.Errorf("no answer from Redis within %s", ioTimeout))
+	return context.WithTimeoutCause(ctx, ioTimeout, errNoAnswer)
 }
 
 // redisError explains an error of Redis I/O done under ctx from withTimeout:
@@ -130,7 +184,7 @@ func openApp(ctx context.Context, cmd string, rf *redisFlags, timed bool, fn fun
 		return fmt.Errorf("%s: %w", cmd, err)
 	}
 	defer func() {
-		if cerr := app.Close(); cerr != nil && err == nil {
+		if cerr := closeApp(app); cerr != nil && err == nil {
 			err = fmt.Errorf("%s: %w", cmd, cerr)
 		}
 	}()
@@ -140,9 +194,25 @@ func openApp(ctx context.Context, cmd string, rf *redisFlags, timed bool, fn fun
 		defer cancel()
 	}
 	if err := fn(ctx, app); err != nil {
-		return fmt.Errorf("%s: %w", cmd, redisError(ctx, libError(err)))
+		return fmt.Errorf("%s: %w", cmd, located(app, redisError(ctx, libError(err))))
 	}
 	return nil
+}
+
+// located adds where(app) to an error of talking to Redis (unreachable,
+// refused, no answer, an error reply), so that it says which Redis and
+// namespace it came from. Other errors are about a task or batch, and those
+// that could mean the wrong Redis (not found) name it themselves.
+func located(app *rediq.App, err error) error {
+	var (
+		ne net.Error
+		re redis.Error
+	)
+	if errors.As(err, &ne) || errors.As(err, &re) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, redis.ErrClosed) || errors.Is(err, errNoAnswer) {
+		return &reworded{err.Error() + " (" + where(app) + ")", err}
+	}
+	return err
 }
 
 // reworded is an error with a message of the CLI's in place of its own;

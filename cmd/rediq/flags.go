@@ -108,6 +108,12 @@ func runAction(group, example string, names []string, args []string, help func()
 	if len(names) == 1 {
 		list = names[0]
 	}
+	// The shared flags may come before the action too: "rediq task
+	// --namespace app show ID".
+	global, args, err := globalFlags(args)
+	if err != nil {
+		return usageErrorf("%s: %w", group, err)
+	}
 	switch {
 	case len(args) == 0:
 		return usageErrorf("%s: missing action: %s (see rediq %s --help)", group, list, group)
@@ -115,9 +121,110 @@ func runAction(group, example string, names []string, args []string, help func()
 		help()
 		return nil
 	case slices.Contains(names, args[0]):
-		return run(args[0], args[1:])
+		return run(args[0], withFlags(args[1:], global))
 	case strings.HasPrefix(args[0], "-"):
 		return usageErrorf("%s: flag %s before the action: flags go after it, as in \"rediq %s %s\"", group, args[0], example, args[0])
 	}
+	if s := suggest(args[0], names); s != "" {
+		return usageErrorf("%s: unknown action %q: did you mean %q? (%s)", group, args[0], s, list)
+	}
 	return usageErrorf("%s: unknown action %q: %s", group, args[0], list)
+}
+
+// globalValueFlags are the flags, all taking a value, that may come before
+// the command (or a group's action) as well as after it: the connection, the
+// namespace and the output format. bench's old --redis is among them, as
+// bench takes it.
+var globalValueFlags = map[string]bool{
+	"redis-url": true, "namespace": true, "tls-ca-file": true, "tls-cert-file": true, "tls-key-file": true,
+	"output": true, "o": true, "redis": true,
+}
+
+// globalFlags splits the global flags at the start of args from the rest,
+// which begins with the command or action. Any other flag (-h, --help,
+// --version, one the caller refuses) is left at the start of rest. Each
+// global flag comes back as one --name=value argument.
+func globalFlags(args []string) (global, rest []string, err error) {
+	for len(args) > 0 {
+		a := args[0]
+		if a == "--" || !strings.HasPrefix(a, "-") || len(a) < 2 {
+			break
+		}
+		var name, value string
+		hasValue := false
+		if strings.HasPrefix(a, "--") {
+			name, value, hasValue = strings.Cut(a[2:], "=")
+		} else {
+			// -o json, -ojson, -o=json
+			name, value = a[1:2], strings.TrimPrefix(a[2:], "=")
+			hasValue = len(a) > 2
+		}
+		if !globalValueFlags[name] {
+			break
+		}
+		if !hasValue {
+			if len(args) < 2 {
+				return nil, nil, usageErrorf("flag %s needs a value", a)
+			}
+			value, args = args[1], args[1:]
+		}
+		flag := "--" + name
+		if name == "o" {
+			flag = "--output"
+		}
+		global = append(global, flag+"="+value)
+		args = args[1:]
+	}
+	return global, args, nil
+}
+
+// withFlags returns args with the global flags added at their end (before a
+// "--", after which pflag reads no flags).
+func withFlags(args, global []string) []string {
+	if len(global) == 0 {
+		return args
+	}
+	i := slices.Index(args, "--")
+	if i < 0 {
+		i = len(args)
+	}
+	return slices.Concat(args[:i], global, args[i:])
+}
+
+// suggest returns the one of names closest to name — a prefix either way, or
+// at most two edits away — or "" if none is close.
+func suggest(name string, names []string) string {
+	best, bestD := "", 3
+	for _, n := range names {
+		d := levenshtein(name, n)
+		if (strings.HasPrefix(n, name) || strings.HasPrefix(name, n)) && len(name) > 1 {
+			d = min(d, 2)
+		}
+		if d < bestD {
+			best, bestD = n, d
+		}
+	}
+	return best
+}
+
+// levenshtein is the edit distance between a and b, in runes.
+func levenshtein(a, b string) int {
+	ra, rb := []rune(a), []rune(b)
+	prev := make([]int, len(rb)+1)
+	cur := make([]int, len(rb)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(ra); i++ {
+		cur[0] = i
+		for j := 1; j <= len(rb); j++ {
+			cost := 1
+			if ra[i-1] == rb[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(rb)]
 }

@@ -1,15 +1,18 @@
 // Command rediq inspects and operates a rediq deployment from the shell.
 //
 //	rediq queues [--output json]
-//	rediq tasks --queue Q --state STATE [--limit N] [--offset N] [--output json]
+//	rediq tasks [--queue Q] [--state STATE] [--limit N] [--offset N] [--output json]
 //	rediq task show ID [--output json]
 //	rediq task result|cancel|delete|requeue ID
 //	rediq dead requeue --queue Q [--output json]
-//	rediq batch stat N|--latest, list [--last N], wait N, logs N [--follow],
-//	            dump N [--table T] [--limit N] [--file F] [--pop], errors N, stop N
+//	rediq batch stat N|--latest, list [--last N], wait N|--latest, logs N [--follow],
+//	            dump N [--table T] [--limit N] [--file F [--append|--force]] [--pop], errors N, stop N
 //	rediq config set KEY VALUE | unset KEY | show
-//	rediq version
-//	rediq help [command]
+//	rediq version | --version
+//	rediq help [command [action]]
+//
+// The connection flags, --namespace and --output may come before the command
+// (or a group's action) as well as after it.
 //
 // Commands that touch Redis read --redis-url, --tls-ca-file, --tls-cert-file,
 // --tls-key-file and --namespace, falling back to $REDIQ_REDIS_URL,
@@ -28,6 +31,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"syscall"
 
@@ -66,7 +70,7 @@ type command struct {
 // commands lists the subcommands in the order usage shows them.
 var commands = []command{
 	{"queues", "list the queues of a namespace with their counts", runQueues},
-	{"tasks", "list a page of a queue's tasks in one state", runTasks},
+	{"tasks", "list a page of tasks: of a queue, in a state, or every one", runTasks},
 	{"task", "show, cancel, delete or requeue one task by id, or print its result", runTask},
 	{"dead", "requeue the dead tasks of a queue", runDead},
 	{"batch", "a batch's stat, output, tables and errors; list, wait for or stop batches", runBatch},
@@ -86,33 +90,59 @@ func usageErrorf(format string, args ...any) error {
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 {
-		printUsage(stdout)
-		return nil
+	// Flags every command shares may come before the command too, as with git
+	// or kubectl: they move to the end of the command's own arguments.
+	global, args, err := globalFlags(args)
+	if err != nil {
+		return err
 	}
-	name, rest := args[0], args[1:]
+	if len(args) == 0 {
+		if len(global) == 0 {
+			// A bare "rediq" is a usage mistake: the list goes where errors go.
+			printUsage(stderr)
+			return usageErrorf("missing command (run \"rediq help\" for the list)")
+		}
+		return usageErrorf("flag %s but no command (run \"rediq help\" for the list)", global[0])
+	}
+	name, rest := args[0], withFlags(args[1:], global)
 	switch name {
 	case "help", "-h", "--help":
-		if name == "help" && len(rest) > 0 {
+		// "help -h" is help; so is help followed only by global flags.
+		if name == "help" && len(rest) > 0 && !strings.HasPrefix(rest[0], "-") {
 			if lookup(rest[0]) == nil {
-				return usageErrorf("help: unknown command %q (run \"rediq help\" for the list)", rest[0])
+				return usageErrorf("help: %s", unknownCommand(rest[0]))
 			}
-			return run(ctx, []string{rest[0], "--help"}, stdout, stderr)
+			// "rediq help batch stat" is "rediq batch stat --help".
+			return run(ctx, append(slices.Clone(rest), "--help"), stdout, stderr)
 		}
 		printUsage(stdout)
 		return nil
+	case "--version":
+		name = "version"
 	}
 	if strings.HasPrefix(name, "-") {
-		return usageErrorf("flag %s before a command: flags go after it, as in \"rediq queues %s\"", name, name)
+		return usageErrorf("unknown flag %s before the command (run \"rediq help\" for the commands and flags)", name)
 	}
 	c := lookup(name)
 	if c == nil {
-		return usageErrorf("unknown command %q (run \"rediq help\" for the list)", name)
+		return usageErrorf("%s", unknownCommand(name))
 	}
 	if err := c.run(ctx, rest, stdout, stderr); !errors.Is(err, pflag.ErrHelp) {
 		return err
 	}
 	return nil
+}
+
+// unknownCommand says that name is no command, suggesting the closest one.
+func unknownCommand(name string) string {
+	names := []string{"help"}
+	for _, c := range commands {
+		names = append(names, c.name)
+	}
+	if s := suggest(name, names); s != "" {
+		return fmt.Sprintf("unknown command %q: did you mean %q? (run \"rediq help\" for the list)", name, s)
+	}
+	return fmt.Sprintf("unknown command %q (run \"rediq help\" for the list)", name)
 }
 
 func lookup(name string) *command {
@@ -131,5 +161,7 @@ func printUsage(w io.Writer) {
 	}
 	fmt.Fprintf(w, "  %-10s %s\n", "help", "show this list, or a command's flags: rediq help <command>")
 	fmt.Fprint(w, "\nCommands that touch Redis take --redis-url [$REDIQ_REDIS_URL], the --tls-… files [$REDIQ_TLS_…]\n"+
-		"and --namespace [$REDIQ_NAMESPACE]; what neither gives comes from \"rediq config set\".\n")
+		"and --namespace [$REDIQ_NAMESPACE]; what neither gives comes from \"rediq config set\".\n"+
+		"These and --output (-o) may come before the command too: rediq --namespace app queues.\n"+
+		"rediq --version is rediq version.\n")
 }

@@ -7,6 +7,9 @@ import (
 	"slices"
 
 	"github.com/jedib0t/go-pretty/v6/table"
+
+	"github.com/rediq/rediq"
+	"github.com/rediq/rediq/internal/core"
 )
 
 // queueRow is one queue as --output json prints it.
@@ -21,7 +24,7 @@ type queueRow struct {
 	Expired   int64  `json:"expired"`
 }
 
-func runQueues(ctx context.Context, args []string, stdout, stderr io.Writer) (err error) {
+func runQueues(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("queues", "rediq queues [flags]\n\n"+
 		"Lists every queue recorded in the namespace, by name, with its tasks by state:\n"+
 		"pending (due, waiting for a worker), scheduled (due later, or waiting to be\n"+
@@ -41,42 +44,32 @@ func runQueues(ctx context.Context, args []string, stdout, stderr io.Writer) (er
 	if *asJSON {
 		*out = outputJSON
 	}
-	app, b, err := rf.open()
-	if err != nil {
-		return fmt.Errorf("queues: %w", err)
-	}
-	defer func() {
-		if cerr := app.Close(); cerr != nil && err == nil {
-			err = fmt.Errorf("queues: %w", cerr)
+	return withApp(ctx, "queues", &rf, func(ctx context.Context, app *rediq.App) error {
+		b := core.Unwrap(app).Broker()
+		names, err := b.Queues(ctx)
+		if err != nil {
+			return err
 		}
-	}()
-
-	ctx, cancel := withTimeout(ctx)
-	defer cancel()
-	names, err := b.Queues(ctx)
-	if err != nil {
-		return fmt.Errorf("queues: %w", redisError(ctx, err))
-	}
-	slices.Sort(names)
-	stats, err := b.Stats(ctx, names)
-	if err != nil {
-		return fmt.Errorf("queues: %w", redisError(ctx, err))
-	}
-	rows := make([]queueRow, len(stats))
-	for i, s := range stats {
-		rows[i] = queueRow{s.Name, s.Pending, s.Scheduled, s.Active, s.Dead, s.Workers, s.Cancelled, s.Expired}
-	}
-
-	if *out == outputJSON {
-		return printJSON(stdout, rows)
-	}
-	if len(rows) == 0 {
-		_, err := fmt.Fprintf(stdout, "No queues are recorded in namespace %q.\n", b.Namespace())
-		return err
-	}
-	t := newTable("QUEUE", "PENDING", "SCHEDULED", "ACTIVE", "DEAD", "WORKERS", "CANCELLED", "EXPIRED")
-	for _, r := range rows {
-		t.AppendRow(table.Row{r.Queue, r.Pending, r.Scheduled, r.Active, r.Dead, r.Workers, r.Cancelled, r.Expired})
-	}
-	return printTable(stdout, t)
+		slices.Sort(names)
+		stats, err := b.Stats(ctx, names)
+		if err != nil {
+			return err
+		}
+		rows := make([]queueRow, len(stats))
+		for i, s := range stats {
+			rows[i] = queueRow{s.Name, s.Pending, s.Scheduled, s.Active, s.Dead, s.Workers, s.Cancelled, s.Expired}
+		}
+		if *out == outputJSON {
+			return printJSON(stdout, rows)
+		}
+		if len(rows) == 0 {
+			_, err := fmt.Fprintf(stdout, "No queues in %s.\n", where(app))
+			return err
+		}
+		t := newTable("QUEUE", "PENDING", "SCHEDULED", "ACTIVE", "DEAD", "WORKERS", "CANCELLED", "EXPIRED")
+		for _, r := range rows {
+			t.AppendRow(table.Row{r.Queue, r.Pending, r.Scheduled, r.Active, r.Dead, r.Workers, r.Cancelled, r.Expired})
+		}
+		return printTable(stdout, t)
+	})
 }

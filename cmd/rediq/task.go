@@ -6,9 +6,13 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strings"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/rediq/rediq"
+	"github.com/rediq/rediq/internal/core"
 )
 
 // taskAction is one of the subcommands of "rediq task", each on one task id.
@@ -29,7 +33,7 @@ var taskActions = []taskAction{
 	{name: "result", summary: "print the result of a succeeded task as JSON, alone (for jq)",
 		about: "Prints the handler's result as JSON and nothing else. Only a succeeded task\n" +
 			"enqueued with rediq.Retention has one; for any other the command fails and says why.",
-		run: taskResult},
+		run: taskResult, output: "the same JSON value: the result is JSON either way"},
 	{name: "cancel", summary: "cancel a task that has not finished",
 		about: "Cancels a scheduled, pending or retry-waiting task at once. For an active task\n" +
 			"it asks the worker running it to cancel the handler's context, and returns then.",
@@ -81,14 +85,14 @@ func printTaskUsage(w io.Writer) {
 		fmt.Fprintf(w, "  %-8s %s\n", a.name, a.summary)
 	}
 	fmt.Fprint(w, "\nEach takes the flags of every command that touches Redis (--redis-url, --namespace,\n"+
-		"…); show takes --output json too. Run \"rediq task <action> --help\" for them.\n")
+		"…); show and result take --output json too. Run \"rediq task <action> --help\" for them.\n")
 }
 
 // notFound rewords the error of an id no queue holds, naming the namespace
 // searched: the wrong namespace is the likeliest reason.
 func notFound(app *rediq.App, id rediq.TaskID, err error) error {
-	return &reworded{fmt.Sprintf("task %s not found in namespace %q "+
-		"(a finished task is kept only for its rediq.Retention)", id, app.Namespace()), err}
+	return &reworded{fmt.Sprintf("task %s not found in %s "+
+		"(a finished task is kept only for its rediq.Retention)", id, where(app)), err}
 }
 
 func showTask(ctx context.Context, app *rediq.App, id rediq.TaskID, out outputFormat, stdout io.Writer) error {
@@ -99,10 +103,60 @@ func showTask(ctx context.Context, app *rediq.App, id rediq.TaskID, out outputFo
 	if err != nil {
 		return err
 	}
-	if out == outputJSON {
-		return printJSON(stdout, newTaskJSON(r))
+	var lease attempt
+	if r.State == rediq.StateActive {
+		if lease, err = leaseOf(ctx, app, r); err != nil {
+			return err
+		}
 	}
-	return printTable(stdout, taskTable(r, time.Now()))
+	if out == outputJSON {
+		j := newTaskJSON(r)
+		if lease != attemptUnknown {
+			running := lease == attemptRunning
+			j.Running = &running
+		}
+		return printJSON(stdout, j)
+	}
+	return printTable(stdout, taskTable(r, lease, time.Now()))
+}
+
+// attempt is where an active task's attempt is, as its lease says.
+type attempt int
+
+const (
+	attemptUnknown    attempt = iota // not active, or the lease ended meanwhile
+	attemptPrefetched                // leased by a worker, waiting for a free handler
+	attemptRunning                   // its handler has started
+)
+
+// leaseOf reads an active task's lease: whether its handler has started or
+// it waits in its worker's prefetch buffer. (Redis holds no start time until
+// the attempt ends; the PROTOCOL's active hash and lease values.)
+func leaseOf(ctx context.Context, app *rediq.App, r *rediq.TaskRecord) (attempt, error) {
+	q := core.Unwrap(app).Broker().Queue(r.Queue)
+	holder, err := app.Redis().HGet(ctx, q.Active, string(r.ID)).Result()
+	if errors.Is(err, redis.Nil) {
+		return attemptUnknown, nil
+	}
+	if err != nil {
+		return attemptUnknown, err
+	}
+	c := strings.LastIndexByte(holder, ':')
+	if c < 0 {
+		return attemptUnknown, nil
+	}
+	v, err := app.Redis().HGet(ctx, q.Lease(holder[:c]), holder[c+1:]).Result()
+	switch {
+	case errors.Is(err, redis.Nil):
+		return attemptUnknown, nil
+	case err != nil:
+		return attemptUnknown, err
+	case strings.HasPrefix(v, "s:"):
+		return attemptRunning, nil
+	case strings.HasPrefix(v, "p:"):
+		return attemptPrefetched, nil
+	}
+	return attemptUnknown, nil
 }
 
 func taskResult(ctx context.Context, app *rediq.App, id rediq.TaskID, _ outputFormat, stdout io.Writer) error {

@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"strconv"
 	"time"
 
@@ -28,6 +29,7 @@ type taskJSON struct {
 	ExpiresAt   time.Time       `json:"expires_at,omitzero"`
 	Retried     int             `json:"retried"`
 	MaxRetries  *int            `json:"max_retries,omitempty"` // left out when unknown
+	Running     *bool           `json:"running,omitempty"`     // active: its handler has started (false: prefetched)
 	Recovered   int             `json:"recovered"`
 	LastError   string          `json:"last_error,omitempty"`
 	Worker      string          `json:"worker,omitempty"`
@@ -81,8 +83,9 @@ func textValue(raw []byte) string {
 	return compactJSON(v)
 }
 
-// taskTable lays a task out as field and value, one per line, for people.
-func taskTable(r *rediq.TaskRecord, now time.Time) table.Writer {
+// taskTable lays a task out as field and value, one per line, for people;
+// lease is where an active task's attempt is.
+func taskTable(r *rediq.TaskRecord, lease attempt, now time.Time) table.Writer {
 	t := newTable()
 	result := "-"
 	if r.Result != nil {
@@ -91,6 +94,18 @@ func taskTable(r *rediq.TaskRecord, now time.Time) table.Writer {
 	retention := "-"
 	if r.Retention > 0 {
 		retention = r.Retention.String()
+	}
+	started := localTime(r.StartedAt, now)
+	switch lease {
+	case attemptRunning:
+		// Redis learns when an attempt started only when it ends.
+		started = "running now (the start time is recorded when the attempt ends)"
+	case attemptPrefetched:
+		started = "not yet: fetched by the worker, waiting for a free handler"
+	}
+	maxRetries := strconv.Itoa(r.MaxRetries)
+	if r.MaxRetries < 0 {
+		maxRetries = fmt.Sprintf("as registered (rediq.Retries; default %d): not stored with the task", rediq.DefaultRetries)
 	}
 	for _, kv := range [][2]string{
 		{"ID", string(r.ID)},
@@ -102,10 +117,11 @@ func taskTable(r *rediq.TaskRecord, now time.Time) table.Writer {
 		{"Result", result},
 		{"Enqueued", localTime(r.EnqueuedAt, now)},
 		{"Due", localTime(r.DueAt, now)},
-		{"Started", localTime(r.StartedAt, now)},
+		{"Started", started},
 		{"Finished", localTime(r.FinishedAt, now)},
 		{"Expires", localTime(r.ExpiresAt, now)},
 		{"Retried", retried(r)},
+		{"Max retries", maxRetries},
 		{"Recovered", strconv.Itoa(r.Recovered)},
 		{"Worker", orDash(r.Worker)},
 		{"Retention", retention},

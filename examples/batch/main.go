@@ -5,14 +5,19 @@
 // its own; with other workers on the same Redis and namespace they share the
 // tasks, and the lines still come back here only.
 //
-// It needs no Redis: without REDIQ_REDIS_URL it starts an embedded miniredis.
+// It needs no Redis: without REDIQ_REDIS_URL it starts an embedded miniredis,
+// which ends with it.
 //
 //	go run ./examples/batch
 //	REDIQ_REDIS_URL=redis://127.0.0.1:6379/0 go run ./examples/batch
 //
-// While it runs, or after (for the batch's retention), the rediq command
-// shows the same batch from another terminal: rediq batch stat N, rediq
-// batch logs N --follow, rediq batch dump N --table pages.
+// It works in the namespace $REDIQ_NAMESPACE, else a fresh one, and prints it
+// with the commands that show the batch. On a Redis of REDIQ_REDIS_URL the
+// batch stays after the program ends, for an hour (its Retention), so those
+// commands work from another terminal while it runs and after: rediq batch
+// stat N, rediq batch logs N --follow, rediq batch dump N --table pages, each
+// with the --redis-url and --namespace printed. Its keys are left in that
+// namespace: the batch's expire after the hour, a few counters stay.
 package main
 
 import (
@@ -20,6 +25,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	neturl "net/url"
 	"os"
 	"sync"
 	"time"
@@ -47,29 +53,28 @@ func run(w io.Writer) (err error) {
 	// The output lines and the progress lines come from two goroutines.
 	out := &lockedWriter{w: w}
 	url := os.Getenv("REDIQ_REDIS_URL")
-	if url == "" {
+	embedded := url == ""
+	if embedded {
 		mr, err := miniredis.Run()
 		if err != nil {
 			return err
 		}
 		defer mr.Close()
 		url = "redis://" + mr.Addr()
-		fmt.Fprintln(out, "no REDIQ_REDIS_URL: using an embedded miniredis at", mr.Addr())
+		fmt.Fprintln(out, "no REDIQ_REDIS_URL: using an embedded miniredis at", mr.Addr(), "(it ends with this program)")
 	}
-	// A namespace of its own, deleted at the end, so a shared Redis is left as
-	// it was found.
-	ns := fmt.Sprintf("batchexample%d", time.Now().UnixNano())
+	// A namespace of its own unless one is given, so that the batch numbers
+	// start at 1 and nothing else in a shared Redis is touched.
+	ns := os.Getenv("REDIQ_NAMESPACE")
+	if ns == "" {
+		ns = fmt.Sprintf("batchexample%d", time.Now().UnixNano())
+	}
 	app, err := rediq.New(rediq.Config{RedisURL: url, Namespace: ns})
 	if err != nil {
 		return err
 	}
 	defer app.Close()
 	ctx := context.Background()
-	defer func() {
-		if cerr := deleteNamespace(ctx, app); cerr != nil {
-			err = errors.Join(err, cerr)
-		}
-	}()
 
 	// The task: what vredis's @pipe.table('pages') decorates. It prints (the
 	// lines come back to this producer, prefixed [batch:task worker]) and
@@ -101,12 +106,19 @@ func run(w io.Writer) (err error) {
 
 	// A keep-alive batch (vredis's default): if this script dies, the workers
 	// stop its tasks within the keep-alive timeout.
-	b, err := app.NewBatch(ctx, rediq.BatchOptions{})
+	// Its output, table and counts stay an hour after it completes.
+	b, err := app.NewBatch(ctx, rediq.BatchOptions{Retention: time.Hour})
 	if err != nil {
 		return err
 	}
 	defer b.Close()
-	fmt.Fprintf(out, "batch %d\n", b.ID())
+	fmt.Fprintf(out, "batch %d in namespace %s\n", b.ID(), ns)
+	if !embedded {
+		// The URL without its password: the command takes it from
+		// $REDIQ_REDIS_URL or --redis-url.
+		fmt.Fprintf(out, "to look at it from another terminal, now or within the hour after:\n"+
+			"  rediq batch stat %d --redis-url %s --namespace %s\n", b.ID(), redacted(url), ns)
+	}
 
 	// Follow the output live while the tasks run; Follow returns when the
 	// batch completes.
@@ -162,6 +174,9 @@ func run(w io.Writer) (err error) {
 	for _, r := range rows {
 		fmt.Fprintf(out, "  %s  %d words\n", r.URL, r.Words)
 	}
+	if !embedded {
+		fmt.Fprintf(out, "the batch stays for an hour: rediq batch stat %d --redis-url %s --namespace %s\n", b.ID(), redacted(url), ns)
+	}
 	if st.Succeeded != 100 || st.Rows != 100 {
 		return fmt.Errorf("batch %d: %d succeeded and %d rows, want 100 of each", st.ID, st.Succeeded, st.Rows)
 	}
@@ -180,22 +195,11 @@ func (l *lockedWriter) Write(p []byte) (int, error) {
 	return l.w.Write(p)
 }
 
-// deleteNamespace deletes every key of app's namespace.
-func deleteNamespace(ctx context.Context, app *rediq.App) error {
-	rdb := app.Redis()
-	var cursor uint64
-	for {
-		keys, next, err := rdb.Scan(ctx, cursor, app.Namespace()+":*", 1000).Result()
-		if err != nil {
-			return fmt.Errorf("clean up: scan: %w", err)
-		}
-		if len(keys) > 0 {
-			if err := rdb.Del(ctx, keys...).Err(); err != nil {
-				return fmt.Errorf("clean up: del: %w", err)
-			}
-		}
-		if cursor = next; cursor == 0 {
-			return nil
-		}
+// redacted is a Redis URL fit to print: its password as xxxxx.
+func redacted(raw string) string {
+	u, err := neturl.Parse(raw)
+	if err != nil {
+		return "$REDIQ_REDIS_URL"
 	}
+	return u.Redacted()
 }

@@ -2,6 +2,7 @@ package broker
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
@@ -32,6 +33,10 @@ func (b *Broker) Batch(id int64) *BatchKeys {
 
 // Errors is the key of the batch's error counts (error text -> tasks that died with it).
 func (k *BatchKeys) Errors() string { return k.prefix + "errors" }
+
+// ErrorIDs is the key of the hash of error text → JSON array of the ids of
+// the first tasks (up to ten) that died with it.
+func (k *BatchKeys) ErrorIDs() string { return k.prefix + "errids" }
 
 // Table is the key of one of the batch's tables.
 func (k *BatchKeys) Table(name string) string { return k.prefix + "tbl:" + name }
@@ -336,15 +341,28 @@ func (b *Broker) ReadRows(ctx context.Context, k *BatchKeys, table string, limit
 	return out, nil
 }
 
-// BatchErrors returns the errors the batch's dead tasks died with, and how many of each.
-func (b *Broker) BatchErrors(ctx context.Context, k *BatchKeys) (map[string]int, error) {
-	m, err := b.rdb.HGetAll(ctx, k.Errors()).Result()
-	if err != nil {
+// ErrorCount is how many of a batch's tasks died with one error, and the ids
+// of the first of them (up to ten).
+type ErrorCount struct {
+	Tasks int
+	IDs   []string
+}
+
+// BatchErrors returns the errors the batch's dead tasks died with, how many
+// of each and some of their ids, in one round trip.
+func (b *Broker) BatchErrors(ctx context.Context, k *BatchKeys) (map[string]ErrorCount, error) {
+	p := b.rdb.Pipeline()
+	counts, ids := p.HGetAll(ctx, k.Errors()), p.HGetAll(ctx, k.ErrorIDs())
+	if _, err := p.Exec(ctx); err != nil {
 		return nil, err
 	}
-	out := make(map[string]int, len(m))
-	for e, v := range m {
-		out[e], _ = strconv.Atoi(v)
+	out := make(map[string]ErrorCount, len(counts.Val()))
+	for e, v := range counts.Val() {
+		c := ErrorCount{}
+		c.Tasks, _ = strconv.Atoi(v)
+		// A batch counted before ids were kept has none: an empty list.
+		_ = json.Unmarshal([]byte(ids.Val()[e]), &c.IDs)
+		out[e] = c
 	}
 	return out, nil
 }

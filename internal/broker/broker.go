@@ -109,14 +109,20 @@ type Queue struct {
 func (q *Queue) Lease(session string) string { return q.lease + session }
 
 // ValidateQueueName reports why name cannot be a queue name, if it cannot.
-func ValidateQueueName(name string) error {
+func ValidateQueueName(name string) error { return validateName("queue name", name) }
+
+// ValidateNamespace reports why ns cannot be a key namespace, if it cannot.
+// The rule is a queue name's: both are parts of every key.
+func ValidateNamespace(ns string) error { return validateName("namespace", ns) }
+
+func validateName(kind, name string) error {
 	switch {
 	case name == "":
-		return errors.New("queue name is empty")
+		return fmt.Errorf("%s is empty", kind)
 	case len(name) > 200:
-		return fmt.Errorf("queue name %.20q… is longer than 200 bytes", name)
+		return fmt.Errorf("%s %.20q… is longer than 200 bytes", kind, name)
 	case strings.ContainsAny(name, "{}:\r\n "):
-		return fmt.Errorf("queue name %q contains one of '{', '}', ':', a space or a line break", name)
+		return fmt.Errorf("%s %q contains one of '{', '}', ':', a space or a line break", kind, name)
 	}
 	return nil
 }

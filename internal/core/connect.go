@@ -231,7 +231,7 @@ func (a *App) Connect(ep Endpoint) error {
 // SetNamespace switches the App to the key namespace ns (a worker's
 // --namespace). Call it before the App is used.
 func (a *App) SetNamespace(ns string) error {
-	if err := broker.ValidateQueueName(ns); err != nil {
+	if err := broker.ValidateNamespace(ns); err != nil {
 		return err
 	}
 	a.mu.Lock()

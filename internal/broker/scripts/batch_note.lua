@@ -4,7 +4,8 @@
 -- "cancelled" (while it ran), "dropped" (cancelled before it started) — the two
 -- are told apart here, by the started set —, or ""
 -- (not ended: a retry follows)   ARGV[5] for a "failed" end, its last error: counted in
--- PRE..errors (hash: error text -> tasks that died with it)
+-- PRE..errors (hash: error text -> tasks that died with it), and the task's id kept
+-- in PRE..errids (hash: error text -> JSON array of the first ERRIDS ids)
 -- Nothing is written for a batch that no longer exists. The end is counted once per task (the ended set), so a re-sent call does not
 -- count it twice; attempts are counted per call. Returns 1 if this call
 -- completed the batch (the caller enqueues its OnComplete), else 0.
@@ -25,6 +26,18 @@ if e ~= '' and redis.call('EXISTS', KEYS[1]) == 1 and redis.call('SADD', KEYS[4]
   redis.call('HINCRBY', KEYS[2], e, 1)
   if e == 'failed' and ARGV[5] and ARGV[5] ~= '' then
     redis.call('HINCRBY', PRE .. 'errors', ARGV[5], 1)
+    -- A few ids per error, so that one can look at a task that died of it;
+    -- capped, as a batch may lose thousands to one error.
+    local errids = PRE .. 'errids'
+    local ids = cjson.decode(redis.call('HGET', errids, ARGV[5]) or '[]')
+    if #ids < 10 then
+      table.insert(ids, ARGV[1])
+      redis.call('HSET', errids, ARGV[5], cjson.encode(ids))
+      local ttl = redis.call('PTTL', KEYS[1])
+      if ttl > 0 then -- the batch has ended: its keys expire together
+        redis.call('PEXPIRE', errids, ttl)
+      end
+    end
   end
   return completeIfDone()
 end

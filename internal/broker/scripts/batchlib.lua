@@ -4,7 +4,7 @@
 -- KEYS[7] tables (set of table names)   KEYS[8] members (set of the ids enqueued in
 -- the batch: SADD, so a re-sent count counts nothing twice); a table NAME is the list PRE..tbl:NAME,
 -- PRE being KEYS[1] without its "info" suffix; PRE..errors counts the errors tasks
--- died with. All carry the batch's hash tag {b:N}.
+-- died with, PRE..errids keeps a few ids of those tasks per error. All carry the batch's hash tag {b:N}.
 local PRE = string.sub(KEYS[1], 1, #KEYS[1] - 4)
 
 local function nowMs()
@@ -20,6 +20,7 @@ local function retire()
     redis.call('PEXPIRE', KEYS[i], ret)
   end
   redis.call('PEXPIRE', PRE .. 'errors', ret)
+  redis.call('PEXPIRE', PRE .. 'errids', ret)
   for _, t in ipairs(redis.call('SMEMBERS', KEYS[7])) do
     redis.call('PEXPIRE', PRE .. 'tbl:' .. t, ret)
   end
