@@ -833,6 +833,57 @@ func TestRunGetsItsResultEveryTime(t *testing.T) {
 	}
 }
 
+// Wait refuses the id of another task, in every state it may find it in,
+// instead of decoding that task's result as its own.
+func TestWaitRefusesAnotherTasksID(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	thumb := rediq.Register(e.app, "thumb", func(ctx context.Context, n int) (string, error) {
+		if n < 0 {
+			return "", rediq.SkipRetry(errors.New("negative"))
+		}
+		return fmt.Sprintf("thumb-%d", n), nil
+	}, rediq.Retention(time.Minute))
+	report := rediq.Register(e.app, "report", func(ctx context.Context, n int) (int, error) { return n, nil },
+		rediq.Retention(time.Minute))
+	waiting, err := thumb.Enqueue(ctx, 1, rediq.Delay(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	wrong := func(t *testing.T, id rediq.TaskID) {
+		t.Helper()
+		got, err := report.Wait(ctx, id)
+		var we *rediq.WrongTaskError
+		if !errors.Is(err, rediq.ErrWrongTask) || !errors.As(err, &we) || we.ID != id || we.Want != "report" || we.Found != "thumb" {
+			t.Fatalf("report.Wait(a thumb task's id) = %v, %v; want a *WrongTaskError matching ErrWrongTask", got, err)
+		}
+	}
+	wrong(t, waiting) // waiting: at once, without waiting for it to finish
+	e.start(e.app, worker.Config{})
+	done, err := thumb.Enqueue(ctx, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := thumb.Wait(ctx, done); err != nil || got != "thumb-2" {
+		t.Fatalf("thumb.Wait = %q, %v", got, err)
+	}
+	wrong(t, done) // finished: its result is not decoded
+	dead, err := thumb.Enqueue(ctx, -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var failed *rediq.TaskFailedError
+	if _, err := thumb.Wait(ctx, dead); !errors.As(err, &failed) {
+		t.Fatalf("thumb.Wait on a dead task: %v", err)
+	}
+	wrong(t, dead) // dead: not its failure either
+	if got, err := report.Run(ctx, 7); err != nil || got != 7 {
+		t.Fatalf("report.Run = %d, %v", got, err)
+	}
+}
+
 func TestRequeueEdges(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
