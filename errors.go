@@ -32,6 +32,10 @@ var (
 	// ErrTooLarge is matched by the error of an Enqueue whose message is larger
 	// than Config.MaxMessageBytes (a *TooLargeError): nothing was written.
 	ErrTooLarge = errors.New("rediq: message too large")
+	// ErrWrongTask is matched by the error (a *WrongTaskError) of Wait given
+	// the id of a task of another name, and of Task.Args and Task.Result given
+	// its record: it is never decoded as this task's.
+	ErrWrongTask = errors.New("rediq: wrong task")
 )
 
 // The internal packages, which cannot import this one, return some of these
@@ -78,6 +82,21 @@ func (e *TooLargeError) Error() string {
 
 // Is makes errors.Is(err, ErrTooLarge) true.
 func (e *TooLargeError) Is(target error) bool { return target == ErrTooLarge }
+
+// WrongTaskError is the error of Wait, Task.Args and Task.Result for a task of
+// another name than the Task asked (report.Wait given a thumbnail task's id).
+type WrongTaskError struct {
+	ID    TaskID
+	Want  string // the name of the Task whose Wait was called
+	Found string // the name in the id's record
+}
+
+func (e *WrongTaskError) Error() string {
+	return fmt.Sprintf("rediq: wrong task: %q is a %q task, not %q", e.ID, e.Found, e.Want)
+}
+
+// Is makes errors.Is(err, ErrWrongTask) true.
+func (e *WrongTaskError) Is(target error) bool { return target == ErrWrongTask }
 
 // SkipRetry wraps a handler error so that the task goes to the dead set at once
 // instead of being retried:

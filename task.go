@@ -71,18 +71,13 @@ type Task[A, R any] struct {
 // Name returns the task's registered name.
 func (t *Task[A, R]) Name() string { return t.def.Name }
 
-var (
-	// ErrWrongTask is matched by the error of Task.Args and Task.Result given
-	// the record of a task of another name.
-	ErrWrongTask = errors.New("rediq: record of another task")
-	// ErrNotFinished is matched by the error of Task.Result given the record
-	// of a task that has not finished: it has no result yet.
-	ErrNotFinished = errors.New("rediq: task not finished")
-)
+// ErrNotFinished is matched by the error of Task.Result given the record of a
+// task that has not finished: it has no result yet.
+var ErrNotFinished = errors.New("rediq: task not finished")
 
 // Args decodes the arguments of rec, a record of this task from GetTask or
-// ListTasks. A record of a task of another name gives an error matching
-// ErrWrongTask.
+// ListTasks. A record of a task of another name gives a *WrongTaskError
+// (matching ErrWrongTask).
 func (t *Task[A, R]) Args(rec *TaskRecord) (A, error) {
 	var args A
 	if err := t.owns(rec); err != nil {
@@ -126,7 +121,7 @@ func (t *Task[A, R]) Result(rec *TaskRecord) (R, error) {
 // owns fails unless rec is a record of this task.
 func (t *Task[A, R]) owns(rec *TaskRecord) error {
 	if rec.Name != t.def.Name {
-		return fmt.Errorf("%w: task %q is a %q, not a %q", ErrWrongTask, rec.ID, rec.Name, t.def.Name)
+		return &WrongTaskError{ID: rec.ID, Want: t.def.Name, Found: rec.Name}
 	}
 	return nil
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/rediq/rediq/internal/broker"
+	"github.com/rediq/rediq/internal/codec"
 )
 
 // RunRetention is the retention Run gives its task when the task has none
@@ -26,10 +27,13 @@ const RunRetention = time.Minute
 //   - enqueued without Retention (and not finished with one): an error matching
 //     ErrNotRetained at once — its result is gone the moment it finishes;
 //   - unknown, or its retention over: ErrTaskNotFound;
+//   - the id of a task of another name: a *WrongTaskError matching
+//     ErrWrongTask, at once (another task's result is never decoded as this
+//     one's);
 //   - ctx ending first: ctx's error.
 func (t *Task[A, R]) Wait(ctx context.Context, id TaskID) (R, error) {
 	var zero R
-	raw, err := t.app.wait(ctx, id)
+	raw, err := t.app.wait(ctx, id, t.def.Name)
 	if err != nil {
 		return zero, err
 	}
@@ -105,10 +109,14 @@ func (t *Task[A, R]) memoized(ctx context.Context, args A) (R, bool, error) {
 	return r, true, nil
 }
 
-// wait returns the raw result of the task id once it has finished.
-func (a *App) wait(ctx context.Context, id TaskID) ([]byte, error) {
+// wait returns the raw result of the task id, a task named name, once it has
+// finished.
+func (a *App) wait(ctx context.Context, id TaskID, name string) ([]byte, error) {
 	rec, err := a.find(ctx, id, nil)
 	if err != nil {
+		return nil, err
+	}
+	if err := sameTask(id, name, rec); err != nil {
 		return nil, err
 	}
 	if raw, done, err := a.outcome(id, rec); done {
@@ -135,6 +143,9 @@ func (a *App) wait(ctx context.Context, id TaskID) ([]byte, error) {
 		if err != nil {
 			return nil, err
 		}
+		if err := sameTask(id, name, rec); err != nil {
+			return nil, err // deleted and enqueued again as another task meanwhile
+		}
 		if raw, done, err := a.outcome(id, rec); done {
 			return raw, err
 		}
@@ -147,6 +158,17 @@ func (a *App) wait(ctx context.Context, id TaskID) ([]byte, error) {
 			return nil, context.Cause(ctx)
 		}
 	}
+}
+
+// sameTask fails with a *WrongTaskError if the record of id names a task other
+// than name. A message that cannot be read names nothing: its outcome (dead,
+// as malformed) says the rest.
+func sameTask(id TaskID, name string, rec *broker.Record) error {
+	var env codec.Envelope
+	if len(rec.Body) == 0 || codec.DecodeInto(rec.Body, &env) != nil || env.Name == name {
+		return nil
+	}
+	return &WrongTaskError{ID: id, Want: name, Found: env.Name}
 }
 
 // outcome is the result or error of a finished task; done is false while it

@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/alicebob/miniredis/v2"
+
 	"github.com/rediq/rediq"
 	"github.com/rediq/rediq/internal/broker"
 	"github.com/rediq/rediq/internal/testredis"
@@ -796,6 +798,92 @@ func TestWaitEdges(t *testing.T) {
 	}
 }
 
+// Run always gets its result, on the miniredis the quickstart embeds too: its
+// Wait once read a task's record and meta in separate commands, and a settle
+// landing between them showed the task without the retention Run gave it
+// (ErrNotRetained, 3% of quickstart runs). It loops, on the package's Redis
+// and on a miniredis of its own, where the interleaving is frequent.
+func TestRunGetsItsResultEveryTime(t *testing.T) {
+	t.Parallel()
+	for _, onMiniredis := range []bool{false, true} {
+		t.Run(fmt.Sprintf("miniredis=%v", onMiniredis), func(t *testing.T) {
+			t.Parallel()
+			url := testredis.URL()
+			if onMiniredis {
+				url = "redis://" + miniredis.RunT(t).Addr()
+			}
+			ns := testredis.Namespace(t)
+			app, err := rediq.New(rediq.Config{RedisURL: url, Namespace: ns})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { app.Close() })
+			e := &env{t: t, app: app, rdb: testredis.ClientFor(t, url), ns: ns}
+			double := rediq.Register(app, "double", func(ctx context.Context, n int) (int, error) { return 2 * n, nil })
+			e.start(app, worker.Config{Concurrency: 4})
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			for i := range 200 {
+				got, err := double.Run(ctx, i)
+				if err != nil || got != 2*i {
+					t.Fatalf("run %d: Run = %d, %v; want %d", i, got, err, 2*i)
+				}
+			}
+		})
+	}
+}
+
+// Wait refuses the id of another task, in every state it may find it in,
+// instead of decoding that task's result as its own.
+func TestWaitRefusesAnotherTasksID(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	thumb := rediq.Register(e.app, "thumb", func(ctx context.Context, n int) (string, error) {
+		if n < 0 {
+			return "", rediq.SkipRetry(errors.New("negative"))
+		}
+		return fmt.Sprintf("thumb-%d", n), nil
+	}, rediq.Retention(time.Minute))
+	report := rediq.Register(e.app, "report", func(ctx context.Context, n int) (int, error) { return n, nil },
+		rediq.Retention(time.Minute))
+	waiting, err := thumb.Enqueue(ctx, 1, rediq.Delay(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	wrong := func(t *testing.T, id rediq.TaskID) {
+		t.Helper()
+		got, err := report.Wait(ctx, id)
+		var we *rediq.WrongTaskError
+		if !errors.Is(err, rediq.ErrWrongTask) || !errors.As(err, &we) || we.ID != id || we.Want != "report" || we.Found != "thumb" {
+			t.Fatalf("report.Wait(a thumb task's id) = %v, %v; want a *WrongTaskError matching ErrWrongTask", got, err)
+		}
+	}
+	wrong(t, waiting) // waiting: at once, without waiting for it to finish
+	e.start(e.app, worker.Config{})
+	done, err := thumb.Enqueue(ctx, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := thumb.Wait(ctx, done); err != nil || got != "thumb-2" {
+		t.Fatalf("thumb.Wait = %q, %v", got, err)
+	}
+	wrong(t, done) // finished: its result is not decoded
+	dead, err := thumb.Enqueue(ctx, -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var failed *rediq.TaskFailedError
+	if _, err := thumb.Wait(ctx, dead); !errors.As(err, &failed) {
+		t.Fatalf("thumb.Wait on a dead task: %v", err)
+	}
+	wrong(t, dead) // dead: not its failure either
+	if got, err := report.Run(ctx, 7); err != nil || got != 7 {
+		t.Fatalf("report.Run = %d, %v", got, err)
+	}
+}
+
 func TestRequeueEdges(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
@@ -837,8 +925,13 @@ func TestRequeueEdges(t *testing.T) {
 	if !slices.Equal(got[3:], []int{1, 2, 3}) {
 		t.Fatalf("runs %v", got)
 	}
-	if _, err := e.app.GetTask(ctx, late); !errors.Is(err, rediq.ErrTaskNotFound) {
-		t.Fatalf("the requeued late task did not run to success: %v", err)
+	// The handler has returned; its settle may still be on its way.
+	waitFor(t, 5*time.Second, "the requeued late task to settle", func() bool {
+		r, err := e.app.GetTask(ctx, late)
+		return err != nil || r.State != rediq.StateActive
+	})
+	if r, err := e.app.GetTask(ctx, late); !errors.Is(err, rediq.ErrTaskNotFound) {
+		t.Fatalf("the requeued late task did not run to success: %+v, %v", r, err)
 	}
 }
 

@@ -63,6 +63,7 @@ var (
 	deleteScript    = load("delete", "lib")
 	requeueScript   = load("requeue")
 	leaveScript     = load("leave")
+	findScript      = load("find")
 )
 
 // Broker is a namespace on one Redis (or Redis Cluster).

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/rediq/rediq/internal/broker"
@@ -525,5 +526,68 @@ func TestSettleSentTwiceChangesNothing(t *testing.T) {
 	}
 	if again := snapshot(); again != after {
 		t.Fatalf("the second run changed\n%s\ninto\n%s", after, again)
+	}
+}
+
+// Find reads a task in one moment: never its record without its meta, as a
+// settle run between two of its reads would show (a finishing task seen
+// waiting, with no retention: Wait then failed with ErrNotRetained). It loops,
+// on the package's Redis and on a miniredis of its own, which serves each
+// command of a pipeline on its own and so interleaves other clients' scripts
+// between them far more often than redis-server does.
+func TestFindNeverSeesHalfASettle(t *testing.T) {
+	t.Parallel()
+	servers := map[string]func(t testing.TB) *redis.Client{
+		"package Redis": testredis.Client,
+		"miniredis": func(t testing.TB) *redis.Client {
+			mr := miniredis.RunT(t)
+			c := redis.NewClient(&redis.Options{Addr: mr.Addr()})
+			t.Cleanup(func() { c.Close() })
+			return c
+		},
+	}
+	for name, client := range servers {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			rdb := client(t)
+			b := broker.New(rdb, testredis.Namespace(t))
+			q := b.Queue("q")
+			ctx := context.Background()
+			register(t, b, q, "S", time.Minute)
+			deadline := time.Now().Add(20 * time.Second)
+			for i := range 300 {
+				if time.Now().After(deadline) {
+					t.Logf("stopped after %d rounds: out of time", i)
+					break
+				}
+				id := fmt.Sprintf("t%d", i)
+				enqueue(t, b, q, broker.Message{ID: id, Slot: 2048, Body: []byte(id), Retention: time.Minute})
+				got := fetch(t, b, "S", time.Minute, broker.FetchRequest{Queue: q, N: 1, TokenBase: uint64(i), StartNow: 1})
+				if len(got.Tasks) != 1 {
+					t.Fatalf("round %d: fetched %d tasks", i, len(got.Tasks))
+				}
+				settled := make(chan error, 1)
+				go func() {
+					_, err := b.Settle(ctx, keep, []broker.Settlement{{Queue: q, Session: "S", Token: got.Tasks[0].Token, ID: id,
+						Outcome: broker.Ack, Attempt: &broker.Attempt{Started: time.Now(), Worker: "S", Result: []byte("r")}}})
+					settled <- err
+				}()
+				for done := false; !done; {
+					r, err := b.Find(ctx, id, []string{"q"})
+					if err != nil {
+						t.Fatalf("round %d: find: %v", i, err)
+					}
+					switch {
+					case r.State == broker.StateFinished:
+						done = true
+					case r.State != broker.StateActive || r.Meta.Retention != time.Minute:
+						t.Fatalf("round %d: found the task %s with retention %v: half settled", i, r.State, r.Meta.Retention)
+					}
+				}
+				if err := <-settled; err != nil {
+					t.Fatal(err)
+				}
+			}
+		})
 	}
 }

@@ -91,7 +91,8 @@ func (q *Queue) DoneKey(id string) string { return q.Prefix + "done:" + id }
 func (q *Queue) FinChannel(id string) string { return q.Prefix + "fin:" + id }
 
 // Find looks a task up by id in the given queues (all queues of the namespace
-// when nil), in one round trip of O(1) and O(log N) commands per queue.
+// when nil), in one round trip: one find.lua per queue, each O(log N), so that
+// each queue's answer is one moment of the task (a settle never shows half done).
 func (b *Broker) Find(ctx context.Context, id string, queues []string) (*Record, error) {
 	if queues == nil {
 		var err error
@@ -99,52 +100,72 @@ func (b *Broker) Find(ctx context.Context, id string, queues []string) (*Record,
 			return nil, err
 		}
 	}
-	type probe struct {
-		rec, active, recovered, meta         *redis.StringCmd
-		pending, recovering, scheduled, dead *redis.FloatCmd
-		done                                 *redis.MapStringStringCmd
-	}
-	p := b.rdb.Pipeline()
-	ps := make([]probe, len(queues))
+	t := b.newBatch()
+	cmds := make([]*redis.Cmd, len(queues))
 	for i, n := range queues {
 		q := b.Queue(n)
-		ps[i] = probe{rec: p.HGet(ctx, q.Records, id), active: p.HGet(ctx, q.Active, id), recovered: p.HGet(ctx, q.Recovered, id),
-			meta:    p.HGet(ctx, q.Prefix+"meta", id),
-			pending: p.ZScore(ctx, q.Pending, id), recovering: p.ZScore(ctx, q.Recovering, id),
-			scheduled: p.ZScore(ctx, q.Scheduled, id), dead: p.ZScore(ctx, q.Dead, id), done: p.HGetAll(ctx, q.DoneKey(id))}
+		cmds[i] = t.script(ctx, findScript, []string{q.Records, q.Active, q.Recovered, q.Prefix + "meta",
+			q.Pending, q.Recovering, q.Scheduled, q.Dead, q.DoneKey(id)}, id)
 	}
-	if _, err := p.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+	if err := t.exec(ctx); err != nil {
 		return nil, fmt.Errorf("find task %q: %w", id, err)
 	}
-	for i, pr := range ps {
-		body, err := pr.rec.Bytes()
+	for i, c := range cmds {
+		r, err := parseFound(queues[i], c.Val())
 		if err != nil {
-			if d := parseDone(pr.done.Val()); d != nil {
-				body := []byte(pr.done.Val()["m"])
-				return &Record{Queue: queues[i], Body: body, State: StateFinished, Done: d}, nil
-			}
-			continue
+			return nil, fmt.Errorf("find task %q: %w", id, err)
 		}
-		r := &Record{Queue: queues[i], Body: body, State: StateOrphan, Meta: ParseMeta(pr.meta.Val())}
-		r.Recovered, _ = pr.recovered.Int()
-		switch {
-		case pr.active.Err() == nil:
-			r.State = StateActive
-			if i := strings.LastIndexByte(pr.active.Val(), ':'); i >= 0 {
-				r.Session = pr.active.Val()[:i]
-			}
-		case pr.pending.Err() == nil || pr.recovering.Err() == nil:
-			r.State = StatePending
-		case pr.scheduled.Err() == nil:
-			r.State = StateScheduled
-			r.Due = int64(pr.scheduled.Val())/4096 + Epoch
-		case pr.dead.Err() == nil:
-			r.State = StateDead
-			r.Died = int64(pr.dead.Val())
+		if r != nil {
+			return r, nil
 		}
-		return r, nil
 	}
 	return nil, ErrNotFound
+}
+
+// parseFound reads find.lua's reply: the task as queue holds it, or nil if
+// queue holds nothing of it.
+func parseFound(queue string, reply any) (*Record, error) {
+	v, ok := reply.([]any)
+	if !ok || len(v) != 9 {
+		return nil, fmt.Errorf("find.lua replied %T of %d values, want 9", reply, len(v))
+	}
+	str := func(i int) (string, bool) { s, ok := v[i].(string); return s, ok }
+	body, ok := str(0)
+	if !ok {
+		final, _ := v[8].([]any)
+		h := make(map[string]string, len(final)/2)
+		for j := 0; j+1 < len(final); j += 2 {
+			k, _ := final[j].(string)
+			h[k], _ = final[j+1].(string)
+		}
+		if d := parseDone(h); d != nil {
+			return &Record{Queue: queue, Body: []byte(h["m"]), State: StateFinished, Done: d}, nil
+		}
+		return nil, nil
+	}
+	meta, _ := str(3)
+	r := &Record{Queue: queue, Body: []byte(body), State: StateOrphan, Meta: ParseMeta(meta)}
+	if n, ok := str(2); ok {
+		r.Recovered, _ = strconv.Atoi(n)
+	}
+	score := func(i int) float64 { s, _ := str(i); f, _ := strconv.ParseFloat(s, 64); return f }
+	switch _, pending := str(4); {
+	case v[1] != nil:
+		r.State = StateActive
+		lease, _ := str(1)
+		if i := strings.LastIndexByte(lease, ':'); i >= 0 {
+			r.Session = lease[:i]
+		}
+	case pending || v[5] != nil:
+		r.State = StatePending
+	case v[6] != nil:
+		r.State = StateScheduled
+		r.Due = int64(score(6))/4096 + Epoch
+	case v[7] != nil:
+		r.State = StateDead
+		r.Died = int64(score(7))
+	}
+	return r, nil
 }
 
 // Exists reports which of the given queues hold a record with the id.

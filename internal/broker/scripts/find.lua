@@ -1,0 +1,21 @@
+-- find: read what says where a task is, all at once. Read command by command, a
+-- script running in between (a settle) could show a record without its meta, or
+-- a record that is in no index any more: one moment of the task, never half of
+-- a change.
+-- KEYS[1] records   KEYS[2] active   KEYS[3] recovered   KEYS[4] meta
+-- KEYS[5] pending   KEYS[6] recovering   KEYS[7] scheduled   KEYS[8] dead
+-- KEYS[9] the final record NS:{Q}:done:ID
+-- ARGV[1] task id
+-- Returns {record, lease, recovered, meta, pending, recovering, scheduled, dead,
+-- final}: HGET's answers on KEYS[1..4] and ZSCORE's on KEYS[5..8] (nil where the
+-- id is absent), then HGETALL KEYS[9] (empty if there is none). Writes nothing.
+local id = ARGV[1]
+local out = {}
+for i = 1, 4 do
+  out[i] = redis.call('HGET', KEYS[i], id)
+end
+for i = 5, 8 do
+  out[i] = redis.call('ZSCORE', KEYS[i], id)
+end
+out[9] = redis.call('HGETALL', KEYS[9])
+return out
