@@ -251,6 +251,7 @@ type job struct {
 	id        string
 	raw       []byte
 	recovered int
+	expireAt  time.Time // by the worker's clock, its ExpireIn/ExpireAt deadline; zero: none
 	started   bool      // marked started in Redis
 	freed     sync.Once // its prefetch slot was freed
 }
@@ -514,7 +515,12 @@ func (w *Worker) process(sl *slot, j *job) {
 		err = codec.Complete(&env.Envelope, j.id)
 	}
 	if err != nil {
-		w.bury(j, deadUndecodable(j.id, j.raw, err, w.cfg.now()), "undecodable message", err)
+		if !w.expired(j, 0) {
+			w.bury(j, deadUndecodable(j.id, j.raw, err, w.cfg.now()), "undecodable message", err)
+		}
+		return
+	}
+	if w.expired(j, env.Batch) {
 		return
 	}
 	def, ok := w.app.Task(env.Name)
@@ -554,6 +560,9 @@ func (w *Worker) process(sl *slot, j *job) {
 		if bk != nil {
 			w.noteBatch(bk, j.id, "", "dropped")
 		}
+		return
+	}
+	if w.expired(j, env.Batch) { // checking its batch took a round trip
 		return
 	}
 	st := &core.State{
@@ -673,6 +682,28 @@ func (w *Worker) process(sl *slot, j *job) {
 		}
 		w.noteBatch(bk, j.id, "f", end, err.Error())
 	}
+}
+
+// expired ends j unrun, as expired, if its ExpireIn/ExpireAt deadline has
+// passed by the worker's clock: a task that waited past it in the prefetch
+// buffer (or for a renewed lease, or for its batch's check) never starts, and
+// ends as one found expired at fetch does — not an attempt, counted per queue,
+// and "dropped" in its batch (batch is 0 when unknown).
+func (w *Worker) expired(j *job, batch int64) bool {
+	if j.expireAt.IsZero() {
+		return false
+	}
+	now := w.cfg.now()
+	if now.Before(j.expireAt) {
+		return false
+	}
+	w.log.Info("task expired before it could start: not run", zap.String("task_id", j.id),
+		zap.String("queue", j.q.Name), zap.Duration("late", now.Sub(j.expireAt)))
+	w.settle(j, broker.Expire, nil, 0)
+	if batch > 0 {
+		w.noteBatch(w.out.batch(batch), j.id, "", "dropped")
+	}
+	return true
 }
 
 // failed settles a failed attempt: a retry after the task's backoff, or dead.
