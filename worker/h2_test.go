@@ -9,6 +9,7 @@ import (
 
 	"github.com/rediq/rediq"
 	"github.com/rediq/rediq/internal/broker"
+	"github.com/rediq/rediq/internal/codec"
 	"github.com/rediq/rediq/internal/testredis"
 	"github.com/rediq/rediq/worker"
 )
@@ -94,5 +95,50 @@ func TestExpiredInPrefetchBufferNeverStarts(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// Issue 12, defect 7: a task bounced several times by a worker that does not
+// know it runs within a few seconds once a worker that knows it is up, not
+// after a retry backoff grown to many seconds.
+func TestUnknownTaskRunsSoonOnceAWorkerKnowsIt(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ctx := context.Background()
+	producer := e.sibling()
+	report := rediq.Register(producer, "report", func(context.Context, int) (int, error) { return 0, nil })
+	rediq.Register(e.app, "send_welcome_email", func(context.Context, int) (int, error) { return 0, nil })
+	id, err := report.Enqueue(ctx, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, stopOther := e.start(e.app, worker.Config{Name: "other-program"})
+	q := e.queue("default")
+	const bounces = 4
+	testredis.WaitFor(t, 30*time.Second, "the other program's worker to bounce the task 4 times", func() bool {
+		v, err := e.rdb.HGet(ctx, q.Records, string(id)).Result()
+		if err != nil {
+			return false
+		}
+		env, err := codec.Decode([]byte(v))
+		return err == nil && env.Unknown >= bounces
+	})
+	stopOther()
+	ran := newRecorder[rediq.TaskID]()
+	knows := e.sibling()
+	rediq.Register(knows, "report", func(ctx context.Context, _ int) (int, error) {
+		info, _ := rediq.CurrentTask(ctx)
+		ran.add(info.ID)
+		return 0, nil
+	})
+	up := time.Now()
+	e.start(knows, worker.Config{Name: "reporter"})
+	// Its last bounce delayed it 2s (the cap is 3s); the backoff it used to
+	// get had grown to 4–8s after 4 bounces.
+	if got := ran.wait(t, 1, 10*time.Second); got[0] != id {
+		t.Fatalf("ran %v", got)
+	}
+	if d := time.Since(up); d > 3500*time.Millisecond {
+		t.Fatalf("the task ran %s after a worker that knows it was up; want within the 3s cap", d)
 	}
 }

@@ -761,15 +761,17 @@ func (w *Worker) backoff(def *core.TaskDef, retried int) (d time.Duration) {
 	return min(max(d, 0), maxBackoff)
 }
 
-// unknownTask retries a task whose name this worker does not know, with
-// backoff, and buries it only after Config.UnknownTaskRetries: in a rolling
-// deploy the new producers' tasks reach the old workers.
+// unknownTask gives back, after a short delay, a task whose name this worker
+// does not know, and buries it only after Config.UnknownTaskRetries: in a
+// rolling deploy the new producers' tasks reach the old workers, and a worker
+// that knows the task may already serve the queue (programs sharing it), so
+// the delay stays short (unknownDelay) for the task to reach it soon.
 func (w *Worker) unknownTask(j *job, env *envelope) {
 	err := fmt.Errorf("%w %q: no worker serving queue %q has it registered (this one has %v)",
 		rediq.ErrUnknownTask, env.Name, j.q.Name, w.app.TaskNames())
 	env.Error = err.Error()
 	if env.Unknown < w.cfg.UnknownTaskRetries {
-		delay := backoff.Exponential(env.Unknown)
+		delay := unknownDelay(env.Unknown)
 		env.Unknown++
 		w.log.Warn("unknown task; will retry (a worker that has it may be deploying)", zap.String("task_id", env.ID),
 			zap.String("task", env.Name), zap.String("queue", j.q.Name), zap.Int("attempt", env.Unknown), zap.Duration("in", delay))
@@ -780,6 +782,24 @@ func (w *Worker) unknownTask(j *job, env *envelope) {
 	if env.Batch > 0 {
 		w.noteBatch(w.out.batch(env.Batch), j.id, "", "failed", err.Error())
 	}
+}
+
+// Delays of unknown-task retries: unknownDelayBase doubling up to
+// unknownDelayCap. Short, because the task waits out the whole delay even when a
+// worker that knows it is up; capped low, so that it waits at most that long
+// once the worker that knows it appears. Config.UnknownTaskRetries, not the
+// delay, makes the total a rolling deploy's length.
+const (
+	unknownDelayBase = 250 * time.Millisecond
+	unknownDelayCap  = 3 * time.Second
+)
+
+// unknownDelay is the delay before unknown-task retry n+1 (n retries done).
+func unknownDelay(n int) time.Duration {
+	if n >= 8 { // past the cap already; no shift overflow
+		return unknownDelayCap
+	}
+	return min(unknownDelayBase<<n, unknownDelayCap)
 }
 
 // bury sends a task that cannot run to the dead set.
