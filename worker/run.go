@@ -595,7 +595,10 @@ func (w *Worker) process(sl *slot, j *job) {
 		cancel(rediq.ErrCancelled)
 	}
 	started := w.cfg.now()
-	result, err := call(tctx, def, env.Args)
+	result, err := call(&leaseContext{Context: tctx, lease: &w.lease, cancel: cancel}, def, env.Args)
+	// Decided past the lease clock (the handler returned after a freeze, or
+	// while Redis was away): the task may run elsewhere already.
+	late := !w.lease.valid()
 	defer w.forgetCancel(j.id)
 	sl.mu.Lock()
 	abandoned := sl.abandoned
@@ -610,6 +613,13 @@ func (w *Worker) process(sl *slot, j *job) {
 		w.slotMu.Unlock()
 		w.log.Warn("abandoned handler returned at last", zap.String("task_id", env.ID), zap.Error(err))
 		return
+	}
+	if late {
+		w.log.Warn("handler returned after the worker's lease clock ran out: its outcome waits for a renewal (dropped if the task was taken over)",
+			zap.String("task_id", env.ID), zap.Error(err))
+		if !w.awaitLease(j) {
+			return
+		}
 	}
 
 	var att *broker.Attempt
