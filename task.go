@@ -606,9 +606,10 @@ func UniqueKey(key string) EnqueueOption {
 }
 
 // ExpireIn makes a task that has not started d after its enqueue never run: a
-// worker that fetches it later finishes it as StateExpired (counted per queue)
-// instead. The deadline is kept in Redis and compared with Redis's clock; it
-// applies to retries too.
+// worker that fetches it later, or finds the deadline passed while the task
+// waited in its prefetch buffer, finishes it as StateExpired (counted per
+// queue) instead. The deadline is kept in Redis and compared with Redis's
+// clock; it applies to retries too.
 func ExpireIn(d time.Duration) Option {
 	return option(func(o *taskOptions) {
 		if d < time.Millisecond {

@@ -72,6 +72,7 @@ func (w *Worker) fetcher(ctx context.Context) {
 				gens = append(gens, q.gen.Load())
 			}
 		}
+		sent := w.cfg.now()
 		res, err := w.b.Fetch(ctx, w.session, w.cfg.LeaseTTL, reqs)
 		if err != nil {
 			if ctx.Err() != nil {
@@ -87,7 +88,7 @@ func (w *Worker) fetcher(ctx context.Context) {
 			continue
 		}
 		failures = 0
-		w.accept(ctx, reqs, qs, gens, res)
+		w.accept(ctx, reqs, qs, gens, res, sent)
 		reqs = nil
 		if next := w.earliestDue(); next != dueAt {
 			dueAt = next
@@ -100,8 +101,10 @@ func (w *Worker) fetcher(ctx context.Context) {
 	}
 }
 
-// accept turns a fetch's answer into jobs.
-func (w *Worker) accept(ctx context.Context, reqs []broker.FetchRequest, qs []*queue, gens []*generation, res []broker.Fetched) {
+// accept turns a fetch's answer into jobs. sent is when the request that
+// answered went out: a task's expiry is measured from it, so the worker's view
+// of the deadline is never later than Redis's.
+func (w *Worker) accept(ctx context.Context, reqs []broker.FetchRequest, qs []*queue, gens []*generation, res []broker.Fetched, sent time.Time) {
 	now := w.cfg.now().UnixMilli()
 	for i, r := range res {
 		q, gen := qs[i], gens[i]
@@ -125,6 +128,9 @@ func (w *Worker) accept(ctx context.Context, reqs []broker.FetchRequest, qs []*q
 		q.heldMu.Unlock()
 		for _, t := range r.Tasks {
 			j := &job{q: q, gen: gen, token: t.Token, id: t.ID, raw: t.Body, recovered: t.Recovered, started: t.Started}
+			if t.ExpiresIn >= 0 {
+				j.expireAt = sent.Add(t.ExpiresIn)
+			}
 			w.held.Add(1)
 			if t.Recovered > 0 {
 				w.recovering.Add(1)

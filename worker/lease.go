@@ -3,6 +3,7 @@ package worker
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -14,18 +15,22 @@ import (
 // leaseClock is the worker's own view of its lease: the lease runs until
 // LeaseTTL after the last heartbeat that succeeded was *sent* (Redis set the
 // deadline later than that, so this view is never behind Redis's). Past it the
-// worker may already have been reclaimed, so it starts nothing and cancels what
-// runs: a frozen or cut-off worker never runs a task beside the one that took
-// it over.
+// worker may already have been reclaimed, so it starts nothing, cancels what
+// runs and sends no outcome decided past it until a renewal shows the session
+// still holds its leases: a frozen or cut-off worker never runs a task beside
+// the one that took it over. valid is lock-free: every handler's context asks
+// it (see leaseContext).
 type leaseClock struct {
 	now     func() time.Time
+	base    time.Time    // the clock's origin (monotonic): until is kept from it
+	until   atomic.Int64 // ns after base
 	mu      sync.Mutex
-	until   time.Time
 	renewed chan struct{} // closed and replaced at each renewal
 }
 
 func (l *leaseClock) init(now func() time.Time) {
 	l.now = now
+	l.base = now()
 	l.renewed = make(chan struct{})
 }
 
@@ -34,24 +39,18 @@ func (l *leaseClock) renew(sent time.Time, ttl time.Duration) {
 	defer l.mu.Unlock()
 	// A tenth early: cancelling handlers takes a moment, and they should be
 	// stopped before another worker may take their tasks.
-	if u := sent.Add(ttl - ttl/10); u.After(l.until) {
-		l.until = u
+	if u := int64(sent.Add(ttl - ttl/10).Sub(l.base)); u > l.until.Load() {
+		l.until.Store(u)
 	}
 	close(l.renewed)
 	l.renewed = make(chan struct{})
 }
 
-func (l *leaseClock) valid() bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.now().Before(l.until)
-}
+func (l *leaseClock) valid() bool { return l.left() > 0 }
 
 // left is how long the lease has to run (<= 0: expired).
 func (l *leaseClock) left() time.Duration {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.until.Sub(l.now())
+	return time.Duration(l.until.Load() - int64(l.now().Sub(l.base)))
 }
 
 // changed is closed at the next renewal.
@@ -141,9 +140,11 @@ func (w *Worker) fencer(stop <-chan struct{}) {
 				continue // check again: a renewal may have raced the timer
 			}
 		}
+		// Cancel first, log after: the log may take a moment the handlers
+		// must not have.
+		w.cancelRunning(errFenced, func(*slot) bool { return true })
 		w.log.Error("could not renew the lease in time: starting nothing and cancelling running tasks until Redis answers",
 			zap.Duration("lease_ttl", w.cfg.LeaseTTL))
-		w.cancelRunning(errFenced, func(*slot) bool { return true })
 		select {
 		case <-stop:
 			return
@@ -243,4 +244,59 @@ func (q *queue) heldCount() int64 {
 	q.heldMu.Lock()
 	defer q.heldMu.Unlock()
 	return int64(len(q.held))
+}
+
+// leaseContext is a handler's context. Besides the fencer's timer, which
+// cancels every handler when the lease clock runs out, Done and Err look at
+// the clock themselves and cancel the handler at once if it ran out: after a
+// freeze (SIGSTOP, a paused VM) the goroutines resume in any order, and a
+// handler whose own timer fired during the freeze may resume before the
+// fencer; the first time it consults its context it finds it cancelled, so a
+// handler that checks its context before acting never acts past the lease.
+type leaseContext struct {
+	context.Context
+	lease  *leaseClock
+	cancel context.CancelCauseFunc // cancels the handler's context with a cause
+}
+
+func (c *leaseContext) check() {
+	if !c.lease.valid() {
+		c.cancel(errFenced)
+	}
+}
+
+func (c *leaseContext) Done() <-chan struct{} {
+	c.check()
+	return c.Context.Done()
+}
+
+func (c *leaseContext) Err() error {
+	c.check()
+	return c.Context.Err()
+}
+
+// awaitLease holds an outcome of j decided while the worker's lease clock had
+// run out (its handler returned past it, after a freeze or while cut off from
+// Redis): the task may have been taken over, so the outcome may not be sent
+// until a renewal shows the session still holds its lease on j's queue. It
+// reports whether to send it; if not, j is dropped (its lease was lost: the
+// task runs elsewhere) or, when the worker stops first, given back unrun (a
+// no-op if the lease is gone).
+func (w *Worker) awaitLease(j *job) bool {
+	for {
+		if j.gen.lost.Load() {
+			w.release(j)
+			return false
+		}
+		if w.lease.valid() {
+			return true
+		}
+		select {
+		case <-w.lease.changed():
+		case <-j.gen.lostCh:
+		case <-w.abort:
+			w.settle(j, broker.Requeue, nil, 0)
+			return false
+		}
+	}
 }

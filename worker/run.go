@@ -252,6 +252,7 @@ type job struct {
 	id        string
 	raw       []byte
 	recovered int
+	expireAt  time.Time // by the worker's clock, its ExpireIn/ExpireAt deadline; zero: none
 	started   bool      // marked started in Redis
 	freed     sync.Once // its prefetch slot was freed
 }
@@ -515,7 +516,12 @@ func (w *Worker) process(sl *slot, j *job) {
 		err = codec.Complete(&env.Envelope, j.id)
 	}
 	if err != nil {
-		w.bury(j, deadUndecodable(j.id, j.raw, err, w.cfg.now()), "undecodable message", err)
+		if !w.expired(j, 0) {
+			w.bury(j, deadUndecodable(j.id, j.raw, err, w.cfg.now()), "undecodable message", err)
+		}
+		return
+	}
+	if w.expired(j, env.Batch) {
 		return
 	}
 	def, ok := w.app.Task(env.Name)
@@ -557,6 +563,9 @@ func (w *Worker) process(sl *slot, j *job) {
 		}
 		return
 	}
+	if w.expired(j, env.Batch) { // checking its batch took a round trip
+		return
+	}
 	st := &core.State{
 		ID: env.ID, Name: env.Name, Queue: j.q.Name, Priority: env.Priority, Args: env.Args,
 		EnqueuedAt: time.UnixMilli(env.EnqueuedAt), Worker: w.cfg.Name, MaxRetries: maxRetries,
@@ -587,7 +596,10 @@ func (w *Worker) process(sl *slot, j *job) {
 		cancel(rediq.ErrCancelled)
 	}
 	started := w.cfg.now()
-	result, err := call(tctx, def, env.Args)
+	result, err := call(&leaseContext{Context: tctx, lease: &w.lease, cancel: cancel}, def, env.Args)
+	// Decided past the lease clock (the handler returned after a freeze, or
+	// while Redis was away): the task may run elsewhere already.
+	late := !w.lease.valid()
 	defer w.forgetCancel(j.id)
 	sl.mu.Lock()
 	abandoned := sl.abandoned
@@ -602,6 +614,13 @@ func (w *Worker) process(sl *slot, j *job) {
 		w.slotMu.Unlock()
 		w.log.Warn("abandoned handler returned at last", zap.String("task_id", env.ID), zap.Error(err))
 		return
+	}
+	if late {
+		w.log.Warn("handler returned after the worker's lease clock ran out: its outcome waits for a renewal (dropped if the task was taken over)",
+			zap.String("task_id", env.ID), zap.Error(err))
+		if !w.awaitLease(j) {
+			return
+		}
 	}
 
 	var att *broker.Attempt
@@ -676,6 +695,28 @@ func (w *Worker) process(sl *slot, j *job) {
 	}
 }
 
+// expired ends j unrun, as expired, if its ExpireIn/ExpireAt deadline has
+// passed by the worker's clock: a task that waited past it in the prefetch
+// buffer (or for a renewed lease, or for its batch's check) never starts, and
+// ends as one found expired at fetch does — not an attempt, counted per queue,
+// and "dropped" in its batch (batch is 0 when unknown).
+func (w *Worker) expired(j *job, batch int64) bool {
+	if j.expireAt.IsZero() {
+		return false
+	}
+	now := w.cfg.now()
+	if now.Before(j.expireAt) {
+		return false
+	}
+	w.log.Info("task expired before it could start: not run", zap.String("task_id", j.id),
+		zap.String("queue", j.q.Name), zap.Duration("late", now.Sub(j.expireAt)))
+	w.settle(j, broker.Expire, nil, 0)
+	if batch > 0 {
+		w.noteBatch(w.out.batch(batch), j.id, "", "dropped")
+	}
+	return true
+}
+
 // failed settles a failed attempt: a retry after the task's backoff, or dead.
 func (w *Worker) failed(j *job, env codec.Envelope, def *core.TaskDef, maxRetries int, err error) {
 	id := env.ID
@@ -731,15 +772,17 @@ func (w *Worker) backoff(def *core.TaskDef, retried int) (d time.Duration) {
 	return min(max(d, 0), maxBackoff)
 }
 
-// unknownTask retries a task whose name this worker does not know, with
-// backoff, and buries it only after Config.UnknownTaskRetries: in a rolling
-// deploy the new producers' tasks reach the old workers.
+// unknownTask gives back, after a short delay, a task whose name this worker
+// does not know, and buries it only after Config.UnknownTaskRetries: in a
+// rolling deploy the new producers' tasks reach the old workers, and a worker
+// that knows the task may already serve the queue (programs sharing it), so
+// the delay stays short (unknownDelay) for the task to reach it soon.
 func (w *Worker) unknownTask(j *job, env *envelope) {
 	err := fmt.Errorf("%w %q: no worker serving queue %q has it registered (this one has %v)",
 		rediq.ErrUnknownTask, env.Name, j.q.Name, w.app.TaskNames())
 	env.Error = err.Error()
 	if env.Unknown < w.cfg.UnknownTaskRetries {
-		delay := backoff.Exponential(env.Unknown)
+		delay := unknownDelay(env.Unknown)
 		env.Unknown++
 		w.log.Warn("unknown task; will retry (a worker that has it may be deploying)", zap.String("task_id", env.ID),
 			zap.String("task", env.Name), zap.String("queue", j.q.Name), zap.Int("attempt", env.Unknown), zap.Duration("in", delay))
@@ -750,6 +793,24 @@ func (w *Worker) unknownTask(j *job, env *envelope) {
 	if env.Batch > 0 {
 		w.noteBatch(w.out.batch(env.Batch), j.id, "", "failed", err.Error())
 	}
+}
+
+// Delays of unknown-task retries: unknownDelayBase doubling up to
+// unknownDelayCap. Short, because the task waits out the whole delay even when a
+// worker that knows it is up; capped low, so that it waits at most that long
+// once the worker that knows it appears. Config.UnknownTaskRetries, not the
+// delay, makes the total a rolling deploy's length.
+const (
+	unknownDelayBase = 250 * time.Millisecond
+	unknownDelayCap  = 3 * time.Second
+)
+
+// unknownDelay is the delay before unknown-task retry n+1 (n retries done).
+func unknownDelay(n int) time.Duration {
+	if n >= 8 { // past the cap already; no shift overflow
+		return unknownDelayCap
+	}
+	return min(unknownDelayBase<<n, unknownDelayCap)
 }
 
 // bury sends a task that cannot run to the dead set.

@@ -67,6 +67,11 @@ func (s *settler) push(it settleItem) {
 	s.mu.Lock()
 	s.pending = append(s.pending, it)
 	s.mu.Unlock()
+	s.kick()
+}
+
+// kick wakes the loop.
+func (s *settler) kick() {
 	select {
 	case s.signal <- struct{}{}:
 	default:
@@ -138,6 +143,20 @@ func (s *settler) loop(ctx context.Context, stop <-chan struct{}) {
 		case <-stop:
 			s.final(ctx)
 			return
+		}
+		// Nothing is sent while the lease clock has run out (after a freeze,
+		// or while Redis was away): it waits for the renewal that shows what
+		// the session still holds. (Redis fences by lease token as well.)
+		renewed := s.w.lease.changed()
+		if !s.w.lease.valid() {
+			select {
+			case <-renewed:
+				s.kick()
+			case <-stop:
+				s.final(ctx)
+				return
+			}
+			continue
 		}
 		batch := s.take()
 		if len(batch) == 0 {

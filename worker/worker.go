@@ -69,10 +69,15 @@ type Config struct {
 	// and left to finish on its own (Go cannot stop it). Default 10s.
 	TimeoutGrace time.Duration
 	// UnknownTaskRetries is how many times a task whose name this worker has
-	// not registered is retried, with exponential backoff (1s, 2s, 4s, … up
-	// to 10 minutes; about 17 minutes in all by default), before it goes to
-	// dead: during a rolling deploy, old workers meet the new producers' tasks.
-	// These retries do not use up the task's own. Default 10; -1 for none.
+	// not registered is given back to its queue before it goes to dead: during
+	// a rolling deploy, old workers meet the new producers' tasks. Each retry
+	// waits a short delay, 250ms doubling to a cap of 3s, so that the task
+	// reaches a worker that knows it within about 3s of one being up; the
+	// count sets the total: by default 200 retries, about 10 minutes — a
+	// rolling deploy's length (each retry costs a fetch and a settle). These
+	// retries do not use up the task's own. Programs that share a queue must
+	// register the same tasks; otherwise a task bounces between them until a
+	// worker that knows it fetches it. Default 200; -1 for none.
 	UnknownTaskRetries int
 	// DeadMaxAge and DeadMaxLen bound each queue's dead set. Default 30 days and
 	// 10,000 tasks.
@@ -94,7 +99,7 @@ const (
 	DefaultDeadMaxAge      = 30 * 24 * time.Hour
 	DefaultDeadMaxLen      = 10000
 	DefaultTimeoutGrace    = 10 * time.Second
-	DefaultUnknownRetries  = 10
+	DefaultUnknownRetries  = 200
 )
 
 // Worker runs tasks. Create it with New, run it with Run.

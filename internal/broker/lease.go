@@ -33,6 +33,11 @@ type Leased struct {
 	Body      []byte // read-only: it shares memory with the reply's strings; nil if the record is gone
 	Recovered int    // times a worker died running it
 	Started   bool   // marked started by the fetch
+	// ExpiresIn is how long the task had left before its ExpireIn/ExpireAt
+	// deadline when the fetch ran (by Redis's clock); < 0: no deadline. The
+	// worker measures it from when it sent the fetch, which is never later
+	// than when Redis ran it, so its view of the deadline is never behind.
+	ExpiresIn time.Duration
 }
 
 // Fetched is one queue's answer. Err is ErrLeaseLost if the session was reclaimed.
@@ -45,6 +50,9 @@ type Fetched struct {
 	Repeat     bool // the request had already run: this repeats its answer
 	Err        error
 }
+
+// fetchFields is how many values fetch.lua answers per task.
+const fetchFields = 6
 
 // Fetch leases tasks from several queues in one round trip.
 func (b *Broker) Fetch(ctx context.Context, session string, ttl time.Duration, reqs []FetchRequest) ([]Fetched, error) {
@@ -66,7 +74,7 @@ func (b *Broker) Fetch(ctx context.Context, session string, ttl time.Duration, r
 	out := make([]Fetched, len(reqs))
 	for i, c := range cmds {
 		vals, err := c.Slice()
-		if err != nil || len(vals) < 3 || (len(vals)-3)%5 != 0 {
+		if err != nil || len(vals) < 3 || (len(vals)-3)%fetchFields != 0 {
 			return nil, fmt.Errorf("fetch from %q: unexpected reply %v (%v)", reqs[i].Queue.Name, vals, err)
 		}
 		f := &out[i]
@@ -79,16 +87,16 @@ func (b *Broker) Fetch(ctx context.Context, session string, ttl time.Duration, r
 		f.NextDue = relative(vals[1])
 		waiting, _ := vals[2].(int64)
 		f.Recovering = waiting == 1
-		n := (len(vals) - 3) / 5
+		n := (len(vals) - 3) / fetchFields
 		f.Tasks = make([]Leased, n)
 		for j := range n {
-			v := vals[3+5*j:]
+			v := vals[3+fetchFields*j:]
 			tok, _ := v[0].(int64)
 			id, _ := v[1].(string)
 			body, _ := v[2].(string)
 			rec, _ := v[3].(int64)
 			started, _ := v[4].(int64)
-			f.Tasks[j] = Leased{Token: uint64(tok), ID: id, Recovered: int(rec), Started: started == 1}
+			f.Tasks[j] = Leased{Token: uint64(tok), ID: id, Recovered: int(rec), Started: started == 1, ExpiresIn: relative(v[5])}
 			if body != "" {
 				f.Tasks[j].Body = readOnlyBytes(body)
 			}
@@ -206,9 +214,10 @@ const (
 	Requeue                // back to pending unrun (a stop, an unknown lease)
 	Start                  // mark started (reclaim counts only started tasks)
 	Cancel                 // cancelled while it ran: finished as cancelled, not retried
+	Expire                 // found past its expiry when it was to start: finished as expired, unrun
 )
 
-var outcomeKind = [...]string{Ack: "a", Retry: "r", Kill: "k", Requeue: "q", Start: "s", Cancel: "c"}
+var outcomeKind = [...]string{Ack: "a", Retry: "r", Kill: "k", Requeue: "q", Start: "s", Cancel: "c", Expire: "x"}
 
 // Settlement settles one leased task.
 type Settlement struct {

@@ -13,8 +13,10 @@
 -- A task taken whose cancellation was requested, or whose expiry (meta) has
 -- passed, is finished as cancelled or expired (lib.lua) instead of leased.
 -- Returns {status, ms until the earliest scheduled task is due (-1 if none), 1 if
--- recovering still holds tasks after this fetch (else 0), then five per task: token,
--- id, message, recovered count, 1 if marked started}. Status 0: a
+-- recovering still holds tasks after this fetch (else 0), then six per task: token,
+-- id, message, recovered count, 1 if marked started, ms until its expiry (its meta's
+-- EXPIREAT less the server's now; -1 if none)}: the worker checks the expiry again
+-- when the task starts, by its own clock. Status 0: a
 -- fresh fetch; 1: this fetch (same session and token base) had already run, and the
 -- reply repeats what it leased (nothing else changes); -1: the session is unknown (its
 -- leases were reclaimed) and nothing was fetched.
@@ -44,12 +46,16 @@ end
 local hasRecovered = redis.call('EXISTS', KEYS[5]) == 1
 local pre = ARGV[9]
 
-local function reply(tok, id, body, started)
+local nowMs = now + epoch
+
+local function reply(tok, id, body, started, meta)
   out[#out + 1] = tok
   out[#out + 1] = id
   out[#out + 1] = body or ''
   out[#out + 1] = hasRecovered and tonumber(redis.call('HGET', KEYS[5], id) or '0') or 0
   out[#out + 1] = started and 1 or 0
+  local at = meta and parseMeta(meta) or 0
+  out[#out + 1] = at > 0 and math.max(at - nowMs, 0) or -1
 end
 
 if redis.call('HEXISTS', KEYS[7], base + 1) == 1 then
@@ -60,7 +66,7 @@ if redis.call('HEXISTS', KEYS[7], base + 1) == 1 then
       break
     end
     local id = string.sub(v, string.find(v, ':', 3, true) + 1)
-    reply(base + i, id, redis.call('HGET', KEYS[1], id), string.sub(v, 1, 1) == 's')
+    reply(base + i, id, redis.call('HGET', KEYS[1], id), string.sub(v, 1, 1) == 's', redis.call('HGET', pre .. 'meta', id))
   end
   nextDue()
   return out
@@ -104,7 +110,6 @@ if n > #taken / 2 then
 end
 local hasMeta = #taken > 0 and redis.call('EXISTS', pre .. 'meta') == 1
 local hasCancels = #taken > 0 and redis.call('EXISTS', pre .. 'cancels') == 1
-local nowMs = now + epoch
 -- ended finishes a taken task that must not run: cancelled, or expired. meta
 -- and cancel are its entries (false: none).
 local function ended(id, meta, cancel)
@@ -156,7 +161,7 @@ for from = 1, #taken, 2000 do
       lease[#lease + 1] = flag .. math.floor(tonumber(taken[from + 2 * k - 1]) / P) .. ':' .. id
       active[#active + 1] = id
       active[#active + 1] = session .. ':' .. tok
-      reply(tok, id, bodies[k], started)
+      reply(tok, id, bodies[k], started, metas[k])
     end
   end
   if #lease > 0 then

@@ -20,8 +20,12 @@
 --   q  give back unrun (a stop, a fetch reply that was lost): to the front of its
 --      priority in pending (in recovering if it has a recovery count), not an attempt
 --   s  mark started: reclaim counts only started tasks as recoveries
--- A task whose cancellation was requested (PRE..cancels) ends cancelled on r, k
--- and c alike.
+--   x  expired: the worker found the task's expiry (its meta's EXPIREAT) passed
+--      when it was to start it; finished as expired without running, as fetch
+--      does (lib.lua), not an attempt. A task without an expiry in its meta is
+--      given back as "q" instead.
+-- A task whose cancellation was requested (PRE..cancels) ends cancelled on r, k,
+-- c and x alike.
 -- Each outcome first checks that the session still holds the lease (its lease hash
 -- maps the token to this id; reclaim deletes the hash, and tokens are never reused
 -- by a session); if not (it was reclaimed, or this outcome already applied) it
@@ -32,7 +36,7 @@ local P = 2199023255552
 local session, pre = ARGV[1], ARGV[6]
 for i = 7, #ARGV, 6 do
   local kind, delay = ARGV[i], tonumber(ARGV[i + 3])
-  if not string.find('arkqsc', kind, 1, true) or #kind ~= 1 or not delay or delay < 0 or delay % 1 ~= 0 or delay > 31622400000 then
+  if not string.find('arkqscx', kind, 1, true) or #kind ~= 1 or not delay or delay < 0 or delay % 1 ~= 0 or delay > 31622400000 then
     return redis.error_reply('ERR rediq: bad outcome ' .. kind .. ' / delay ' .. ARGV[i + 3])
   end
 end
@@ -93,7 +97,7 @@ for n = 1, #toks do
   local kind, tok, id = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local v = leased[n]
   local c = v and string.find(v, ':', 3, true)
-  if c and string.sub(v, c + 1) == id and not released[tok] and (kind == 'r' or kind == 'k' or kind == 'c') then
+  if c and string.sub(v, c + 1) == id and not released[tok] and (kind == 'r' or kind == 'k' or kind == 'c' or kind == 'x') then
     local requested = cancels[n] ~= nil and cancels[n] ~= false
     if requested then
       kind = 'c'
@@ -101,9 +105,12 @@ for n = 1, #toks do
       -- The worker heard of a cancel that no longer stands (the task was
       -- requeued or enqueued again since): give it back unrun.
       kind = 'q'
+    elseif kind == 'x' and parseMeta(metas[n] or '') == 0 then
+      -- No expiry stands (the task was requeued without one): give it back.
+      kind = 'q'
     end
   end
-  local special = kind == 'c' or (kind == 'a' and (ARGV[i + 5] ~= '' or (metas[n] ~= nil and metas[n] ~= false)))
+  local special = kind == 'c' or kind == 'x' or (kind == 'a' and (ARGV[i + 5] ~= '' or (metas[n] ~= nil and metas[n] ~= false)))
   if not c or string.sub(v, c + 1) ~= id or released[tok] then
     status[#status + 1] = '0'
   elseif special then
@@ -118,14 +125,17 @@ for n = 1, #toks do
       g, w, r = string.sub(a, 1, x - 1), string.sub(a, x + 1, y - 1), string.sub(a, y + 1)
     end
     local reason = ''
-    if kind == 'c' then
+    if kind == 'x' then
+      reason = 'rediq: task expired: its deadline passed before it could run'
+    elseif kind == 'c' then
       -- A request may carry its reason instead of a time (a stopped batch).
       reason = 'rediq: task cancelled'
       if cancels[n] and string.sub(cancels[n], 1, 6) == 'rediq:' then
         reason = cancels[n]
       end
     end
-    finish(pre, id, kind == 'a' and 's' or 'c', nowMs, g, w, r, reason)
+    local state = kind == 'a' and 's' or kind -- 'c' or 'x'
+    finish(pre, id, state, nowMs, g, w, r, reason)
     redis.call('HDEL', KEYS[1], tok)
     redis.call('HDEL', KEYS[2], id)
   elseif kind == 'a' then
