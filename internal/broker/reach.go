@@ -160,3 +160,14 @@ type watchedSysConn struct {
 }
 
 func (c *watchedSysConn) SyscallConn() (syscall.RawConn, error) { return c.sc.SyscallConn() }
+
+// Ping checks that Redis answers. An error of a client rediq made that reached
+// nothing matches ErrUnreachable and says what is likely wrong.
+func (b *Broker) Ping(ctx context.Context) error {
+	pctx, p := watch(ctx)
+	err := b.rdb.Ping(pctx).Err()
+	if p.unsent(err) {
+		return p.unreachable(err)
+	}
+	return err
+}

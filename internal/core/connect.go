@@ -14,6 +14,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/rediq/rediq/internal/broker"
+	"github.com/rediq/rediq/internal/config"
 )
 
 // TLSFiles name PEM files for a TLS connection (a rediss URL). An empty field is
@@ -221,6 +222,21 @@ func (a *App) Endpoint() (ep Endpoint, ok bool) {
 		return Endpoint{}, false
 	}
 	return a.ep, true
+}
+
+// RedisName says which Redis the App uses, fit to log: the URL it was dialed
+// from without its passwords, or the address of a client the program passed in.
+func (a *App) RedisName() string {
+	if ep, ok := a.Endpoint(); ok {
+		return config.Redact(ep.URL)
+	}
+	switch c := a.Broker().Client().(type) {
+	case *redis.Client:
+		return c.Options().Addr
+	case *redis.ClusterClient:
+		return strings.Join(c.Options().Addrs, ",")
+	}
+	return "the program's client"
 }
 
 // Connect points the App at ep (a worker's --redis-url), closing the client it
