@@ -85,10 +85,16 @@ func (p *probe) unsent(err error) bool {
 // unreachable returns err, which p found unsent, as an error matching
 // ErrUnreachable, with a hint when the server hung up on a plain connection.
 func (p *probe) unreachable(err error) error {
-	if r := p.r.Load(); r != nil && !r.tls && !dialFailed(err) {
+	var ne net.Error
+	switch r := p.r.Load(); {
+	case dialFailed(err):
+		return fmt.Errorf("%w: %w", ErrUnreachable, err)
+	case errors.As(err, &ne) && ne.Timeout():
+		return fmt.Errorf("%w: the server took the connection and did not answer: %w", ErrUnreachable, err)
+	case r != nil && !r.tls:
 		return fmt.Errorf("%w: the server closed the connection before answering (is it a TLS port? then use rediss://): %w", ErrUnreachable, err)
 	}
-	return fmt.Errorf("%w: %w", ErrUnreachable, err)
+	return fmt.Errorf("%w: the server closed the connection before answering: %w", ErrUnreachable, err)
 }
 
 // dialFailed reports whether err is a failed dial (refused, no route, timed out).
