@@ -36,7 +36,8 @@ func installRedisLog() { redisLogInstall.Do(func() { redis.SetLogger(redisLog) }
 // returned func is called, unless a newer route is open.
 func RouteRedisLog(log *zap.Logger) (unroute func()) {
 	installRedisLog()
-	return redisLog.route(log.Named("redis"))
+	// The caller would be this file, not the line of go-redis that logged.
+	return redisLog.route(log.Named("redis").WithOptions(zap.WithCaller(false)))
 }
 
 type redisRouter struct {
