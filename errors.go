@@ -29,6 +29,10 @@ var (
 	// out without an answer: the task may or may not be enqueued. Enqueue again
 	// with WithID and the returned id; see Task.Enqueue.
 	ErrOutcomeUnknown = errors.New("outcome unknown")
+	// ErrUnreachable is matched by the error of an Enqueue that could not reach
+	// Redis (a refused or failed dial, a server that closed the connection
+	// before its handshake): nothing was sent, so nothing was written.
+	ErrUnreachable = errors.New("redis unreachable")
 	// ErrTooLarge is matched by the error of an Enqueue whose message is larger
 	// than Config.MaxMessageBytes (a *TooLargeError): nothing was written.
 	ErrTooLarge = errors.New("rediq: message too large")
@@ -45,6 +49,7 @@ func init() {
 	codec.ErrMalformed = ErrMalformedMessage
 	broker.ErrLeaseLost = ErrLeaseLost
 	broker.ErrOutcomeUnknown = ErrOutcomeUnknown
+	broker.ErrUnreachable = ErrUnreachable
 }
 
 // DuplicateError is the error of an Enqueue whose task id is taken, or whose

@@ -54,7 +54,9 @@ type Config struct {
 	// Namespace prefixes every key, so that several apps share one Redis.
 	// Default: $REDIQ_NAMESPACE, then DefaultNamespace.
 	Namespace string
-	// Logger receives the library's logs. Default: a no-op logger.
+	// Logger receives the library's logs, and go-redis's (failed dials: at
+	// Warn, at most one line of a kind per 10s; go-redis has one logger per
+	// process, so they go to the newest open App's). Default: a no-op logger.
 	Logger *zap.Logger
 	// MaxMessageBytes bounds one encoded task message (its arguments and
 	// options): a larger Enqueue fails with a *TooLargeError before anything is

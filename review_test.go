@@ -42,79 +42,91 @@ func TestEnqueueWrittenThenUnreachableIsOutcomeUnknown(t *testing.T) {
 		}},
 	}
 	for _, c := range cases {
-		t.Run(c.name, func(t *testing.T) {
-			t.Parallel()
-			proxy := testredis.NewProxy(t, strings.TrimPrefix(testredis.URL(), "redis://"))
-			ns := testredis.Namespace(t)
-			// go-redis's own retries as they are, but one dial per try, so that
-			// an unreachable Redis fails fast. Once PoolSize dials have failed,
-			// go-redis starts a prober goroutine that outlives Close by up to a
-			// second (goleak would see it): the pool is larger than the dials
-			// that fail here.
-			rc := redis.NewClient(&redis.Options{Addr: proxy.Addr(), DialerRetries: 1, PoolSize: 100})
-			t.Cleanup(func() { rc.Close() })
-			app, err := rediq.New(rediq.Config{Redis: rc, Namespace: ns})
-			if err != nil {
-				t.Fatal(err)
+		for _, own := range []bool{false, true} {
+			name := c.name
+			if own {
+				// rediq's own client knows when a call never reached Redis
+				// (ErrUnreachable): it must not take this call for one.
+				name += " on the App's own client"
 			}
-			defer app.Close()
-			rdb := testredis.Client(t)
-			records := ns + ":{default}:t"
-			task := rediq.Register(app, "t", func(context.Context, int) (int, error) { return 0, nil })
-			if _, err := task.Enqueue(context.Background(), 0); err != nil { // warm: the queue indexed, the script loaded
-				t.Fatal(err)
-			}
-
-			// The enqueue script (the only command with a call guard among its
-			// keys) runs, its reply is held; once its task is written, Redis
-			// becomes unreachable: the proxy closes, cutting the held reply
-			// and refusing every dial after it.
-			proxy.HoldRepliesTo(func(req []byte) bool { return bytes.Contains(req, []byte("}:call:")) }, 1, 30*time.Second)
-			stop, cut := make(chan struct{}), make(chan bool, 1)
-			go func() {
-				deadline := time.Now().Add(10 * time.Second)
-				for time.Now().Before(deadline) {
-					select {
-					case <-stop:
-						cut <- false
-						return
-					case <-time.After(time.Millisecond):
-					}
-					if n, _ := rdb.HLen(context.Background(), records).Result(); n == 2 {
-						proxy.Close()
-						cut <- true
-						return
-					}
+			t.Run(name, func(t *testing.T) {
+				t.Parallel()
+				proxy := testredis.NewProxy(t, strings.TrimPrefix(testredis.URL(), "redis://"))
+				ns := testredis.Namespace(t)
+				// go-redis's own retries as they are, but one dial per try, so that
+				// an unreachable Redis fails fast. Once PoolSize dials have failed,
+				// go-redis starts a prober goroutine that outlives Close by up to a
+				// second (goleak would see it): the pool is larger than the dials
+				// that fail here.
+				cfg := rediq.Config{RedisURL: proxy.URL() + "?pool_size=100", Namespace: ns}
+				if !own {
+					rc := redis.NewClient(&redis.Options{Addr: proxy.Addr(), DialerRetries: 1, PoolSize: 100})
+					t.Cleanup(func() { rc.Close() })
+					cfg = rediq.Config{Redis: rc, Namespace: ns}
 				}
-				cut <- false
-			}()
-			ctx := context.Background()
-			if c.timeout > 0 {
-				var cancel context.CancelFunc
-				ctx, cancel = context.WithTimeout(ctx, c.timeout)
-				defer cancel()
-			}
-			began := time.Now()
-			id, err := c.enqueue(ctx, task)
-			took := time.Since(began)
-			close(stop)
-			if !<-cut {
-				t.Fatalf("the enqueue never reached Redis (returned %q, %v)", id, err)
-			}
-			t.Logf("returned after %s: %q, %v", took.Round(time.Millisecond), id, err)
-			if err == nil {
-				t.Fatal("the enqueue succeeded through a closed proxy: the fault did not happen")
-			}
-			if ctx.Err() != nil {
-				t.Fatalf("ctx ended first (%v): the test says nothing", ctx.Err())
-			}
-			if !errors.Is(err, rediq.ErrOutcomeUnknown) {
-				t.Fatalf("%v; want ErrOutcomeUnknown: the task was written", err)
-			}
-			if id == "" || !rdb.HExists(context.Background(), records, string(id)).Val() {
-				t.Fatalf("returned id %q, which is not the task written", id)
-			}
-		})
+				app, err := rediq.New(cfg)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer app.Close()
+				rdb := testredis.Client(t)
+				records := ns + ":{default}:t"
+				task := rediq.Register(app, "t", func(context.Context, int) (int, error) { return 0, nil })
+				if _, err := task.Enqueue(context.Background(), 0); err != nil { // warm: the queue indexed, the script loaded
+					t.Fatal(err)
+				}
+
+				// The enqueue script (the only command with a call guard among its
+				// keys) runs, its reply is held; once its task is written, Redis
+				// becomes unreachable: the proxy closes, cutting the held reply
+				// and refusing every dial after it.
+				proxy.HoldRepliesTo(func(req []byte) bool { return bytes.Contains(req, []byte("}:call:")) }, 1, 30*time.Second)
+				stop, cut := make(chan struct{}), make(chan bool, 1)
+				go func() {
+					deadline := time.Now().Add(10 * time.Second)
+					for time.Now().Before(deadline) {
+						select {
+						case <-stop:
+							cut <- false
+							return
+						case <-time.After(time.Millisecond):
+						}
+						if n, _ := rdb.HLen(context.Background(), records).Result(); n == 2 {
+							proxy.Close()
+							cut <- true
+							return
+						}
+					}
+					cut <- false
+				}()
+				ctx := context.Background()
+				if c.timeout > 0 {
+					var cancel context.CancelFunc
+					ctx, cancel = context.WithTimeout(ctx, c.timeout)
+					defer cancel()
+				}
+				began := time.Now()
+				id, err := c.enqueue(ctx, task)
+				took := time.Since(began)
+				close(stop)
+				if !<-cut {
+					t.Fatalf("the enqueue never reached Redis (returned %q, %v)", id, err)
+				}
+				t.Logf("returned after %s: %q, %v", took.Round(time.Millisecond), id, err)
+				if err == nil {
+					t.Fatal("the enqueue succeeded through a closed proxy: the fault did not happen")
+				}
+				if ctx.Err() != nil {
+					t.Fatalf("ctx ended first (%v): the test says nothing", ctx.Err())
+				}
+				if !errors.Is(err, rediq.ErrOutcomeUnknown) {
+					t.Fatalf("%v; want ErrOutcomeUnknown: the task was written", err)
+				}
+				if id == "" || !rdb.HExists(context.Background(), records, string(id)).Val() {
+					t.Fatalf("returned id %q, which is not the task written", id)
+				}
+			})
+		}
 	}
 }
 

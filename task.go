@@ -181,6 +181,14 @@ func Register[A, R any](app *App, name string, fn func(context.Context, A) (R, e
 // matching ErrDuplicate; if it already ran and succeeded, it is enqueued again
 // (at least once, as everywhere in rediq: handlers should be idempotent). An
 // error that does not match ErrOutcomeUnknown means nothing was written.
+//
+// Enqueue blocks until ctx ends at most, and without a deadline about 10
+// seconds (rediq's retries of an unanswered request end there; an attempt in
+// flight may run out its go-redis read timeout). A Redis that refuses the
+// connection, or that hangs up before answering (a redis:// URL to a TLS port),
+// fails it within milliseconds with an error matching ErrUnreachable: nothing
+// was sent. That is known for the client rediq dials from Config.RedisURL; a
+// client passed in Config.Redis says ErrOutcomeUnknown instead.
 func (t *Task[A, R]) Enqueue(ctx context.Context, args A, opts ...EnqueueOption) (TaskID, error) {
 	if err := ctx.Err(); err != nil {
 		return "", err

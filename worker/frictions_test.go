@@ -3,6 +3,8 @@ package worker_test
 import (
 	"context"
 	"errors"
+	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -11,6 +13,7 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/rediq/rediq"
+	"github.com/rediq/rediq/internal/config"
 	"github.com/rediq/rediq/internal/testredis"
 	"github.com/rediq/rediq/worker"
 )
@@ -82,5 +85,60 @@ func TestReclaimingNothingIsNoWarning(t *testing.T) {
 	}
 	if n := logs.FilterMessageSnippet("holding nothing").Len(); n != 1 {
 		t.Fatalf("%d debug lines for the removed session, want 1", n)
+	}
+}
+
+// Issue 12 (frictions): a worker with a Redis it cannot reach says so once,
+// naming the server but not the password, before its startup hooks run.
+func TestWorkerChecksRedisBeforeStartupHooks(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	app, err := rediq.New(rediq.Config{RedisURL: "redis://:hunter2@" + addr + "/0", Namespace: testredis.Namespace(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer app.Close()
+	hooked := false
+	app.On(rediq.BeforeWorkerStartup, func(context.Context) error {
+		hooked = true
+		return nil
+	})
+	w, err := worker.New(app, worker.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	err = w.Run(ctx)
+	t.Logf("Run: %v", err)
+	if err == nil || !strings.Contains(err.Error(), addr) || strings.Contains(err.Error(), "hunter2") {
+		t.Fatalf("Run = %v; want an error naming %s without the password", err, addr)
+	}
+	if !errors.Is(err, rediq.ErrUnreachable) {
+		t.Errorf("Run = %v; want it to match ErrUnreachable", err)
+	}
+	if hooked {
+		t.Error("the startup hook ran though Redis could not be reached")
+	}
+}
+
+// The "worker started" line names the Redis (without its password) and the
+// namespace.
+func TestWorkerStartedNamesItsRedis(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	obs, logs := observer.New(zap.DebugLevel)
+	e.start(e.app, worker.Config{Logger: zap.New(obs)})
+	testredis.WaitFor(t, 10*time.Second, "the worker to start", func() bool {
+		return logs.FilterMessage("worker started").Len() == 1
+	})
+	f := logs.FilterMessage("worker started").All()[0].ContextMap()
+	if f["redis"] != config.Redact(testredis.URL()) || f["namespace"] != e.ns {
+		t.Fatalf("worker started with %v; want redis=%s namespace=%s", f, config.Redact(testredis.URL()), e.ns)
 	}
 }

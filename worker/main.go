@@ -12,7 +12,6 @@ import (
 	"strings"
 	"syscall"
 
-	"github.com/redis/go-redis/v9"
 	"github.com/spf13/pflag"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -315,7 +314,7 @@ func main(app *rediq.App, base Config, prog string, args []string, stderr io.Wri
 		fmt.Fprintf(stderr, "%s: %v\n", prog, err)
 		return 2
 	}
-	redis.SetLogger(redisLogger{log.Named("redis")})
+	defer core.RouteRedisLog(log)()
 	w, err := New(app, o.cfg)
 	if err != nil {
 		fmt.Fprintf(stderr, "%s: %v\n", prog, err)
@@ -401,11 +400,4 @@ func configureApp(c *core.App, o *options, log *zap.Logger) error {
 		return fmt.Errorf("%s: %w", cmp.Or(o.given["redis-url"], "--redis-url"), ue.Err)
 	}
 	return err
-}
-
-// redisLogger writes go-redis's log lines to a zap logger.
-type redisLogger struct{ log *zap.Logger }
-
-func (l redisLogger) Printf(_ context.Context, format string, v ...any) {
-	l.log.Warn(strings.TrimPrefix(strings.TrimSpace(fmt.Sprintf(format, v...)), "redis: "))
 }

@@ -350,16 +350,6 @@ func TestConfigureAppNamespace(t *testing.T) {
 	}
 }
 
-func TestRedisLoggerWarns(t *testing.T) {
-	t.Parallel()
-	obs, logs := observer.New(zap.DebugLevel)
-	redisLogger{zap.New(obs)}.Printf(context.Background(), "redis: connection pool: failed to dial after %d attempts: %v\n", 5, "refused")
-	got := logs.AllUntimed()
-	if len(got) != 1 || got[0].Level != zap.WarnLevel || got[0].Message != "connection pool: failed to dial after 5 attempts: refused" {
-		t.Fatalf("logged %+v", got)
-	}
-}
-
 func TestMainTakesOneConfig(t *testing.T) {
 	t.Parallel()
 	defer func() {

@@ -32,6 +32,11 @@ var (
 )
 
 func (w *Worker) run(ctx context.Context) (err error) {
+	// Redis first: a startup hook may open what a worker that cannot start
+	// would leave behind, and a wrong URL is best told once, plainly.
+	if err := w.checkRedis(ctx); err != nil {
+		return fmt.Errorf("worker: %w", err)
+	}
 	for e := range core.NumEvents {
 		w.hooks[e] = w.app.Hooks(e)
 	}
@@ -186,7 +191,8 @@ func (w *Worker) join(ctx context.Context) (*subscription, error) {
 	if err != nil {
 		return nil, err
 	}
-	w.log.Info("worker started", zap.Strings("queues", names), zap.Int("concurrency", w.cfg.Concurrency),
+	w.log.Info("worker started", zap.String("redis", w.app.RedisName()), zap.String("namespace", w.b.Namespace()),
+		zap.Strings("queues", names), zap.Int("concurrency", w.cfg.Concurrency),
 		zap.Int("prefetch", w.cfg.Prefetch), zap.String("session", w.session))
 	return ps, nil
 }

@@ -334,9 +334,11 @@ func (w *Worker) Name() string { return w.cfg.Name }
 
 // Run starts the worker and blocks until it has stopped: when ctx ends it stops
 // fetching and drains within Config.ShutdownTimeout (see Shutdown for a drain
-// bounded by a context of your own). It returns the BeforeWorkerStartup hooks'
-// error if one fails, else nil after a complete drain, or an error describing
-// what could not be drained. A Worker runs once.
+// bounded by a context of your own). It first checks that Redis answers (a
+// PING, before the BeforeWorkerStartup hooks run) and returns an error naming
+// the server if not. It returns the BeforeWorkerStartup hooks' error if one
+// fails, else nil after a complete drain, or an error describing what could
+// not be drained. A Worker runs once.
 func (w *Worker) Run(ctx context.Context) error {
 	if !w.started.CompareAndSwap(false, true) {
 		return errors.New("worker: Run called twice")
@@ -344,6 +346,19 @@ func (w *Worker) Run(ctx context.Context) error {
 	defer close(w.done)
 	w.runErr = w.run(ctx)
 	return w.runErr
+}
+
+// redisCheckTimeout bounds the PING that Run starts with.
+const redisCheckTimeout = 10 * time.Second
+
+// checkRedis pings Redis, naming it (without its password) in the error.
+func (w *Worker) checkRedis(ctx context.Context) error {
+	pctx, cancel := context.WithTimeout(ctx, redisCheckTimeout)
+	defer cancel()
+	if err := w.b.Ping(pctx); err != nil {
+		return fmt.Errorf("Redis at %s (namespace %q): %w", w.app.RedisName(), w.b.Namespace(), err)
+	}
+	return nil
 }
 
 // Shutdown stops a running worker like http.Server.Shutdown: it stops fetching,

@@ -22,6 +22,10 @@ import (
 // writes nothing if the first call did.
 var ErrOutcomeUnknown = errors.New("outcome unknown")
 
+// ErrUnreachable means a call never reached Redis: no connection could be made
+// (refused, no route, a failed TLS or protocol handshake), so nothing was sent.
+var ErrUnreachable = errors.New("redis unreachable")
+
 // Message is a task bound for a queue.
 type Message struct {
 	ID    string
@@ -106,13 +110,13 @@ func (b *Broker) Enqueue(ctx context.Context, q *Queue, msgs []Message) ([]Statu
 	}
 	var added []Status
 	gaveUp, err := b.await(ctx, func(sctx context.Context) error {
-		return b.retrying(sctx, func() (err error) {
-			added, err = b.send(sctx, q, calls)
+		return b.retrying(sctx, func(ctx context.Context) (err error) {
+			added, err = b.send(ctx, q, calls)
 			return err
 		})
 	})
 	if err != nil {
-		if gaveUp || (len(calls) > 1 && !errors.Is(err, ErrOutcomeUnknown)) {
+		if gaveUp || (len(calls) > 1 && !errors.Is(err, ErrOutcomeUnknown) && !errors.Is(err, ErrUnreachable)) {
 			// Sent and not answered, or one chunk may have run before another failed.
 			err = fmt.Errorf("%w: %w", ErrOutcomeUnknown, err)
 		}
@@ -223,9 +227,12 @@ func (b *Broker) await(ctx context.Context, send func(context.Context) error) (g
 // unknown (a timeout, a reset) or that says the server was briefly unable to run
 // it (LOADING, READONLY after a failover, ...), with a short backoff while ctx
 // lasts. An error reply from Redis otherwise means the call did not run (the
-// scripts check their arguments before writing), and is returned as is; an
-// unknown outcome that persists is returned wrapping ErrOutcomeUnknown.
-func (b *Broker) retrying(ctx context.Context, call func() error) error {
+// scripts check their arguments before writing), and is returned as is; so is
+// a call that never reached Redis (a refused dial, a server that hung up before
+// answering: see Watch), at once and wrapping ErrUnreachable — go-redis has
+// retried it already. An unknown outcome that persists is returned wrapping
+// ErrOutcomeUnknown.
+func (b *Broker) retrying(ctx context.Context, call func(context.Context) error) error {
 	var err error
 	reached := false // an attempt may have run in Redis
 	for attempt := 0; attempt < 4; attempt++ {
@@ -236,9 +243,16 @@ func (b *Broker) retrying(ctx context.Context, call func() error) error {
 			case <-time.After(time.Duration(25<<attempt) * time.Millisecond):
 			}
 		}
-		err = call()
+		pctx, p := watch(ctx)
+		err = call(pctx)
 		if err == nil {
 			return nil
+		}
+		if p.unsent(err) {
+			if reached {
+				break
+			}
+			return p.unreachable(err)
 		}
 		if !Refused(err) {
 			reached = true
@@ -408,7 +422,7 @@ func (b *Broker) drive(q *Queue, l *lane) {
 		l.call++
 		ctx, cancel := context.WithTimeout(context.Background(), sendTimeout)
 		var added []Status
-		err := b.retrying(ctx, func() (err error) {
+		err := b.retrying(ctx, func(ctx context.Context) (err error) {
 			added, err = b.send(ctx, q, []laneCall{{*l, msgs}})
 			return err
 		})

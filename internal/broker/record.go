@@ -194,17 +194,20 @@ func (b *Broker) Exists(ctx context.Context, id string, queues []string) (string
 func (b *Broker) Holder(ctx context.Context, id, except string) (string, error) {
 	var in string
 	_, err := b.await(ctx, func(sctx context.Context) error {
+		sctx, p := watch(sctx)
 		names, err := b.Queues(sctx)
-		if err != nil {
-			return err
-		}
-		others := names[:0]
-		for _, n := range names {
-			if n != except {
-				others = append(others, n)
+		if err == nil {
+			others := names[:0]
+			for _, n := range names {
+				if n != except {
+					others = append(others, n)
+				}
 			}
+			in, err = b.Exists(sctx, id, others)
 		}
-		in, err = b.Exists(sctx, id, others)
+		if p.unsent(err) {
+			return p.unreachable(err)
+		}
 		return err
 	})
 	return in, err

@@ -1,6 +1,7 @@
 package core
 
 import (
+	"cmp"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -13,6 +14,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/rediq/rediq/internal/broker"
+	"github.com/rediq/rediq/internal/config"
 )
 
 // TLSFiles name PEM files for a TLS connection (a rediss URL). An empty field is
@@ -47,7 +49,9 @@ func (e *URLError) Unwrap() error { return e.Err }
 //	                                             Sentinels at the host and each addr=: a failover
 //	                                             *redis.Client (ParseFailoverURL)
 //
-// It does not connect. files apply to TLS (rediss) URLs only; with a plain URL
+// The client tells rediq's calls whether they reached Redis (broker.Watch),
+// and dials once per attempt (go-redis's dialer_retries, default 1 here). It
+// does not connect. files apply to TLS (rediss) URLs only; with a plain URL
 // they are an error, so that a missing "s" cannot silently turn TLS off.
 func Dial(rawURL string, files TLSFiles) (redis.UniversalClient, error) {
 	o, err := parseURL(rawURL)
@@ -62,13 +66,24 @@ func Dial(rawURL string, files TLSFiles) (redis.UniversalClient, error) {
 			return nil, err
 		}
 	}
+	// One dial per connection attempt unless the URL asks for more: go-redis
+	// already retries a failed command (max_retries, with backoff), and its
+	// default of five dials 100ms apart within each of those attempts made an
+	// Enqueue to a closed port take seconds to fail.
+	var rdb redis.UniversalClient
 	switch {
 	case o.cluster != nil:
-		return redis.NewClusterClient(o.cluster), nil
+		o.cluster.DialerRetries = cmp.Or(o.cluster.DialerRetries, 1)
+		rdb = redis.NewClusterClient(o.cluster)
 	case o.failover != nil:
-		return redis.NewFailoverClient(o.failover), nil
+		o.failover.DialerRetries = cmp.Or(o.failover.DialerRetries, 1)
+		rdb = redis.NewFailoverClient(o.failover)
+	default:
+		o.single.DialerRetries = cmp.Or(o.single.DialerRetries, 1)
+		rdb = redis.NewClient(o.single)
 	}
-	return redis.NewClient(o.single), nil
+	broker.Watch(rdb, o.tls() != nil)
+	return rdb, nil
 }
 
 // dialOptions is a parsed URL: exactly one field is set.
@@ -207,6 +222,21 @@ func (a *App) Endpoint() (ep Endpoint, ok bool) {
 		return Endpoint{}, false
 	}
 	return a.ep, true
+}
+
+// RedisName says which Redis the App uses, fit to log: the URL it was dialed
+// from without its passwords, or the address of a client the program passed in.
+func (a *App) RedisName() string {
+	if ep, ok := a.Endpoint(); ok {
+		return config.Redact(ep.URL)
+	}
+	switch c := a.Broker().Client().(type) {
+	case *redis.Client:
+		return c.Options().Addr
+	case *redis.ClusterClient:
+		return strings.Join(c.Options().Addrs, ",")
+	}
+	return "the program's client"
 }
 
 // Connect points the App at ep (a worker's --redis-url), closing the client it

@@ -57,6 +57,8 @@ type App struct {
 	broker atomic.Pointer[broker.Broker]
 	own    bool     // the client was made by rediq: close it
 	ep     Endpoint // what the client was dialed from, when own
+	// unroute ends go-redis's log lines going to Log (RouteRedisLog).
+	unroute func()
 
 	mu    sync.RWMutex
 	tasks atomic.Pointer[map[string]*TaskDef] // copied on write: runners read it lock-free
@@ -66,6 +68,10 @@ type App struct {
 // NewApp returns an App with no tasks or hooks. own says whether Close closes rdb.
 func NewApp(rdb redis.UniversalClient, own bool, ns string, log *zap.Logger) *App {
 	a := &App{Log: log, own: own}
+	installRedisLog()
+	if log.Core().Enabled(zap.WarnLevel) {
+		a.unroute = RouteRedisLog(log)
+	}
 	a.tasks.Store(&map[string]*TaskDef{})
 	a.broker.Store(broker.New(rdb, ns))
 	return a
@@ -78,6 +84,9 @@ func (a *App) Broker() *broker.Broker { return a.broker.Load() }
 func (a *App) Close() error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	if a.unroute != nil {
+		a.unroute()
+	}
 	if !a.own {
 		return nil
 	}
