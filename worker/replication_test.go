@@ -2,6 +2,7 @@ package worker_test
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 
@@ -43,4 +44,40 @@ func TestWorkerGoesOnWhenReplicasDoNotConfirm(t *testing.T) {
 	if warned != 1 {
 		t.Errorf("%d warnings of unconfirmed writes, want 1 (at most one per 10s): %v", warned, logs.All())
 	}
+}
+
+// On a Cluster, WAIT must reach the master that ran the script: go-redis's
+// cluster pipeline would send a keyless WAIT to any master, so rediq sends the
+// scripts and their WAIT on the client of the master that owns each slot. With
+// queues on all three masters (which have no replicas, so this cannot tell one
+// master's count from another's), every enqueue gets its WAIT's answer — 0
+// replicas, not a routing error — and the worker, whose fetches and
+// settlements go the same way, runs every task.
+func TestWaitReplicasOnCluster(t *testing.T) {
+	t.Parallel()
+	addrs := testredis.StartCluster(t)
+	ns := testredis.Namespace(t)
+	url := "redis+cluster://" + addrs[0] + "?addr=" + addrs[1] + "&addr=" + addrs[2]
+	app, err := rediq.New(rediq.Config{RedisURL: url, Namespace: ns, WaitReplicas: 1, WaitReplicasTimeout: 10 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { app.Close() })
+	ran := newRecorder[string]()
+	task := rediq.Register(app, "clustered", func(ctx context.Context, _ int) (int, error) {
+		info, _ := rediq.CurrentTask(ctx)
+		ran.add(info.Queue)
+		return 0, nil
+	})
+	// Queue names whose hash tags fall on each of the three masters.
+	queues := []string{"a", "b", "c", "d", "e", "f", "g", "h"}
+	for _, q := range queues {
+		id, err := task.Enqueue(context.Background(), 0, rediq.Queue(q))
+		var re *rediq.ReplicationError
+		if !errors.As(err, &re) || re.Acked != 0 || len(re.IDs) != 1 || re.IDs[0] != id {
+			t.Fatalf("enqueue to %q: %v, want a *ReplicationError for %s with 0 replicas", q, err, id)
+		}
+	}
+	startSentinelWorker(t, app, worker.Config{Queues: queues, Logger: zap.NewNop()})
+	ran.wait(t, len(queues), 20*time.Second)
 }
