@@ -226,7 +226,8 @@ func startSentinelPair(t *testing.T, name string) *sentinelPair {
 	// No diskless-sync delay (5s by default): the replica is in sync at once.
 	p.master = testredis.StartServer(t, testredis.WithArgs("--repl-diskless-sync-delay", "0"))
 	_, masterPort, _ := net.SplitHostPort(p.master.Addr())
-	p.replica = testredis.StartServer(t, testredis.WithArgs("--replicaof", "127.0.0.1", masterPort))
+	// The replica, once promoted, syncs the demoted master at once too.
+	p.replica = testredis.StartServer(t, testredis.WithArgs("--replicaof", "127.0.0.1", masterPort, "--repl-diskless-sync-delay", "0"))
 	p.promoted = testredis.ClientFor(t, p.replica.URL())
 	p.waitInfo(p.promoted, "master_link_status:up", 10*time.Second, "the replica to sync with the master")
 	// Started after the replica synced, the Sentinel finds it in the master's

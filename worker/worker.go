@@ -85,8 +85,9 @@ type Config struct {
 	// does not undo them and run their tasks again. A round trip they do not
 	// confirm within WaitReplicasTimeout is taken as applied, and a warning
 	// says so (at most every 10s): an undone fetch or settlement runs a task
-	// again, it never loses one. Default: the App's rediq.Config.WaitReplicas;
-	// -1 for none.
+	// again, it never loses one. While fewer replicas are online, each fetch
+	// and settlement round trip lasts WaitReplicasTimeout. Default: the App's
+	// rediq.Config.WaitReplicas; -1 for none.
 	WaitReplicas int
 	// WaitReplicasTimeout bounds each WAIT. Default: the App's
 	// rediq.Config.WaitReplicasTimeout when WaitReplicas is the App's, else
