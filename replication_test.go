@@ -53,6 +53,15 @@ func TestEnqueueNotReplicated(t *testing.T) {
 	ids, err := task.EnqueueMany(ctx, []int{1, 2, 3})
 	check("EnqueueMany", err, ids)
 
+	// A script Redis no longer knows goes again with its source, and a WAIT of
+	// its own: still a *ReplicationError, not NOSCRIPT. (Other tests' scripts
+	// are reloaded the same way.)
+	if err := testredis.Client(t).ScriptFlush(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	id2, err := task.Enqueue(ctx, 2)
+	check("Enqueue after SCRIPT FLUSH", err, []rediq.TaskID{id2})
+
 	// Sent again with its id it writes nothing: a duplicate, not a replication error.
 	_, err = task.Enqueue(ctx, 1, rediq.WithID(string(id)))
 	if !errors.Is(err, rediq.ErrDuplicate) || errors.Is(err, rediq.ErrNotReplicated) {

@@ -121,15 +121,19 @@ func (t *batch) execReplicated(ctx context.Context) error {
 			return err
 		}
 	}
-	var wg sync.WaitGroup
-	for _, n := range t.nodes {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			n.err = t.execNode(ctx, n)
-		}()
+	if len(t.nodes) == 1 {
+		t.nodes[0].err = t.execNode(ctx, t.nodes[0])
+	} else { // several masters of a Cluster: at once, as go-redis sends a pipeline
+		var wg sync.WaitGroup
+		for _, n := range t.nodes {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				n.err = t.execNode(ctx, n)
+			}()
+		}
+		wg.Wait()
 	}
-	wg.Wait()
 	for _, n := range t.nodes {
 		if n.err != nil {
 			if cc, ok := t.b.rdb.(*redis.ClusterClient); ok && movedSlot(n.err) {
