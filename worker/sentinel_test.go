@@ -299,11 +299,11 @@ func TestSentinelFailoverUnderLoadLosesNoAcknowledgedTask(t *testing.T) {
 func testFailoverUnderLoad(t *testing.T, waitReplicas int) {
 	const (
 		masterName = "rediq-failover-load"
-		producers  = 4
-		every      = 4 * time.Millisecond // per producer: up to ~1,000 enqueues/s in all
-		handler    = 5 * time.Millisecond // 2 at a time: at most 400 tasks/s, a backlog
-		before     = 500 * time.Millisecond
-		after      = 2 * time.Second // load after the Sentinel names the new master
+		producers  = 2
+		every      = 4 * time.Millisecond  // per producer: up to 500 enqueues/s in all
+		handler    = 10 * time.Millisecond // 2 at a time: at most 200 tasks/s, a backlog
+		before     = 100                   // tasks acknowledged before the failover
+		after      = 2 * time.Second       // load after the Sentinel names the new master
 		drain      = 30 * time.Second
 	)
 	pair := startSentinelPair(t, masterName)
@@ -374,7 +374,25 @@ func testFailoverUnderLoad(t *testing.T, waitReplicas int) {
 			}
 		}()
 	}
-	time.Sleep(before) // load before the failover: a deliberate wait
+	// Load before the failover: until some tasks are acknowledged (the first
+	// calls also dial the Sentinel and the master).
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		mu.Lock()
+		early := len(acked)
+		mu.Unlock()
+		if early >= before {
+			break
+		}
+		if time.Now().After(deadline) {
+			info := func(rdb *redis.Client) string { return rdb.Info(context.Background(), "replication").Val() }
+			close(stop)
+			wg.Wait()
+			t.Fatalf("%d enqueues succeeded in 10s before the failover, want %d (%d not replicated, %d failed); master:\n%s\nreplica:\n%s",
+				early, before, notReplicated.Load(), failed.Load(), info(testredis.ClientFor(t, pair.master.URL())), info(pair.promoted))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	pair.failover()
 	time.Sleep(after) // and after it, while the clients switch
 	close(stop)
@@ -399,7 +417,7 @@ func testFailoverUnderLoad(t *testing.T, waitReplicas int) {
 		}
 		return lost, twice
 	}
-	deadline := time.After(drain)
+	drained := time.After(drain)
 	for {
 		lost, twice := missing()
 		if len(lost) == 0 {
@@ -410,7 +428,7 @@ func testFailoverUnderLoad(t *testing.T, waitReplicas int) {
 		case <-changed:
 			continue
 		case <-time.After(time.Second): // nothing ran for a second: look in Redis
-		case <-deadline:
+		case <-drained:
 		}
 		lost, twice = missing()
 		if len(lost) == 0 {
@@ -427,7 +445,7 @@ func testFailoverUnderLoad(t *testing.T, waitReplicas int) {
 		}
 		if gone == 0 {
 			select {
-			case <-deadline:
+			case <-drained:
 			default:
 				continue // they are in Redis, waiting for the worker
 			}
