@@ -3,6 +3,7 @@ package rediq
 import (
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/rediq/rediq/internal/broker"
 	"github.com/rediq/rediq/internal/codec"
@@ -145,3 +146,49 @@ func (e *EncodeError) Error() string {
 }
 
 func (e *EncodeError) Unwrap() error { return e.Err }
+
+// ErrNotReplicated is matched by the error of an Enqueue whose tasks Redis
+// wrote but fewer replicas than Config.WaitReplicas acknowledged within
+// Config.WaitReplicasTimeout (a *ReplicationError).
+var ErrNotReplicated = errors.New("rediq: enqueued, not replicated")
+
+// ReplicationError is the error of an Enqueue or EnqueueMany made with
+// Config.WaitReplicas whose WAIT did not hear from enough replicas in time.
+// The tasks in IDs are in Redis — on its master — and run as usual, unless
+// the master fails before a replica copies them: then a failover loses them.
+// What to do is the caller's choice: accept the risk; or report a failure and
+// let its own caller retry (enqueueing again with WithID(id) writes nothing
+// while the task is still in Redis: ErrDuplicate); or wait for the task with
+// Retention and Wait. It does not match ErrOutcomeUnknown: the write is known
+// to have happened.
+type ReplicationError struct {
+	IDs     []TaskID      // the tasks written and not confirmed
+	Acked   int           // replicas that acknowledged the write
+	Want    int           // Config.WaitReplicas
+	Timeout time.Duration // Config.WaitReplicasTimeout
+}
+
+func (e *ReplicationError) Error() string {
+	var what string
+	if len(e.IDs) == 1 {
+		what = fmt.Sprintf("task %q", e.IDs[0])
+	} else {
+		what = fmt.Sprintf("%d tasks", len(e.IDs))
+	}
+	return fmt.Sprintf("rediq: %s enqueued on the master, but %d of %d replicas acknowledged it within %s: a failover now would lose it",
+		what, e.Acked, e.Want, e.Timeout)
+}
+
+// Is makes errors.Is(err, ErrNotReplicated) true.
+func (e *ReplicationError) Is(target error) bool { return target == ErrNotReplicated }
+
+// replicationError makes the broker's *ReplicationError a *ReplicationError
+// naming the tasks.
+func replicationError(err error, ids []TaskID) error {
+	e := &ReplicationError{IDs: ids}
+	var be *broker.ReplicationError
+	if errors.As(err, &be) {
+		e.Acked, e.Want, e.Timeout = be.Acked, be.Want, be.Timeout
+	}
+	return e
+}

@@ -5,7 +5,9 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"strconv"
 	"sync"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
@@ -64,7 +66,25 @@ type Config struct {
 	// a blob store with their key in the arguments. Default
 	// DefaultMaxMessageBytes.
 	MaxMessageBytes int
+	// WaitReplicas, when above 0, has Redis confirm each enqueue on that many
+	// replicas (WAIT) before Enqueue reports success; a worker on the App waits
+	// for them after its fetches and settlements too (worker.Config can say
+	// otherwise). Redis replicates asynchronously: without this, a task whose
+	// Enqueue succeeded in the instant before a failover (Sentinel's or
+	// Cluster's) is lost when the replica that takes over had not copied it.
+	// An Enqueue whose WAIT hears from fewer replicas in time fails with a
+	// *ReplicationError (ErrNotReplicated) naming the tasks, which are written
+	// on the master. The cost is a round trip to the replicas per enqueue call
+	// (concurrent Enqueues share one). Default: $REDIQ_WAIT_REPLICAS, then 0.
+	WaitReplicas int
+	// WaitReplicasTimeout bounds each WAIT; it must be shorter than the Redis
+	// client's read timeout (3s unless the URL's read_timeout says otherwise).
+	// Default DefaultWaitReplicasTimeout.
+	WaitReplicasTimeout time.Duration
 }
+
+// DefaultWaitReplicasTimeout is Config.WaitReplicasTimeout's default.
+const DefaultWaitReplicasTimeout = time.Second
 
 // DefaultMaxMessageBytes is Config.MaxMessageBytes's default: 1 MiB.
 const DefaultMaxMessageBytes = 1 << 20
@@ -101,8 +121,17 @@ func New(cfg Config) (*App, error) {
 	if cfg.MaxMessageBytes < 0 {
 		return nil, fmt.Errorf("rediq: MaxMessageBytes %d is negative", cfg.MaxMessageBytes)
 	}
+	repl, err := replication(cfg.WaitReplicas, cfg.WaitReplicasTimeout)
+	if err != nil {
+		return nil, err
+	}
 	if cfg.Redis != nil {
-		return &App{core: core.NewApp(cfg.Redis, false, cfg.Namespace, cfg.Logger), maxMessageBytes: cfg.MaxMessageBytes}, nil
+		if err := repl.Check(cfg.Redis); err != nil {
+			return nil, fmt.Errorf("rediq: %w", err)
+		}
+		c := core.NewApp(cfg.Redis, false, cfg.Namespace, cfg.Logger)
+		c.SetReplication(repl)
+		return &App{core: c, maxMessageBytes: cfg.MaxMessageBytes}, nil
 	}
 	ep := core.Endpoint{
 		URL: cmp.Or(cfg.RedisURL, os.Getenv("REDIQ_REDIS_URL"), DefaultRedisURL),
@@ -116,7 +145,33 @@ func New(cfg Config) (*App, error) {
 	if err != nil {
 		return nil, fmt.Errorf("rediq: %w", err)
 	}
+	if err := repl.Check(c.Broker().Client()); err != nil {
+		_ = c.Close()
+		return nil, fmt.Errorf("rediq: %w", err)
+	}
+	c.SetReplication(repl)
 	return &App{core: c, maxMessageBytes: cfg.MaxMessageBytes}, nil
+}
+
+// replication is the WAIT that Config's WaitReplicas and WaitReplicasTimeout
+// ask for, with their defaults.
+func replication(n int, timeout time.Duration) (broker.Replication, error) {
+	if n == 0 {
+		if s := os.Getenv("REDIQ_WAIT_REPLICAS"); s != "" {
+			v, err := strconv.Atoi(s)
+			if err != nil {
+				return broker.Replication{}, fmt.Errorf("rediq: REDIQ_WAIT_REPLICAS=%q is not a number of replicas", s)
+			}
+			n = v
+		}
+	}
+	if n < 0 || timeout < 0 {
+		return broker.Replication{}, fmt.Errorf("rediq: WaitReplicas %d and WaitReplicasTimeout %s must not be negative", n, timeout)
+	}
+	if n == 0 {
+		return broker.Replication{}, nil
+	}
+	return broker.Replication{Replicas: n, Timeout: cmp.Or(timeout, DefaultWaitReplicasTimeout)}, nil
 }
 
 // checkIDElsewhere fails if a queue of the namespace other than queue holds a

@@ -211,6 +211,11 @@ func (t *Task[A, R]) Enqueue(ctx context.Context, args A, opts ...EnqueueOption)
 	}
 	st, err := b.Enqueue1(ctx, q, msg)
 	switch {
+	case errors.Is(err, broker.ErrNotReplicated):
+		if st.Added() {
+			return id, errors.Join(replicationError(err, []TaskID{id}), o.countInBatch(ctx, []TaskID{id}))
+		}
+		err = nil // nothing was written: the status says why
 	case errors.Is(err, ErrOutcomeUnknown):
 		// Counted in its batch either way: if it was not written, the batch
 		// finds it gone when it reconciles.
@@ -295,7 +300,10 @@ func (t *Task[A, R]) EnqueueMany(ctx context.Context, args []A, opts ...EnqueueO
 	}
 	b := t.app.core.Broker()
 	added, err := b.Enqueue(ctx, b.Queue(o.queue), msgs)
+	var replErr error
 	switch {
+	case errors.Is(err, broker.ErrNotReplicated):
+		replErr = err
 	case errors.Is(err, ErrOutcomeUnknown):
 		return ids, errors.Join(fmt.Errorf("rediq: %w", err), o.countInBatch(ctx, ids))
 	case err != nil:
@@ -311,7 +319,14 @@ func (t *Task[A, R]) EnqueueMany(ctx context.Context, args []A, opts ...EnqueueO
 			written = append(written, ids[i])
 		}
 	}
+	if replErr != nil && len(written) > 0 {
+		// Not replicated comes first: it concerns tasks that were written.
+		first = replicationError(replErr, written)
+	}
 	if err := o.countInBatch(ctx, written); err != nil {
+		if replErr != nil && len(written) > 0 {
+			return ids, errors.Join(first, err)
+		}
 		return ids, err
 	}
 	return ids, first

@@ -74,7 +74,7 @@ func (w *Worker) fetcher(ctx context.Context) {
 		}
 		sent := w.cfg.now()
 		res, err := w.b.Fetch(ctx, w.session, w.cfg.LeaseTTL, reqs)
-		if err != nil {
+		if err != nil && !w.unconfirmed("fetch", err) {
 			if ctx.Err() != nil {
 				return // what it may have leased is given back by Leave
 			}
@@ -179,7 +179,7 @@ func (w *Worker) reconcile(ctx context.Context, q *queue) error {
 		return nil
 	}
 	held, err := w.b.Settle(ctx, w.keep, give)
-	if err != nil {
+	if err != nil && !w.unconfirmed("give back", err) {
 		return err
 	}
 	// A settlement that completed since the snapshot finds nothing: only what

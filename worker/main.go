@@ -17,6 +17,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/rediq/rediq"
+	"github.com/rediq/rediq/internal/broker"
 	"github.com/rediq/rediq/internal/config"
 	"github.com/rediq/rediq/internal/core"
 )
@@ -92,6 +93,8 @@ var flagEnv = [][2]string{
 	{"executor-pool-size", "REDIQ_EXECUTOR_POOL_SIZE"},
 	{"shutdown-timeout", "REDIQ_SHUTDOWN_TIMEOUT"},
 	{"lease-ttl", "REDIQ_LEASE_TTL"},
+	{"wait-replicas", "REDIQ_WAIT_REPLICAS"},
+	{"wait-replicas-timeout", "REDIQ_WAIT_REPLICAS_TIMEOUT"},
 	{"log-level", "REDIQ_LOG_LEVEL"},
 	{"log-file", "REDIQ_LOG_FILE"},
 	{"log-format", "REDIQ_LOG_FORMAT"},
@@ -168,6 +171,12 @@ func parseFlags(prog string, args []string, stderr io.Writer, getenv func(string
 	showDefault("shutdown-timeout", c.ShutdownTimeout == 0, DefaultShutdownTimeout.String())
 	fs.DurationVar(&c.LeaseTTL, "lease-ttl", c.LeaseTTL, help("lease-ttl", "how soon another worker takes over the tasks of a worker that died"))
 	showDefault("lease-ttl", c.LeaseTTL == 0, DefaultLeaseTTL.String())
+	fs.IntVar(&c.WaitReplicas, "wait-replicas", c.WaitReplicas, help("wait-replicas",
+		"replicas that must confirm each enqueue, fetch and settlement (Redis WAIT), so that a failover loses no enqueued task; 0 for none")+
+		orDefault(c.WaitReplicas, "the program's rediq.Config.WaitReplicas, else 0"))
+	fs.DurationVar(&c.WaitReplicasTimeout, "wait-replicas-timeout", c.WaitReplicasTimeout, help("wait-replicas-timeout",
+		"how long each WAIT waits for them; under the Redis client's read timeout")+
+		orDefault(c.WaitReplicasTimeout, "the program's rediq.Config.WaitReplicasTimeout, else "+rediq.DefaultWaitReplicasTimeout.String()))
 	logs := "; a --log-… flag replaces the program's logger"
 	if base.Logger == nil {
 		logs = ""
@@ -221,6 +230,10 @@ func parseFlags(prog string, args []string, stderr io.Writer, getenv func(string
 				o.given[s.Key] = config.FromFile(s, path)
 			}
 		}
+	}
+	// Given, 0 says none, which the Config says with -1 (0 is the App's).
+	if o.given["wait-replicas"] != "" && c.WaitReplicas == 0 {
+		c.WaitReplicas = -1
 	}
 	// A queue list replaces the program's queues and their weights.
 	if how := o.given["queue"]; how != "" {
@@ -314,6 +327,10 @@ func main(app *rediq.App, base Config, prog string, args []string, stderr io.Wri
 		fmt.Fprintf(stderr, "%s: %v\n", prog, err)
 		return 2
 	}
+	if err := configureReplication(c, o); err != nil {
+		fmt.Fprintf(stderr, "%s: %v\n", prog, err)
+		return 2
+	}
 	defer core.RouteRedisLog(log)()
 	w, err := New(app, o.cfg)
 	if err != nil {
@@ -400,4 +417,31 @@ func configureApp(c *core.App, o *options, log *zap.Logger) error {
 		return fmt.Errorf("%s: %w", cmp.Or(o.given["redis-url"], "--redis-url"), ue.Err)
 	}
 	return err
+}
+
+// configureReplication applies --wait-replicas and --wait-replicas-timeout (or
+// their variables) to the App as well as to the worker: the tasks its
+// handlers enqueue wait for the replicas as its settlements do.
+func configureReplication(c *core.App, o *options) error {
+	n, timeout := o.given["wait-replicas"], o.given["wait-replicas-timeout"]
+	if n == "" && timeout == "" {
+		return nil
+	}
+	r := c.Broker().Replication()
+	if n != "" {
+		r.Replicas = max(o.cfg.WaitReplicas, 0)
+	}
+	switch {
+	case r.Replicas == 0:
+		r = broker.Replication{}
+	case timeout != "" && o.cfg.WaitReplicasTimeout > 0:
+		r.Timeout = o.cfg.WaitReplicasTimeout
+	case r.Timeout == 0:
+		r.Timeout = rediq.DefaultWaitReplicasTimeout
+	}
+	if err := r.Check(c.Broker().Client()); err != nil {
+		return fmt.Errorf("%s: %w", cmp.Or(timeout, n), err)
+	}
+	c.SetReplication(r)
+	return nil
 }

@@ -101,6 +101,13 @@ func TestParseFlags(t *testing.T) {
 			func(o *options) bool {
 				return slices.Equal(o.cfg.Queues, []string{"c", "d"}) && o.cfg.Weights == nil
 			}},
+		{"wait for replicas", Config{}, []string{"--wait-replicas", "2"}, map[string]string{"REDIQ_WAIT_REPLICAS_TIMEOUT": "250ms"},
+			func(o *options) bool {
+				return o.cfg.WaitReplicas == 2 && o.cfg.WaitReplicasTimeout == 250*time.Millisecond &&
+					o.given["wait-replicas"] == "--wait-replicas" && o.given["wait-replicas-timeout"] == "$REDIQ_WAIT_REPLICAS_TIMEOUT"
+			}},
+		{"wait for no replicas overrides the program", Config{WaitReplicas: 1}, nil, map[string]string{"REDIQ_WAIT_REPLICAS": "0"},
+			func(o *options) bool { return o.cfg.WaitReplicas == -1 }},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -112,7 +112,7 @@ func (s *settler) send(ctx context.Context, batch []settleItem) error {
 		ss[i] = batch[i].s
 	}
 	held, err := s.w.b.Settle(ctx, s.w.keep, ss)
-	if err != nil {
+	if err != nil && !s.w.unconfirmed("settle", err) {
 		s.putBack(batch)
 		return err
 	}

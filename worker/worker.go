@@ -6,6 +6,7 @@
 package worker
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -85,6 +86,19 @@ type Config struct {
 	DeadMaxLen int
 	// Logger for the worker. Default: the App's logger.
 	Logger *zap.Logger
+	// WaitReplicas is how many replicas must confirm the worker's fetches and
+	// settlements (Redis's WAIT after each round trip), so that a failover
+	// does not undo them and run their tasks again. A round trip they do not
+	// confirm within WaitReplicasTimeout is taken as applied, and a warning
+	// says so (at most every 10s): an undone fetch or settlement runs a task
+	// again, it never loses one. While fewer replicas are online, each fetch
+	// and settlement round trip lasts WaitReplicasTimeout. Default: the App's
+	// rediq.Config.WaitReplicas; -1 for none.
+	WaitReplicas int
+	// WaitReplicasTimeout bounds each WAIT. Default: the App's
+	// rediq.Config.WaitReplicasTimeout when WaitReplicas is the App's, else
+	// rediq.DefaultWaitReplicasTimeout.
+	WaitReplicasTimeout time.Duration
 
 	// now is the worker's clock (tests skew it); default time.Now.
 	now func() time.Time
@@ -123,6 +137,7 @@ type Worker struct {
 	// failure); only the heartbeater touches it.
 	healthySince time.Time
 	probes       probeState
+	replLog      replicationLog
 
 	kick    chan struct{} // wakes the fetcher
 	jobs    chan *job     // prefetch buffer
@@ -265,6 +280,8 @@ func New(app *rediq.App, cfg Config) (*Worker, error) {
 	case cfg.ShutdownTimeout < 0 || cfg.MaxRecoveries < 0 || cfg.DeadMaxAge < 0 || cfg.DeadMaxLen < 0 ||
 		cfg.TimeoutGrace < 0 || cfg.UnknownTaskRetries < 0:
 		return nil, errors.New("worker: durations and limits must not be negative")
+	case cfg.WaitReplicas < -1 || cfg.WaitReplicasTimeout < 0:
+		return nil, fmt.Errorf("worker: WaitReplicas %d (-1 for none) or WaitReplicasTimeout %s is negative", cfg.WaitReplicas, cfg.WaitReplicasTimeout)
 	}
 	names := append([]string(nil), cfg.Queues...)
 	if len(names) == 0 { // serve the queues the App's tasks go to
@@ -278,8 +295,25 @@ func New(app *rediq.App, cfg Config) (*Worker, error) {
 	if !cfg.SkipDefaultQueue {
 		names = append(names, rediq.DefaultQueue)
 	}
+	b := c.Broker()
+	switch repl := b.Replication(); {
+	case cfg.WaitReplicas < 0:
+		b = b.WithReplication(broker.Replication{})
+	case cfg.WaitReplicas > 0:
+		repl = broker.Replication{Replicas: cfg.WaitReplicas, Timeout: cmp.Or(cfg.WaitReplicasTimeout, rediq.DefaultWaitReplicasTimeout)}
+		if err := repl.Check(b.Client()); err != nil {
+			return nil, fmt.Errorf("worker: %w", err)
+		}
+		b = b.WithReplication(repl)
+	case cfg.WaitReplicasTimeout > 0 && repl.Replicas > 0:
+		repl.Timeout = cfg.WaitReplicasTimeout
+		if err := repl.Check(b.Client()); err != nil {
+			return nil, fmt.Errorf("worker: %w", err)
+		}
+		b = b.WithReplication(repl)
+	}
 	w := &Worker{
-		app: c, b: c.Broker(), cfg: cfg, log: cfg.Logger.With(zap.String("worker", cfg.Name)),
+		app: c, b: b, cfg: cfg, log: cfg.Logger.With(zap.String("worker", cfg.Name)),
 		byChan:   map[string]*queue{},
 		capacity: int64(cfg.Concurrency + cfg.Prefetch),
 		keep:     broker.DeadRetention{MaxAge: cfg.DeadMaxAge, MaxLen: cfg.DeadMaxLen},
@@ -308,7 +342,7 @@ func New(app *rediq.App, cfg Config) (*Worker, error) {
 			}
 			weight = wt
 		}
-		q := &queue{Queue: c.Broker().Queue(n), weight: weight, held: map[uint64]struct{}{}}
+		q := &queue{Queue: b.Queue(n), weight: weight, held: map[uint64]struct{}{}}
 		q.recovered.Store(true) // unknown until its first fetch: offer it the turn
 		w.queues = append(w.queues, q)
 		w.byChan[q.Channel] = q

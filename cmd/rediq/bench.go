@@ -7,6 +7,7 @@ import (
 	"io"
 	"time"
 
+	"github.com/rediq/rediq"
 	"github.com/rediq/rediq/internal/bench"
 	"github.com/rediq/rediq/internal/core"
 )
@@ -21,7 +22,9 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		"idle worker for --duration), run_p50_ms / run_p99_ms (Run, enqueue and wait for the\n"+
 		"result, of a no-op task into the idle worker, --run-samples times in a row) and\n"+
 		"redis_bytes_per_retained_result (used_memory per succeeded task kept with\n"+
-		"rediq.Retention, over N/10 tasks).\n\n"+
+		"rediq.Retention, over N/10 tasks). With --wait-replicas every enqueue, fetch and\n"+
+		"settlement waits for that many replicas (WAIT): the cost of Config.WaitReplicas;\n"+
+		"wait_replicas in the output says what was measured.\n\n"+
 		"It is safe on a shared Redis: it never flushes anything, works in a fresh namespace\n"+
 		"and deletes its keys when done. But the memory figure counts whatever else changes\n"+
 		"in that Redis meanwhile: it is only as clean as the Redis is quiet. Progress goes\n"+
@@ -42,6 +45,8 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	// The figures are JSON whatever --output says: accepted so that a
 	// script's or a settings' -o json does not fail here.
 	out := registerOutput(fs, "the same JSON object; bench prints nothing else")
+	waitReplicas := fs.Int("wait-replicas", 0, "replicas that must confirm every enqueue, fetch and settlement (Redis WAIT; the master needs that many) [$REDIQ_WAIT_REPLICAS]")
+	waitTimeout := fs.Duration("wait-replicas-timeout", 0, "how long each WAIT waits for them (default "+rediq.DefaultWaitReplicasTimeout.String()+")")
 	if err := fs.parse(args, stdout); err != nil {
 		return err
 	}
@@ -56,6 +61,9 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if *dur <= 0 {
 		return usageErrorf("bench: --duration must be positive")
 	}
+	if *waitReplicas < 0 || *waitTimeout < 0 {
+		return usageErrorf("bench: --wait-replicas and --wait-replicas-timeout must not be negative")
+	}
 	app, _, err := rf.open()
 	if err != nil {
 		return fmt.Errorf("bench: %w", err)
@@ -64,6 +72,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	res, err := bench.Run(ctx, bench.Config{
 		Redis: core.Unwrap(app).Broker().Client(), Tasks: *n, Producers: *p, Concurrency: *c,
 		Batch: *batch, Rate: *rate, Duration: *dur, RunSamples: *runs,
+		WaitReplicas: *waitReplicas, WaitReplicasTimeout: *waitTimeout,
 		Progress: func(phase string) { fmt.Fprintf(stderr, "rediq bench: %s…\n", phase) },
 	})
 	if err != nil {

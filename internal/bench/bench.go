@@ -19,6 +19,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/rediq/rediq"
+	"github.com/rediq/rediq/internal/core"
 	"github.com/rediq/rediq/internal/version"
 	"github.com/rediq/rediq/worker"
 )
@@ -35,6 +36,10 @@ type Config struct {
 	RunSamples  int                   // Run phase: sequential Runs, default 1,000
 	// Progress, if set, is told as each phase starts.
 	Progress func(phase string)
+	// WaitReplicas and WaitReplicasTimeout are rediq.Config's: every enqueue,
+	// fetch and settlement waits for that many replicas.
+	WaitReplicas        int
+	WaitReplicasTimeout time.Duration
 }
 
 // Result is the JSON object BENCH.md describes.
@@ -56,6 +61,7 @@ type Result struct {
 	Producers          int     `json:"producers"`
 	Concurrency        int     `json:"concurrency"`
 	BatchSize          int     `json:"batch_size"`
+	WaitReplicas       int     `json:"wait_replicas"`
 }
 
 // Payload is the standard task's arguments.
@@ -94,13 +100,15 @@ func Run(ctx context.Context, cfg Config) (res Result, err error) {
 			err = fmt.Errorf("bench: delete its keys (namespace %s): %w", ns, cerr)
 		}
 	}()
-	app, err := rediq.New(rediq.Config{Redis: cfg.Redis, Namespace: ns})
+	app, err := rediq.New(rediq.Config{Redis: cfg.Redis, Namespace: ns,
+		WaitReplicas: cfg.WaitReplicas, WaitReplicasTimeout: cfg.WaitReplicasTimeout})
 	if err != nil {
 		return res, err
 	}
 	defer app.Close() // Wait's subscription; the client is the caller's
 	res = Result{System: "rediq " + version.String(), Tasks: cfg.Tasks, LatencyRate: cfg.Rate,
-		Producers: cfg.Producers, Concurrency: cfg.Concurrency, BatchSize: cfg.Batch}
+		Producers: cfg.Producers, Concurrency: cfg.Concurrency, BatchSize: cfg.Batch,
+		WaitReplicas: core.Unwrap(app).Broker().Replication().Replicas}
 
 	var (
 		processed atomic.Int64

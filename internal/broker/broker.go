@@ -10,6 +10,7 @@
 package broker
 
 import (
+	"cmp"
 	"context"
 	"embed"
 	"errors"
@@ -72,6 +73,7 @@ type Broker struct {
 	ns     string
 	queues sync.Map // name -> *Queue
 	lanes  laneIDs
+	repl   Replication // task writes wait for replicas
 }
 
 // New returns a broker for namespace ns.
@@ -179,39 +181,86 @@ type call struct {
 
 // batch is a pipeline of plain commands and scripts. Scripts go as EVALSHA; any
 // that Redis does not know yet (NOSCRIPT: a restart, a new cluster node, SCRIPT
-// FLUSH) did not run, so they are simply run again with their source.
+// FLUSH) did not run, so they are simply run again with their source. When the
+// broker's writes wait for replicas (SetReplication), the scripts go in the
+// pipelines of their nodes, each ended by WAIT (replication.go).
 type batch struct {
 	b     *Broker
 	pipe  redis.Pipeliner
 	calls []*call
+	wait  bool    // the scripts' writes wait for replicas
+	nodes []*node // with wait: the masters the scripts go to
+	err   error   // a script could not be routed
 }
 
 func (b *Broker) newBatch() *batch { return &batch{b: b, pipe: b.rdb.Pipeline()} }
 
+// newTaskBatch is a batch of task writes (enqueue, fetch, settle): with
+// SetReplication, they wait for replicas. Heartbeats and the rest do not: a
+// heartbeat that waited would let slow replicas expire the worker's leases.
+func (b *Broker) newTaskBatch() *batch {
+	t := b.newBatch()
+	t.wait = b.repl.Replicas > 0
+	return t
+}
+
 func (t *batch) script(ctx context.Context, s *redis.Script, keys []string, args ...any) *redis.Cmd {
 	c := &call{script: s, keys: keys, args: args}
-	c.cmd = s.EvalSha(ctx, t.pipe, keys, args...)
 	t.calls = append(t.calls, c)
+	if !t.wait {
+		c.cmd = s.EvalSha(ctx, t.pipe, keys, args...)
+		return c.cmd
+	}
+	n, err := t.nodeFor(ctx, keys[0])
+	if err != nil {
+		c.cmd = redis.NewCmd(ctx)
+		c.cmd.SetErr(err)
+		t.err = cmp.Or(t.err, err)
+		return c.cmd
+	}
+	c.cmd = s.EvalSha(ctx, n.pipe, keys, args...)
+	n.calls = append(n.calls, c)
 	return c.cmd
 }
 
 // exec runs the batch and returns its first error. An error of the pipeline as a
 // whole (a failed dial, a wrong password: no command carries it) is returned
-// too: a batch never reports success for commands that did not run.
+// too: a batch never reports success for commands that did not run. With
+// replication, a *ReplicationError says that every command ran but fewer
+// replicas than asked confirmed the scripts' writes.
 func (t *batch) exec(ctx context.Context) error {
+	if len(t.nodes) > 0 || t.err != nil {
+		return t.execReplicated(ctx)
+	}
 	if t.pipe.Len() == 0 {
 		return nil
 	}
-	cmds, err := t.pipe.Exec(ctx)
+	return t.execPipe(ctx, t.pipe, t.calls, t.b.rdb)
+}
+
+// execPipe runs pipe, whose scripts are calls, running those Redis did not
+// know again with their source through client.
+func (t *batch) execPipe(ctx context.Context, pipe redis.Pipeliner, calls []*call, client redis.Scripter) error {
+	cmds, err := pipe.Exec(ctx)
 	if err == nil {
 		return nil
 	}
-	for _, c := range t.calls {
+	for _, c := range calls {
 		if redis.HasErrorPrefix(c.cmd.Err(), "NOSCRIPT") {
-			v, rerr := c.script.Eval(ctx, t.b.rdb, c.keys, c.args...).Result()
+			v, rerr := c.script.Eval(ctx, client, c.keys, c.args...).Result()
 			c.cmd.SetVal(v)
 			c.cmd.SetErr(rerr)
 		}
+	}
+	return firstError(err, cmds)
+}
+
+// firstError is the first error of pipe's commands after Exec returned err,
+// the scripts that hit NOSCRIPT having run again: NOSCRIPT itself and
+// redis.Nil are no errors, and err is returned when no command carries it.
+func firstError(err error, cmds []redis.Cmder) error {
+	if err == nil {
+		return nil
 	}
 	carried := false
 	for _, c := range cmds {

@@ -115,6 +115,10 @@ func (b *Broker) Enqueue(ctx context.Context, q *Queue, msgs []Message) ([]Statu
 			return err
 		})
 	})
+	if errors.Is(err, ErrNotReplicated) {
+		// Written on the master, not (yet) confirmed by its replicas.
+		return added, fmt.Errorf("enqueue to %q: %w", q.Name, err)
+	}
 	if err != nil {
 		if gaveUp || (len(calls) > 1 && !errors.Is(err, ErrOutcomeUnknown) && !errors.Is(err, ErrUnreachable)) {
 			// Sent and not answered, or one chunk may have run before another failed.
@@ -136,11 +140,11 @@ type laneCall struct {
 // added: one command when the queue is known to the index, else a pipeline that
 // also records the queue there (its own slot on a cluster, so not in a script).
 func (b *Broker) send(ctx context.Context, q *Queue, calls []laneCall) ([]Status, error) {
-	if len(calls) == 1 && q.indexed.Load() {
+	if len(calls) == 1 && q.indexed.Load() && b.repl.Replicas <= 0 {
 		c := calls[0]
 		return appendStatus(nil, enqueueScript.Run(ctx, b.rdb, q.enqueueKeys(c.lane), enqueueArgs(q, c)...), len(c.msgs))
 	}
-	t := b.newBatch()
+	t := b.newTaskBatch()
 	if !q.indexed.Load() {
 		t.pipe.SAdd(ctx, b.indexKey(), q.Name)
 	}
@@ -148,8 +152,9 @@ func (b *Broker) send(ctx context.Context, q *Queue, calls []laneCall) ([]Status
 	for i, c := range calls {
 		cmds[i] = t.script(ctx, enqueueScript, q.enqueueKeys(c.lane), enqueueArgs(q, c)...)
 	}
-	if err := t.exec(ctx); err != nil {
-		return nil, err
+	xerr := t.exec(ctx)
+	if xerr != nil && !errors.Is(xerr, ErrNotReplicated) {
+		return nil, xerr
 	}
 	var added []Status
 	for i, c := range cmds {
@@ -159,7 +164,7 @@ func (b *Broker) send(ctx context.Context, q *Queue, calls []laneCall) ([]Status
 		}
 	}
 	q.indexed.Store(true)
-	return added, nil
+	return added, xerr // nil, or the writes were made but not replicated
 }
 
 func (q *Queue) enqueueKeys(l lane) []string {
@@ -245,8 +250,8 @@ func (b *Broker) retrying(ctx context.Context, call func(context.Context) error)
 		}
 		pctx, p := watch(ctx)
 		err = call(pctx)
-		if err == nil {
-			return nil
+		if err == nil || errors.Is(err, ErrNotReplicated) {
+			return err // a call that ran; sent again it would not replicate better
 		}
 		if p.unsent(err) {
 			if reached {
@@ -377,6 +382,9 @@ func (b *Broker) Enqueue1(ctx context.Context, q *Queue, m Message) (Status, err
 	}
 	select {
 	case res := <-r.done:
+		if errors.Is(res.err, ErrNotReplicated) {
+			return res.status, fmt.Errorf("enqueue to %q: %w", q.Name, res.err)
+		}
 		if res.err != nil {
 			return Status{}, fmt.Errorf("enqueue to %q: %w", q.Name, res.err)
 		}
@@ -427,13 +435,13 @@ func (b *Broker) drive(q *Queue, l *lane) {
 			return err
 		})
 		cancel()
-		if err != nil {
+		if err != nil && !errors.Is(err, ErrNotReplicated) {
 			// Retire the lane's guard: the failed call may still run.
 			l.id, l.call = b.lanes.next(), 0
 		}
 		for k, r := range batch {
 			res := enqueueResult{err: err}
-			if err == nil && k < len(added) {
+			if k < len(added) {
 				res.status = added[k]
 			}
 			r.done <- res

@@ -54,9 +54,11 @@ type Fetched struct {
 // fetchFields is how many values fetch.lua answers per task.
 const fetchFields = 6
 
-// Fetch leases tasks from several queues in one round trip.
+// Fetch leases tasks from several queues in one round trip. With
+// SetReplication, an error matching ErrNotReplicated comes with the answer:
+// the leases were taken on the master, and a failover may undo them.
 func (b *Broker) Fetch(ctx context.Context, session string, ttl time.Duration, reqs []FetchRequest) ([]Fetched, error) {
-	t := b.newBatch()
+	t := b.newTaskBatch()
 	cmds := make([]*redis.Cmd, len(reqs))
 	for i, r := range reqs {
 		q := r.Queue
@@ -68,8 +70,9 @@ func (b *Broker) Fetch(ctx context.Context, session string, ttl time.Duration, r
 			[]string{q.Records, q.Pending, q.Scheduled, q.Recovering, q.Recovered, q.Workers, q.Lease(session), q.Active, q.Seq},
 			r.N, r.TokenBase, session, ttl.Milliseconds(), q.Channel, Epoch, rec, r.StartNow, q.Prefix)
 	}
-	if err := t.exec(ctx); err != nil {
-		return nil, fmt.Errorf("fetch: %w", err)
+	xerr := t.exec(ctx)
+	if xerr != nil && !errors.Is(xerr, ErrNotReplicated) {
+		return nil, fmt.Errorf("fetch: %w", xerr)
 	}
 	out := make([]Fetched, len(reqs))
 	for i, c := range cmds {
@@ -101,6 +104,9 @@ func (b *Broker) Fetch(ctx context.Context, session string, ttl time.Duration, r
 				f.Tasks[j].Body = readOnlyBytes(body)
 			}
 		}
+	}
+	if xerr != nil {
+		return out, fmt.Errorf("fetch: %w", xerr) // the leases hold on the master
 	}
 	return out, nil
 }
@@ -259,7 +265,9 @@ type DeadRetention struct {
 // Settle applies settlements in one round trip: one script call per queue and
 // session. held[i] reports whether settlement i applied; false means the session
 // no longer held that lease (reclaimed, or already settled by an earlier run of
-// the same call), and nothing changed.
+// the same call), and nothing changed. With SetReplication, an error matching
+// ErrNotReplicated comes with held: the settlements were applied on the
+// master, and a failover may undo them.
 func (b *Broker) Settle(ctx context.Context, keep DeadRetention, ss []Settlement) (held []bool, err error) {
 	type group struct {
 		q       *Queue
@@ -285,7 +293,7 @@ func (b *Broker) Settle(ctx context.Context, keep DeadRetention, ss []Settlement
 		g.args = append(g.args, outcomeKind[s.Outcome], s.Token, s.ID, max(s.Delay.Milliseconds(), 0), s.Body, s.attempt())
 		g.idx = append(g.idx, i)
 	}
-	t := b.newBatch()
+	t := b.newTaskBatch()
 	cmds := make([]*redis.Cmd, len(groups))
 	for i, g := range groups {
 		q := g.q
@@ -293,8 +301,9 @@ func (b *Broker) Settle(ctx context.Context, keep DeadRetention, ss []Settlement
 			[]string{q.Lease(g.session), q.Active, q.Records, q.Pending, q.Scheduled, q.Dead, q.Recovered, q.Recovering, q.Orphaned},
 			g.args...)
 	}
-	if err := t.exec(ctx); err != nil {
-		return nil, fmt.Errorf("settle: %w", err)
+	xerr := t.exec(ctx)
+	if xerr != nil && !errors.Is(xerr, ErrNotReplicated) {
+		return nil, fmt.Errorf("settle: %w", xerr)
 	}
 	held = make([]bool, len(ss))
 	for i, g := range groups {
@@ -305,6 +314,9 @@ func (b *Broker) Settle(ctx context.Context, keep DeadRetention, ss []Settlement
 		for k, j := range g.idx {
 			held[j] = s[k] == '1'
 		}
+	}
+	if xerr != nil {
+		return held, fmt.Errorf("settle: %w", xerr) // applied on the master
 	}
 	return held, nil
 }

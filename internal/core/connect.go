@@ -252,7 +252,7 @@ func (a *App) Connect(ep Endpoint) error {
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	old := a.broker.Swap(broker.New(rdb, a.Broker().Namespace()))
+	old := a.broker.Swap(a.Broker().Rebind(rdb, a.Broker().Namespace()))
 	_ = old.Client().Close()
 	a.ep = ep
 	return nil
@@ -266,6 +266,14 @@ func (a *App) SetNamespace(ns string) error {
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	a.broker.Store(broker.New(a.Broker().Client(), ns))
+	a.broker.Store(a.Broker().Rebind(a.Broker().Client(), ns))
 	return nil
+}
+
+// SetReplication makes the App's task writes wait for replicas (a worker's
+// --wait-replicas). Call it before the App is used.
+func (a *App) SetReplication(r broker.Replication) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.broker.Store(a.Broker().WithReplication(r))
 }

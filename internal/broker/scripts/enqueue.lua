@@ -18,8 +18,8 @@
 -- Returns a string with one character per task: "1" added, "0" its id already
 -- exists (nothing written for it), "u" a lock is held by another task, "m" a
 -- memoized result exists; then, for each "u", the holder's id as LENGTH:ID. Run again with the same guard and call number
--- (go-redis re-sends a call whose reply was lost) it writes nothing and returns
--- the first run's reply, so that a retry can neither double a task nor report
+-- (go-redis re-sends a call whose reply was lost) it writes nothing but the
+-- guard's TTL and returns the first run's reply, so that a retry can neither double a task nor report
 -- its own first run as a duplicate.
 local P = 2199023255552
 local call = ARGV[2]
@@ -31,6 +31,8 @@ if call ~= '' then
   if prior then
     local c = string.find(prior, ':', 1, true)
     if c and string.sub(prior, 1, c - 1) == call then
+      -- A write, so that a WAIT after this call also covers the first run's.
+      redis.call('PEXPIRE', KEYS[5], 300000)
       return string.sub(prior, c + 1)
     end
   end
