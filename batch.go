@@ -54,7 +54,7 @@ func (e *BatchStoppedError) Is(target error) bool { return target == ErrBatchSto
 // BatchOptions configures NewBatch.
 type BatchOptions struct {
 	// Detached batches run to their end whatever their producer does
-	// (vredis's submit mode, "submit and go"): one completes when every task
+	// ("submit and go"): one completes when every task
 	// enqueued in it has ended and no more can be added — after Wait or
 	// Close, after its App's Close, once nothing refers to its Batch any more,
 	// or once its producer's keep-alives stopped for KeepAliveTimeout (the

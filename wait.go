@@ -46,8 +46,8 @@ func (t *Task[A, R]) Wait(ctx context.Context, id TaskID) (R, error) {
 	return r, nil
 }
 
-// Run enqueues the task and waits for its result: a remote call (funboost's
-// RPC mode). The task gets a retention of at least RunRetention so that its
+// Run enqueues the task and waits for its result: a remote call, from any
+// process, to whichever worker takes it. The task gets a retention of at least RunRetention so that its
 // result can be read. For a task registered with Memoize, a result cached
 // within its ttl is returned without enqueueing, and if the same arguments are
 // running already (from any process) Run waits for that run instead of

@@ -219,7 +219,7 @@ func eta(st rediq.BatchStat) string {
 func batchStatCmd(ctx context.Context, args []string, stdout io.Writer) error {
 	fs := newFlagSet("batch stat", "rediq batch stat N [flags]\n"+
 		"  or: rediq batch stat --latest [flags]\n\n"+
-		"Prints the batch's counts as vredis's stat does: a row per worker with the table\n"+
+		"Prints the batch's counts: a row per worker with the table\n"+
 		"rows it collected and the attempts it executed and that failed, then the totals\n"+
 		"with the tasks not started yet; then the tasks by state, the rate so far, the\n"+
 		"ETA at that rate, and whether and why the batch stopped.")
@@ -368,7 +368,7 @@ func batchListCmd(ctx context.Context, args []string, stdout io.Writer) error {
 func batchErrorsCmd(ctx context.Context, args []string, stdout io.Writer) error {
 	return batchCmd(ctx, args, stdout, "errors",
 		"Lists the errors the batch's failed tasks (out of retries) died with, each error\n"+
-			"once with how many tasks, most frequent first, as vredis's stat -er does, and\n"+
+			"once with how many tasks, most frequent first, and\n"+
 			"the ids of the first tasks that died of it (\"rediq task show ID\" shows one).\n"+
 			"\"rediq batch logs N\" shows every attempt's error in the batch's output.",
 		`an array of {error, tasks, task_ids}, most frequent first; task_ids holds up to 10`, nil,

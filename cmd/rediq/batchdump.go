@@ -26,8 +26,8 @@ func batchDumpCmd(ctx context.Context, args []string, stdout io.Writer) error {
 		force, appendTo bool
 	)
 	return batchCmd(ctx, args, stdout, "dump",
-		"Prints rows of one of the batch's tables as JSON lines, newest first, as vredis's\n"+
-			"dump does; with --file it writes them to that file (JSON lines) and says how many.\n"+
+		"Prints rows of one of the batch's tables as JSON lines, newest first;\n"+
+			"with --file it writes them to that file (JSON lines) and says how many.\n"+
 			"A task's result goes to table \"default\", or to the one its rediq.ResultTable\n"+
 			"names (a slice result, a row per element); rediq.Collect adds rows to any table.\n"+
 			"It reads while the batch runs too. --pop removes the rows it reads, so that the\n"+

@@ -25,8 +25,9 @@ func batchWaitCmd(ctx context.Context, args []string, stdout io.Writer) error {
 		"  or: rediq batch wait --latest [flags]\n\n"+
 		"Shows the batch's progress until it completes (exit 0) or stops (exit 1, with the\n"+
 		"reason): on a terminal a bar with tasks done of enqueued, rate and ETA; otherwise\n"+
-		"a line every --interval. A keep-alive batch completes when its producer has\n"+
-		"called Wait or Close and every task has ended; until then more may be added.")
+		"a line every --interval. A batch completes when every task has ended and no\n"+
+		"more can be added: its producer called Wait or Close, or, for a detached batch,\n"+
+		"its producer is gone (its keep-alives stopped for the keep-alive timeout).")
 	var rf redisFlags
 	rf.register(fs)
 	latest := fs.Bool("latest", false, "the newest batch of the namespace, in place of N")

@@ -20,8 +20,7 @@ import (
 func runConfig(_ context.Context, args []string, stdout, _ io.Writer) error {
 	help := func() {
 		fmt.Fprint(stdout, "Usage: rediq config <action> [flags]\n\n"+
-			"Keeps the settings file of rediq and of workers run by worker.Main, as vredis's\n"+
-			"config does: where Redis is, its TLS files and the key namespace, so that they\n"+
+			"Keeps the settings file of rediq and of workers run by worker.Main: where Redis is, its TLS files and the key namespace, so that they\n"+
 			"need not be given each time. A flag wins over its environment variable, which\n"+
 			"wins over the file, which wins over the default. The file is $REDIQ_CONFIG, else\n"+
 			"rediq/config.json in the user's configuration directory; it is readable by its\n"+

@@ -33,10 +33,11 @@ if e ~= '' and redis.call('EXISTS', KEYS[1]) == 1 and redis.call('SADD', KEYS[4]
     if #ids < 10 then
       table.insert(ids, ARGV[1])
       redis.call('HSET', errids, ARGV[5], cjson.encode(ids))
-      local ttl = redis.call('PTTL', KEYS[1])
-      if ttl > 0 then -- the batch has ended: its keys expire together
-        redis.call('PEXPIRE', errids, ttl)
-      end
+    end
+    local ttl = redis.call('PTTL', KEYS[1])
+    if ttl > 0 then -- the batch has ended (stopped): its keys expire together
+      redis.call('PEXPIRE', PRE .. 'errors', ttl)
+      redis.call('PEXPIRE', errids, ttl)
     end
   end
   return completeIfDone()
