@@ -369,6 +369,14 @@ func enqueueOnComplete(ctx context.Context, b *broker.Broker, k *broker.BatchKey
 // else dropped). It also enqueues a pending OnComplete. At most 1,000 tasks
 // per call.
 func (a *App) reconcile(ctx context.Context, k *broker.BatchKeys) error {
+	return a.reconcileIDs(ctx, k, false)
+}
+
+// reconcileIDs is reconcile; stopped says the batch was stopped: then only its
+// started tasks are looked at (those count as running), and any of them
+// waiting for a retry is cancelled at once — it would never start again, and
+// the batch's Wait would otherwise count it running until it fell due.
+func (a *App) reconcileIDs(ctx context.Context, k *broker.BatchKeys, stopped bool) error {
 	br := a.core.Broker()
 	pending, err := br.Client().HExists(ctx, k.Info, "oncomplete_pending").Result()
 	if err != nil {
@@ -388,7 +396,11 @@ func (a *App) reconcile(ctx context.Context, k *broker.BatchKeys) error {
 			return err
 		}
 	}
-	ids, err := br.Unended(ctx, k)
+	unended := br.Unended
+	if stopped {
+		unended = br.Running
+	}
+	ids, err := unended(ctx, k)
 	if err != nil {
 		return fmt.Errorf("rediq: batch %d: %w", k.ID, err)
 	}
@@ -422,6 +434,17 @@ func (a *App) reconcile(ctx context.Context, k *broker.BatchKeys) error {
 			}
 		case rec.State == broker.StateFinished:
 			end = map[byte]string{'s': "succeeded", 'c': "cancelled", 'x': "dropped"}[rec.Done.State]
+		case stopped && (rec.State == broker.StateScheduled || rec.State == broker.StatePending):
+			now, err := br.Cancel(ctx, br.Queue(rec.Queue), id)
+			switch {
+			case err == nil && now:
+				end = "cancelled"
+			case err == nil, errors.Is(err, broker.ErrFinished), errors.Is(err, broker.ErrNotFound):
+				// A worker took it meanwhile (it drops it: the batch
+				// stopped), or it ended: counted by its worker or a later pass.
+			default:
+				return fmt.Errorf("rediq: batch %d: %w", k.ID, err)
+			}
 		}
 		if end == "" {
 			continue // still waiting or running
@@ -570,6 +593,18 @@ func (b *Batch) Wait(ctx context.Context) (BatchStat, error) {
 	return b.app.waitBatch(ctx, b.keys)
 }
 
+// WaitBatch waits, from any process, for batch id to complete, or to stop and
+// its running handlers to end, and returns what Batch.Wait would (a stopped
+// batch: its stat and a *BatchStoppedError). Unlike Batch.Wait it does not
+// seal the batch: a batch whose producer still holds it completes only once
+// the producer lets go. Unknown: ErrBatchNotFound.
+func (a *App) WaitBatch(ctx context.Context, id int64) (BatchStat, error) {
+	if _, err := a.BatchStat(ctx, id); err != nil {
+		return BatchStat{}, err
+	}
+	return a.waitBatch(ctx, a.core.Broker().Batch(id))
+}
+
 func (a *App) waitBatch(ctx context.Context, k *broker.BatchKeys) (BatchStat, error) {
 	br := a.core.Broker()
 	if err := a.reconcile(ctx, k); err != nil {
@@ -647,6 +682,11 @@ func (a *App) awaitStopped(ctx context.Context, k *broker.BatchKeys) error {
 	every := 50 * time.Millisecond
 	t := time.NewTimer(every)
 	defer t.Stop()
+	// Started tasks waiting for a retry are cancelled at once: only running
+	// handlers are waited for.
+	if err := a.reconcileIDs(ctx, k, true); err != nil {
+		return err
+	}
 	reconciled := time.Now()
 	for {
 		select {
@@ -660,7 +700,7 @@ func (a *App) awaitStopped(ctx context.Context, k *broker.BatchKeys) error {
 		}
 		if time.Since(reconciled) >= 5*time.Second {
 			reconciled = time.Now()
-			if err := a.reconcile(ctx, k); err != nil {
+			if err := a.reconcileIDs(ctx, k, true); err != nil {
 				return err
 			}
 		}
@@ -673,14 +713,17 @@ func (a *App) awaitStopped(ctx context.Context, k *broker.BatchKeys) error {
 // cancelled), and workers cancel its running handlers with cause
 // ErrBatchStopped within a few hundred ms.
 func (a *App) StopBatch(ctx context.Context, id int64) error {
-	_, err := a.core.Broker().StopBatch(ctx, a.core.Broker().Batch(id), "stopped by StopBatch")
+	k := a.core.Broker().Batch(id)
+	_, err := a.core.Broker().StopBatch(ctx, k, "stopped by StopBatch")
 	if errors.Is(err, broker.ErrNoBatch) {
 		return fmt.Errorf("%w: %d", ErrBatchNotFound, id)
 	}
 	if err != nil {
 		return fmt.Errorf("rediq: %w", err)
 	}
-	return nil
+	// Its started tasks that wait for a retry will never run again: end them
+	// now, so that they do not count as running until they fall due.
+	return a.reconcileIDs(ctx, k, true)
 }
 
 // WorkerStat is one worker's share of a batch.

@@ -707,3 +707,62 @@ func TestStoppedBatchCountsAgree(t *testing.T) {
 		t.Errorf("stat %+v", st)
 	}
 }
+
+// A stopped batch's task that waits for a retry will never run again: it ends
+// cancelled at the stop (StopBatch) or when the batch is waited for (WaitBatch,
+// Batch.Wait), instead of counting as running until it falls due — a Wait
+// that hung for the whole backoff.
+func TestStoppedBatchEndsItsRetryWaitingTasks(t *testing.T) {
+	t.Parallel()
+	for _, how := range []string{"StopBatch", "Close then WaitBatch"} {
+		t.Run(how, func(t *testing.T) {
+			t.Parallel()
+			e := newEnv(t)
+			ctx := context.Background()
+			flaky := rediq.Register(e.app, "flaky", func(ctx context.Context, n int) (int, error) {
+				return 0, errors.New("not yet")
+			}, rediq.Queue("batch"), rediq.Retries(3), rediq.Backoff(func(int) time.Duration { return time.Hour }))
+			e.start(e.app, worker.Config{Concurrency: 2})
+			b, err := e.app.NewBatch(ctx, rediq.BatchOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer b.Close()
+			id, err := flaky.Enqueue(ctx, 1, rediq.InBatch(b))
+			if err != nil {
+				t.Fatal(err)
+			}
+			waitFor(t, 10*time.Second, "the task to wait for its retry", func() bool {
+				rec, err := e.app.GetTask(ctx, id)
+				return err == nil && rec.State == rediq.StateRetry
+			})
+			wctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+			defer cancel()
+			var st rediq.BatchStat
+			switch how {
+			case "StopBatch":
+				if err := e.app.StopBatch(wctx, b.ID()); err != nil {
+					t.Fatal(err)
+				}
+				if st, err = e.app.BatchStat(wctx, b.ID()); err != nil {
+					t.Fatal(err)
+				}
+			default:
+				if err := b.Close(); err != nil {
+					t.Fatal(err)
+				}
+				st, err = e.app.WaitBatch(wctx, b.ID())
+				if !errors.Is(err, rediq.ErrBatchStopped) {
+					t.Fatalf("WaitBatch = %+v, %v; want ErrBatchStopped", st, err)
+				}
+			}
+			if st.Running != 0 || st.Cancelled != 1 || st.NeverStarted != 0 || st.Started != 1 || !st.Stopped {
+				t.Errorf("stat %+v; want the retry-waiting task cancelled, none running", st)
+			}
+			rec, err := e.app.GetTask(ctx, id)
+			if err == nil && rec.State != rediq.StateCancelled {
+				t.Errorf("the task is %s; want cancelled (or gone)", rec.State)
+			}
+		})
+	}
+}

@@ -522,12 +522,12 @@ func (w *Worker) process(sl *slot, j *job) {
 		err = codec.Complete(&env.Envelope, j.id)
 	}
 	if err != nil {
-		if !w.expired(j, 0) {
+		if !w.expired(j, 0, "dropped") {
 			w.bury(j, deadUndecodable(j.id, j.raw, err, w.cfg.now()), "undecodable message", err)
 		}
 		return
 	}
-	if w.expired(j, env.Batch) {
+	if w.expired(j, env.Batch, "dropped") {
 		return
 	}
 	def, ok := w.app.Task(env.Name)
@@ -565,11 +565,11 @@ func (w *Worker) process(sl *slot, j *job) {
 		w.forgetCancel(j.id)
 		w.settleAttempt(j, broker.Cancel, nil, 0, nil)
 		if bk != nil {
-			w.noteBatch(bk, j.id, "", "dropped")
+			w.noteBatch(bk, j.id, "", unstarted(env.Retried, j.recovered))
 		}
 		return
 	}
-	if w.expired(j, env.Batch) { // checking its batch took a round trip
+	if w.expired(j, env.Batch, unstarted(env.Retried, j.recovered)) { // checking its batch took a round trip
 		return
 	}
 	st := &core.State{
@@ -706,7 +706,18 @@ func (w *Worker) process(sl *slot, j *job) {
 // buffer (or for a renewed lease, or for its batch's check) never starts, and
 // ends as one found expired at fetch does — not an attempt, counted per queue,
 // and "dropped" in its batch (batch is 0 when unknown).
-func (w *Worker) expired(j *job, batch int64) bool {
+// unstarted is the batch end of a task dropped after batchStart noted it as
+// started: on its first attempt its handler never ran, so it never started.
+func unstarted(retried, recovered int) string {
+	if retried == 0 && recovered == 0 {
+		return "unstarted"
+	}
+	return "dropped"
+}
+
+// expired settles j as expired if its deadline has passed, and counts it in its
+// batch with the end batchEnd ("dropped", or "unstarted" once batchStart ran).
+func (w *Worker) expired(j *job, batch int64, batchEnd string) bool {
 	if j.expireAt.IsZero() {
 		return false
 	}
@@ -718,7 +729,7 @@ func (w *Worker) expired(j *job, batch int64) bool {
 		zap.String("queue", j.q.Name), zap.Duration("late", now.Sub(j.expireAt)))
 	w.settle(j, broker.Expire, nil, 0)
 	if batch > 0 {
-		w.noteBatch(w.out.batch(batch), j.id, "", "dropped")
+		w.noteBatch(w.out.batch(batch), j.id, "", batchEnd)
 	}
 	return true
 }

@@ -104,11 +104,21 @@ func waitBatch(ctx context.Context, app *rediq.App, id int64, view progressView)
 		}
 		st = next
 		switch {
-		case st.Stopped && st.Running == 0:
-			// The end shows what BatchStat says from now on: the running
-			// handlers, cancelled at the stop, have ended.
-			err := &rediq.BatchStoppedError{Batch: id, Reason: st.StopReason}
-			return errors.Join(libError(err), view.end(st, err))
+		case st.Stopped:
+			// The end shows what BatchStat says from now on: WaitBatch ends
+			// the started tasks that waited for a retry and waits for the
+			// running handlers, cancelled at the stop, to end.
+			final, err := app.WaitBatch(ctx, id)
+			if ctx.Err() != nil {
+				return errors.Join(fmt.Errorf("interrupted: batch %d has not completed", id), view.end(st, ctx.Err()))
+			}
+			if final.ID == 0 {
+				final = st
+			}
+			if err == nil {
+				err = &rediq.BatchStoppedError{Batch: id, Reason: st.StopReason}
+			}
+			return errors.Join(libError(err), view.end(final, err))
 		case !st.Finished.IsZero() && !st.Stopped:
 			return view.end(st, nil)
 		}

@@ -118,6 +118,12 @@ func (b *Broker) Unended(ctx context.Context, k *BatchKeys) ([]string, error) {
 	return b.rdb.SDiff(ctx, k.Members, k.Ended).Result()
 }
 
+// Running returns the ids of the batch's tasks that started and have not ended
+// (running, or waiting for a retry).
+func (b *Broker) Running(ctx context.Context, k *BatchKeys) ([]string, error) {
+	return b.rdb.SDiff(ctx, k.Started, k.Ended).Result()
+}
+
 // OnCompleteDone clears the batch's pending-OnComplete flag.
 func (b *Broker) OnCompleteDone(ctx context.Context, k *BatchKeys) error {
 	return b.rdb.HDel(ctx, k.Info, "oncomplete_pending").Err()

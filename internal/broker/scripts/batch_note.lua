@@ -2,7 +2,9 @@
 -- ARGV[1] task id   ARGV[2] worker name   ARGV[3] attempt: "x" ran and succeeded,
 -- "f" ran and failed, "" none   ARGV[4] end: "succeeded", "failed" (dead),
 -- "cancelled" (while it ran), "dropped" (cancelled before it started) — the two
--- are told apart here, by the started set —, or ""
+-- are told apart here, by the started set —, "unstarted" (dropped after
+-- batch_start noted it, on its first attempt: taken out of the started set and
+-- counted dropped), or ""
 -- (not ended: a retry follows)   ARGV[5] for a "failed" end, its last error: counted in
 -- PRE..errors (hash: error text -> tasks that died with it), and the task's id kept
 -- in PRE..errids (hash: error text -> JSON array of the first ERRIDS ids)
@@ -20,6 +22,12 @@ if e ~= '' and redis.call('EXISTS', KEYS[1]) == 1 and redis.call('SADD', KEYS[4]
   -- A cancelled end is "cancelled" if the task ever started, else "dropped",
   -- whatever the caller saw: a task cancelled while it waited for a retry
   -- had run, one whose worker found its batch stopped at start had not.
+  -- "unstarted": dropped after batch_start noted it, before its handler ever
+  -- ran (its first attempt): it never started.
+  if e == 'unstarted' then
+    redis.call('SREM', KEYS[3], ARGV[1])
+    e = 'dropped'
+  end
   if e == 'cancelled' or e == 'dropped' then
     e = redis.call('SISMEMBER', KEYS[3], ARGV[1]) == 1 and 'cancelled' or 'dropped'
   end
