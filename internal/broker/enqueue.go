@@ -278,7 +278,10 @@ func (b *Broker) retrying(ctx context.Context, call func(context.Context) error)
 func Retryable(err error) bool {
 	var re redis.Error
 	if errors.As(err, &re) {
-		for _, p := range []string{"LOADING", "READONLY", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN", "BUSY"} {
+		// MOVED and ASK reach us only from the per-node calls of WaitReplicas
+		// on a Cluster (go-redis follows them otherwise), which reload the
+		// slot map first: sent again, the call goes to the right node.
+		for _, p := range []string{"LOADING", "READONLY", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN", "BUSY", "MOVED ", "ASK "} {
 			if redis.HasErrorPrefix(err, p) {
 				return true
 			}
@@ -298,7 +301,10 @@ func Refused(err error) bool {
 	if !errors.As(err, &re) {
 		return false
 	}
-	for _, p := range []string{"WRONGPASS", "NOAUTH", "NOPERM", "OOM", "ERR rediq:", "NOSCRIPT"} {
+	// A node that answers MOVED or ASK ran nothing: the slot is another's.
+	// go-redis's HasErrorPrefix drops a leading "ERR ", so the scripts'
+	// "ERR rediq: …" replies match "rediq:".
+	for _, p := range []string{"WRONGPASS", "NOAUTH", "NOPERM", "OOM", "ERR rediq:", "rediq:", "NOSCRIPT", "MOVED ", "ASK "} {
 		if redis.HasErrorPrefix(err, p) {
 			return true
 		}
