@@ -4,11 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"math/rand/v2"
-	"net"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -189,14 +186,14 @@ type retrier struct {
 // Wait's pauses between tries: from retryFirst, doubling up to retryMax.
 const retryFirst, retryMax = 10 * time.Millisecond, time.Second
 
-// pause returns err at once unless it is a connection error (see transient);
+// pause returns err at once unless it is a connection error (broker.Transient);
 // otherwise it pauses before the next try and returns nil, or returns ctx's
 // error if ctx ends first. A token on wake ends the pause early.
 func (r *retrier) pause(ctx context.Context, err error, wake <-chan struct{}) error {
 	if ctx.Err() != nil {
 		return r.ctxErr(ctx)
 	}
-	if !transient(err) {
+	if !broker.Transient(err) {
 		return err
 	}
 	r.last = err
@@ -227,29 +224,6 @@ func (r *retrier) ctxErr(ctx context.Context) error {
 		return context.Cause(ctx)
 	}
 	return fmt.Errorf("%w (rediq: wait: Redis could not be reached: %v)", context.Cause(ctx), r.last)
-}
-
-// transient reports whether err is a failure to talk to Redis that a later try
-// may not meet: a lost or refused connection, a timeout, a server that is
-// loading or failing over. An answer that refuses the command is not, nor is
-// a closed client.
-func transient(err error) bool {
-	var re redis.Error
-	switch {
-	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded), errors.Is(err, redis.ErrClosed):
-		return false
-	case errors.As(err, &re):
-		for _, p := range []string{"LOADING", "READONLY", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN"} {
-			if redis.HasErrorPrefix(re, p) {
-				return true
-			}
-		}
-		return false
-	}
-	var ne net.Error
-	return errors.As(err, &ne) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
-		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNREFUSED) ||
-		errors.Is(err, redis.ErrPoolTimeout) || errors.Is(err, redis.ErrPoolExhausted) || errors.Is(err, broker.ErrUnreachable)
 }
 
 // sameTask fails with a *WrongTaskError if the record of id names a task other
