@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"syscall"
 	"testing"
 
@@ -24,6 +25,7 @@ func TestTransient(t *testing.T) {
 		{"nil", nil, false},
 		{"EOF", fmt.Errorf("find: %w", io.EOF), true},
 		{"reset", &net.OpError{Op: "read", Net: "tcp", Err: syscall.ECONNRESET}, true},
+		{"i/o timeout", &net.OpError{Op: "read", Net: "tcp", Err: os.ErrDeadlineExceeded}, true},
 		{"broken pipe", fmt.Errorf("x: %w", syscall.EPIPE), true},
 		{"refused dial", &net.OpError{Op: "dial", Net: "tcp", Err: syscall.ECONNREFUSED}, true},
 		{"pool timeout", redis.ErrPoolTimeout, true},
