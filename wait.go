@@ -223,7 +223,7 @@ func (r *retrier) ctxErr(ctx context.Context) error {
 	if r.last == nil {
 		return context.Cause(ctx)
 	}
-	return fmt.Errorf("%w (rediq: wait: Redis could not be reached: %v)", context.Cause(ctx), r.last)
+	return fmt.Errorf("rediq: wait: %w; Redis could not be reached meanwhile: %v", context.Cause(ctx), r.last)
 }
 
 // sameTask fails with a *WrongTaskError if the record of id names a task other
