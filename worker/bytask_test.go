@@ -791,6 +791,52 @@ func TestWaitRetriesWhileRedisIsAway(t *testing.T) {
 	}
 }
 
+// A Redis that takes connections and answers nothing (a partition, a frozen
+// server) gives Wait i/o timeouts: it tries again, and returns the result
+// once Redis answers.
+func TestWaitRetriesTimeouts(t *testing.T) {
+	t.Parallel()
+	testredis.RequireReal(t)
+	e := newEnv(t)
+	ctx := context.Background()
+	task := rediq.Register(e.app, "t", func(ctx context.Context, n int) (int, error) { return n * 3, nil },
+		rediq.Retention(time.Minute))
+	proxy := testredis.NewProxy(t, strings.TrimPrefix(testredis.URL(), "redis://"))
+	waiter, err := rediq.New(rediq.Config{RedisURL: proxy.URL() + "?read_timeout=300ms&write_timeout=300ms", Namespace: e.ns})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer waiter.Close()
+	wtask := rediq.Register(waiter, "t", func(ctx context.Context, n int) (int, error) { return 0, nil })
+	id, err := task.Enqueue(ctx, 5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy.Blackhole(true)
+	done := make(chan error, 1)
+	go func() {
+		wctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+		defer cancel()
+		got, err := wtask.Wait(wctx, id)
+		if err == nil && got != 15 {
+			err = fmt.Errorf("got %d, want 15", got)
+		}
+		done <- err
+	}()
+	// Longer than go-redis's read timeout with its retries.
+	select {
+	case err := <-done:
+		t.Fatalf("Wait returned while Redis answered nothing: %v", err)
+	case <-time.After(2500 * time.Millisecond):
+	}
+	e.start(e.app, worker.Config{})
+	waitFor(t, 10*time.Second, "the task to succeed", func() bool { return e.state(id) == rediq.StateSucceeded })
+	proxy.Blackhole(false)
+	if err := <-done; err != nil {
+		t.Fatalf("Wait after Redis answered again: %v", err)
+	}
+}
+
 // Review findings: each of these once lost or hung something.
 func TestCancelEdges(t *testing.T) {
 	t.Parallel()
