@@ -897,7 +897,8 @@ func (w *outputWriter) Write(p []byte) (int, error) {
 }
 
 // Collect adds row to the current task's batch table name. Outside a batch it
-// returns an error.
+// returns an error. A lost connection is retried for up to 10 s before its
+// error is returned; a row whose reply was lost may be added twice.
 func Collect(ctx context.Context, name string, row any) error {
 	s := core.StateFrom(ctx)
 	if s == nil || s.Collect == nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"sync"
 	"time"
 
@@ -30,7 +31,13 @@ const RunRetention = time.Minute
 //   - the id of a task of another name: a *WrongTaskError matching
 //     ErrWrongTask, at once (another task's result is never decoded as this
 //     one's);
-//   - ctx ending first: ctx's error.
+//   - ctx ending first: ctx's error (matching it with errors.Is; if Redis
+//     could not be reached meanwhile, the error says why).
+//
+// A cut connection, a failover or a Redis that is away for a while does not end
+// Wait: it subscribes and looks again, pausing between tries (from 10 ms,
+// doubling to 1 s), until ctx ends — give ctx a deadline to bound it. Errors
+// that Redis answers (a refused command, a wrong password) end it at once.
 func (t *Task[A, R]) Wait(ctx context.Context, id TaskID) (R, error) {
 	var zero R
 	raw, err := t.app.wait(ctx, id, t.def.Name)
@@ -110,11 +117,15 @@ func (t *Task[A, R]) memoized(ctx context.Context, args A) (R, bool, error) {
 }
 
 // wait returns the raw result of the task id, a task named name, once it has
-// finished.
+// finished. Connection errors are retried until ctx ends (see Wait).
 func (a *App) wait(ctx context.Context, id TaskID, name string) ([]byte, error) {
+	var r retrier
 	rec, err := a.find(ctx, id, nil)
-	if err != nil {
-		return nil, err
+	for err != nil {
+		if err = r.pause(ctx, err, nil); err != nil {
+			return nil, err
+		}
+		rec, err = a.find(ctx, id, nil)
 	}
 	if err := sameTask(id, name, rec); err != nil {
 		return nil, err
@@ -131,7 +142,7 @@ func (a *App) wait(ctx context.Context, id TaskID, name string) ([]byte, error) 
 	if h == nil {
 		return nil, errHubClosed
 	}
-	w, err := h.add(ctx, q.FinChannel(string(id)))
+	w, err := h.add(ctx, q.FinChannel(string(id)), &r)
 	if err != nil {
 		return nil, err
 	}
@@ -141,8 +152,14 @@ func (a *App) wait(ctx context.Context, id TaskID, name string) ([]byte, error) 
 		// for what finished before.
 		rec, err := a.find(ctx, id, []string{rec.Queue})
 		if err != nil {
-			return nil, err
+			// Still subscribed: a message or a re-subscription ends the
+			// pause early.
+			if err := r.pause(ctx, err, w.ch); err != nil {
+				return nil, err
+			}
+			continue
 		}
+		r.reset()
 		if err := sameTask(id, name, rec); err != nil {
 			return nil, err // deleted and enqueued again as another task meanwhile
 		}
@@ -158,6 +175,55 @@ func (a *App) wait(ctx context.Context, id TaskID, name string) ([]byte, error) 
 			return nil, context.Cause(ctx)
 		}
 	}
+}
+
+// retrier paces Wait's tries after connection errors.
+type retrier struct {
+	tries int
+	last  error // the last connection error, said when ctx ends
+}
+
+// Wait's pauses between tries: from retryFirst, doubling up to retryMax.
+const retryFirst, retryMax = 10 * time.Millisecond, time.Second
+
+// pause returns err at once unless it is a connection error (broker.Transient);
+// otherwise it pauses before the next try and returns nil, or returns ctx's
+// error if ctx ends first. A token on wake ends the pause early.
+func (r *retrier) pause(ctx context.Context, err error, wake <-chan struct{}) error {
+	if ctx.Err() != nil {
+		return r.ctxErr(ctx)
+	}
+	if !broker.Transient(err) {
+		return err
+	}
+	r.last = err
+	d := retryMax
+	if r.tries < 10 {
+		d = min(retryFirst<<r.tries, retryMax)
+	}
+	r.tries++
+	d = d/2 + rand.N(d/2+1) // jittered, so that many waiters do not retry in step
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-wake:
+	case <-ctx.Done():
+		return r.ctxErr(ctx)
+	}
+	return nil
+}
+
+// reset forgets the errors so far: Redis answered.
+func (r *retrier) reset() { r.tries, r.last = 0, nil }
+
+// ctxErr is ctx's error, with the last connection error if one came since
+// Redis last answered.
+func (r *retrier) ctxErr(ctx context.Context) error {
+	if r.last == nil {
+		return context.Cause(ctx)
+	}
+	return fmt.Errorf("rediq: wait: %w; Redis could not be reached meanwhile: %v", context.Cause(ctx), r.last)
 }
 
 // sameTask fails with a *WrongTaskError if the record of id names a task other
@@ -217,6 +283,10 @@ type waitHub struct {
 type waitChan struct {
 	waiters   map[*waiter]struct{}
 	confirmed bool
+	// unsent: its SUBSCRIBE is not known to be written (new, or the last
+	// write failed), so the next waiter to look sends one. A SUBSCRIBE sent
+	// twice is only confirmed twice.
+	unsent bool
 }
 
 type waiter struct {
@@ -231,8 +301,9 @@ func newWaitHub(rdb redis.UniversalClient) *waitHub {
 }
 
 // add registers a waiter on channel and returns once Redis has confirmed the
-// subscription (so nothing published later is missed).
-func (h *waitHub) add(ctx context.Context, channel string) (*waiter, error) {
+// subscription (so nothing published later is missed). A SUBSCRIBE that fails
+// on a connection error is sent again after r's pause, until ctx ends.
+func (h *waitHub) add(ctx context.Context, channel string, r *retrier) (*waiter, error) {
 	w := &waiter{channel: channel, ch: make(chan struct{}, 1)}
 	h.mu.Lock()
 	if h.closed {
@@ -245,25 +316,18 @@ func (h *waitHub) add(ctx context.Context, channel string) (*waiter, error) {
 		go h.loop(h.ps, h.done, h.quit)
 	}
 	c := h.subs[channel]
-	fresh := c == nil
-	if fresh {
-		c = &waitChan{waiters: map[*waiter]struct{}{}}
+	if c == nil {
+		c = &waitChan{waiters: map[*waiter]struct{}{}, unsent: true}
 		h.subs[channel] = c
 	}
 	c.waiters[w] = struct{}{}
 	ps := h.ps
 	h.mu.Unlock()
-	if fresh {
-		if err := ps.Subscribe(ctx, channel); err != nil {
-			h.mu.Lock()
-			delete(h.subs, channel) // unconfirmed and never sent
-			h.mu.Unlock()
-			return nil, fmt.Errorf("rediq: wait: subscribe: %w", err)
-		}
-	}
 	for {
 		h.mu.Lock()
 		confirmed, closed := c.confirmed, h.closed
+		send := c.unsent && !confirmed && !closed
+		c.unsent = c.unsent && !send
 		h.mu.Unlock()
 		switch {
 		case closed:
@@ -271,11 +335,27 @@ func (h *waitHub) add(ctx context.Context, channel string) (*waiter, error) {
 		case confirmed:
 			return w, nil
 		}
+		if send {
+			if err := ps.Subscribe(ctx, channel); err != nil {
+				h.mu.Lock()
+				c.unsent = true
+				h.mu.Unlock()
+				// go-redis may have dropped the connection and made a new
+				// one without this channel: send it again after a pause,
+				// cut short by a confirmation.
+				if err := r.pause(ctx, fmt.Errorf("rediq: wait: subscribe: %w", err), w.ch); err != nil {
+					h.remove(w)
+					return nil, err
+				}
+				continue
+			}
+			r.reset()
+		}
 		select {
 		case <-w.ch:
 		case <-ctx.Done():
 			h.remove(w)
-			return nil, context.Cause(ctx)
+			return nil, r.ctxErr(ctx)
 		}
 	}
 }
@@ -300,6 +380,16 @@ func (h *waitHub) remove(w *waiter) {
 	drop := len(c.waiters) == 0 && c.confirmed
 	if drop {
 		delete(h.subs, w.channel)
+	}
+	if !c.confirmed && c.unsent {
+		// w may have been the one to send the SUBSCRIBE again: another
+		// waiter takes over.
+		for o := range c.waiters {
+			select {
+			case o.ch <- struct{}{}:
+			default:
+			}
+		}
 	}
 	ps := h.ps
 	h.mu.Unlock()

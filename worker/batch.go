@@ -131,6 +131,10 @@ func (o *output) loop(ctx context.Context, stop <-chan struct{}) {
 	}
 }
 
+// collectTimeout bounds a Collect call, its retries after connection errors
+// included.
+const collectTimeout = 10 * time.Second
+
 // batchState sets up st for a task of batch id: Print and Collect.
 func (w *Worker) batchState(st *core.State, k *broker.BatchKeys, name string) {
 	st.Batch = k.ID
@@ -138,9 +142,22 @@ func (w *Worker) batchState(st *core.State, k *broker.BatchKeys, name string) {
 		w.out.add(k, broker.OutLine{Task: st.ID, Name: name, Worker: w.cfg.Name, Line: line})
 	}
 	st.Collect = func(table string, rows [][]byte) error {
-		ctx, cancel := context.WithTimeout(w.base, 10*time.Second)
+		// A cut connection must not fail the handler: the rows are sent
+		// again until Redis answers or collectTimeout passes (at least once,
+		// as output: rows whose reply was lost may be added twice).
+		ctx, cancel := context.WithTimeout(w.base, collectTimeout)
 		defer cancel()
-		return w.b.AddRows(ctx, k, table, w.cfg.Name, rows)
+		for try := 1; ; try++ {
+			err := w.b.AddRows(ctx, k, table, w.cfg.Name, rows)
+			if !broker.Transient(err) {
+				return err
+			}
+			select {
+			case <-time.After(retryDelay(try)):
+			case <-ctx.Done():
+				return err
+			}
+		}
 	}
 }
 

@@ -465,7 +465,8 @@ func TestBatchOutputSurvivesCutConnections(t *testing.T) {
 	close(stopCuts)
 	<-cutsDone
 	if err != nil || st.Succeeded != 100 {
-		t.Fatalf("stat %+v, %v", st, err)
+		errs, _ := e.app.BatchErrors(ctx, b.ID())
+		t.Fatalf("stat %+v, %v; errors %+v", st, err, errs)
 	}
 	seen := map[string]bool{}
 	for l, err := range b.Lines(ctx) {
@@ -477,6 +478,68 @@ func TestBatchOutputSurvivesCutConnections(t *testing.T) {
 	}
 	if len(seen) != 300 {
 		t.Fatalf("%d distinct lines of 300 arrived", len(seen))
+	}
+}
+
+// Collect while Redis is away for longer than go-redis retries a command:
+// the rows go in once it is back, and the handler, which returns Collect's
+// error, succeeds.
+func TestCollectSurvivesRedisAway(t *testing.T) {
+	t.Parallel()
+	testredis.RequireReal(t)
+	e := newEnv(t)
+	ctx := context.Background()
+	proxy := testredis.NewProxy(t, strings.TrimPrefix(testredis.URL(), "redis://"))
+	wapp, err := rediq.New(rediq.Config{RedisURL: proxy.URL(), Namespace: e.ns})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { wapp.Close() }) // after the worker's stop
+	started, away := make(chan struct{}, 1), make(chan struct{})
+	collect := func(app *rediq.App) *rediq.Task[int, int] {
+		return rediq.Register(app, "collect", func(ctx context.Context, n int) (int, error) {
+			select {
+			case started <- struct{}{}:
+			default:
+			}
+			<-away
+			return n, rediq.Collect(ctx, "rows", batchRow{n, "collected"})
+		}, rediq.Queue("batch"), rediq.Retries(0))
+	}
+	task := collect(e.app)
+	collect(wapp)
+	e.start(wapp, worker.Config{})
+	b, err := e.app.NewBatch(ctx, rediq.BatchOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	if _, err := task.Enqueue(ctx, 7, rediq.InBatch(b)); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-started:
+	case <-time.After(10 * time.Second):
+		close(away)
+		t.Fatal("the handler did not start")
+	}
+	proxy.Refuse(true)
+	proxy.CutAll()
+	close(away)
+	// Away for longer than go-redis retries a command (3 retries, at most
+	// 512 ms apart).
+	time.Sleep(2 * time.Second)
+	proxy.Refuse(false)
+	wctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	st, err := b.Wait(wctx)
+	if err != nil || st.Succeeded != 1 || st.Failed != 0 {
+		errs, _ := e.app.BatchErrors(ctx, b.ID())
+		t.Fatalf("stat %+v, %v; errors %+v", st, err, errs)
+	}
+	rows, err := rediq.ReadTable[batchRow](ctx, e.app, b.ID(), "rows", rediq.TableOptions{})
+	if err != nil || len(rows) == 0 || rows[0] != (batchRow{7, "collected"}) {
+		t.Fatalf("rows %+v, %v", rows, err)
 	}
 }
 

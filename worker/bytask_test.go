@@ -701,6 +701,142 @@ func TestWaitSurvivesCutConnections(t *testing.T) {
 	}
 }
 
+// A Redis that is away — connections cut, new ones refused — does not end a
+// Wait: it tries again until Redis is back or its ctx ends, and then finds a
+// task that finished meanwhile, whether it was looking or already subscribed.
+func TestWaitRetriesWhileRedisIsAway(t *testing.T) {
+	t.Parallel()
+	testredis.RequireReal(t)
+	e := newEnv(t)
+	ctx := context.Background()
+	gate := make(chan struct{})
+	release := sync.OnceFunc(func() { close(gate) })
+	defer release() // before the worker stops
+	task := rediq.Register(e.app, "t", func(ctx context.Context, n int) (int, error) {
+		select {
+		case <-gate:
+			return n * 3, nil
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		}
+	}, rediq.Retention(time.Minute))
+	e.start(e.app, worker.Config{})
+	proxy := testredis.NewProxy(t, strings.TrimPrefix(testredis.URL(), "redis://"))
+	waiter, err := rediq.New(rediq.Config{RedisURL: proxy.URL(), Namespace: e.ns})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer waiter.Close()
+	wtask := rediq.Register(waiter, "t", func(ctx context.Context, n int) (int, error) { return 0, nil })
+	type result struct {
+		n   int
+		err error
+	}
+	wait := func(ctx context.Context, id rediq.TaskID) chan result {
+		done := make(chan result, 1)
+		go func() {
+			n, err := wtask.Wait(ctx, id)
+			done <- result{n, err}
+		}()
+		return done
+	}
+	wctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+
+	// Subscribed before Redis goes away; the task finishes while it is away,
+	// so the message is lost.
+	subscribed, err := task.Enqueue(ctx, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	early := wait(wctx, subscribed)
+	fin := e.queue("default").FinChannel(string(subscribed))
+	waitFor(t, 10*time.Second, "the waiter to subscribe", func() bool {
+		return e.rdb.PubSubNumSub(ctx, fin).Val()[fin] == 1
+	})
+	proxy.Refuse(true)
+	proxy.CutAll()
+	// Looking while Redis is away: it keeps trying.
+	looking, err := task.Enqueue(ctx, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conns := proxy.Conns()
+	late := wait(wctx, looking)
+	waitFor(t, 10*time.Second, "the waiter to try again", func() bool { return proxy.Conns() >= conns+3 })
+	// A ctx that ends while Redis is away: its error.
+	sctx, scancel := context.WithTimeout(ctx, 200*time.Millisecond)
+	defer scancel()
+	if r := <-wait(sctx, looking); !errors.Is(r.err, context.DeadlineExceeded) {
+		t.Fatalf("Wait with a ctx ending while Redis is away = %v, %v; want its deadline", r.n, r.err)
+	}
+	// Away for longer than go-redis retries a command (3 retries, at most
+	// 512 ms apart): the waiters must not give up.
+	select {
+	case r := <-early:
+		t.Fatalf("Wait (subscribed) returned while Redis was away: %v, %v", r.n, r.err)
+	case r := <-late:
+		t.Fatalf("Wait (looking) returned while Redis was away: %v, %v", r.n, r.err)
+	case <-time.After(2500 * time.Millisecond):
+	}
+	release()
+	for _, id := range []rediq.TaskID{subscribed, looking} {
+		waitFor(t, 10*time.Second, "the task to succeed", func() bool { return e.state(id) == rediq.StateSucceeded })
+	}
+	proxy.Refuse(false)
+	for i, done := range []chan result{early, late} {
+		if r := <-done; r.err != nil || r.n != 3*(i+1) {
+			t.Fatalf("Wait after Redis came back = %v, %v; want %d", r.n, r.err, 3*(i+1))
+		}
+	}
+}
+
+// A Redis that takes connections and answers nothing (a partition, a frozen
+// server) gives Wait i/o timeouts: it tries again, and returns the result
+// once Redis answers.
+func TestWaitRetriesTimeouts(t *testing.T) {
+	t.Parallel()
+	testredis.RequireReal(t)
+	e := newEnv(t)
+	ctx := context.Background()
+	task := rediq.Register(e.app, "t", func(ctx context.Context, n int) (int, error) { return n * 3, nil },
+		rediq.Retention(time.Minute))
+	proxy := testredis.NewProxy(t, strings.TrimPrefix(testredis.URL(), "redis://"))
+	waiter, err := rediq.New(rediq.Config{RedisURL: proxy.URL() + "?read_timeout=300ms&write_timeout=300ms", Namespace: e.ns})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer waiter.Close()
+	wtask := rediq.Register(waiter, "t", func(ctx context.Context, n int) (int, error) { return 0, nil })
+	id, err := task.Enqueue(ctx, 5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy.Blackhole(true)
+	done := make(chan error, 1)
+	go func() {
+		wctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+		defer cancel()
+		got, err := wtask.Wait(wctx, id)
+		if err == nil && got != 15 {
+			err = fmt.Errorf("got %d, want 15", got)
+		}
+		done <- err
+	}()
+	// Longer than go-redis's read timeout with its retries.
+	select {
+	case err := <-done:
+		t.Fatalf("Wait returned while Redis answered nothing: %v", err)
+	case <-time.After(2500 * time.Millisecond):
+	}
+	e.start(e.app, worker.Config{})
+	waitFor(t, 10*time.Second, "the task to succeed", func() bool { return e.state(id) == rediq.StateSucceeded })
+	proxy.Blackhole(false)
+	if err := <-done; err != nil {
+		t.Fatalf("Wait after Redis answered again: %v", err)
+	}
+}
+
 // Review findings: each of these once lost or hung something.
 func TestCancelEdges(t *testing.T) {
 	t.Parallel()

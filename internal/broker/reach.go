@@ -1,12 +1,14 @@
 package broker
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"net"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -149,10 +151,42 @@ func (c *watchedConn) Read(b []byte) (int, error) {
 }
 
 func (c *watchedConn) Write(b []byte) (int, error) {
-	if c.answered.Load() {
+	answered := c.answered.Load()
+	if answered {
 		c.r.commands.Add(1)
 	}
-	return c.Conn.Write(b)
+	n, err := c.Conn.Write(b)
+	if err != nil && !answered && (errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)) {
+		err = c.hungUp(err)
+	}
+	return n, err
+}
+
+// hangUpRead bounds the read of what a server said before it hung up.
+const hangUpRead = 100 * time.Millisecond
+
+// hungUp returns werr, the error of a write on a connection the server never
+// answered, with what the server said before it hung up. A server that refuses
+// a connection says why and closes it — a TLS server that requires a client
+// certificate sends its alert after the handshake, which the client finished
+// first (TLS 1.3) — and the reset that follows reaches the client's next write
+// before anything reads the reason waiting in the socket. Nothing else reads
+// this connection again (go-redis drops it on a failed write).
+func (c *watchedConn) hungUp(werr error) error {
+	if err := c.Conn.SetReadDeadline(time.Now().Add(hangUpRead)); err != nil {
+		return werr
+	}
+	buf := make([]byte, 256)
+	n, rerr := c.Conn.Read(buf)
+	var op *net.OpError
+	switch {
+	case errors.As(rerr, &op) && op.Op == "remote error": // a TLS alert
+		return fmt.Errorf("%w (after %w)", rerr, werr)
+	case n > 0:
+		line, _, _ := bytes.Cut(buf[:n], []byte("\r\n"))
+		return fmt.Errorf("%w (the server said %q before it hung up)", werr, line)
+	}
+	return werr
 }
 
 // NetConn lets go-redis reach the socket under the wrapper, as it reaches the
