@@ -8,11 +8,6 @@ import (
 	"github.com/rediq/rediq/internal/broker"
 )
 
-type replyError string
-
-func (e replyError) Error() string { return string(e) }
-func (replyError) RedisError()     {}
-
 // Which errors mean the call did not run (Refused) and which may go away when
 // sent again (Retryable): a redirect from a per-node call of WaitReplicas on a
 // Cluster is both — before, it left an enqueue's outcome unknown.
