@@ -268,7 +268,12 @@ func (a *App) hub() *waitHub {
 // and every message wakes the channel's waiters, which then look at the task:
 // a reconnect that lost a message costs a look, never a hang.
 type waitHub struct {
-	rdb    redis.UniversalClient
+	rdb redis.UniversalClient
+	// wire is held from the decision to SUBSCRIBE or UNSUBSCRIBE a channel
+	// until the command is written, so that the two reach Redis in the order
+	// they were decided: a Wait that subscribes a channel just dropped by the
+	// last waiter of an earlier Wait is never unsubscribed by it.
+	wire   sync.Mutex
 	mu     sync.Mutex
 	ps     *redis.PubSub
 	subs   map[string]*waitChan
@@ -324,11 +329,15 @@ func (h *waitHub) add(ctx context.Context, channel string, r *retrier) (*waiter,
 	ps := h.ps
 	h.mu.Unlock()
 	for {
+		h.wire.Lock()
 		h.mu.Lock()
 		confirmed, closed := c.confirmed, h.closed
 		send := c.unsent && !confirmed && !closed
 		c.unsent = c.unsent && !send
 		h.mu.Unlock()
+		if !send {
+			h.wire.Unlock()
+		}
 		switch {
 		case closed:
 			return nil, errHubClosed
@@ -336,7 +345,9 @@ func (h *waitHub) add(ctx context.Context, channel string, r *retrier) (*waiter,
 			return w, nil
 		}
 		if send {
-			if err := ps.Subscribe(ctx, channel); err != nil {
+			err := ps.Subscribe(ctx, channel)
+			h.wire.Unlock()
+			if err != nil {
 				h.mu.Lock()
 				c.unsent = true
 				h.mu.Unlock()
@@ -370,6 +381,8 @@ func (h *waitHub) alive() bool {
 // remove drops a waiter, unsubscribing its channel if it was the last and its
 // subscription is confirmed (else the confirmation does it).
 func (h *waitHub) remove(w *waiter) {
+	h.wire.Lock()
+	defer h.wire.Unlock()
 	h.mu.Lock()
 	c := h.subs[w.channel]
 	if c == nil || h.ps == nil {
@@ -424,6 +437,7 @@ func (h *waitHub) loop(ps *redis.PubSub, done, quit chan struct{}) {
 		default:
 			continue
 		}
+		h.wire.Lock()
 		h.mu.Lock()
 		c := h.subs[channel]
 		drop := false
@@ -443,6 +457,7 @@ func (h *waitHub) loop(ps *redis.PubSub, done, quit chan struct{}) {
 		if drop {
 			_ = ps.Unsubscribe(context.Background(), channel)
 		}
+		h.wire.Unlock()
 	}
 }
 
