@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/vmihailenco/msgpack/v5"
@@ -110,6 +111,7 @@ type Batch struct {
 	opts      BatchOptions
 	hold      *batchHold
 	closeOnce sync.Once
+	closed    atomic.Bool // Close was called: no task may be added
 }
 
 // batchHold is a producer's hold on its open batch: a goroutine that renews
@@ -125,6 +127,10 @@ type batchHold struct {
 	done     chan struct{} // closed when the goroutine has returned
 	stopOnce sync.Once
 	sealOnce sync.Once
+	// lapsed: a renewal found the keep-alive key gone (the producer was cut
+	// off or frozen for its timeout): the batch was stopped, or completed,
+	// without it, and no task may be added to it any more.
+	lapsed atomic.Bool
 }
 
 // end ends the hold and waits for its goroutine.
@@ -161,10 +167,19 @@ func (h *batchHold) run() {
 		case <-t.C:
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), every)
-		err := h.app.core.Broker().KeepAlive(ctx, h.keys, h.ttl)
+		held, err := h.app.core.Broker().KeepAlive(ctx, h.keys, h.ttl)
 		cancel()
-		if err != nil {
+		switch {
+		case err != nil:
 			h.app.core.Log.Warn("batch keep-alive failed; retrying", zapBatch(h.keys.ID), zapErr(err))
+		case !held:
+			h.lapsed.Store(true)
+			h.app.core.Log.Warn("batch keep-alive lapsed (this producer was cut off or frozen past its keep-alive timeout): "+
+				"the batch stopped, or completed, without it; tasks can no longer be added to it", zapBatch(h.keys.ID))
+			h.app.batchMu.Lock()
+			delete(h.app.heldBatches, h)
+			h.app.batchMu.Unlock()
+			return
 		}
 	}
 }
@@ -280,6 +295,7 @@ func (b *Batch) ID() int64 { return b.keys.ID }
 func (b *Batch) Close() error {
 	var err error
 	b.closeOnce.Do(func() {
+		b.closed.Store(true)
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		// Sealed before the hold ends: should the seal fail, a detached
@@ -466,8 +482,15 @@ func (a *App) reconcileIDs(ctx context.Context, k *broker.BatchKeys, stopped boo
 // result to b's tables, and it counts in b's stat.
 func InBatch(b *Batch) EnqueueOption {
 	return enqueueOnly(func(o *enqueueOptions) {
-		if b == nil {
+		switch {
+		case b == nil:
 			o.fail("nil batch")
+			return
+		case b.closed.Load():
+			o.fail("batch %d is closed: no task can be added to it", b.keys.ID)
+			return
+		case b.hold.lapsed.Load():
+			o.fail("batch %d stopped or completed without its producer (its keep-alive lapsed): no task can be added to it", b.keys.ID)
 			return
 		}
 		o.batch = b

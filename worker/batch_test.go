@@ -829,3 +829,46 @@ func TestStoppedBatchEndsItsRetryWaitingTasks(t *testing.T) {
 		})
 	}
 }
+
+// No task is added to a batch its producer closed, or whose keep-alive lapsed
+// (the producer was frozen or cut off past its timeout, and the batch stopped
+// or completed without it): the Enqueue fails and writes nothing.
+func TestNoTaskJoinsAClosedOrLapsedBatch(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ctx := context.Background()
+	echo, _ := registerBatchTasks(e.app)
+
+	closed, err := e.app.NewBatch(ctx, rediq.BatchOptions{Detached: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := echo.Enqueue(ctx, batchArgs{N: 1}, rediq.InBatch(closed)); err != nil {
+		t.Fatal(err)
+	}
+	if err := closed.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if id, err := echo.Enqueue(ctx, batchArgs{N: 2}, rediq.InBatch(closed)); !errors.Is(err, rediq.ErrInvalidOption) || id != "" {
+		t.Fatalf("Enqueue into a closed batch = %q, %v; want ErrInvalidOption", id, err)
+	}
+
+	lapsed, err := e.app.NewBatch(ctx, rediq.BatchOptions{Detached: true, KeepAliveTimeout: 300 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lapsed.Close()
+	// The keep-alive key gone, as after a freeze past the timeout.
+	e.rdb.Del(ctx, fmt.Sprintf("%s:{b:%d}:alive", e.ns, lapsed.ID()))
+	var last error
+	waitFor(t, 10*time.Second, "an Enqueue into the lapsed batch to be refused", func() bool {
+		_, last = echo.Enqueue(ctx, batchArgs{N: 3}, rediq.InBatch(lapsed), rediq.Delay(time.Hour))
+		return last != nil
+	})
+	if !errors.Is(last, rediq.ErrInvalidOption) || !strings.Contains(last.Error(), "keep-alive lapsed") {
+		t.Errorf("Enqueue into a lapsed batch: %v", last)
+	}
+	if n := e.rdb.Exists(ctx, fmt.Sprintf("%s:{b:%d}:alive", e.ns, lapsed.ID())).Val(); n != 0 {
+		t.Errorf("the hold made the lapsed keep-alive key again")
+	}
+}

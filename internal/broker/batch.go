@@ -96,8 +96,11 @@ func (b *Broker) NewBatch(ctx context.Context, in BatchInfo) (*BatchKeys, error)
 }
 
 // KeepAlive renews the batch's producer key (its producer holds the batch).
-func (b *Broker) KeepAlive(ctx context.Context, k *BatchKeys, ttl time.Duration) error {
-	return b.rdb.Set(ctx, k.Alive, time.Now().UnixMilli(), ttl).Err()
+// held is false if the key had lapsed: the batch was stopped (keep-alive) or
+// may have completed (detached) without its producer, which must add nothing
+// more; the key is not made again.
+func (b *Broker) KeepAlive(ctx context.Context, k *BatchKeys, ttl time.Duration) (held bool, err error) {
+	return b.rdb.SetXX(ctx, k.Alive, time.Now().UnixMilli(), ttl).Result()
 }
 
 // AddMembers records tasks enqueued in the batch (a set: counting twice
