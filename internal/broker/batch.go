@@ -400,15 +400,19 @@ func (b *Broker) SweepBatches(ctx context.Context, n int) (Swept, error) {
 	}
 	p := b.rdb.Pipeline()
 	type probe struct {
-		k     *BatchKeys
-		info  *redis.SliceCmd
-		alive *redis.IntCmd
+		k              *BatchKeys
+		info           *redis.SliceCmd
+		alive          *redis.IntCmd
+		ended, members *redis.IntCmd
 	}
 	ps := make([]probe, len(ids))
 	for i, s := range ids {
 		id, _ := strconv.ParseInt(s, 10, 64)
 		k := b.Batch(id)
-		ps[i] = probe{k, p.HMGet(ctx, k.Info, "detached", "completed", "stopped", "oncomplete_pending"), p.Exists(ctx, k.Alive)}
+		// ended and members: a detached batch is worth a script call only
+		// when all its tasks have ended.
+		ps[i] = probe{k, p.HMGet(ctx, k.Info, "detached", "completed", "stopped", "oncomplete_pending"), p.Exists(ctx, k.Alive),
+			p.SCard(ctx, k.Ended), p.SCard(ctx, k.Members)}
 	}
 	if _, err := p.Exec(ctx); err != nil {
 		return sw, err
@@ -423,6 +427,9 @@ func (b *Broker) SweepBatches(ctx context.Context, n int) (Swept, error) {
 			sw.OnComplete = append(sw.OnComplete, pr.k)
 		case v[1] != nil || v[2] != nil || pr.alive.Val() == 1: // ended, or held by its producer
 		case v[0] == "1":
+			if pr.ended.Val() < pr.members.Val() {
+				continue // tasks still to end: the last one's note completes it
+			}
 			done, err := b.CompleteBatch(ctx, pr.k)
 			if err != nil {
 				return sw, err
