@@ -108,3 +108,58 @@ type TaskFailedError struct {
 func (e *TaskFailedError) Error() string {
 	return fmt.Sprintf("rediq: task %s failed after %d retries: %s", e.ID, e.Retried, e.Err)
 }
+
+// ErrNotFinished is matched by the error of Task.Result given the record of a
+// task that has not finished: it has no result yet.
+var ErrNotFinished = errors.New("rediq: task not finished")
+
+// Args decodes the arguments of rec, a record of this task from GetTask or
+// ListTasks. A record of a task of another name gives a *WrongTaskError
+// (matching ErrWrongTask).
+func (t *Task[A, R]) Args(rec *TaskRecord) (A, error) {
+	var args A
+	if err := t.owns(rec); err != nil {
+		return args, err
+	}
+	if err := decodeArgs(rec.Args, &args); err != nil {
+		var zero A
+		return zero, fmt.Errorf("rediq: decode the arguments of task %q: %w", rec.ID, err)
+	}
+	return args, nil
+}
+
+// Result decodes the result of rec, a record of this task that succeeded (a
+// success is kept only with Retention). Other records give Wait's errors: a
+// *TaskFailedError for a dead task, ErrCancelled or ErrExpired, and
+// ErrNotFinished for one that is waiting or running; a record of a task of
+// another name gives ErrWrongTask.
+func (t *Task[A, R]) Result(rec *TaskRecord) (R, error) {
+	var r R
+	if err := t.owns(rec); err != nil {
+		return r, err
+	}
+	switch rec.State {
+	case StateSucceeded:
+	case StateDead:
+		return r, &TaskFailedError{ID: rec.ID, Retried: rec.Retried, Err: rec.LastError}
+	case StateCancelled:
+		return r, fmt.Errorf("%w: %q", ErrCancelled, rec.ID)
+	case StateExpired:
+		return r, fmt.Errorf("%w: %q was not started before its deadline", ErrExpired, rec.ID)
+	default:
+		return r, fmt.Errorf("%w: %q is %s", ErrNotFinished, rec.ID, rec.State)
+	}
+	if err := decodeArgs(rec.Result, &r); err != nil {
+		var zero R
+		return zero, fmt.Errorf("rediq: decode the result of task %q: %w", rec.ID, err)
+	}
+	return r, nil
+}
+
+// owns fails unless rec is a record of this task.
+func (t *Task[A, R]) owns(rec *TaskRecord) error {
+	if rec.Name != t.def.Name {
+		return &WrongTaskError{ID: rec.ID, Want: t.def.Name, Found: rec.Name}
+	}
+	return nil
+}

@@ -1,0 +1,204 @@
+package worker
+
+import (
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/rediq/rediq"
+	"github.com/rediq/rediq/internal/broker"
+	"go.uber.org/zap"
+)
+
+// job is one leased task.
+type job struct {
+	q         *queue
+	gen       *generation
+	token     uint64
+	id        string
+	raw       []byte
+	recovered int
+	expireAt  time.Time // by the worker's clock, its ExpireIn/ExpireAt deadline; zero: none
+	started   bool      // marked started in Redis
+	freed     sync.Once // its prefetch slot was freed
+}
+
+// startRunner adds a runner goroutine with a slot of its own.
+func (w *Worker) startRunner() {
+	sl := &slot{}
+	w.slotMu.Lock()
+	w.slots[sl] = struct{}{}
+	w.slotMu.Unlock()
+	w.runners.Add(1)
+	go w.runner(sl)
+}
+
+func (w *Worker) runner(sl *slot) {
+	for j := range w.jobs {
+		switch {
+		case w.aborted():
+			w.setAside(j)
+			continue
+		case !w.mayStart(j):
+			continue
+		}
+		w.active.Add(1)
+		w.process(sl, j)
+		sl.mu.Lock()
+		gone := sl.abandoned
+		sl.mu.Unlock()
+		if gone { // the watchdog replaced this runner and counted it out
+			return
+		}
+		w.active.Add(-1)
+	}
+	w.runners.Done()
+}
+
+// mayStart holds j until the worker's lease is valid and j is marked started in
+// Redis; it reports false (having dealt with j) if j must not run here.
+func (w *Worker) mayStart(j *job) bool {
+	for {
+		if j.gen.lost.Load() { // the lease was lost: the task runs elsewhere
+			w.release(j)
+			return false
+		}
+		if w.lease.valid() {
+			break
+		}
+		// Fenced: the lease may be gone. Wait for a renewal, a loss or a stop.
+		select {
+		case <-w.lease.changed():
+		case <-j.gen.lostCh:
+		case <-w.abort:
+			w.setAside(j)
+			return false
+		}
+	}
+	if j.started {
+		return true
+	}
+	if j.recovered == 0 {
+		// Marked without waiting: a round trip per start would cap a worker
+		// at concurrency/RTT tasks a second. The local lease clock, checked
+		// above, keeps a worker from starting what it may no longer hold; a
+		// task that kills its worker before the mark lands is caught by
+		// reclaim's orphan count.
+		j.started = true
+		w.settler.add(j, w.settlement(j, broker.Start))
+		return true
+	}
+	// A recovered task may be the one that kills workers: its mark lands
+	// before it starts, so that its count is exact.
+	held, ok := w.settler.mark(j, w.abort)
+	switch {
+	case !ok: // stopping before the mark went through: give it back
+		w.setAside(j)
+		return false
+	case !held:
+		w.release(j)
+		return false
+	}
+	j.started = true
+	return true
+}
+
+// free frees j's prefetch slot, once, and tells the fetcher: its runner is
+// done with it (its outcome is queued for Redis, or it was dropped).
+func (w *Worker) free(j *job) {
+	j.freed.Do(func() {
+		if j.recovered > 0 { // the next recovered task may come now
+			w.recovering.Add(-1)
+			j.q.ready.Store(true)
+		}
+		w.held.Add(-1)
+		w.wake()
+	})
+}
+
+// forget drops j's token from those the session holds in Redis (for
+// reconciliation): its outcome reached Redis, or its lease was lost.
+func (w *Worker) forget(j *job) {
+	j.q.heldMu.Lock()
+	delete(j.q.held, j.token)
+	j.q.heldMu.Unlock()
+}
+
+// release drops j: no outcome will be sent for it.
+func (w *Worker) release(j *job) {
+	w.free(j)
+	w.forget(j)
+}
+
+func (w *Worker) wake() {
+	select {
+	case w.kick <- struct{}{}:
+	default:
+	}
+}
+
+// watchdog gives up on handlers that ran past their timeout plus
+// Config.TimeoutGrace: their attempt fails (and is retried elsewhere), their
+// runner is replaced so that the tasks behind it run, and the goroutine is left
+// to finish on its own — reported once.
+func (w *Worker) watchdog(stop <-chan struct{}) {
+	tick := time.NewTicker(max(min(w.cfg.TimeoutGrace/4, time.Second), 10*time.Millisecond))
+	defer tick.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-tick.C:
+		}
+		now := time.Now()
+		var stuck []*slot
+		w.slotMu.Lock()
+		for sl := range w.slots {
+			sl.mu.Lock()
+			if sl.running.j != nil && !sl.abandoned && now.After(sl.deadline) {
+				stuck = append(stuck, sl)
+			}
+			sl.mu.Unlock()
+		}
+		w.slotMu.Unlock()
+		for _, sl := range stuck {
+			w.abandon(sl)
+		}
+	}
+}
+
+func (w *Worker) abandon(sl *slot) {
+	sl.mu.Lock()
+	a := sl.running
+	if a.j == nil || sl.abandoned { // it returned meanwhile
+		sl.mu.Unlock()
+		return
+	}
+	sl.abandoned = true
+	sl.mu.Unlock()
+	err := fmt.Errorf("%w after %s, and the handler did not return within %s more: abandoned",
+		rediq.ErrTimeout, a.timeout, w.cfg.TimeoutGrace)
+	w.failed(a.j, a.env, a.def, a.maxRetries, err)
+	if a.env.Batch > 0 {
+		end := "failed"
+		if willRetry(err, a.env.Retried, a.maxRetries) {
+			end = ""
+		}
+		go w.noteBatch(w.out.batch(a.env.Batch), a.j.id, "f", end, err.Error())
+	}
+	w.slotMu.Lock()
+	delete(w.slots, sl)
+	w.abandoned++
+	n := w.abandoned
+	w.slotMu.Unlock()
+	// The runner is always replaced, so that stuck handlers never stop the
+	// worker; their goroutines are bounded by the attempts of stuck tasks,
+	// which end in dead when their retries run out.
+	w.log.Error("handler ignored its cancelled context past the timeout grace: its attempt failed, its runner is replaced and its goroutine left to finish",
+		zap.Duration("timeout_grace", w.cfg.TimeoutGrace), zap.Int("abandoned_now", n))
+	w.active.Add(-1)
+	if !w.aborted() {
+		w.startRunner()
+	}
+	w.runners.Done() // the abandoned runner no longer counts
+}
