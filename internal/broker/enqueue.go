@@ -272,46 +272,6 @@ func (b *Broker) retrying(ctx context.Context, call func(context.Context) error)
 	return fmt.Errorf("%w: %w", ErrOutcomeUnknown, err)
 }
 
-// Retryable reports whether err may go away by itself: a network error or
-// timeout, or a Redis error reply that says the server could not serve the
-// command just now.
-func Retryable(err error) bool {
-	var re redis.Error
-	if errors.As(err, &re) {
-		// MOVED and ASK reach us only from the per-node calls of WaitReplicas
-		// on a Cluster (go-redis follows them otherwise), which reload the
-		// slot map first: sent again, the call goes to the right node.
-		for _, p := range []string{"LOADING", "READONLY", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN", "BUSY", "MOVED ", "ASK "} {
-			if redis.HasErrorPrefix(err, p) {
-				return true
-			}
-		}
-		return false
-	}
-	return !errors.Is(err, context.Canceled)
-}
-
-// Refused reports whether err is Redis refusing a command before running it:
-// a wrong password or missing permission, out of memory, or the scripts' own
-// argument checks (which come before their first write). Anything else — a
-// network error, a timeout, a dial that failed after go-redis's own retries may
-// have sent the command once already — leaves the outcome unknown.
-func Refused(err error) bool {
-	var re redis.Error
-	if !errors.As(err, &re) {
-		return false
-	}
-	// A node that answers MOVED or ASK ran nothing: the slot is another's.
-	// go-redis's HasErrorPrefix drops a leading "ERR ", so the scripts'
-	// "ERR rediq: …" replies match "rediq:".
-	for _, p := range []string{"WRONGPASS", "NOAUTH", "NOPERM", "OOM", "ERR rediq:", "rediq:", "NOSCRIPT", "MOVED ", "ASK "} {
-		if redis.HasErrorPrefix(err, p) {
-			return true
-		}
-	}
-	return false
-}
-
 type enqueueReq struct {
 	m     Message
 	state atomic.Int32 // reqWaiting, reqTaken or reqAbandoned
