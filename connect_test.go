@@ -3,7 +3,6 @@ package rediq_test
 import (
 	"context"
 	"errors"
-	"net"
 	"strings"
 	"testing"
 	"time"
@@ -11,19 +10,6 @@ import (
 	"github.com/rediq/rediq"
 	"github.com/rediq/rediq/internal/testredis"
 )
-
-// closedPort returns a loopback address on which nothing listens: the kernel
-// gave the port to a listener that is closed again.
-func closedPort(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
-}
 
 // enqueueUnreachable enqueues with a 10s deadline and reports the error and how
 // long Enqueue and EnqueueMany took.
@@ -77,7 +63,7 @@ func enqueueUnreachable(t *testing.T, url string) {
 // error. It used to retry for 10s and then say "outcome unknown".
 func TestEnqueueRefusedFailsFast(t *testing.T) {
 	t.Parallel()
-	enqueueUnreachable(t, "redis://"+closedPort(t))
+	enqueueUnreachable(t, "redis://"+testredis.ClosedPort(t))
 }
 
 // Issue 12 defect 13: a plain redis:// URL to a port that speaks only TLS fails

@@ -3,7 +3,6 @@ package worker_test
 import (
 	"context"
 	"errors"
-	"net"
 	"strings"
 	"testing"
 	"time"
@@ -92,12 +91,7 @@ func TestReclaimingNothingIsNoWarning(t *testing.T) {
 // naming the server but not the password, before its startup hooks run.
 func TestWorkerChecksRedisBeforeStartupHooks(t *testing.T) {
 	t.Parallel()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
+	addr := testredis.ClosedPort(t)
 	app, err := rediq.New(rediq.Config{RedisURL: "redis://:hunter2@" + addr + "/0", Namespace: testredis.Namespace(t)})
 	if err != nil {
 		t.Fatal(err)

@@ -2,11 +2,11 @@ package core
 
 import (
 	"context"
-	"net"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/rediq/rediq/internal/testredis"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 )
@@ -70,12 +70,7 @@ func TestRedisLogRoutes(t *testing.T) {
 // An App with a logger receives go-redis's failed dials instead of stderr.
 func TestAppReceivesRedisLog(t *testing.T) {
 	t.Parallel()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
+	addr := testredis.ClosedPort(t)
 	obs, _ := observer.New(zap.DebugLevel)
 	app, err := DialApp(Endpoint{URL: "redis://" + addr + "?pool_size=100"}, "ns", zap.New(obs))
 	if err != nil {
