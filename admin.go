@@ -21,7 +21,14 @@ func (a *App) GetTask(ctx context.Context, id TaskID) (*TaskRecord, error) {
 	if err != nil {
 		return nil, err
 	}
-	return a.taskRecord(string(id), rec.Queue, rec.State, rec.Body, rec.Session, rec.Recovered, rec.Due, rec.Died, rec.Meta, rec.Done), nil
+	r := a.taskRecord(string(id), rec.Queue, rec.State, rec.Body, rec.Session, rec.Recovered, rec.Due, rec.Died, rec.Meta, rec.Done)
+	if r.State == StateActive {
+		b := a.core.Broker()
+		if r.Running, _, err = b.AttemptStarted(ctx, b.Queue(rec.Queue), string(id)); err != nil {
+			return nil, fmt.Errorf("rediq: %w", err)
+		}
+	}
+	return r, nil
 }
 
 // find looks the task up in queues (nil: all).

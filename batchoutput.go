@@ -230,6 +230,16 @@ func (a *App) BatchLines(ctx context.Context, id int64) iter.Seq2[OutputLine, er
 	return a.batchLines(ctx, a.core.Broker().Batch(id))
 }
 
+// BatchRowsHeld counts the rows batch id's tables hold now: the rows
+// collected (BatchStat.Rows) less those a Pop read removed.
+func (a *App) BatchRowsHeld(ctx context.Context, id int64) (int, error) {
+	n, err := a.core.Broker().RowsHeld(ctx, a.core.Broker().Batch(id))
+	if err != nil {
+		return 0, fmt.Errorf("rediq: batch %d: %w", id, err)
+	}
+	return n, nil
+}
+
 // BatchTables lists the names of batch id's tables, sorted.
 func (a *App) BatchTables(ctx context.Context, id int64) ([]string, error) {
 	br := a.core.Broker()

@@ -64,6 +64,10 @@ type TaskRecord struct {
 	Recovered  int    // times a worker died (or froze past its lease) running it
 	LastError  string // the last failed attempt's error, or why it was cancelled or expired
 	Worker     string // active: the worker session holding it; finished: the worker that ran it last
+	// Running is set by GetTask for an active task whose handler has started
+	// (false: fetched, waiting in its worker's prefetch buffer). Redis keeps
+	// no start time until the attempt ends.
+	Running bool
 	Result     []byte // succeeded, with Retention: the handler's result, msgpack
 	// Retention is how long the record stays after the task finishes
 	// (Retention option); ExpiresAt the deadline set by ExpireIn/ExpireAt.

@@ -11,10 +11,8 @@ import (
 	"time"
 
 	"github.com/jedib0t/go-pretty/v6/table"
-	"github.com/redis/go-redis/v9"
 
 	"github.com/rediq/rediq"
-	"github.com/rediq/rediq/internal/core"
 )
 
 // batchAction is one of the subcommands of "rediq batch".
@@ -247,7 +245,7 @@ func batchStatCmd(ctx context.Context, args []string, stdout io.Writer) error {
 		if err != nil {
 			return batchNotFound(app, id, err)
 		}
-		held, err := rowsHeld(ctx, app, st.ID)
+		held, err := app.BatchRowsHeld(ctx, st.ID)
 		if err != nil {
 			return err
 		}
@@ -260,31 +258,8 @@ func batchStatCmd(ctx context.Context, args []string, stdout io.Writer) error {
 	})
 }
 
-// rowsHeld counts the rows batch id's tables hold now: the rows collected
-// less those "batch dump --pop" (or ReadTable with Pop) removed.
-func rowsHeld(ctx context.Context, app *rediq.App, id int64) (int, error) {
-	names, err := app.BatchTables(ctx, id)
-	if err != nil || len(names) == 0 {
-		return 0, err
-	}
-	k := core.Unwrap(app).Broker().Batch(id)
-	p := app.Redis().Pipeline()
-	lens := make([]*redis.IntCmd, len(names))
-	for i, name := range names {
-		lens[i] = p.LLen(ctx, k.Table(name))
-	}
-	if _, err := p.Exec(ctx); err != nil {
-		return 0, err
-	}
-	n := 0
-	for _, l := range lens {
-		n += int(l.Val())
-	}
-	return n, nil
-}
-
 // printBatchStat writes vredis's stat table and the lines under it; held is
-// what rowsHeld says.
+// what BatchRowsHeld says.
 func printBatchStat(w io.Writer, st rediq.BatchStat, held int, now time.Time) error {
 	t := newTable("WORKER", "COLLECTED", "EXECUTED", "FAILED", "UNSTARTED")
 	var executed, failed int
@@ -338,7 +313,7 @@ func batchListCmd(ctx context.Context, args []string, stdout io.Writer) error {
 		}
 		held := make([]int, len(sts))
 		for i, st := range sts {
-			if held[i], err = rowsHeld(ctx, app, st.ID); err != nil {
+			if held[i], err = app.BatchRowsHeld(ctx, st.ID); err != nil {
 				return err
 			}
 		}

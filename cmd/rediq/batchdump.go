@@ -15,7 +15,6 @@ import (
 	"github.com/vmihailenco/msgpack/v5"
 
 	"github.com/rediq/rediq"
-	"github.com/rediq/rediq/internal/core"
 )
 
 func batchDumpCmd(ctx context.Context, args []string, stdout io.Writer) error {
@@ -143,12 +142,8 @@ func writeJSONLines(w io.Writer, rows []json.RawMessage) error {
 
 // checkTable fails unless batch id has had a table called name, listing
 // those it has: a misspelt name would otherwise just print nothing.
-//
-// rediq has no call that lists a batch's tables; they are the members of the
-// batch's tables set, which this reads from Redis.
 func checkTable(ctx context.Context, app *rediq.App, id int64, name string, running bool) error {
-	key := core.Unwrap(app).Broker().Batch(id).Tables
-	names, err := app.Redis().SMembers(ctx, key).Result()
+	names, err := app.BatchTables(ctx, id)
 	if err != nil {
 		return err
 	}

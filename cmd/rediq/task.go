@@ -6,13 +6,9 @@ import (
 	"fmt"
 	"io"
 	"slices"
-	"strings"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
 	"github.com/rediq/rediq"
-	"github.com/rediq/rediq/internal/core"
 )
 
 // taskAction is one of the subcommands of "rediq task", each on one task id.
@@ -103,60 +99,14 @@ func showTask(ctx context.Context, app *rediq.App, id rediq.TaskID, out outputFo
 	if err != nil {
 		return err
 	}
-	var lease attempt
-	if r.State == rediq.StateActive {
-		if lease, err = leaseOf(ctx, app, r); err != nil {
-			return err
-		}
-	}
 	if out == outputJSON {
 		j := newTaskJSON(r)
-		if lease != attemptUnknown {
-			running := lease == attemptRunning
-			j.Running = &running
+		if r.State == rediq.StateActive {
+			j.Running = &r.Running
 		}
 		return printJSON(stdout, j)
 	}
-	return printTable(stdout, taskTable(r, lease, time.Now()))
-}
-
-// attempt is where an active task's attempt is, as its lease says.
-type attempt int
-
-const (
-	attemptUnknown    attempt = iota // not active, or the lease ended meanwhile
-	attemptPrefetched                // leased by a worker, waiting for a free handler
-	attemptRunning                   // its handler has started
-)
-
-// leaseOf reads an active task's lease: whether its handler has started or
-// it waits in its worker's prefetch buffer. (Redis holds no start time until
-// the attempt ends; the PROTOCOL's active hash and lease values.)
-func leaseOf(ctx context.Context, app *rediq.App, r *rediq.TaskRecord) (attempt, error) {
-	q := core.Unwrap(app).Broker().Queue(r.Queue)
-	holder, err := app.Redis().HGet(ctx, q.Active, string(r.ID)).Result()
-	if errors.Is(err, redis.Nil) {
-		return attemptUnknown, nil
-	}
-	if err != nil {
-		return attemptUnknown, err
-	}
-	c := strings.LastIndexByte(holder, ':')
-	if c < 0 {
-		return attemptUnknown, nil
-	}
-	v, err := app.Redis().HGet(ctx, q.Lease(holder[:c]), holder[c+1:]).Result()
-	switch {
-	case errors.Is(err, redis.Nil):
-		return attemptUnknown, nil
-	case err != nil:
-		return attemptUnknown, err
-	case strings.HasPrefix(v, "s:"):
-		return attemptRunning, nil
-	case strings.HasPrefix(v, "p:"):
-		return attemptPrefetched, nil
-	}
-	return attemptUnknown, nil
+	return printTable(stdout, taskTable(r, time.Now()))
 }
 
 func taskResult(ctx context.Context, app *rediq.App, id rediq.TaskID, _ outputFormat, stdout io.Writer) error {

@@ -84,8 +84,7 @@ func textValue(raw []byte) string {
 }
 
 // taskTable lays a task out as field and value, one per line, for people;
-// lease is where an active task's attempt is.
-func taskTable(r *rediq.TaskRecord, lease attempt, now time.Time) table.Writer {
+func taskTable(r *rediq.TaskRecord, now time.Time) table.Writer {
 	t := newTable()
 	result := "-"
 	if r.Result != nil {
@@ -96,11 +95,11 @@ func taskTable(r *rediq.TaskRecord, lease attempt, now time.Time) table.Writer {
 		retention = r.Retention.String()
 	}
 	started := localTime(r.StartedAt, now)
-	switch lease {
-	case attemptRunning:
+	switch {
+	case r.State == rediq.StateActive && r.Running:
 		// Redis learns when an attempt started only when it ends.
 		started = "running now (the start time is recorded when the attempt ends)"
-	case attemptPrefetched:
+	case r.State == rediq.StateActive:
 		started = "not yet: fetched by the worker, waiting for a free handler"
 	}
 	maxRetries := strconv.Itoa(r.MaxRetries)

@@ -346,3 +346,28 @@ func (b *Broker) CancelRequested(ctx context.Context, q *Queue, ids []string) ([
 func (b *Broker) RequestCancel(ctx context.Context, q *Queue, id, reason string) error {
 	return b.rdb.HSet(ctx, q.Prefix+"cancels", id, reason).Err()
 }
+
+// AttemptStarted reads the lease of active task id of q: started is true once
+// its handler has started, false while it waits in its worker's prefetch
+// buffer; held is false if no lease holds it (not active, or ended meanwhile).
+func (b *Broker) AttemptStarted(ctx context.Context, q *Queue, id string) (started, held bool, err error) {
+	holder, err := b.rdb.HGet(ctx, q.Active, id).Result()
+	if errors.Is(err, redis.Nil) {
+		return false, false, nil
+	}
+	if err != nil {
+		return false, false, err
+	}
+	c := strings.LastIndexByte(holder, ':')
+	if c < 0 {
+		return false, false, nil
+	}
+	v, err := b.rdb.HGet(ctx, q.Lease(holder[:c]), holder[c+1:]).Result()
+	switch {
+	case errors.Is(err, redis.Nil):
+		return false, false, nil
+	case err != nil:
+		return false, false, err
+	}
+	return strings.HasPrefix(v, "s:"), true, nil
+}

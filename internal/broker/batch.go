@@ -449,3 +449,25 @@ func (b *Broker) SweepBatches(ctx context.Context, n int) (Swept, error) {
 	}
 	return sw, nil
 }
+
+// RowsHeld counts the rows the batch's tables hold now: those collected less
+// those a pop removed.
+func (b *Broker) RowsHeld(ctx context.Context, k *BatchKeys) (int, error) {
+	names, err := b.rdb.SMembers(ctx, k.Tables).Result()
+	if err != nil || len(names) == 0 {
+		return 0, err
+	}
+	p := b.rdb.Pipeline()
+	lens := make([]*redis.IntCmd, len(names))
+	for i, name := range names {
+		lens[i] = p.LLen(ctx, k.Table(name))
+	}
+	if _, err := p.Exec(ctx); err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, l := range lens {
+		n += int(l.Val())
+	}
+	return n, nil
+}
