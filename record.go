@@ -68,7 +68,7 @@ type TaskRecord struct {
 	// (false: fetched, waiting in its worker's prefetch buffer). Redis keeps
 	// no start time until the attempt ends.
 	Running bool
-	Result     []byte // succeeded, with Retention: the handler's result, msgpack
+	Result  []byte // succeeded, with Retention: the handler's result, msgpack
 	// Retention is how long the record stays after the task finishes
 	// (Retention option); ExpiresAt the deadline set by ExpireIn/ExpireAt.
 	Retention time.Duration
