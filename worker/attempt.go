@@ -251,11 +251,6 @@ func (w *Worker) process(sl *slot, j *job) {
 	}
 }
 
-// expired ends j unrun, as expired, if its ExpireIn/ExpireAt deadline has
-// passed by the worker's clock: a task that waited past it in the prefetch
-// buffer (or for a renewed lease, or for its batch's check) never starts, and
-// ends as one found expired at fetch does — not an attempt, counted per queue,
-// and "dropped" in its batch (batch is 0 when unknown).
 // unstarted is the batch end of a task dropped after batchStart noted it as
 // started: on its first attempt its handler never ran, so it never started.
 func unstarted(retried, recovered int) string {
@@ -265,8 +260,12 @@ func unstarted(retried, recovered int) string {
 	return "dropped"
 }
 
-// expired settles j as expired if its deadline has passed, and counts it in its
-// batch with the end batchEnd ("dropped", or "unstarted" once batchStart ran).
+// expired ends j unrun, as expired, if its ExpireIn/ExpireAt deadline has
+// passed by the worker's clock: a task that waited past it in the prefetch
+// buffer (or for a renewed lease, or for its batch's check) never starts, and
+// ends as one found expired at fetch does — not an attempt, counted per queue,
+// and counted in its batch (batch is 0 when unknown) with the end batchEnd:
+// "dropped", or "unstarted" once batchStart ran.
 func (w *Worker) expired(j *job, batch int64, batchEnd string) bool {
 	if j.expireAt.IsZero() {
 		return false

@@ -311,10 +311,10 @@ func (w *Worker) sweepBatches(ctx context.Context) {
 	cctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
 	sw, err := w.b.SweepBatches(cctx, 100)
-	switch {
-	case err != nil:
-		w.log.Debug("could not look for abandoned batches", zap.Error(err))
-	case sw.Stopped > 0:
+	if err != nil { // some or all batches; those swept are reported still
+		w.log.Debug("could not sweep every abandoned batch", zap.Error(err))
+	}
+	if sw.Stopped > 0 {
 		w.log.Info("stopped batches whose producer went away", zap.Int("batches", sw.Stopped))
 	}
 	for _, k := range sw.OnComplete {

@@ -167,10 +167,7 @@ func (s *settler) loop(ctx context.Context, stop <-chan struct{}) {
 			s.w.log.Warn("settle failed; will retry", zap.Int("tasks", len(batch)), zap.Error(err))
 			select {
 			case <-time.After(retryDelay(failures)):
-				select {
-				case s.signal <- struct{}{}:
-				default:
-				}
+				s.kick()
 			case <-stop:
 				s.final(ctx)
 				return

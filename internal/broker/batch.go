@@ -417,6 +417,7 @@ func (b *Broker) SweepBatches(ctx context.Context, n int) (Swept, error) {
 	if _, err := p.Exec(ctx); err != nil {
 		return sw, err
 	}
+	var errs []error
 	for _, pr := range ps {
 		v := pr.info.Val()
 		if len(v) != 4 || v[0] == nil {
@@ -432,7 +433,8 @@ func (b *Broker) SweepBatches(ctx context.Context, n int) (Swept, error) {
 			}
 			done, err := b.CompleteBatch(ctx, pr.k)
 			if err != nil {
-				return sw, err
+				errs = append(errs, err) // the other batches are swept still
+				continue
 			}
 			if done {
 				sw.OnComplete = append(sw.OnComplete, pr.k)
@@ -440,14 +442,15 @@ func (b *Broker) SweepBatches(ctx context.Context, n int) (Swept, error) {
 		default:
 			ok, err := b.StopBatch(ctx, pr.k, "its producer stopped sending keep-alives")
 			if err != nil && !errors.Is(err, ErrNoBatch) {
-				return sw, err
+				errs = append(errs, err)
+				continue
 			}
 			if ok {
 				sw.Stopped++
 			}
 		}
 	}
-	return sw, nil
+	return sw, errors.Join(errs...)
 }
 
 // RowsHeld counts the rows the batch's tables hold now: those collected less
