@@ -12,7 +12,7 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/rediq/rediq"
-	"github.com/rediq/rediq/internal/config"
+	"github.com/rediq/rediq/internal/settings"
 	"github.com/rediq/rediq/internal/testredis"
 	"github.com/rediq/rediq/worker"
 )
@@ -132,7 +132,7 @@ func TestWorkerStartedNamesItsRedis(t *testing.T) {
 		return logs.FilterMessage("worker started").Len() == 1
 	})
 	f := logs.FilterMessage("worker started").All()[0].ContextMap()
-	if f["redis"] != config.Redact(testredis.URL()) || f["namespace"] != e.ns {
-		t.Fatalf("worker started with %v; want redis=%s namespace=%s", f, config.Redact(testredis.URL()), e.ns)
+	if f["redis"] != settings.Redact(testredis.URL()) || f["namespace"] != e.ns {
+		t.Fatalf("worker started with %v; want redis=%s namespace=%s", f, settings.Redact(testredis.URL()), e.ns)
 	}
 }

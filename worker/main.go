@@ -18,8 +18,8 @@ import (
 
 	"github.com/rediq/rediq"
 	"github.com/rediq/rediq/internal/broker"
-	"github.com/rediq/rediq/internal/config"
 	"github.com/rediq/rediq/internal/core"
+	"github.com/rediq/rediq/internal/settings"
 )
 
 // Main is the worker command line of an application binary: it runs a worker
@@ -138,7 +138,7 @@ func parseFlags(prog string, args []string, stderr io.Writer, getenv func(string
 			"a flag wins over its variable, and both over the program's own settings, which\n"+
 			"the defaults below show. --redis-url, --tls-… and --namespace can also come from\n"+
 			"the settings file of \"rediq config set\" ($%s, else rediq/config.json in the\n"+
-			"user's configuration directory), below the environment and above the program.\n\nFlags:\n", prog, config.EnvPath)
+			"user's configuration directory), below the environment and above the program.\n\nFlags:\n", prog, settings.EnvPath)
 		fs.PrintDefaults()
 	}
 	env := map[string]string{}
@@ -217,17 +217,17 @@ func parseFlags(prog string, args []string, stderr io.Writer, getenv func(string
 	// command line nor the environment gave. This is where the precedence is
 	// decided: flag > environment (above) > file (here) > the program's value
 	// (what no one sets stays as the App has it).
-	if path, err := config.Path(getenv); err == nil { // no configuration directory: no file
-		f, err := config.Load(path)
+	if path, err := settings.Path(getenv); err == nil { // no configuration directory: no file
+		f, err := settings.Load(path)
 		if err != nil {
 			return nil, err
 		}
-		for _, s := range config.Settings {
+		for _, s := range settings.Stored {
 			if v := f[s.Key]; v != "" && o.given[s.Key] == "" {
 				if err := fs.Set(s.Key, v); err != nil {
-					return nil, fmt.Errorf("%s: %w", config.FromFile(s, path), err)
+					return nil, fmt.Errorf("%s: %w", settings.FromFile(s, path), err)
 				}
-				o.given[s.Key] = config.FromFile(s, path)
+				o.given[s.Key] = settings.FromFile(s, path)
 			}
 		}
 	}

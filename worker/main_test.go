@@ -19,8 +19,8 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/rediq/rediq"
-	"github.com/rediq/rediq/internal/config"
 	"github.com/rediq/rediq/internal/core"
+	"github.com/rediq/rediq/internal/settings"
 	"github.com/rediq/rediq/internal/testredis"
 )
 
@@ -30,7 +30,7 @@ import (
 func envOf(m map[string]string) func(string) (string, bool) {
 	return func(k string) (string, bool) {
 		v, ok := m[k]
-		if k == config.EnvPath && !ok {
+		if k == settings.EnvPath && !ok {
 			return filepath.Join(os.TempDir(), "rediq-worker-test-no-such-config.json"), true
 		}
 		return v, ok
@@ -369,13 +369,13 @@ func TestMainTakesOneConfig(t *testing.T) {
 
 // configFile writes a settings file of f and returns the environment that
 // points at it, with env's variables.
-func configFile(t *testing.T, f config.File, env map[string]string) (path string, getenv func(string) (string, bool)) {
+func configFile(t *testing.T, f settings.File, env map[string]string) (path string, getenv func(string) (string, bool)) {
 	t.Helper()
 	path = filepath.Join(t.TempDir(), "config.json")
-	if err := config.Save(path, f); err != nil {
+	if err := settings.Save(path, f); err != nil {
 		t.Fatal(err)
 	}
-	m := map[string]string{config.EnvPath: path}
+	m := map[string]string{settings.EnvPath: path}
 	maps.Copy(m, env)
 	return path, envOf(m)
 }
@@ -384,7 +384,7 @@ func configFile(t *testing.T, f config.File, env map[string]string) (path string
 // flag > environment > file > program.
 func TestParseFlagsConfigFile(t *testing.T) {
 	t.Parallel()
-	file := config.File{"redis-url": "redis://file:1", "namespace": "filens", "tls-ca-file": "/file/ca.pem"}
+	file := settings.File{"redis-url": "redis://file:1", "namespace": "filens", "tls-ca-file": "/file/ca.pem"}
 	cases := []struct {
 		name string
 		args []string
@@ -434,7 +434,7 @@ func TestParseFlagsConfigFile(t *testing.T) {
 		if err := os.WriteFile(path, []byte(`{"redis-url": "redis://u:hunter2@h`), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		_, err := parseFlags("w", nil, &bytes.Buffer{}, envOf(map[string]string{config.EnvPath: path}), Config{}, "appns")
+		_, err := parseFlags("w", nil, &bytes.Buffer{}, envOf(map[string]string{settings.EnvPath: path}), Config{}, "appns")
 		if err == nil || !strings.Contains(err.Error(), path) || strings.Contains(err.Error(), "hunter2") {
 			t.Fatalf("err = %v; want one naming the file and not its contents", err)
 		}
@@ -446,7 +446,7 @@ func TestParseFlagsConfigFile(t *testing.T) {
 func TestConfigureAppFromConfigFile(t *testing.T) {
 	t.Parallel()
 	ns := testredis.Namespace(t)
-	_, getenv := configFile(t, config.File{"redis-url": testredis.URL(), "namespace": ns}, nil)
+	_, getenv := configFile(t, settings.File{"redis-url": testredis.URL(), "namespace": ns}, nil)
 	o, err := parseFlags("w", nil, &bytes.Buffer{}, getenv, Config{}, "prog")
 	if err != nil {
 		t.Fatal(err)
@@ -492,7 +492,7 @@ func TestMainConfigFileBadURL(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	path, getenv := configFile(t, config.File{"redis-url": "redis://u:hunter2@h:port"}, nil)
+	path, getenv := configFile(t, settings.File{"redis-url": "redis://u:hunter2@h:port"}, nil)
 	var stderr bytes.Buffer
 	code := main(app, Config{}, "w", []string{"--log-level", "error"}, &stderr, getenv)
 	if msg := stderr.String(); code != 2 || !strings.Contains(msg, "w: redis-url in "+path+": ") || strings.Contains(msg, "hunter2") {

@@ -7,14 +7,13 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"strings"
 
 	"github.com/jedib0t/go-pretty/v6/table"
 
 	"github.com/rediq/rediq"
 	"github.com/rediq/rediq/internal/broker"
-	"github.com/rediq/rediq/internal/config"
 	"github.com/rediq/rediq/internal/core"
+	"github.com/rediq/rediq/internal/settings"
 )
 
 func runConfig(_ context.Context, args []string, stdout, _ io.Writer) error {
@@ -25,7 +24,7 @@ func runConfig(_ context.Context, args []string, stdout, _ io.Writer) error {
 			"wins over the file, which wins over the default. The file is $REDIQ_CONFIG, else\n"+
 			"rediq/config.json in the user's configuration directory; it is readable by its\n"+
 			"owner only, as a Redis URL may hold a password.\n\nActions:\n"+
-			"  set KEY VALUE  set a setting: "+config.Keys()+"\n"+
+			"  set KEY VALUE  set a setting: "+settings.Keys()+"\n"+
 			"  unset KEY      remove a setting from the file\n"+
 			"  show           the settings a command would use, and where each comes from\n\n"+
 			"Passwords are never printed. Run \"rediq config <action> --help\" for the flags.\n")
@@ -43,23 +42,23 @@ func runConfig(_ context.Context, args []string, stdout, _ io.Writer) error {
 }
 
 // configFile returns the settings file's path and contents.
-func configFile() (string, config.File, error) {
-	path, err := config.Path(os.LookupEnv)
+func configFile() (string, settings.File, error) {
+	path, err := settings.Path(os.LookupEnv)
 	if err != nil {
 		return "", nil, err
 	}
-	f, err := config.Load(path)
+	f, err := settings.Load(path)
 	return path, f, err
 }
 
-// shown is a setting's value fit to print: a URL without its password, "-"
+// shownValue is a setting's value fit to print: a URL without its password, "-"
 // for none.
-func shown(key, v string) string {
+func shownValue(key, v string) string {
 	switch {
 	case v == "":
 		return "-"
 	case key == "redis-url":
-		return config.Redact(v)
+		return settings.Redact(v)
 	}
 	return v
 }
@@ -68,15 +67,15 @@ func configSet(args []string, stdout io.Writer) error {
 	fs := newFlagSet("config set", "rediq config set KEY VALUE [flags]\n\n"+
 		"Sets one setting in the file, checked first: a Redis URL must parse (it is not\n"+
 		"dialed), a namespace be a valid one, a TLS file exist (its absolute path is kept).\n"+
-		"Keys: "+config.Keys()+".")
+		"Keys: "+settings.Keys()+".")
 	out := registerOutput(fs, "{path, key, value}; the value without its password")
 	pos, err := fs.parseArgs(args, stdout, "KEY", "VALUE")
 	if err != nil {
 		return err
 	}
-	s, ok := config.Lookup(pos[0])
+	s, ok := settings.Lookup(pos[0])
 	if !ok {
-		return usageErrorf("config set: unknown key %q: one of %s", pos[0], config.Keys())
+		return usageErrorf("config set: unknown key %q: one of %s", pos[0], settings.Keys())
 	}
 	v, err := checkSetting(s.Key, pos[1])
 	if err != nil {
@@ -87,7 +86,7 @@ func configSet(args []string, stdout io.Writer) error {
 		return fmt.Errorf("config set: %w", err)
 	}
 	f[s.Key] = v
-	if err := config.Save(path, f); err != nil {
+	if err := settings.Save(path, f); err != nil {
 		return fmt.Errorf("config set: %w", err)
 	}
 	if *out == outputJSON {
@@ -95,9 +94,9 @@ func configSet(args []string, stdout io.Writer) error {
 			Path  string `json:"path"`
 			Key   string `json:"key"`
 			Value string `json:"value"`
-		}{path, s.Key, shown(s.Key, v)})
+		}{path, s.Key, shownValue(s.Key, v)})
 	}
-	_, err = fmt.Fprintf(stdout, "%s = %s (in %s)\n", s.Key, shown(s.Key, v), path)
+	_, err = fmt.Fprintf(stdout, "%s = %s (in %s)\n", s.Key, shownValue(s.Key, v), path)
 	return err
 }
 
@@ -137,14 +136,14 @@ func checkSetting(key, value string) (string, error) {
 func configUnset(args []string, stdout io.Writer) error {
 	fs := newFlagSet("config unset", "rediq config unset KEY [flags]\n\n"+
 		"Removes one setting from the file: the environment or the default applies again.\n"+
-		"Keys: "+config.Keys()+".")
+		"Keys: "+settings.Keys()+".")
 	out := registerOutput(fs, "{path, key, removed}")
 	pos, err := fs.parseArgs(args, stdout, "KEY")
 	if err != nil {
 		return err
 	}
-	if _, ok := config.Lookup(pos[0]); !ok {
-		return usageErrorf("config unset: unknown key %q: one of %s", pos[0], config.Keys())
+	if _, ok := settings.Lookup(pos[0]); !ok {
+		return usageErrorf("config unset: unknown key %q: one of %s", pos[0], settings.Keys())
 	}
 	path, f, err := configFile()
 	if err != nil {
@@ -153,7 +152,7 @@ func configUnset(args []string, stdout io.Writer) error {
 	_, had := f[pos[0]]
 	if had {
 		delete(f, pos[0])
-		if err := config.Save(path, f); err != nil {
+		if err := settings.Save(path, f); err != nil {
 			return fmt.Errorf("config unset: %w", err)
 		}
 	}
@@ -196,62 +195,40 @@ func configShow(args []string, stdout io.Writer) error {
 	if err != nil {
 		return usageErrorf("config show: %w", err)
 	}
-	f, exists := config.File{}, false
-	if s.path != "" {
-		if _, err := os.Stat(s.path); err == nil {
+	f, exists := settings.File{}, false
+	if s.Path != "" {
+		if _, err := os.Stat(s.Path); err == nil {
 			exists = true
 		} else if !errors.Is(err, os.ErrNotExist) {
 			return fmt.Errorf("config show: %w", err)
 		}
-		if f, err = config.Load(s.path); err != nil {
+		if f, err = settings.Load(s.Path); err != nil {
 			return fmt.Errorf("config show: %w", err)
 		}
 	}
-	defaults := map[string]string{"redis-url": rediq.DefaultRedisURL, "namespace": rediq.DefaultNamespace}
-	values := []config.Value{s.url, s.namespace, s.tlsCA, s.tlsCert, s.tlsKey}
-	var settings []settingJSON
-	for i, st := range config.Settings {
-		v := values[i]
-		j := settingJSON{Key: st.Key, From: v.From}
-		switch {
-		case v.From == "":
-			j.From, j.Source = "default", "default"
-			v.Value = defaults[st.Key]
-		case v.From == config.FromFile(st, s.path):
-			j.From, j.Source = "file", "file"
-		case strings.HasPrefix(v.From, "$"):
-			j.Source = "environment"
-		default:
-			j.Source = "flag"
-		}
-		if v.Value != "" {
-			shownValue := shown(st.Key, v.Value)
-			j.Value = &shownValue
-		}
-		settings = append(settings, j)
-	}
+	shownSettings := showSettings(s)
 	if *out == outputJSON {
 		file := map[string]string{}
 		for k, v := range f {
-			file[k] = shown(k, v)
+			file[k] = shownValue(k, v)
 		}
 		return printJSON(stdout, struct {
 			Path       string            `json:"path"`
 			FileExists bool              `json:"file_exists"`
 			File       map[string]string `json:"file"`
 			Settings   []settingJSON     `json:"settings"`
-		}{s.path, exists, file, settings})
+		}{s.Path, exists, file, shownSettings})
 	}
 	switch {
-	case s.path == "":
-		fmt.Fprintf(stdout, "settings file: none (no configuration directory; set $%s)\n\n", config.EnvPath)
+	case s.Path == "":
+		fmt.Fprintf(stdout, "settings file: none (no configuration directory; set $%s)\n\n", settings.EnvPath)
 	case !exists:
-		fmt.Fprintf(stdout, "settings file: %s (not written yet)\n\n", s.path)
+		fmt.Fprintf(stdout, "settings file: %s (not written yet)\n\n", s.Path)
 	default:
-		fmt.Fprintf(stdout, "settings file: %s\n\n", s.path)
+		fmt.Fprintf(stdout, "settings file: %s\n\n", s.Path)
 	}
 	t := newTable("SETTING", "VALUE", "FROM")
-	for _, j := range settings {
+	for _, j := range shownSettings {
 		value := "-"
 		if j.Value != nil {
 			value = *j.Value
@@ -259,4 +236,32 @@ func configShow(args []string, stdout io.Writer) error {
 		t.AppendRow(table.Row{j.Key, value, j.From})
 	}
 	return printTable(stdout, t)
+}
+
+// showSettings is each setting of the file as s decided it, with the value
+// the default gives what nothing set, and where it came from.
+func showSettings(s settings.Conn) []settingJSON {
+	defaults := map[string]string{settings.RedisURL.Key: rediq.DefaultRedisURL, settings.Namespace.Key: rediq.DefaultNamespace}
+	var shown []settingJSON
+	for _, st := range settings.Stored {
+		v := *s.Field(st)
+		j := settingJSON{Key: st.Key, From: v.From}
+		switch {
+		case v.From == "":
+			j.From, j.Source = "default", "default"
+			v.Value = defaults[st.Key]
+		case v.From == settings.FromFile(st, s.Path):
+			j.From, j.Source = "file", "file"
+		case v.FromEnv():
+			j.Source = "environment"
+		default:
+			j.Source = "flag"
+		}
+		if v.Value != "" {
+			value := shownValue(st.Key, v.Value)
+			j.Value = &value
+		}
+		shown = append(shown, j)
+	}
+	return shown
 }

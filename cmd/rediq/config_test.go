@@ -7,15 +7,15 @@ import (
 	"testing"
 
 	"github.com/rediq/rediq"
-	"github.com/rediq/rediq/internal/config"
+	"github.com/rediq/rediq/internal/settings"
 	"github.com/rediq/rediq/internal/testredis"
 )
 
 // noConnectionEnv points the settings file at path and clears the variables
 // that would win over it. Tests that call it set the environment: not parallel.
 func noConnectionEnv(t *testing.T, path string) {
-	t.Setenv(config.EnvPath, path)
-	for _, s := range config.Settings {
+	t.Setenv(settings.EnvPath, path)
+	for _, s := range settings.Stored {
 		t.Setenv(s.Env, "") // an empty variable counts as not given
 	}
 }
@@ -63,7 +63,7 @@ func TestConfigCommands(t *testing.T) {
 	}
 
 	c := show()
-	if c.Path != path || c.FileExists || len(c.File) != 0 || len(c.Settings) != len(config.Settings) ||
+	if c.Path != path || c.FileExists || len(c.File) != 0 || len(c.Settings) != len(settings.Stored) ||
 		c.get("redis-url").String() != "redis-url="+rediq.DefaultRedisURL+" from default (default)" ||
 		c.get("namespace").String() != "namespace="+rediq.DefaultNamespace+" from default (default)" ||
 		c.get("tls-ca-file").String() != "tls-ca-file=<null> from default (default)" {

@@ -17,8 +17,8 @@ import (
 
 	"github.com/rediq/rediq"
 	"github.com/rediq/rediq/internal/broker"
-	"github.com/rediq/rediq/internal/config"
 	"github.com/rediq/rediq/internal/core"
+	"github.com/rediq/rediq/internal/settings"
 )
 
 // ioTimeout bounds the Redis I/O of one command, so that an unreachable or stuck
@@ -47,35 +47,19 @@ func (r *redisFlags) registerConn(fs *flagSet) {
 	fs.StringVar(&r.tls.Key, "tls-key-file", "", "PEM file of the client certificate's private key [$REDIQ_TLS_KEY_FILE]")
 }
 
-// settings are the connection settings as decided from the flags, the
-// environment and the config file.
-type settings struct {
-	url, namespace, tlsCA, tlsCert, tlsKey config.Value
-	path                                   string // the config file's, "" if none could be named
-}
-
 // resolve decides each connection setting from the flags, getenv and the
-// config file ("rediq config set").
-func (r *redisFlags) resolve(getenv func(string) (string, bool)) (settings, error) {
-	var s settings
-	f := config.File{}
-	// No configuration directory (no $HOME) means no file, not an error: the
-	// flags and the environment still work.
-	if path, err := config.Path(getenv); err == nil {
-		s.path = path
-		if f, err = config.Load(path); err != nil {
-			return s, err
-		}
+// settings file ("rediq config set"), as worker.Main does: flag >
+// environment > file > default (rediq.New's, for what all three leave
+// empty). An empty flag counts as not given.
+func (r *redisFlags) resolve(getenv func(string) (string, bool)) (settings.Conn, error) {
+	src, err := settings.Open(getenv)
+	if err != nil {
+		return settings.Conn{Path: src.Path}, err
 	}
-	// The precedence, per setting: flag > environment > file > default
-	// (rediq.New's, for what all three leave empty).
-	get := func(key, flag string) config.Value {
-		st, _ := config.Lookup(key)
-		return config.Resolve(st, flag, getenv, f, s.path)
-	}
-	s.url, s.namespace = get("redis-url", r.url), get("namespace", r.namespace)
-	s.tlsCA, s.tlsCert, s.tlsKey = get("tls-ca-file", r.tls.CA), get("tls-cert-file", r.tls.Cert), get("tls-key-file", r.tls.Key)
-	return s, nil
+	return src.Conn(settings.NonEmpty(map[string]string{
+		settings.RedisURL.Key: r.url, settings.Namespace.Key: r.namespace,
+		settings.TLSCAFile.Key: r.tls.CA, settings.TLSCertFile.Key: r.tls.Cert, settings.TLSKeyFile.Key: r.tls.Key,
+	})), nil
 }
 
 // open returns an App for the flags, the environment and the config file,
@@ -86,20 +70,20 @@ func (r *redisFlags) open() (*rediq.App, *broker.Broker, error) {
 	if err != nil {
 		return nil, nil, usageErrorf("%w", err)
 	}
-	app, err := rediq.New(rediq.Config{RedisURL: s.url.Value, Namespace: s.namespace.Value,
-		TLSCAFile: s.tlsCA.Value, TLSCertFile: s.tlsCert.Value, TLSKeyFile: s.tlsKey.Value})
+	app, err := rediq.New(rediq.Config{RedisURL: s.RedisURL.Value, Namespace: s.Namespace.Value,
+		TLSCAFile: s.TLSCAFile.Value, TLSCertFile: s.TLSCertFile.Value, TLSKeyFile: s.TLSKeyFile.Value})
 	if ue := (*core.URLError)(nil); errors.As(err, &ue) {
 		// ue's message never holds the URL, which may hold a password.
-		return nil, nil, usageErrorf("%s: %w", cmp.Or(s.url.From, "--redis-url"), ue.Err)
+		return nil, nil, usageErrorf("%s: %w", cmp.Or(s.RedisURL.From, "--redis-url"), ue.Err)
 	}
 	if err != nil {
 		msg := strings.TrimPrefix(err.Error(), "rediq: ")
-		if s.namespace.From != "" && strings.HasPrefix(msg, "namespace ") {
-			msg = s.namespace.From + ": " + msg // --namespace: namespace "a b" contains…
+		if s.Namespace.From != "" && strings.HasPrefix(msg, "namespace ") {
+			msg = s.Namespace.From + ": " + msg // --namespace: namespace "a b" contains…
 		}
 		return nil, nil, usageErrorf("%s", msg)
 	}
-	servers.Store(app, serverName(cmp.Or(s.url.Value, rediq.DefaultRedisURL)))
+	servers.Store(app, serverName(cmp.Or(s.RedisURL.Value, rediq.DefaultRedisURL)))
 	return app, core.Unwrap(app).Broker(), nil
 }
 

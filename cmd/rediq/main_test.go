@@ -18,8 +18,8 @@ import (
 
 	"github.com/rediq/rediq"
 	"github.com/rediq/rediq/internal/broker"
-	"github.com/rediq/rediq/internal/config"
 	"github.com/rediq/rediq/internal/core"
+	"github.com/rediq/rediq/internal/settings"
 	"github.com/rediq/rediq/internal/testredis"
 )
 
@@ -27,7 +27,7 @@ func TestMain(m *testing.M) {
 	redis.SetLogger(quietLogger{}) // as main does
 	// No settings file unless a test writes one: the user's must not change
 	// what the tests connect to.
-	os.Setenv(config.EnvPath, filepath.Join(os.TempDir(), fmt.Sprintf("rediq-cli-test-%d-none.json", os.Getpid())))
+	os.Setenv(settings.EnvPath, filepath.Join(os.TempDir(), fmt.Sprintf("rediq-cli-test-%d-none.json", os.Getpid())))
 	testredis.Main(m)
 }
 

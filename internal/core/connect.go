@@ -14,7 +14,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/rediq/rediq/internal/broker"
-	"github.com/rediq/rediq/internal/config"
+	"github.com/rediq/rediq/internal/settings"
 )
 
 // TLSFiles name PEM files for a TLS connection (a rediss URL). An empty field is
@@ -228,7 +228,7 @@ func (a *App) Endpoint() (ep Endpoint, ok bool) {
 // from without its passwords, or the address of a client the program passed in.
 func (a *App) RedisName() string {
 	if ep, ok := a.Endpoint(); ok {
-		return config.Redact(ep.URL)
+		return settings.Redact(ep.URL)
 	}
 	switch c := a.Broker().Client().(type) {
 	case *redis.Client:

@@ -1,9 +1,10 @@
-// Package config reads and writes the settings file that "rediq config set"
-// keeps: where Redis is, its TLS files and the key namespace, for the rediq
-// command and worker.Main. Both decide each setting the same way: a flag wins
-// over its environment variable, which wins over the file, which wins over the
-// default (worker.Main: the program's own value).
-package config
+// Package settings decides the settings that the rediq command and
+// worker.Main share — where Redis is, its TLS files, the key namespace, the
+// wait for replicas — and keeps the settings file that "rediq config set"
+// writes. Both decide each setting the same way (Sources.Resolve): a flag wins
+// over its environment variable, which wins over the file, which wins over
+// the default (worker.Main: the program's own value).
+package settings
 
 import (
 	"encoding/json"
@@ -19,40 +20,6 @@ import (
 // EnvPath names the variable that points at another settings file than the
 // one in the user's configuration directory (tests use it).
 const EnvPath = "REDIQ_CONFIG"
-
-// Setting is one setting of the file.
-type Setting struct {
-	Key string // as "rediq config set" takes it; also its flag's name
-	Env string // its environment variable
-}
-
-// Settings lists what the file holds, in the order "rediq config show" shows them.
-var Settings = []Setting{
-	{"redis-url", "REDIQ_REDIS_URL"},
-	{"namespace", "REDIQ_NAMESPACE"},
-	{"tls-ca-file", "REDIQ_TLS_CA_FILE"},
-	{"tls-cert-file", "REDIQ_TLS_CERT_FILE"},
-	{"tls-key-file", "REDIQ_TLS_KEY_FILE"},
-}
-
-// Lookup returns the setting named key.
-func Lookup(key string) (Setting, bool) {
-	for _, s := range Settings {
-		if s.Key == key {
-			return s, true
-		}
-	}
-	return Setting{}, false
-}
-
-// Keys lists the settings' keys, for messages.
-func Keys() string {
-	keys := make([]string, len(Settings))
-	for i, s := range Settings {
-		keys[i] = s.Key
-	}
-	return strings.Join(keys, ", ")
-}
 
 // File is the file's contents, setting key to value, as a JSON object. Keys
 // it does not know (a newer rediq's) are kept when it is saved again.
@@ -123,33 +90,6 @@ func Save(path string, f File) error {
 	}
 	return nil
 }
-
-// Value is a setting as decided, and where it came from.
-type Value struct {
-	Value string
-	// From is "--redis-url" (the flag), "$REDIQ_REDIS_URL" (the environment),
-	// "redis-url in PATH" (the file), or "" (not set: the default applies).
-	From string
-}
-
-// Resolve decides setting s. The order is the contract of the rediq command
-// and worker.Main: flag > environment > file > default. An empty flag or
-// variable counts as not given.
-func Resolve(s Setting, flag string, getenv func(string) (string, bool), f File, path string) Value {
-	if flag != "" {
-		return Value{flag, "--" + s.Key}
-	}
-	if v, ok := getenv(s.Env); ok && v != "" {
-		return Value{v, "$" + s.Env}
-	}
-	if v := f[s.Key]; v != "" {
-		return Value{v, FromFile(s, path)}
-	}
-	return Value{}
-}
-
-// FromFile says that setting s came from the file at path, as Value.From does.
-func FromFile(s Setting, path string) string { return s.Key + " in " + path }
 
 // Redact returns a Redis URL fit to print: its password, and those in its
 // password= options (a Sentinel URL's master password), shown as ***. What
