@@ -14,6 +14,7 @@ import (
 
 	"github.com/rediq/rediq/internal/broker"
 	"github.com/rediq/rediq/internal/core"
+	"github.com/rediq/rediq/internal/settings"
 )
 
 // DefaultRedisURL is used when neither Config.RedisURL nor REDIQ_REDIS_URL is set.
@@ -106,12 +107,10 @@ func init() {
 	core.EnqueueOnComplete = enqueueOnComplete
 }
 
-// New returns an App. It does not connect until first used.
+// New returns an App. It does not connect until first used. Each setting is
+// the Config's, else its environment variable's, else the default; New
+// reads no settings file, which only the rediq command and worker.Main do.
 func New(cfg Config) (*App, error) {
-	cfg.Namespace = cmp.Or(cfg.Namespace, os.Getenv("REDIQ_NAMESPACE"), DefaultNamespace)
-	if err := broker.ValidateNamespace(cfg.Namespace); err != nil {
-		return nil, fmt.Errorf("rediq: %w", err)
-	}
 	if cfg.Logger == nil {
 		cfg.Logger = zap.NewNop()
 	}
@@ -121,57 +120,62 @@ func New(cfg Config) (*App, error) {
 	if cfg.MaxMessageBytes < 0 {
 		return nil, fmt.Errorf("rediq: MaxMessageBytes %d is negative", cfg.MaxMessageBytes)
 	}
-	repl, err := replication(cfg.WaitReplicas, cfg.WaitReplicasTimeout)
+	s, err := setup(cfg, os.LookupEnv)
 	if err != nil {
 		return nil, err
 	}
-	if cfg.Redis != nil {
-		if err := repl.Check(cfg.Redis); err != nil {
-			return nil, fmt.Errorf("rediq: %w", err)
-		}
-		c := core.NewApp(cfg.Redis, false, cfg.Namespace, cfg.Logger)
-		c.SetReplication(repl)
-		return &App{core: c, maxMessageBytes: cfg.MaxMessageBytes}, nil
-	}
-	ep := core.Endpoint{
-		URL: cmp.Or(cfg.RedisURL, os.Getenv("REDIQ_REDIS_URL"), DefaultRedisURL),
-		TLS: core.TLSFiles{
-			CA:   cmp.Or(cfg.TLSCAFile, os.Getenv("REDIQ_TLS_CA_FILE")),
-			Cert: cmp.Or(cfg.TLSCertFile, os.Getenv("REDIQ_TLS_CERT_FILE")),
-			Key:  cmp.Or(cfg.TLSKeyFile, os.Getenv("REDIQ_TLS_KEY_FILE")),
-		},
-	}
-	c, err := core.DialApp(ep, cfg.Namespace, cfg.Logger)
+	c, err := core.NewApp(s, cfg.Logger)
 	if err != nil {
 		return nil, fmt.Errorf("rediq: %w", err)
 	}
-	if err := repl.Check(c.Broker().Client()); err != nil {
-		_ = c.Close()
-		return nil, fmt.Errorf("rediq: %w", err)
-	}
-	c.SetReplication(repl)
 	return &App{core: c, maxMessageBytes: cfg.MaxMessageBytes}, nil
 }
 
-// replication is the WAIT that Config's WaitReplicas and WaitReplicasTimeout
-// ask for, with their defaults.
-func replication(n int, timeout time.Duration) (broker.Replication, error) {
-	if n == 0 {
-		if s := os.Getenv("REDIQ_WAIT_REPLICAS"); s != "" {
-			v, err := strconv.Atoi(s)
-			if err != nil {
-				return broker.Replication{}, fmt.Errorf("rediq: REDIQ_WAIT_REPLICAS=%q is not a number of replicas", s)
-			}
-			n = v
+// setup decides the App's connection from cfg, else getenv, else the
+// defaults.
+func setup(cfg Config, getenv func(string) (string, bool)) (core.Setup, error) {
+	env := settings.Sources{Getenv: getenv} // no file: a program's settings are its own
+	get := func(s settings.Setting, field, def string) string {
+		return cmp.Or(env.Resolve(s, field, field != "").Value, def)
+	}
+	s := core.Setup{Client: cfg.Redis, Namespace: get(settings.Namespace, cfg.Namespace, DefaultNamespace)}
+	if cfg.Redis == nil {
+		s.Endpoint = core.Endpoint{
+			URL: get(settings.RedisURL, cfg.RedisURL, DefaultRedisURL),
+			TLS: core.TLSFiles{
+				CA:   get(settings.TLSCAFile, cfg.TLSCAFile, ""),
+				Cert: get(settings.TLSCertFile, cfg.TLSCertFile, ""),
+				Key:  get(settings.TLSKeyFile, cfg.TLSKeyFile, ""),
+			},
 		}
 	}
-	if n < 0 || timeout < 0 {
-		return broker.Replication{}, fmt.Errorf("rediq: WaitReplicas %d and WaitReplicasTimeout %s must not be negative", n, timeout)
+	n := strconv.Itoa(cfg.WaitReplicas)
+	if cfg.WaitReplicas == 0 {
+		n = get(settings.WaitReplicas, "", "")
 	}
-	if n == 0 {
+	var err error
+	s.Replication, err = replication(n, cfg.WaitReplicasTimeout)
+	return s, err
+}
+
+// replication is the WAIT that Config's WaitReplicas (n, perhaps from
+// $REDIQ_WAIT_REPLICAS) and WaitReplicasTimeout ask for, with their defaults.
+func replication(n string, timeout time.Duration) (broker.Replication, error) {
+	replicas := 0
+	if n != "" {
+		v, err := strconv.Atoi(n)
+		if err != nil {
+			return broker.Replication{}, fmt.Errorf("rediq: %s=%q is not a number of replicas", settings.WaitReplicas.Env, n)
+		}
+		replicas = v
+	}
+	if replicas < 0 || timeout < 0 {
+		return broker.Replication{}, fmt.Errorf("rediq: WaitReplicas %d and WaitReplicasTimeout %s must not be negative", replicas, timeout)
+	}
+	if replicas == 0 {
 		return broker.Replication{}, nil
 	}
-	return broker.Replication{Replicas: n, Timeout: cmp.Or(timeout, DefaultWaitReplicasTimeout)}, nil
+	return broker.Replication{Replicas: replicas, Timeout: cmp.Or(timeout, DefaultWaitReplicasTimeout)}, nil
 }
 
 // checkIDElsewhere fails if a queue of the namespace other than queue holds a
@@ -188,10 +192,10 @@ func (a *App) checkIDElsewhere(ctx context.Context, id, queue string) error {
 }
 
 // Redis returns the client the App uses.
-func (a *App) Redis() redis.UniversalClient { return a.core.Broker().Client() }
+func (a *App) Redis() redis.UniversalClient { return a.core.Redis() }
 
 // Namespace returns the key prefix.
-func (a *App) Namespace() string { return a.core.Broker().Namespace() }
+func (a *App) Namespace() string { return a.core.Namespace() }
 
 // Close closes the Redis client if the App created it; a client passed in
 // Config.Redis is left open.

@@ -77,31 +77,32 @@ func oneConfig(fn string, cfg []Config) Config {
 	return Config{}
 }
 
-// flagEnv maps each flag to its environment variable.
-var flagEnv = [][2]string{
-	{"redis-url", "REDIQ_REDIS_URL"},
-	{"tls-ca-file", "REDIQ_TLS_CA_FILE"},
-	{"tls-cert-file", "REDIQ_TLS_CERT_FILE"},
-	{"tls-key-file", "REDIQ_TLS_KEY_FILE"},
-	{"namespace", "REDIQ_NAMESPACE"},
-	{"queue", "REDIQ_QUEUES"},
-	{"skip-default-queue", "REDIQ_SKIP_DEFAULT_QUEUE"},
-	{"strict", "REDIQ_STRICT"},
-	{"name", "REDIQ_WORKER_NAME"},
-	{"prefetch", "REDIQ_PREFETCH"},
-	{"concurrency", "REDIQ_CONCURRENCY"},
-	{"executor-pool-size", "REDIQ_EXECUTOR_POOL_SIZE"},
-	{"shutdown-timeout", "REDIQ_SHUTDOWN_TIMEOUT"},
-	{"lease-ttl", "REDIQ_LEASE_TTL"},
-	{"wait-replicas", "REDIQ_WAIT_REPLICAS"},
-	{"wait-replicas-timeout", "REDIQ_WAIT_REPLICAS_TIMEOUT"},
-	{"log-level", "REDIQ_LOG_LEVEL"},
-	{"log-file", "REDIQ_LOG_FILE"},
-	{"log-format", "REDIQ_LOG_FORMAT"},
+// flagSettings are the worker's flags with their environment variables; the
+// connection settings among them are the rediq command's too.
+var flagSettings = []settings.Setting{
+	settings.RedisURL,
+	settings.TLSCAFile,
+	settings.TLSCertFile,
+	settings.TLSKeyFile,
+	settings.Namespace,
+	{Key: "queue", Env: "REDIQ_QUEUES"},
+	{Key: "skip-default-queue", Env: "REDIQ_SKIP_DEFAULT_QUEUE"},
+	{Key: "strict", Env: "REDIQ_STRICT"},
+	{Key: "name", Env: "REDIQ_WORKER_NAME"},
+	{Key: "prefetch", Env: "REDIQ_PREFETCH"},
+	{Key: "concurrency", Env: "REDIQ_CONCURRENCY"},
+	{Key: "executor-pool-size", Env: "REDIQ_EXECUTOR_POOL_SIZE"},
+	{Key: "shutdown-timeout", Env: "REDIQ_SHUTDOWN_TIMEOUT"},
+	{Key: "lease-ttl", Env: "REDIQ_LEASE_TTL"},
+	settings.WaitReplicas,
+	settings.WaitReplicasTimeout,
+	{Key: "log-level", Env: "REDIQ_LOG_LEVEL"},
+	{Key: "log-file", Env: "REDIQ_LOG_FILE"},
+	{Key: "log-format", Env: "REDIQ_LOG_FORMAT"},
 }
 
 // redisFlags are the flags that change how the App reaches Redis.
-var redisFlags = []string{"redis-url", "tls-ca-file", "tls-cert-file", "tls-key-file"}
+var redisFlags = []string{settings.RedisURL.Key, settings.TLSCAFile.Key, settings.TLSCertFile.Key, settings.TLSKeyFile.Key}
 
 type options struct {
 	cfg       Config
@@ -127,6 +128,30 @@ func (o *options) logGiven() bool {
 // file over base, the program's Config, and namespace, the App's.
 func parseFlags(prog string, args []string, stderr io.Writer, getenv func(string) (string, bool), base Config, namespace string) (*options, error) {
 	o := &options{cfg: base, given: map[string]string{}}
+	fs := o.flags(prog, stderr, base, namespace)
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		// A program whose worker is a subcommand ("myapp worker") passes the
+		// arguments after it to MainArgs.
+		return nil, fmt.Errorf("unexpected argument %q: the worker takes flags only (a program that runs it as a subcommand passes the arguments after it to worker.MainArgs)", fs.Arg(0))
+	}
+	if err := o.resolve(fs, getenv); err != nil {
+		return nil, err
+	}
+	// Given, 0 says none, which the Config says with -1 (0 is the App's).
+	if o.given["wait-replicas"] != "" && o.cfg.WaitReplicas == 0 {
+		o.cfg.WaitReplicas = -1
+	}
+	if err := o.setQueues(); err != nil {
+		return nil, err
+	}
+	return o, nil
+}
+
+// flags returns the worker's flag set, whose flags write to o.
+func (o *options) flags(prog string, stderr io.Writer, base Config, namespace string) *pflag.FlagSet {
 	c := &o.cfg
 	fs := pflag.NewFlagSet(prog, pflag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -142,8 +167,8 @@ func parseFlags(prog string, args []string, stderr io.Writer, getenv func(string
 		fs.PrintDefaults()
 	}
 	env := map[string]string{}
-	for _, fe := range flagEnv {
-		env[fe[0]] = fe[1]
+	for _, s := range flagSettings {
+		env[s.Key] = s.Env
 	}
 	help := func(name, text string) string { return text + " [$" + env[name] + "]" }
 	// showDefault makes --help show the default that New gives a zero field,
@@ -184,76 +209,69 @@ func parseFlags(prog string, args []string, stderr io.Writer, getenv func(string
 	fs.StringVar(&o.logLevel, "log-level", "info", help("log-level", "debug, info, warn or error"+logs))
 	fs.StringVar(&o.logFile, "log-file", "", help("log-file", "append logs to this file instead of stderr"+logs))
 	fs.StringVar(&o.logFormat, "log-format", "console", help("log-format", "json or console"+logs))
-	if err := fs.Parse(args); err != nil {
-		return nil, err
+	return fs
+}
+
+// resolve fills in each flag that the command line did not give from the
+// environment, then the settings file, as the rediq command does (package
+// settings decides: flag > environment > file > the program's value, which
+// is what no one sets leaves as the App has it), and records in o.given
+// where each given one came from.
+func (o *options) resolve(fs *pflag.FlagSet, getenv func(string) (string, bool)) error {
+	src, err := settings.Open(getenv)
+	if err != nil {
+		return err
 	}
-	if fs.NArg() > 0 {
-		// A program whose worker is a subcommand ("myapp worker") passes the
-		// arguments after it to MainArgs.
-		return nil, fmt.Errorf("unexpected argument %q: the worker takes flags only (a program that runs it as a subcommand passes the arguments after it to worker.MainArgs)", fs.Arg(0))
-	}
-	fs.Visit(func(f *pflag.Flag) { o.given[f.Name] = "--" + f.Name })
-	// The environment fills in what the command line did not set.
-	for _, fe := range flagEnv {
-		v, ok := getenv(fe[1])
-		if !ok || v == "" || fs.Changed(fe[0]) {
+	for _, s := range flagSettings {
+		// A flag given empty counts as given: --tls-ca-file "" drops the
+		// program's file.
+		v := src.Resolve(s, "", fs.Changed(s.Key))
+		if v.From == "" {
 			continue
 		}
-		o.given[fe[0]] = "$" + fe[1]
-		if fe[0] == "queue" {
+		o.given[s.Key] = v.From
+		switch {
+		case v.FromFlag():
+		case s.Key == "queue":
 			o.queues = nil
-			for _, q := range strings.Split(v, ",") {
+			for _, q := range strings.Split(v.Value, ",") {
 				if q = strings.TrimSpace(q); q != "" {
 					o.queues = append(o.queues, q)
 				}
 			}
-			continue
-		}
-		if err := fs.Set(fe[0], v); err != nil {
-			return nil, fmt.Errorf("$%s: %w", fe[1], err)
-		}
-	}
-	// The settings file fills in the connection settings that neither the
-	// command line nor the environment gave. This is where the precedence is
-	// decided: flag > environment (above) > file (here) > the program's value
-	// (what no one sets stays as the App has it).
-	if path, err := settings.Path(getenv); err == nil { // no configuration directory: no file
-		f, err := settings.Load(path)
-		if err != nil {
-			return nil, err
-		}
-		for _, s := range settings.Stored {
-			if v := f[s.Key]; v != "" && o.given[s.Key] == "" {
-				if err := fs.Set(s.Key, v); err != nil {
-					return nil, fmt.Errorf("%s: %w", settings.FromFile(s, path), err)
-				}
-				o.given[s.Key] = settings.FromFile(s, path)
+		default:
+			if err := fs.Set(s.Key, v.Value); err != nil {
+				return fmt.Errorf("%s: %w", v.From, err)
 			}
 		}
 	}
-	// Given, 0 says none, which the Config says with -1 (0 is the App's).
-	if o.given["wait-replicas"] != "" && c.WaitReplicas == 0 {
-		c.WaitReplicas = -1
+	return nil
+}
+
+// setQueues makes the queue list given, if one was, the Config's: it
+// replaces the program's queues and their weights.
+func (o *options) setQueues() error {
+	how := o.given["queue"]
+	if how == "" {
+		return nil
 	}
-	// A queue list replaces the program's queues and their weights.
-	if how := o.given["queue"]; how != "" {
-		c.Queues, c.Weights = nil, nil
-		for _, q := range o.queues {
-			name, weight, hasWeight := strings.Cut(q, ":")
-			c.Queues = append(c.Queues, name)
-			if hasWeight {
-				n, err := strconv.Atoi(weight)
-				if err != nil || n < 1 {
-					return nil, fmt.Errorf("%s %q: weight must be a positive integer", how, q)
-				}
-				if c.Weights == nil {
-					c.Weights = map[string]int{}
-				}
-				c.Weights[name] = n
+	c := &o.cfg
+	c.Queues, c.Weights = nil, nil
+	for _, q := range o.queues {
+		name, weight, hasWeight := strings.Cut(q, ":")
+		c.Queues = append(c.Queues, name)
+		if hasWeight {
+			n, err := strconv.Atoi(weight)
+			if err != nil || n < 1 {
+				return fmt.Errorf("%s %q: weight must be a positive integer", how, q)
 			}
+			if c.Weights == nil {
+				c.Weights = map[string]int{}
+			}
+			c.Weights[name] = n
 		}
 	}
-	return o, nil
+	return nil
 }
 
 // orDefault is the help's note of the default New gives a zero field; pflag
@@ -305,7 +323,7 @@ func newLogger(level, file, format string) (*zap.Logger, error) {
 
 func main(app *rediq.App, base Config, prog string, args []string, stderr io.Writer, getenv func(string) (string, bool)) int {
 	c := core.Unwrap(app)
-	o, err := parseFlags(prog, args, stderr, getenv, base, c.Broker().Namespace())
+	o, err := parseFlags(prog, args, stderr, getenv, base, c.Namespace())
 	if errors.Is(err, pflag.ErrHelp) {
 		return 0
 	}
@@ -324,10 +342,6 @@ func main(app *rediq.App, base Config, prog string, args []string, stderr io.Wri
 	o.cfg.Logger = log
 	defer app.Close()
 	if err := configureApp(c, o, log); err != nil {
-		fmt.Fprintf(stderr, "%s: %v\n", prog, err)
-		return 2
-	}
-	if err := configureReplication(c, o); err != nil {
 		fmt.Fprintf(stderr, "%s: %v\n", prog, err)
 		return 2
 	}
@@ -368,66 +382,92 @@ func main(app *rediq.App, base Config, prog string, args []string, stderr io.Wri
 	return 0
 }
 
-// configureApp applies the namespace, Redis URL and TLS files of the command
-// line, the environment and the settings file to the App, each keeping the
-// App's own where none gives one. A client the program passed in is kept: a
-// flag that would replace it is an error, a variable or a file's setting is
-// ignored and logged.
+// configureApp applies the namespace, Redis URL, TLS files and wait for
+// replicas of the command line, the environment and the settings file to
+// the App, in one call that the App allows only before its first use; each
+// keeps the App's own where none gives one. A client the program passed in
+// is kept: a flag that would replace it is an error, a variable or a file's
+// setting is ignored and logged. The wait for replicas applies to the App as
+// well as to the worker: the tasks its handlers enqueue wait for the
+// replicas as its settlements do.
 func configureApp(c *core.App, o *options, log *zap.Logger) error {
-	if how := o.given["namespace"]; how != "" && o.namespace != c.Broker().Namespace() {
-		if err := c.SetNamespace(o.namespace); err != nil {
-			return fmt.Errorf("%s: %w", how, err)
-		}
+	was := c.Setup()
+	s := was
+	if o.given["namespace"] != "" {
+		s.Namespace = o.namespace
 	}
-	if !c.OwnsClient() {
-		for _, name := range redisFlags {
-			switch how := o.given[name]; {
-			case strings.HasPrefix(how, "--"):
-				return fmt.Errorf("%s: this program passes its own Redis client (rediq.Config.Redis), which the command line cannot replace", how)
-			case strings.HasPrefix(how, "$"):
-				log.Info("ignoring the environment's Redis setting: the program passes its own Redis client",
-					zap.String("variable", strings.TrimPrefix(how, "$")))
-			case how != "":
-				log.Info("ignoring the settings file's Redis setting: the program passes its own Redis client",
-					zap.String("setting", how))
-			}
-		}
+	if c.OwnsClient() {
+		s.Endpoint = o.endpoint(was.Endpoint)
+	} else if err := o.keepProgramsClient(log); err != nil {
+		return err
+	}
+	s.Replication = o.replication(was.Replication)
+	if s == was {
 		return nil
 	}
-	ep, _ := c.Endpoint()
-	next := ep
-	if o.given["redis-url"] != "" && o.redisURL != "" {
-		next.URL = o.redisURL
-	}
-	// A TLS flag given empty drops the program's file.
-	if o.given["tls-ca-file"] != "" {
-		next.TLS.CA = o.tls.CA
-	}
-	if o.given["tls-cert-file"] != "" {
-		next.TLS.Cert = o.tls.Cert
-	}
-	if o.given["tls-key-file"] != "" {
-		next.TLS.Key = o.tls.Key
-	}
-	if next == ep {
+	err := c.Configure(s)
+	var (
+		ue *core.URLError
+		se *core.SettingError
+	)
+	switch {
+	case err == nil:
 		return nil
-	}
-	err := c.Connect(next)
-	if ue := (*core.URLError)(nil); errors.As(err, &ue) {
+	case errors.As(err, &ue):
 		return fmt.Errorf("%s: %w", cmp.Or(o.given["redis-url"], "--redis-url"), ue.Err)
+	case errors.As(err, &se) && se.Setting == settings.Namespace.Key:
+		return fmt.Errorf("%s: %w", o.given["namespace"], se.Err)
+	case errors.As(err, &se) && se.Setting == settings.WaitReplicas.Key:
+		// Without a wait flag, the new URL's read timeout is what refused the
+		// program's wait.
+		return fmt.Errorf("%s: %w", cmp.Or(o.given["wait-replicas-timeout"], o.given["wait-replicas"], o.given["redis-url"], "--redis-url"), se.Err)
 	}
 	return err
 }
 
-// configureReplication applies --wait-replicas and --wait-replicas-timeout (or
-// their variables) to the App as well as to the worker: the tasks its
-// handlers enqueue wait for the replicas as its settlements do.
-func configureReplication(c *core.App, o *options) error {
+// keepProgramsClient refuses the flags that would replace a client the
+// program passed in, and logs the variables and file settings it ignores.
+func (o *options) keepProgramsClient(log *zap.Logger) error {
+	for _, name := range redisFlags {
+		switch how := o.given[name]; {
+		case strings.HasPrefix(how, "--"):
+			return fmt.Errorf("%s: this program passes its own Redis client (rediq.Config.Redis), which the command line cannot replace", how)
+		case strings.HasPrefix(how, "$"):
+			log.Info("ignoring the environment's Redis setting: the program passes its own Redis client",
+				zap.String("variable", strings.TrimPrefix(how, "$")))
+		case how != "":
+			log.Info("ignoring the settings file's Redis setting: the program passes its own Redis client",
+				zap.String("setting", how))
+		}
+	}
+	return nil
+}
+
+// endpoint is ep, the App's, with the URL and TLS files given.
+func (o *options) endpoint(ep core.Endpoint) core.Endpoint {
+	if o.given["redis-url"] != "" && o.redisURL != "" {
+		ep.URL = o.redisURL
+	}
+	// A TLS flag given empty drops the program's file.
+	if o.given["tls-ca-file"] != "" {
+		ep.TLS.CA = o.tls.CA
+	}
+	if o.given["tls-cert-file"] != "" {
+		ep.TLS.Cert = o.tls.Cert
+	}
+	if o.given["tls-key-file"] != "" {
+		ep.TLS.Key = o.tls.Key
+	}
+	return ep
+}
+
+// replication is r, the App's wait for replicas, with --wait-replicas and
+// --wait-replicas-timeout (or their variables) applied.
+func (o *options) replication(r broker.Replication) broker.Replication {
 	n, timeout := o.given["wait-replicas"], o.given["wait-replicas-timeout"]
 	if n == "" && timeout == "" {
-		return nil
+		return r
 	}
-	r := c.Broker().Replication()
 	if n != "" {
 		r.Replicas = max(o.cfg.WaitReplicas, 0)
 	}
@@ -439,9 +479,5 @@ func configureReplication(c *core.App, o *options) error {
 	case r.Timeout == 0:
 		r.Timeout = rediq.DefaultWaitReplicasTimeout
 	}
-	if err := r.Check(c.Broker().Client()); err != nil {
-		return fmt.Errorf("%s: %w", cmp.Or(timeout, n), err)
-	}
-	c.SetReplication(r)
-	return nil
+	return r
 }

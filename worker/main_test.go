@@ -165,9 +165,9 @@ func TestHelpExplainsEveryFlag(t *testing.T) {
 			if !errors.Is(err, pflag.ErrHelp) {
 				t.Fatalf("err = %v, want ErrHelp", err)
 			}
-			for _, fe := range flagEnv {
-				if !strings.Contains(out.String(), "--"+fe[0]) || !strings.Contains(out.String(), "$"+fe[1]) {
-					t.Errorf("help lacks --%s or $%s:\n%s", fe[0], fe[1], out.String())
+			for _, s := range flagSettings {
+				if !strings.Contains(out.String(), "--"+s.Key) || !strings.Contains(out.String(), "$"+s.Env) {
+					t.Errorf("help lacks --%s or $%s:\n%s", s.Key, s.Env, out.String())
 				}
 			}
 			for _, def := range c.want {

@@ -47,13 +47,6 @@ func (b *Broker) SetReplication(r Replication) { b.repl = r }
 // Replication is what SetReplication set.
 func (b *Broker) Replication() Replication { return b.repl }
 
-// Rebind returns a broker on rdb and namespace ns with b's settings.
-func (b *Broker) Rebind(rdb redis.UniversalClient, ns string) *Broker {
-	n := New(rdb, ns)
-	n.repl = b.repl
-	return n
-}
-
 // WithReplication returns a broker on b's client and namespace whose task
 // writes wait as r says (b itself if it already does).
 func (b *Broker) WithReplication(r Replication) *Broker {

@@ -11,7 +11,6 @@ import (
 	"strings"
 
 	"github.com/redis/go-redis/v9"
-	"go.uber.org/zap"
 
 	"github.com/rediq/rediq/internal/broker"
 	"github.com/rediq/rediq/internal/settings"
@@ -194,34 +193,117 @@ func (f TLSFiles) apply(c *tls.Config) error {
 	return nil
 }
 
-// DialApp returns an App on a client of its own dialed from ep.
-func DialApp(ep Endpoint, ns string, log *zap.Logger) (*App, error) {
-	rdb, err := Dial(ep.URL, ep.TLS)
-	if err != nil {
-		return nil, err
-	}
-	a := NewApp(rdb, true, ns, log)
-	a.ep = ep
-	return a, nil
+// Setup is what an App's connection is made of.
+type Setup struct {
+	// Client is the program's client, used as is and never closed nor
+	// replaced; nil: the App dials Endpoint and closes that client itself.
+	Client      redis.UniversalClient
+	Endpoint    Endpoint // unused with Client
+	Namespace   string
+	Replication broker.Replication // the WAIT after task writes
 }
 
-// OwnsClient reports whether the App made its client, and so may replace and
-// close it: false for a client the program passed in.
+// SettingError is a setting of a Setup that cannot be used. Setting is its
+// key in package settings ("namespace", "wait-replicas"), so that a caller
+// can name where the value came from; the message is Err's. A bad URL is a
+// *URLError instead, and a bad TLS file an error of its own.
+type SettingError struct {
+	Setting string
+	Err     error
+}
+
+func (e *SettingError) Error() string { return e.Err.Error() }
+func (e *SettingError) Unwrap() error { return e.Err }
+
+// ErrUsed is Configure's answer once the App was used.
+var ErrUsed = errors.New("the App was used before worker.Main; its Redis client and namespace are fixed by its first use " +
+	"(an enqueue, a read, App.Redis, a worker), so the command line can no longer change them: call worker.Main first")
+
+// check validates s and returns the client it makes: was's client rdb when s
+// has was's endpoint or client, else a new one (dialed, not connected).
+func (s Setup) check(rdb redis.UniversalClient, was Setup) (redis.UniversalClient, error) {
+	if err := broker.ValidateNamespace(s.Namespace); err != nil {
+		return nil, &SettingError{settings.Namespace.Key, err}
+	}
+	next := rdb
+	switch {
+	case s.Client != nil:
+		next = s.Client
+	case rdb == nil || was.Client != nil || s.Endpoint != was.Endpoint:
+		var err error
+		if next, err = Dial(s.Endpoint.URL, s.Endpoint.TLS); err != nil {
+			return nil, err
+		}
+	}
+	if err := s.Replication.Check(next); err != nil {
+		if next != rdb && s.Client == nil {
+			_ = next.Close() // never used
+		}
+		return nil, &SettingError{settings.WaitReplicas.Key, err}
+	}
+	return next, nil
+}
+
+// Setup returns what the App's connection is made of.
+func (a *App) Setup() Setup {
+	a.conn.Lock()
+	defer a.conn.Unlock()
+	return a.conn.setup
+}
+
+// Configure remakes the App's connection from s (worker.Main's flags). It is
+// allowed only before the App's first use (ErrUsed after it), so that no
+// client or broker that something holds is ever replaced; the client it
+// replaces did no I/O and is closed. A client the program passed in is kept:
+// s must keep it.
+func (a *App) Configure(s Setup) error {
+	a.conn.Lock()
+	defer a.conn.Unlock()
+	if a.conn.fixed {
+		return ErrUsed
+	}
+	was := a.conn.setup
+	if was.Client != nil && (s.Client != was.Client || s.Endpoint != was.Endpoint) {
+		return errors.New("the program passes its own Redis client, which rediq does not replace")
+	}
+	if was.Client == nil && s.Client != nil {
+		return errors.New("an App that dials its own Redis client does not take the program's")
+	}
+	rdb, err := s.check(a.conn.rdb, was)
+	if err != nil {
+		return err
+	}
+	if rdb != a.conn.rdb {
+		_ = a.conn.rdb.Close()
+	}
+	a.conn.setup, a.conn.rdb = s, rdb
+	return nil
+}
+
+// Namespace returns the App's key namespace, without fixing it as Broker does.
+func (a *App) Namespace() string {
+	a.conn.Lock()
+	defer a.conn.Unlock()
+	return a.conn.setup.Namespace
+}
+
+// OwnsClient reports whether the App made its client, and so closes it:
+// false for a client the program passed in.
 func (a *App) OwnsClient() bool {
-	a.mu.RLock()
-	defer a.mu.RUnlock()
-	return a.own
+	a.conn.Lock()
+	defer a.conn.Unlock()
+	return a.conn.setup.Client == nil
 }
 
 // Endpoint returns what the App's client was dialed from; ok is false for a
 // client the program passed in.
 func (a *App) Endpoint() (ep Endpoint, ok bool) {
-	a.mu.RLock()
-	defer a.mu.RUnlock()
-	if !a.own {
+	a.conn.Lock()
+	defer a.conn.Unlock()
+	if a.conn.setup.Client != nil {
 		return Endpoint{}, false
 	}
-	return a.ep, true
+	return a.conn.setup.Endpoint, true
 }
 
 // RedisName says which Redis the App uses, fit to log: the URL it was dialed
@@ -230,50 +312,11 @@ func (a *App) RedisName() string {
 	if ep, ok := a.Endpoint(); ok {
 		return settings.Redact(ep.URL)
 	}
-	switch c := a.Broker().Client().(type) {
+	switch c := a.Setup().Client.(type) {
 	case *redis.Client:
 		return c.Options().Addr
 	case *redis.ClusterClient:
 		return strings.Join(c.Options().Addrs, ",")
 	}
 	return "the program's client"
-}
-
-// Connect points the App at ep (a worker's --redis-url), closing the client it
-// replaces. It refuses to replace a client the program passed in: that client
-// may be configured in ways a URL cannot say, and the program still uses it.
-func (a *App) Connect(ep Endpoint) error {
-	if !a.OwnsClient() {
-		return errors.New("the program passes its own Redis client, which rediq does not replace")
-	}
-	rdb, err := Dial(ep.URL, ep.TLS)
-	if err != nil {
-		return err
-	}
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	old := a.broker.Swap(a.Broker().Rebind(rdb, a.Broker().Namespace()))
-	_ = old.Client().Close()
-	a.ep = ep
-	return nil
-}
-
-// SetNamespace switches the App to the key namespace ns (a worker's
-// --namespace). Call it before the App is used.
-func (a *App) SetNamespace(ns string) error {
-	if err := broker.ValidateNamespace(ns); err != nil {
-		return err
-	}
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	a.broker.Store(a.Broker().Rebind(a.Broker().Client(), ns))
-	return nil
-}
-
-// SetReplication makes the App's task writes wait for replicas (a worker's
-// --wait-replicas). Call it before the App is used.
-func (a *App) SetReplication(r broker.Replication) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	a.broker.Store(a.Broker().WithReplication(r))
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 
+	"github.com/rediq/rediq/internal/broker"
 	"github.com/rediq/rediq/internal/testredis"
 )
 
@@ -268,7 +269,7 @@ func TestDialSentinel(t *testing.T) {
 func TestAppConnection(t *testing.T) {
 	t.Parallel()
 	ep := Endpoint{URL: testredis.URL()}
-	a, err := DialApp(ep, "ns1", zap.NewNop())
+	a, err := NewApp(Setup{Endpoint: ep, Namespace: "ns1"}, zap.NewNop())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -276,35 +277,68 @@ func TestAppConnection(t *testing.T) {
 	if got, ok := a.Endpoint(); !ok || got != ep || !a.OwnsClient() {
 		t.Fatalf("Endpoint() = %+v, %v; OwnsClient %v; want %+v, true, true", got, ok, a.OwnsClient(), ep)
 	}
-	first := a.Broker().Client()
+	// Before its first use, an App can be configured again (worker.Main).
+	first := a.conn.rdb
 	ep2 := Endpoint{URL: testredis.URL() + "/1"}
-	if err := a.Connect(ep2); err != nil {
+	s := a.Setup()
+	s.Endpoint = ep2
+	if err := a.Configure(s); err != nil {
 		t.Fatal(err)
 	}
-	if got, _ := a.Endpoint(); got != ep2 || a.Broker().Namespace() != "ns1" {
-		t.Fatalf("after Connect: %+v in %q, want %+v in ns1", got, a.Broker().Namespace(), ep2)
+	if got, _ := a.Endpoint(); got != ep2 || a.Namespace() != "ns1" {
+		t.Fatalf("after Configure: %+v in %q, want %+v in ns1", got, a.Namespace(), ep2)
 	}
 	if err := ping(first); !errors.Is(err, redis.ErrClosed) {
 		t.Fatalf("the replaced client: ping = %v, want it closed", err)
 	}
-	if err := a.Connect(Endpoint{URL: "http://x"}); err == nil {
-		t.Fatal("Connect to a bad URL: no error")
+	s.Endpoint = Endpoint{URL: "http://x"}
+	if err := a.Configure(s); err == nil {
+		t.Fatal("Configure to a bad URL: no error")
 	}
-	if err := a.SetNamespace("ns2"); err != nil || a.Broker().Namespace() != "ns2" {
-		t.Fatalf("SetNamespace: %v, namespace %q", err, a.Broker().Namespace())
+	s = a.Setup()
+	s.Namespace = "ns2"
+	if err := a.Configure(s); err != nil || a.Namespace() != "ns2" {
+		t.Fatalf("Configure namespace: %v, namespace %q", err, a.Namespace())
 	}
-	if err := a.SetNamespace("a:b"); err == nil || a.Broker().Namespace() != "ns2" {
-		t.Fatalf("SetNamespace(a:b) = %v, namespace %q; want an error and no change", err, a.Broker().Namespace())
+	s.Namespace = "a:b"
+	var se *SettingError
+	if err := a.Configure(s); !errors.As(err, &se) || se.Setting != "namespace" || a.Namespace() != "ns2" {
+		t.Fatalf("Configure namespace a:b = %v, namespace %q; want a namespace error and no change", err, a.Namespace())
+	}
+	s.Namespace, s.Replication = "ns2", broker.Replication{Replicas: 1, Timeout: time.Hour}
+	if err := a.Configure(s); !errors.As(err, &se) || se.Setting != "wait-replicas" || a.Setup().Replication.Replicas != 0 {
+		t.Fatalf("Configure a WAIT beyond the read timeout = %v; want a wait-replicas error and no change", err)
+	}
+
+	// The first use fixes the connection: what it returned is never replaced.
+	b := a.Broker()
+	if b.Namespace() != "ns2" || ping(b.Client()) != nil || a.Redis() != b.Client() {
+		t.Fatalf("first use: namespace %q, ping %v", b.Namespace(), ping(b.Client()))
+	}
+	s.Replication, s.Namespace = broker.Replication{}, "ns3"
+	if err := a.Configure(s); !errors.Is(err, ErrUsed) || a.Broker() != b || a.Namespace() != "ns2" {
+		t.Fatalf("Configure after the first use = %v; want ErrUsed and no change", err)
+	}
+	if !strings.Contains(ErrUsed.Error(), "the App was used before worker.Main") {
+		t.Fatalf("ErrUsed says %q", ErrUsed)
 	}
 
 	// A client the program passed is the program's: never replaced.
 	rdb := testredis.Client(t)
-	p := NewApp(rdb, false, "ns", zap.NewNop())
+	p, err := NewApp(Setup{Client: rdb, Namespace: "ns"}, zap.NewNop())
+	if err != nil {
+		t.Fatal(err)
+	}
 	if _, ok := p.Endpoint(); ok || p.OwnsClient() {
 		t.Fatal("an App on the program's client claims it")
 	}
-	if err := p.Connect(ep); err == nil || !strings.Contains(err.Error(), "the program passes its own Redis client") {
-		t.Fatalf("Connect on the program's client = %v", err)
+	ps := p.Setup()
+	ps.Client, ps.Endpoint = nil, ep
+	if err := p.Configure(ps); err == nil || !strings.Contains(err.Error(), "the program passes its own Redis client") {
+		t.Fatalf("Configure on the program's client = %v", err)
+	}
+	if err := p.Close(); err != nil {
+		t.Fatal(err)
 	}
 	if p.Broker().Client() != rdb || ping(rdb) != nil {
 		t.Fatal("the program's client was replaced or closed")

@@ -53,44 +53,76 @@ type TaskDef struct {
 // App is the shared state behind a rediq.App.
 type App struct {
 	Log *zap.Logger
-
-	broker atomic.Pointer[broker.Broker]
-	own    bool     // the client was made by rediq: close it
-	ep     Endpoint // what the client was dialed from, when own
 	// unroute ends go-redis's log lines going to Log (RouteRedisLog).
 	unroute func()
+
+	// conn is how the App reaches Redis. It is decided before the App is
+	// used, by NewApp and perhaps once more by worker.Main (Configure), and
+	// fixed by the first use: a client or broker that callers hold is never
+	// replaced, so neither needs an atomic pointer.
+	conn struct {
+		sync.Mutex
+		setup Setup
+		rdb   redis.UniversalClient // made from setup, or setup.Client; no I/O until used
+		fixed bool                  // used: Configure refuses
+	}
+	fixOnce sync.Once
+	broker  *broker.Broker // set by fix, then never changed
 
 	mu    sync.RWMutex
 	tasks atomic.Pointer[map[string]*TaskDef] // copied on write: runners read it lock-free
 	hooks [NumEvents][]Hook
 }
 
-// NewApp returns an App with no tasks or hooks. own says whether Close closes rdb.
-func NewApp(rdb redis.UniversalClient, own bool, ns string, log *zap.Logger) *App {
-	a := &App{Log: log, own: own}
+// NewApp returns an App with no tasks or hooks, on s's client: the
+// program's, or one dialed from s.Endpoint that Close closes. It does no I/O.
+func NewApp(s Setup, log *zap.Logger) (*App, error) {
+	rdb, err := s.check(nil, Setup{})
+	if err != nil {
+		return nil, err
+	}
+	a := &App{Log: log}
+	a.conn.setup, a.conn.rdb = s, rdb
 	installRedisLog()
 	if log.Core().Enabled(zap.WarnLevel) {
 		a.unroute = RouteRedisLog(log)
 	}
 	a.tasks.Store(&map[string]*TaskDef{})
-	a.broker.Store(broker.New(rdb, ns))
-	return a
+	return a, nil
 }
 
-// Broker returns the App's broker.
-func (a *App) Broker() *broker.Broker { return a.broker.Load() }
+// Broker returns the App's broker, built by the first call: from then on the
+// App's connection is fixed.
+func (a *App) Broker() *broker.Broker {
+	a.fixOnce.Do(a.fix)
+	return a.broker
+}
 
-// Close closes the client if the App made it.
+// Redis returns the App's client, which fixes the App's connection as
+// Broker does: the caller may keep it.
+func (a *App) Redis() redis.UniversalClient { return a.Broker().Client() }
+
+func (a *App) fix() {
+	a.conn.Lock()
+	defer a.conn.Unlock()
+	a.conn.fixed = true
+	a.broker = broker.New(a.conn.rdb, a.conn.setup.Namespace)
+	a.broker.SetReplication(a.conn.setup.Replication)
+}
+
+// Close closes the client if the App made it. A closed App stays on its
+// closed client: it can no longer be configured.
 func (a *App) Close() error {
+	a.fixOnce.Do(a.fix)
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if a.unroute != nil {
 		a.unroute()
 	}
-	if !a.own {
+	if a.conn.setup.Client != nil {
 		return nil
 	}
-	if err := a.Broker().Client().Close(); err != nil && !errors.Is(err, redis.ErrClosed) {
+	if err := a.broker.Client().Close(); err != nil && !errors.Is(err, redis.ErrClosed) {
 		return err
 	}
 	return nil

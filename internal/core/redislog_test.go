@@ -72,7 +72,7 @@ func TestAppReceivesRedisLog(t *testing.T) {
 	t.Parallel()
 	addr := testredis.ClosedPort(t)
 	obs, _ := observer.New(zap.DebugLevel)
-	app, err := DialApp(Endpoint{URL: "redis://" + addr + "?pool_size=100"}, "ns", zap.New(obs))
+	app, err := NewApp(Setup{Endpoint: Endpoint{URL: "redis://" + addr + "?pool_size=100"}, Namespace: "ns"}, zap.New(obs))
 	if err != nil {
 		t.Fatal(err)
 	}
