@@ -191,7 +191,8 @@ func (a *App) checkIDElsewhere(ctx context.Context, id, queue string) error {
 	return nil
 }
 
-// Redis returns the client the App uses.
+// Redis returns the client the App uses. Like any use of the App, it fixes
+// the App's connection: worker.Main can no longer change it.
 func (a *App) Redis() redis.UniversalClient { return a.core.Redis() }
 
 // Namespace returns the key prefix.

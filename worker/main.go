@@ -39,6 +39,11 @@ import (
 // errors, and their variables and the file's settings are ignored. A Logger in
 // cfg is used unless a --log-… flag or variable is given.
 //
+// The App's connection is fixed by its first use (an enqueue, a read,
+// App.Redis), so that nothing holding its client sees it replaced: a program
+// calls Main before it uses the App, or Main fails when its settings would
+// change the connection.
+//
 //	func main() {
 //		app := myapp.New()
 //		worker.Main(app, worker.Config{Queues: []string{"emails"}, Concurrency: 50})

@@ -499,3 +499,28 @@ func TestMainConfigFileBadURL(t *testing.T) {
 		t.Fatalf("exit %d, stderr %q; want 2 and a message naming the file's setting", code, msg)
 	}
 }
+
+// An App's connection is fixed by its first use: Main's flags cannot change
+// it afterwards, and say why; without such flags, Main runs on it.
+func TestMainAfterTheAppWasUsed(t *testing.T) {
+	t.Parallel()
+	ns := testredis.Namespace(t)
+	app, err := rediq.New(rediq.Config{RedisURL: testredis.URL(), Namespace: ns})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rdb := app.Redis() // the first use
+	var stderr bytes.Buffer
+	code := main(app, Config{}, "w", []string{"--namespace", "other", "--log-level", "error"}, &stderr, envOf(nil))
+	if msg := stderr.String(); code != 2 || !strings.Contains(msg, "w: the App was used before worker.Main") {
+		t.Fatalf("exit %d, stderr %q; want 2 and a message that the App was used before worker.Main", code, msg)
+	}
+	if app.Namespace() != ns || app.Redis() != rdb {
+		t.Fatal("the used App's connection changed")
+	}
+
+	c := core.Unwrap(app)
+	if err := configureApp(c, given(t, nil, map[string]string{"REDIQ_NAMESPACE": ns}, ns), zap.NewNop()); err != nil {
+		t.Fatalf("settings that change nothing: %v", err)
+	}
+}
