@@ -51,9 +51,9 @@ func configFile() (string, settings.File, error) {
 	return path, f, err
 }
 
-// shownValue is a setting's value fit to print: a URL without its password, "-"
+// shown is a setting's value fit to print: a URL without its password, "-"
 // for none.
-func shownValue(key, v string) string {
+func shown(key, v string) string {
 	switch {
 	case v == "":
 		return "-"
@@ -94,9 +94,9 @@ func configSet(args []string, stdout io.Writer) error {
 			Path  string `json:"path"`
 			Key   string `json:"key"`
 			Value string `json:"value"`
-		}{path, s.Key, shownValue(s.Key, v)})
+		}{path, s.Key, shown(s.Key, v)})
 	}
-	_, err = fmt.Fprintf(stdout, "%s = %s (in %s)\n", s.Key, shownValue(s.Key, v), path)
+	_, err = fmt.Fprintf(stdout, "%s = %s (in %s)\n", s.Key, shown(s.Key, v), path)
 	return err
 }
 
@@ -210,7 +210,7 @@ func configShow(args []string, stdout io.Writer) error {
 	if *out == outputJSON {
 		file := map[string]string{}
 		for k, v := range f {
-			file[k] = shownValue(k, v)
+			file[k] = shown(k, v)
 		}
 		return printJSON(stdout, struct {
 			Path       string            `json:"path"`
@@ -242,7 +242,7 @@ func configShow(args []string, stdout io.Writer) error {
 // the default gives what nothing set, and where it came from.
 func showSettings(s settings.Conn) []settingJSON {
 	defaults := map[string]string{settings.RedisURL.Key: rediq.DefaultRedisURL, settings.Namespace.Key: rediq.DefaultNamespace}
-	var shown []settingJSON
+	var list []settingJSON
 	for _, st := range settings.Stored {
 		v := *s.Field(st)
 		j := settingJSON{Key: st.Key, From: v.From}
@@ -258,10 +258,10 @@ func showSettings(s settings.Conn) []settingJSON {
 			j.Source = "flag"
 		}
 		if v.Value != "" {
-			value := shownValue(st.Key, v.Value)
+			value := shown(st.Key, v.Value)
 			j.Value = &value
 		}
-		shown = append(shown, j)
+		list = append(list, j)
 	}
-	return shown
+	return list
 }
