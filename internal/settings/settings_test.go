@@ -15,7 +15,7 @@ func envOf(m map[string]string) func(string) (string, bool) {
 }
 
 // The precedence of every setting: flag > environment > file > default.
-func TestResolve(t *testing.T) {
+func TestSettingsResolve(t *testing.T) {
 	t.Parallel()
 	file := File{"redis-url": "redis://file:1", "wait-replicas": "3"}
 	cases := []struct {
@@ -57,7 +57,7 @@ func TestResolve(t *testing.T) {
 
 // Conn decides each connection setting on its own, from its own flag,
 // variable and key.
-func TestResolveConn(t *testing.T) {
+func TestSettingsConn(t *testing.T) {
 	t.Parallel()
 	src := Sources{
 		Getenv: envOf(map[string]string{"REDIQ_NAMESPACE": "envns", "REDIQ_TLS_CA_FILE": "", "REDIQ_WAIT_REPLICAS_TIMEOUT": "1s"}),
@@ -82,7 +82,7 @@ func TestResolveConn(t *testing.T) {
 }
 
 // Open reads the file that $REDIQ_CONFIG names; a missing one holds nothing.
-func TestOpen(t *testing.T) {
+func TestSettingsOpen(t *testing.T) {
 	t.Parallel()
 	path := filepath.Join(t.TempDir(), "config.json")
 	src, err := Open(envOf(map[string]string{EnvPath: path}))
@@ -98,7 +98,7 @@ func TestOpen(t *testing.T) {
 	}
 }
 
-func TestRedact(t *testing.T) {
+func TestSettingsRedact(t *testing.T) {
 	t.Parallel()
 	cases := []struct{ in, want string }{
 		{"", ""},
@@ -121,7 +121,7 @@ func TestRedact(t *testing.T) {
 	}
 }
 
-func TestFile(t *testing.T) {
+func TestSettingsFile(t *testing.T) {
 	t.Parallel()
 	path := filepath.Join(t.TempDir(), "sub", "config.json")
 	f, err := Load(path)
@@ -164,7 +164,7 @@ func TestFile(t *testing.T) {
 	}
 }
 
-func TestPath(t *testing.T) {
+func TestSettingsPath(t *testing.T) {
 	t.Parallel()
 	if p, err := Path(envOf(map[string]string{EnvPath: "/x/c.json"})); err != nil || p != "/x/c.json" {
 		t.Fatalf("$%s: %q, %v", EnvPath, p, err)
