@@ -407,7 +407,8 @@ func configureApp(c *core.App, o *options, log *zap.Logger) error {
 		return err
 	}
 	s.Replication = o.replication(was.Replication)
-	if s == was {
+	// The client is never changed here; only the rest can differ.
+	if s.Endpoint == was.Endpoint && s.Namespace == was.Namespace && s.Replication == was.Replication {
 		return nil
 	}
 	err := c.Configure(s)
