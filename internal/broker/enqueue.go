@@ -96,7 +96,7 @@ type lane struct {
 }
 
 // Enqueue adds msgs to q and reports, per message, what it did (Added, or why
-// nothing was written for it). Large batches go as several script calls in one
+// nothing was written for it). Many messages go as several script calls in one
 // round trip. It returns when ctx ends, with an error wrapping
 // ErrOutcomeUnknown if the calls were already sent.
 func (b *Broker) Enqueue(ctx context.Context, q *Queue, msgs []Message) ([]Status, error) {
@@ -144,7 +144,7 @@ func (b *Broker) send(ctx context.Context, q *Queue, calls []laneCall) ([]Status
 		c := calls[0]
 		return appendStatus(nil, enqueueScript.Run(ctx, b.rdb, q.enqueueKeys(c.lane), enqueueArgs(q, c)...), len(c.msgs))
 	}
-	t := b.newTaskBatch()
+	t := b.newTaskPipeline()
 	if !q.indexed.Load() {
 		t.pipe.SAdd(ctx, b.indexKey(), q.Name)
 	}
@@ -367,25 +367,25 @@ func (b *Broker) Enqueue1(ctx context.Context, q *Queue, m Message) (Status, err
 // waits; then it frees the lane.
 func (b *Broker) drive(q *Queue, l *lane) {
 	c := &q.combiner
-	var batch []*enqueueReq
+	var taken []*enqueueReq
 	msgs := make([]Message, 0, 16)
 	for {
 		// Let the callers just answered (runnable, not yet running) come back
 		// with their next message before the call is cut: on a busy process this
-		// multiplies the batch size; on an idle one it costs nothing.
+		// multiplies the messages per call; on an idle one it costs nothing.
 		runtime.Gosched()
 		c.mu.Lock()
-		batch, msgs = batch[:0], msgs[:0]
+		taken, msgs = taken[:0], msgs[:0]
 		i := 0
-		for ; i < len(c.waiting) && len(batch) < maxCombined; i++ {
+		for ; i < len(c.waiting) && len(taken) < maxCombined; i++ {
 			r := c.waiting[i]
 			if r.state.CompareAndSwap(reqWaiting, reqTaken) {
-				batch = append(batch, r)
+				taken = append(taken, r)
 				msgs = append(msgs, r.m)
 			}
 		}
 		c.waiting = c.waiting[i:]
-		if len(batch) == 0 {
+		if len(taken) == 0 {
 			c.busy--
 			c.free = append(c.free, l)
 			c.mu.Unlock()
@@ -405,7 +405,7 @@ func (b *Broker) drive(q *Queue, l *lane) {
 			// Retire the lane's guard: the failed call may still run.
 			l.id, l.call = b.lanes.next(), 0
 		}
-		for k, r := range batch {
+		for k, r := range taken {
 			res := enqueueResult{err: err}
 			if k < len(added) {
 				res.status = added[k]

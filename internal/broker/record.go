@@ -100,7 +100,7 @@ func (b *Broker) Find(ctx context.Context, id string, queues []string) (*Record,
 			return nil, err
 		}
 	}
-	t := b.newBatch()
+	t := b.newPipeline()
 	cmds := make([]*redis.Cmd, len(queues))
 	for i, n := range queues {
 		q := b.Queue(n)
