@@ -307,6 +307,24 @@ func (b *Broker) zrange(ctx context.Context, key string, start, stop int, rev bo
 	return out, nil
 }
 
+// DeadCount is how many tasks the queue's dead set holds.
+func (b *Broker) DeadCount(ctx context.Context, q *Queue) (int64, error) {
+	return b.rdb.ZCard(ctx, q.Dead).Result()
+}
+
+// Memoized returns the result a Memoize task cached for the arguments whose
+// digest is given (the digest of its lock); ok is false if none is cached.
+func (b *Broker) Memoized(ctx context.Context, q *Queue, digest string) (result []byte, ok bool, err error) {
+	raw, err := b.rdb.Get(ctx, q.Prefix+"memo:"+digest).Bytes()
+	switch {
+	case errors.Is(err, redis.Nil):
+		return nil, false, nil
+	case err != nil:
+		return nil, false, err
+	}
+	return raw, true, nil
+}
+
 // Holders returns the worker session holding each of the ids of q that is active.
 func (b *Broker) Holders(ctx context.Context, q *Queue, ids []string) (map[string]string, error) {
 	out := map[string]string{}

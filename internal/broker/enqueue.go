@@ -36,7 +36,7 @@ type Message struct {
 	ExpireIn  time.Duration // > 0: not started by then (from the enqueue), it expires
 	Retention time.Duration // its record is kept that long after it finishes
 	Memo      time.Duration // Memoize: a success's result is cached that long
-	Lock      string        // "" or "u:DIGEST" (Unique) or "m:DIGEST" (Memoize)
+	Lock      string        // "", UniqueLock(digest) or MemoLock(digest)
 	LockTTL   time.Duration
 }
 
@@ -48,14 +48,35 @@ func (m *Message) options() string {
 	return ms(m.ExpireIn) + ":" + ms(m.Retention) + ":" + ms(m.Memo) + ":" + ms(m.LockTTL) + ":" + m.Lock
 }
 
+// UniqueLock is the Message.Lock of a Unique task whose arguments (or key)
+// have the digest: enqueue.lua keeps one task per digest.
+func UniqueLock(digest string) string { return "u:" + digest }
+
+// MemoLock is the Message.Lock of a Memoize run whose arguments have the
+// digest: one run at a time, and its result cached (Memoized).
+func MemoLock(digest string) string { return "m:" + digest }
+
+// IsUniqueLock reports whether lock was made by UniqueLock.
+func IsUniqueLock(lock string) bool { return strings.HasPrefix(lock, "u:") }
+
 // Status is what an enqueue did with one message.
 type Status struct {
-	Code   byte   // '1' added; '0' its id exists; 'u' its lock is held (by Holder); 'm' a memoized result exists
-	Holder string // 'u': the id of the task holding the lock
+	Code   StatusCode
+	Holder string // StatusLocked: the id of the task holding the lock
 }
 
 // Added reports whether the message was written.
-func (s Status) Added() bool { return s.Code == '1' }
+func (s Status) Added() bool { return s.Code == StatusAdded }
+
+// StatusCode is what enqueue.lua did with one message (one byte of its reply).
+type StatusCode byte
+
+const (
+	StatusAdded    StatusCode = '1' // written
+	StatusExists   StatusCode = '0' // its id exists: nothing written
+	StatusLocked   StatusCode = 'u' // its Unique or Memoize lock is held (by Status.Holder)
+	StatusMemoized StatusCode = 'm' // a memoized result exists: nothing written
+)
 
 // maxInflight is how many enqueue round trips one queue has in flight at once
 // from this process. Callers that find them all busy wait and go in the next
@@ -193,8 +214,8 @@ func appendStatus(dst []Status, c *redis.Cmd, n int) ([]Status, error) {
 	}
 	rest := s[n:]
 	for i := range n {
-		st := Status{Code: s[i]}
-		if st.Code == 'u' {
+		st := Status{Code: StatusCode(s[i])}
+		if st.Code == StatusLocked {
 			colon := strings.IndexByte(rest, ':')
 			l, err := strconv.Atoi(rest[:max(colon, 0)])
 			if colon < 0 || err != nil || len(rest) < colon+1+l {
