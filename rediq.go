@@ -145,7 +145,7 @@ func New(cfg Config) (*App, error) {
 	if err != nil {
 		return nil, fmt.Errorf("rediq: %w", err)
 	}
-	if err := repl.Check(c.Broker().Client()); err != nil {
+	if err := repl.Check(c.Redis()); err != nil {
 		_ = c.Close()
 		return nil, fmt.Errorf("rediq: %w", err)
 	}
@@ -188,7 +188,7 @@ func (a *App) checkIDElsewhere(ctx context.Context, id, queue string) error {
 }
 
 // Redis returns the client the App uses.
-func (a *App) Redis() redis.UniversalClient { return a.core.Broker().Client() }
+func (a *App) Redis() redis.UniversalClient { return a.core.Redis() }
 
 // Namespace returns the key prefix.
 func (a *App) Namespace() string { return a.core.Broker().Namespace() }

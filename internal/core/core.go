@@ -18,18 +18,9 @@ import (
 	"github.com/rediq/rediq/internal/executor"
 )
 
-// Event indexes the hook lists; the values match rediq.Event.
-type Event int
-
-const (
-	BeforeWorkerStartup Event = iota
-	AfterWorkerShutdown
-	BeforeTaskStart
-	BeforeTaskRetry
-	AfterTaskSuccess
-	AfterTaskFailure
-	NumEvents
-)
+// NumEvents is the number of rediq.Event values, which index the hook lists
+// (rediq defines the events; package rediq checks the number at compile time).
+const NumEvents = 6
 
 // Hook is a registered event handler.
 type Hook func(ctx context.Context) error
@@ -79,6 +70,9 @@ func NewApp(rdb redis.UniversalClient, own bool, ns string, log *zap.Logger) *Ap
 
 // Broker returns the App's broker.
 func (a *App) Broker() *broker.Broker { return a.broker.Load() }
+
+// Redis is the App's client (App.Redis: the users' one way to raw Redis).
+func (a *App) Redis() redis.UniversalClient { return a.Broker().Client() }
 
 // Close closes the client if the App made it.
 func (a *App) Close() error {
@@ -134,15 +128,15 @@ func (a *App) TaskNames() []string {
 	return slices.Sorted(maps.Keys(*a.tasks.Load()))
 }
 
-// AddHook appends a hook for e.
-func (a *App) AddHook(e Event, h Hook) {
+// AddHook appends a hook for e, a rediq.Event.
+func (a *App) AddHook(e int, h Hook) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.hooks[e] = append(a.hooks[e], h)
 }
 
-// Hooks returns the hooks registered for e.
-func (a *App) Hooks(e Event) []Hook {
+// Hooks returns the hooks registered for e, a rediq.Event.
+func (a *App) Hooks(e int) []Hook {
 	a.mu.RLock()
 	defer a.mu.RUnlock()
 	return a.hooks[e]
