@@ -162,7 +162,7 @@ func (a *App) ListTasks(ctx context.Context, queue string, state TaskState, opt 
 		}
 		var died int64
 		if state == StateDead {
-			died = int64(l.Score)
+			died = l.DiedAt()
 		}
 		out = append(out, a.taskRecord(l.ID, queue, bstate, l.Body, sessions[l.ID], 0, 0, died, l.Meta, l.Done))
 	}
@@ -187,7 +187,7 @@ func (a *App) listScheduled(ctx context.Context, q *broker.Queue, state TaskStat
 			if l.Body == nil {
 				continue
 			}
-			r := a.taskRecord(l.ID, q.Name, broker.StateScheduled, l.Body, "", 0, int64(l.Score)/4096+broker.Epoch, 0, l.Meta, nil)
+			r := a.taskRecord(l.ID, q.Name, broker.StateScheduled, l.Body, "", 0, l.DueAt(), 0, l.Meta, nil)
 			if r.State != state {
 				continue
 			}

@@ -211,7 +211,7 @@ func notAdded(st broker.Status, id TaskID, queue string) error {
 
 // EnqueueMany adds one task per element of args with the same options, in one
 // round trip, and returns their ids in order. Either every argument encodes and
-// the whole batch is sent, or nothing is written. Its errors mean what
+// they are all sent, or nothing is written. Its errors mean what
 // Enqueue's do; with ErrOutcomeUnknown the ids are returned.
 func (t *Task[A, R]) EnqueueMany(ctx context.Context, args []A, opts ...EnqueueOption) ([]TaskID, error) {
 	if err := ctx.Err(); err != nil {

@@ -100,6 +100,12 @@ type Listed struct {
 	Meta  Meta
 }
 
+// DueAt is, for a task listed from the scheduled index, the Unix ms it is due.
+func (l *Listed) DueAt() int64 { return int64(l.Score)/4096 + Epoch }
+
+// DiedAt is, for a task listed from the dead set, the Unix ms it died.
+func (l *Listed) DiedAt() int64 { return int64(l.Score) }
+
 // ListIndex names the index a state's tasks are listed from.
 type ListIndex int
 

@@ -310,7 +310,7 @@ type enqueueResult struct {
 	err    error
 }
 
-// combiner batches the single enqueues of one queue.
+// combiner gathers the single enqueues of one queue into shared calls.
 type combiner struct {
 	mu      sync.Mutex
 	waiting []*enqueueReq
