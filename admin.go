@@ -88,9 +88,9 @@ func (a *App) taskRecord(id, queue string, state broker.State, body []byte, sess
 		r.State, r.FinishedAt = StateDead, time.UnixMilli(died)
 	case broker.StateFinished:
 		switch done.State {
-		case 's':
+		case broker.DoneSucceeded:
 			r.State = StateSucceeded
-		case 'c':
+		case broker.DoneCancelled:
 			r.State = StateCancelled
 		default:
 			r.State = StateExpired
@@ -162,7 +162,7 @@ func (a *App) ListTasks(ctx context.Context, queue string, state TaskState, opt 
 		}
 		var died int64
 		if state == StateDead {
-			died = int64(l.Score)
+			died = l.DiedAt()
 		}
 		out = append(out, a.taskRecord(l.ID, queue, bstate, l.Body, sessions[l.ID], 0, 0, died, l.Meta, l.Done))
 	}
@@ -187,7 +187,7 @@ func (a *App) listScheduled(ctx context.Context, q *broker.Queue, state TaskStat
 			if l.Body == nil {
 				continue
 			}
-			r := a.taskRecord(l.ID, q.Name, broker.StateScheduled, l.Body, "", 0, int64(l.Score)/4096+broker.Epoch, 0, l.Meta, nil)
+			r := a.taskRecord(l.ID, q.Name, broker.StateScheduled, l.Body, "", 0, l.DueAt(), 0, l.Meta, nil)
 			if r.State != state {
 				continue
 			}
@@ -303,7 +303,7 @@ func (a *App) RequeueDead(ctx context.Context, queue string) (int, error) {
 	// Those dead now, at most: tasks that die again meanwhile are not
 	// requeued twice by one call. Records that cannot be requeued (undecodable
 	// messages) are stepped over and said.
-	limit, err := b.Client().ZCard(ctx, q.Dead).Result()
+	limit, err := b.DeadCount(ctx, q)
 	if err != nil {
 		return 0, fmt.Errorf("rediq: requeue dead of %q: %w", queue, err)
 	}
@@ -386,7 +386,7 @@ func (a *App) endInBatch(ctx context.Context, body []byte, id TaskID) error {
 	}
 	b := a.core.Broker()
 	k := b.Batch(env.Batch)
-	completed, err := b.BatchNote(ctx, k, string(id), "", "", "dropped", "")
+	completed, err := b.BatchNote(ctx, k, broker.BatchNoteParams{Task: string(id), End: broker.EndDropped})
 	if err != nil {
 		return fmt.Errorf("batch %d: count the task's end: %w", env.Batch, err)
 	}

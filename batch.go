@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -273,7 +272,7 @@ type storedCall struct {
 func encodeCall(m broker.Message, queue string) ([]byte, error) {
 	c := storedCall{Queue: queue, Slot: m.Slot, Body: m.Body, DelayMs: m.Delay.Milliseconds(),
 		ExpireMs: m.ExpireIn.Milliseconds(), RetainMs: m.Retention.Milliseconds()}
-	if strings.HasPrefix(m.Lock, "u:") {
+	if broker.IsUniqueLock(m.Lock) {
 		c.UniqueMs, c.UniqueKey = m.LockTTL.Milliseconds(), m.Lock
 	}
 	return msgpack.Marshal(c)

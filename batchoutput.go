@@ -42,27 +42,27 @@ func (b *Batch) Lines(ctx context.Context) iter.Seq2[OutputLine, error] {
 func (a *App) batchLines(ctx context.Context, k *broker.BatchKeys) iter.Seq2[OutputLine, error] {
 	return func(yield func(OutputLine, error) bool) {
 		br := a.core.Broker()
-		if n, err := br.Client().Exists(ctx, k.Info).Result(); err != nil || n == 0 {
+		if ok, err := br.BatchExists(ctx, k); err != nil || !ok {
 			if err == nil {
 				err = fmt.Errorf("%w: %d", ErrBatchNotFound, k.ID)
 			}
 			yield(OutputLine{}, err)
 			return
 		}
-		from := "0"
+		out := br.OutputReader(k)
 		var stoppedAt time.Time // a stopped batch's handlers may still print as they stop
 		for {
 			if !stoppedAt.IsZero() {
 				st, err := a.BatchStat(ctx, k.ID)
 				if err != nil || st.Running == 0 || time.Since(stoppedAt) > 5*time.Second {
 					// A last read for lines sent just before the handlers ended.
-					ls, err := br.ReadOutput(ctx, k, from, 1000, 0)
+					ls, err := out.Read(ctx, 0)
 					if err != nil {
 						yield(OutputLine{}, fmt.Errorf("rediq: batch %d output: %w", k.ID, err))
 						return
 					}
 					for _, l := range ls {
-						if l.Kind != "e" && !yield(OutputLine{Batch: k.ID, Task: TaskID(l.Task), Name: l.Name, Worker: l.Worker, Text: l.Line, At: l.At}, nil) {
+						if l.Kind != broker.OutEnd && !yield(outputLine(k.ID, l), nil) {
 							return
 						}
 					}
@@ -78,7 +78,7 @@ func (a *App) batchLines(ctx context.Context, k *broker.BatchKeys) iter.Seq2[Out
 			if !stoppedAt.IsZero() {
 				block = 100 * time.Millisecond
 			}
-			ls, err := br.ReadOutput(ctx, k, from, 1000, block)
+			ls, err := out.Read(ctx, block)
 			if err != nil {
 				if ctx.Err() != nil {
 					err = context.Cause(ctx)
@@ -87,20 +87,23 @@ func (a *App) batchLines(ctx context.Context, k *broker.BatchKeys) iter.Seq2[Out
 				return
 			}
 			for _, l := range ls {
-				from = l.ID
-				if l.Kind == "e" {
-					if !strings.HasPrefix(l.Line, "stopped") {
+				if l.Kind == broker.OutEnd {
+					if !l.Stopped() {
 						return
 					}
 					stoppedAt = time.Now()
 					continue
 				}
-				if !yield(OutputLine{Batch: k.ID, Task: TaskID(l.Task), Name: l.Name, Worker: l.Worker, Text: l.Line, At: l.At}, nil) {
+				if !yield(outputLine(k.ID, l), nil) {
 					return
 				}
 			}
 		}
 	}
+}
+
+func outputLine(batch int64, l broker.OutLine) OutputLine {
+	return OutputLine{Batch: batch, Task: TaskID(l.Task), Name: l.Name, Worker: l.Worker, Text: l.Line, At: l.At}
 }
 
 // Follow writes the batch's lines to w, each prefixed "[batch:task worker]",
@@ -243,7 +246,7 @@ func (a *App) BatchRowsHeld(ctx context.Context, id int64) (int, error) {
 // BatchTables lists the names of batch id's tables, sorted.
 func (a *App) BatchTables(ctx context.Context, id int64) ([]string, error) {
 	br := a.core.Broker()
-	names, err := br.Client().SMembers(ctx, br.Batch(id).Tables).Result()
+	names, err := br.BatchTables(ctx, br.Batch(id))
 	if err != nil {
 		return nil, fmt.Errorf("rediq: batch %d tables: %w", id, err)
 	}

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
@@ -54,26 +53,18 @@ func (a *App) BatchStat(ctx context.Context, id int64) (BatchStat, error) {
 	if err != nil {
 		return BatchStat{}, fmt.Errorf("rediq: %w", err)
 	}
-	n := func(m map[string]string, k string) int { v, _ := strconv.Atoi(m[k]); return v }
-	ms := func(k string) time.Time {
-		v, _ := strconv.ParseInt(s.Info[k], 10, 64)
-		if v == 0 {
-			return time.Time{}
-		}
-		return time.UnixMilli(v)
-	}
-	st := BatchStat{ID: id, Detached: s.Info["detached"] == "1", Enqueued: int(s.Enqueued), Started: int(s.Started),
-		Succeeded: n(s.Stat, "succeeded"), Failed: n(s.Stat, "failed"), Cancelled: n(s.Stat, "cancelled"),
-		Rows: n(s.Stat, "rows"), StopReason: s.Info["stopped"], Created: ms("created")}
+	st := BatchStat{ID: id, Detached: s.Detached, Enqueued: int(s.Enqueued), Started: int(s.Started),
+		Succeeded: int(s.Succeeded), Failed: int(s.Failed), Cancelled: int(s.Cancelled),
+		Rows: int(s.Rows), StopReason: s.StopReason, Created: s.Created}
 	st.Stopped = st.StopReason != ""
-	st.Finished = ms("completed")
+	st.Finished = s.Completed
 	if st.Stopped {
-		st.Finished = ms("stopped_at")
+		st.Finished = s.StoppedAt
 	}
-	// "dropped": ended before they started. Of a stopped batch, no task starts
+	// Dropped: ended before they started. Of a stopped batch, no task starts
 	// any more: every task that had not started is one, whether or not a
 	// worker has fetched it and counted it yet.
-	st.NeverStarted = n(s.Stat, "dropped")
+	st.NeverStarted = int(s.Dropped)
 	if st.Stopped {
 		st.NeverStarted = max(st.NeverStarted, st.Enqueued-st.Started)
 	}
@@ -91,26 +82,8 @@ func (a *App) BatchStat(ctx context.Context, id int64) (BatchStat, error) {
 	if st.Rate > 0 && st.Finished.IsZero() && st.Enqueued > ended {
 		st.ETA = time.Duration(float64(st.Enqueued-ended) / st.Rate * float64(time.Second))
 	}
-	workers := map[string]*WorkerStat{}
-	get := func(w string) *WorkerStat {
-		if workers[w] == nil {
-			workers[w] = &WorkerStat{Worker: w}
-		}
-		return workers[w]
-	}
-	for k, v := range s.Stat {
-		c, _ := strconv.Atoi(v)
-		switch {
-		case strings.HasPrefix(k, "x:"):
-			get(k[2:]).Executed = c
-		case strings.HasPrefix(k, "f:"):
-			get(k[2:]).Failed = c
-		case strings.HasPrefix(k, "c:"):
-			get(k[2:]).Collected = c
-		}
-	}
-	for _, w := range workers {
-		st.Workers = append(st.Workers, *w)
+	for w, c := range s.Workers {
+		st.Workers = append(st.Workers, WorkerStat{Worker: w, Executed: int(c.Executed), Failed: int(c.Failed), Collected: int(c.Collected)})
 	}
 	sortWorkers(st.Workers)
 	return st, nil

@@ -23,17 +23,15 @@ func (a *App) onComplete(ctx context.Context, k *broker.BatchKeys) error {
 // has one, and clears its pending flag. Package worker calls it too, as
 // core.EnqueueOnComplete.
 func enqueueOnComplete(ctx context.Context, b *broker.Broker, k *broker.BatchKeys) error {
-	vals, err := b.Client().HMGet(ctx, k.Info, "oncomplete", "retention").Result()
+	stored, ok, err := b.OnCompleteCall(ctx, k)
 	if err != nil {
 		return fmt.Errorf("rediq: batch %d: read OnComplete: %w", k.ID, err)
 	}
-	raw, ok := vals[0].(string)
 	if !ok {
 		return nil // none
 	}
-	ret, _ := strconv.ParseInt(fmt.Sprint(vals[1]), 10, 64) // written by NewBatch; absent: the minimum below
 	var c storedCall
-	if err := msgpack.Unmarshal([]byte(raw), &c); err != nil {
+	if err := msgpack.Unmarshal(stored.Call, &c); err != nil {
 		return fmt.Errorf("rediq: batch %d: OnComplete call unreadable: %w", k.ID, err)
 	}
 	// The stored message was encoded under a generated id, which holds its
@@ -44,8 +42,9 @@ func enqueueOnComplete(ctx context.Context, b *broker.Broker, k *broker.BatchKey
 	}
 	env.EnqueuedAt = time.Now().UnixMilli()
 	ms := func(n int64) time.Duration { return time.Duration(n) * time.Millisecond }
+	// The batch's retention was written by NewBatch; absent: the minimum.
 	m := broker.Message{ID: "rediq-batch-" + strconv.FormatInt(k.ID, 10) + "-complete", Slot: c.Slot, Body: codec.Encode(&env),
-		Retention: ms(max(ret, 60000, c.RetainMs)), Delay: ms(c.DelayMs), ExpireIn: ms(c.ExpireMs),
+		Retention: max(stored.Retention, time.Minute, ms(c.RetainMs)), Delay: ms(c.DelayMs), ExpireIn: ms(c.ExpireMs),
 		Lock: c.UniqueKey, LockTTL: ms(c.UniqueMs)}
 	if _, err := b.Enqueue(ctx, b.Queue(c.Queue), []broker.Message{m}); err != nil {
 		return fmt.Errorf("rediq: batch %d: enqueue OnComplete: %w", k.ID, err)
@@ -57,23 +56,18 @@ func enqueueOnComplete(ctx context.Context, b *broker.Broker, k *broker.BatchKey
 	return nil
 }
 
-// reconcile counts the ends a batch missed: members whose end was never
+// countMissedEnds counts the ends a batch missed: members whose end was never
 // counted (their worker died between settling and counting, or they ended
 // where no worker saw them: expired at fetch) and that have ended, or that do
 // not exist (never written, or gone: counted as succeeded if they started,
 // else dropped). It also enqueues a pending OnComplete. At most 1,000 tasks
-// per call.
-func (a *App) reconcile(ctx context.Context, k *broker.BatchKeys) error {
-	return a.reconcileIDs(ctx, k, false)
-}
-
-// reconcileIDs is reconcile; stopped says the batch was stopped: then only its
-// started tasks are looked at (those count as running), and any of them
-// waiting for a retry is cancelled at once — it would never start again, and
-// the batch's Wait would otherwise count it running until it fell due.
-func (a *App) reconcileIDs(ctx context.Context, k *broker.BatchKeys, stopped bool) error {
+// per call. stopped says the batch was stopped: then only its started tasks
+// are looked at (those count as running), and any of them waiting for a retry
+// is cancelled at once — it would never start again, and the batch's Wait
+// would otherwise count it running until it fell due.
+func (a *App) countMissedEnds(ctx context.Context, k *broker.BatchKeys, stopped bool) error {
 	br := a.core.Broker()
-	pending, err := br.Client().HExists(ctx, k.Info, "oncomplete_pending").Result()
+	pending, err := br.OnCompletePending(ctx, k)
 	if err != nil {
 		return fmt.Errorf("rediq: batch %d: %w", k.ID, err)
 	}
@@ -107,44 +101,14 @@ func (a *App) reconcileIDs(ctx context.Context, k *broker.BatchKeys, stopped boo
 		return fmt.Errorf("rediq: batch %d: %w", k.ID, err)
 	}
 	for _, id := range ids {
-		rec, err := br.Find(ctx, id, queues)
-		end, lastErr := "", ""
-		switch {
-		case errors.Is(err, broker.ErrNotFound):
-			started, err := br.Client().SIsMember(ctx, k.Started, id).Result()
-			if err != nil {
-				return fmt.Errorf("rediq: batch %d: %w", k.ID, err)
-			}
-			end = "dropped"
-			if started {
-				end = "succeeded" // started, and left nothing: a success without retention
-			}
-		case err != nil:
+		note, err := a.missedEnd(ctx, k, id, queues, stopped)
+		if err != nil {
 			return fmt.Errorf("rediq: batch %d: %w", k.ID, err)
-		case rec.State == broker.StateDead:
-			end = "failed"
-			var env codec.Envelope
-			if codec.DecodeInto(rec.Body, &env) == nil {
-				lastErr = env.Error
-			}
-		case rec.State == broker.StateFinished:
-			end = map[byte]string{'s': "succeeded", 'c': "cancelled", 'x': "dropped"}[rec.Done.State]
-		case stopped && (rec.State == broker.StateScheduled || rec.State == broker.StatePending):
-			now, err := br.Cancel(ctx, br.Queue(rec.Queue), id)
-			switch {
-			case err == nil && now:
-				end = "cancelled"
-			case err == nil, errors.Is(err, broker.ErrFinished), errors.Is(err, broker.ErrNotFound):
-				// A worker took it meanwhile (it drops it: the batch
-				// stopped), or it ended: counted by its worker or a later pass.
-			default:
-				return fmt.Errorf("rediq: batch %d: %w", k.ID, err)
-			}
 		}
-		if end == "" {
+		if note.End == broker.EndNone {
 			continue // still waiting or running
 		}
-		completed, err := br.BatchNote(ctx, k, id, "", "", end, lastErr)
+		completed, err := br.BatchNote(ctx, k, note)
 		if err != nil {
 			return fmt.Errorf("rediq: batch %d: %w", k.ID, err)
 		}
@@ -155,6 +119,48 @@ func (a *App) reconcileIDs(ctx context.Context, k *broker.BatchKeys, stopped boo
 		}
 	}
 	return nil
+}
+
+// missedEnd is the end to count for the batch's task id, whose end was not
+// counted: EndNone while it waits or runs (see countMissedEnds for stopped).
+func (a *App) missedEnd(ctx context.Context, k *broker.BatchKeys, id string, queues []string, stopped bool) (broker.BatchNoteParams, error) {
+	br := a.core.Broker()
+	note := broker.BatchNoteParams{Task: id}
+	rec, err := br.Find(ctx, id, queues)
+	switch {
+	case errors.Is(err, broker.ErrNotFound):
+		started, err := br.BatchStarted(ctx, k, id)
+		if err != nil {
+			return note, err
+		}
+		note.End = broker.EndDropped
+		if started {
+			note.End = broker.EndSucceeded // started, and left nothing: a success without retention
+		}
+	case err != nil:
+		return note, err
+	case rec.State == broker.StateDead:
+		note.End = broker.EndFailed
+		var env codec.Envelope
+		if codec.DecodeInto(rec.Body, &env) == nil {
+			note.LastError = env.Error
+		}
+	case rec.State == broker.StateFinished:
+		note.End = map[broker.DoneState]broker.BatchEnd{broker.DoneSucceeded: broker.EndSucceeded,
+			broker.DoneCancelled: broker.EndCancelled, broker.DoneExpired: broker.EndDropped}[rec.Done.State]
+	case stopped && (rec.State == broker.StateScheduled || rec.State == broker.StatePending):
+		now, err := br.Cancel(ctx, br.Queue(rec.Queue), id)
+		switch {
+		case err == nil && now:
+			note.End = broker.EndCancelled
+		case err == nil, errors.Is(err, broker.ErrFinished), errors.Is(err, broker.ErrNotFound):
+			// A worker took it meanwhile (it drops it: the batch
+			// stopped), or it ended: counted by its worker or a later pass.
+		default:
+			return note, err
+		}
+	}
+	return note, nil
 }
 
 // Wait seals the batch (no task will be added) and waits for every task of
@@ -182,8 +188,7 @@ func (a *App) WaitBatch(ctx context.Context, id int64) (BatchStat, error) {
 }
 
 func (a *App) waitBatch(ctx context.Context, k *broker.BatchKeys) (BatchStat, error) {
-	br := a.core.Broker()
-	if err := a.reconcile(ctx, k); err != nil {
+	if err := a.countMissedEnds(ctx, k, false); err != nil {
 		return BatchStat{}, err
 	}
 	for {
@@ -206,13 +211,9 @@ func (a *App) waitBatch(ctx context.Context, k *broker.BatchKeys) (BatchStat, er
 			return st, nil
 		}
 		// Wait for the end entry after what is there now.
-		last, err := br.Client().XRevRangeN(ctx, k.Out, "+", "-", 1).Result()
-		if err != nil {
+		out := a.core.Broker().OutputReader(k)
+		if err := out.SkipToEnd(ctx); err != nil {
 			return st, fmt.Errorf("rediq: batch %d: %w", k.ID, err)
-		}
-		from := "0"
-		if len(last) == 1 {
-			from = last[0].ID
 		}
 		if st2, err := a.BatchStat(ctx, k.ID); err != nil || st2.Stopped || !st2.Finished.IsZero() {
 			continue // it ended meanwhile: the top of the loop says how
@@ -222,14 +223,13 @@ func (a *App) waitBatch(ctx context.Context, k *broker.BatchKeys) (BatchStat, er
 			if err := ctx.Err(); err != nil {
 				return st, context.Cause(ctx)
 			}
-			ls, err := br.ReadOutput(ctx, k, from, 1000, time.Second)
+			ls, err := out.Read(ctx, time.Second)
 			if err != nil {
 				return st, fmt.Errorf("rediq: batch %d: %w", k.ID, err)
 			}
 			ended := false
 			for _, l := range ls {
-				from = l.ID
-				ended = ended || l.Kind == "e"
+				ended = ended || l.Kind == broker.OutEnd
 			}
 			if ended {
 				break
@@ -240,7 +240,7 @@ func (a *App) waitBatch(ctx context.Context, k *broker.BatchKeys) (BatchStat, er
 				idle = 0
 			} else if idle >= 5 {
 				idle = 0
-				if err := a.reconcile(ctx, k); err != nil {
+				if err := a.countMissedEnds(ctx, k, false); err != nil {
 					return st, err
 				}
 				if st2, err := a.BatchStat(ctx, k.ID); err == nil && (st2.Stopped || !st2.Finished.IsZero()) {
@@ -252,7 +252,7 @@ func (a *App) waitBatch(ctx context.Context, k *broker.BatchKeys) (BatchStat, er
 }
 
 // awaitStopped waits for a stopped batch's running tasks to end: it polls,
-// from every 50 ms to every second, and reconciles every five seconds (a
+// from every 50 ms to every second, and counts missed ends every five seconds (a
 // worker that died after settling, or a task recovered and dropped).
 func (a *App) awaitStopped(ctx context.Context, k *broker.BatchKeys) error {
 	every := 50 * time.Millisecond
@@ -260,10 +260,10 @@ func (a *App) awaitStopped(ctx context.Context, k *broker.BatchKeys) error {
 	defer t.Stop()
 	// Started tasks waiting for a retry are cancelled at once: only running
 	// handlers are waited for.
-	if err := a.reconcileIDs(ctx, k, true); err != nil {
+	if err := a.countMissedEnds(ctx, k, true); err != nil {
 		return err
 	}
-	reconciled := time.Now()
+	counted := time.Now()
 	for {
 		select {
 		case <-ctx.Done():
@@ -274,9 +274,9 @@ func (a *App) awaitStopped(ctx context.Context, k *broker.BatchKeys) error {
 		if err != nil || st.Running == 0 {
 			return err
 		}
-		if time.Since(reconciled) >= 5*time.Second {
-			reconciled = time.Now()
-			if err := a.reconcileIDs(ctx, k, true); err != nil {
+		if time.Since(counted) >= 5*time.Second {
+			counted = time.Now()
+			if err := a.countMissedEnds(ctx, k, true); err != nil {
 				return err
 			}
 		}
@@ -299,5 +299,5 @@ func (a *App) StopBatch(ctx context.Context, id int64) error {
 	}
 	// Its started tasks that wait for a retry will never run again: end them
 	// now, so that they do not count as running until they fall due.
-	return a.reconcileIDs(ctx, k, true)
+	return a.countMissedEnds(ctx, k, true)
 }

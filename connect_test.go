@@ -59,14 +59,14 @@ func enqueueUnreachable(t *testing.T, url string) {
 	}
 }
 
-// Issue 12 defect 6: an Enqueue to a closed port fails at once with a definite
+// An Enqueue to a closed port fails at once with a definite
 // error. It used to retry for 10s and then say "outcome unknown".
 func TestEnqueueRefusedFailsFast(t *testing.T) {
 	t.Parallel()
 	enqueueUnreachable(t, "redis://"+testredis.ClosedPort(t))
 }
 
-// Issue 12 defect 13: a plain redis:// URL to a port that speaks only TLS fails
+// A plain redis:// URL to a port that speaks only TLS fails
 // at once, and says what is likely wrong. It used to wait out its deadline and
 // say "outcome unknown".
 func TestEnqueuePlainToTLSPortFailsFast(t *testing.T) {

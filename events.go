@@ -31,17 +31,9 @@ const (
 	AfterTaskFailure
 )
 
-// The hook lists of internal/core are indexed by these values: a difference
+// The hook lists of internal/core have one entry per event: a difference
 // does not compile.
-var (
-	_ [BeforeWorkerStartup - Event(core.BeforeWorkerStartup)]struct{} = [0]struct{}{}
-	_ [AfterWorkerShutdown - Event(core.AfterWorkerShutdown)]struct{} = [0]struct{}{}
-	_ [BeforeTaskStart - Event(core.BeforeTaskStart)]struct{}         = [0]struct{}{}
-	_ [BeforeTaskRetry - Event(core.BeforeTaskRetry)]struct{}         = [0]struct{}{}
-	_ [AfterTaskSuccess - Event(core.AfterTaskSuccess)]struct{}       = [0]struct{}{}
-	_ [AfterTaskFailure - Event(core.AfterTaskFailure)]struct{}       = [0]struct{}{}
-	_ [AfterTaskFailure + 1 - Event(core.NumEvents)]struct{}          = [0]struct{}{}
-)
+var _ [int(AfterTaskFailure) + 1 - core.NumEvents]struct{} = [core.NumEvents - int(AfterTaskFailure) - 1]struct{}{}
 
 var eventNames = [...]string{"before_worker_startup", "after_worker_shutdown", "before_task_start",
 	"before_task_retry", "after_task_success", "after_task_failure"}
@@ -59,11 +51,11 @@ func (e Event) String() string {
 // BeforeWorkerStartup for the one hook whose error matters. On panics if e is not
 // one of the events above.
 func (a *App) On(e Event, fn func(ctx context.Context) error) {
-	if e < 0 || e >= Event(core.NumEvents) {
+	if e < 0 || int(e) >= core.NumEvents {
 		panic(fmt.Sprintf("rediq: On: unknown event %v", e))
 	}
 	if fn == nil {
 		panic("rediq: On: nil hook")
 	}
-	a.core.AddHook(core.Event(e), fn)
+	a.core.AddHook(int(e), fn)
 }

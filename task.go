@@ -163,7 +163,7 @@ func (t *Task[A, R]) Enqueue(ctx context.Context, args A, opts ...EnqueueOption)
 		err = nil // nothing was written: the status says why
 	case errors.Is(err, ErrOutcomeUnknown):
 		// Counted in its batch either way: if it was not written, the batch
-		// finds it gone when it reconciles.
+		// finds it gone when it counts the ends it missed.
 		return id, errors.Join(fmt.Errorf("rediq: %w (retry with rediq.WithID(%q))", err, id), o.countInBatch(ctx, []TaskID{id}))
 	case err != nil:
 		return "", fmt.Errorf("rediq: %w", err)
@@ -199,11 +199,11 @@ func (o *enqueueOptions) countInBatch(ctx context.Context, ids []TaskID) error {
 // notAdded is the error for a message the enqueue did not write, nil if it did.
 func notAdded(st broker.Status, id TaskID, queue string) error {
 	switch st.Code {
-	case '1':
+	case broker.StatusAdded:
 		return nil
-	case 'u':
+	case broker.StatusLocked:
 		return &DuplicateError{ExistingID: TaskID(st.Holder), Queue: queue, Unique: true}
-	case 'm':
+	case broker.StatusMemoized:
 		return errMemoized
 	}
 	return &DuplicateError{ExistingID: id, Queue: queue}
@@ -211,7 +211,7 @@ func notAdded(st broker.Status, id TaskID, queue string) error {
 
 // EnqueueMany adds one task per element of args with the same options, in one
 // round trip, and returns their ids in order. Either every argument encodes and
-// the whole batch is sent, or nothing is written. Its errors mean what
+// they are all sent, or nothing is written. Its errors mean what
 // Enqueue's do; with ErrOutcomeUnknown the ids are returned.
 func (t *Task[A, R]) EnqueueMany(ctx context.Context, args []A, opts ...EnqueueOption) ([]TaskID, error) {
 	if err := ctx.Err(); err != nil {
@@ -361,13 +361,13 @@ func (t *Task[A, R]) encode(args A, o *enqueueOptions, now time.Time) (broker.Me
 	case o.memoRun:
 		env.MemoMs = o.memo.Milliseconds()
 		msg.Memo = o.memo
-		msg.Lock, msg.LockTTL = "m:"+lockDigest(t.def.Name, "a", e.buf.Bytes()), memoLockTTL
+		msg.Lock, msg.LockTTL = broker.MemoLock(lockDigest(t.def.Name, "a", e.buf.Bytes())), memoLockTTL
 	case o.unique > 0:
 		key, kind := e.buf.Bytes(), "a"
 		if o.uniqueKey != "" {
 			key, kind = []byte(o.uniqueKey), "k"
 		}
-		msg.Lock, msg.LockTTL = "u:"+lockDigest(t.def.Name, kind, key), o.unique
+		msg.Lock, msg.LockTTL = broker.UniqueLock(lockDigest(t.def.Name, kind, key)), o.unique
 	}
 	msg.Body = codec.Encode(&env)
 	if limit := t.app.maxMessageBytes; len(msg.Body) > limit {

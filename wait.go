@@ -4,12 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"sync"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
+	"github.com/rediq/rediq/internal/backoff"
 	"github.com/rediq/rediq/internal/broker"
 	"github.com/rediq/rediq/internal/codec"
 )
@@ -102,12 +100,12 @@ func (t *Task[A, R]) memoized(ctx context.Context, args A) (R, bool, error) {
 	}
 	b := t.app.core.Broker()
 	q := b.Queue(t.def.Queue)
-	raw, err := b.Client().Get(ctx, q.Prefix+"memo:"+digest).Bytes()
+	raw, found, err := b.Memoized(ctx, q, digest)
 	switch {
-	case errors.Is(err, redis.Nil):
-		return zero, false, nil
 	case err != nil:
 		return zero, false, fmt.Errorf("rediq: read the memoized result of %q: %w", t.def.Name, err)
+	case !found:
+		return zero, false, nil
 	}
 	var r R
 	if err := decodeArgs(raw, &r); err != nil {
@@ -119,7 +117,7 @@ func (t *Task[A, R]) memoized(ctx context.Context, args A) (R, bool, error) {
 // wait returns the raw result of the task id, a task named name, once it has
 // finished. Connection errors are retried until ctx ends (see Wait).
 func (a *App) wait(ctx context.Context, id TaskID, name string) ([]byte, error) {
-	var r retrier
+	r := newRetrier()
 	rec, err := a.find(ctx, id, nil)
 	for err != nil {
 		if err = r.pause(ctx, err, nil); err != nil {
@@ -142,7 +140,7 @@ func (a *App) wait(ctx context.Context, id TaskID, name string) ([]byte, error) 
 	if h == nil {
 		return nil, errHubClosed
 	}
-	w, err := h.add(ctx, q.FinChannel(string(id)), &r)
+	w, err := h.add(ctx, q.FinChannel(string(id)), r)
 	if err != nil {
 		return nil, err
 	}
@@ -179,12 +177,15 @@ func (a *App) wait(ctx context.Context, id TaskID, name string) ([]byte, error) 
 
 // retrier paces Wait's tries after connection errors.
 type retrier struct {
-	tries int
+	pacer backoff.Retrier
 	last  error // the last connection error, said when ctx ends
 }
 
-// Wait's pauses between tries: from retryFirst, doubling up to retryMax.
-const retryFirst, retryMax = 10 * time.Millisecond, time.Second
+// waitPacing is Wait's pauses between tries: from 10 ms, doubling up to 1 s,
+// jittered so that many waiters do not retry in step.
+var waitPacing = backoff.Policy{First: 10 * time.Millisecond, Max: time.Second}
+
+func newRetrier() *retrier { return &retrier{pacer: backoff.Retrier{Policy: waitPacing}} }
 
 // pause returns err at once unless it is a connection error (broker.Transient);
 // otherwise it pauses before the next try and returns nil, or returns ctx's
@@ -197,25 +198,14 @@ func (r *retrier) pause(ctx context.Context, err error, wake <-chan struct{}) er
 		return err
 	}
 	r.last = err
-	d := retryMax
-	if r.tries < 10 {
-		d = min(retryFirst<<r.tries, retryMax)
-	}
-	r.tries++
-	d = d/2 + rand.N(d/2+1) // jittered, so that many waiters do not retry in step
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-	case <-wake:
-	case <-ctx.Done():
+	if !r.pacer.Pause(ctx, nil, wake) {
 		return r.ctxErr(ctx)
 	}
 	return nil
 }
 
 // reset forgets the errors so far: Redis answered.
-func (r *retrier) reset() { r.tries, r.last = 0, nil }
+func (r *retrier) reset() { r.pacer.Reset(); r.last = nil }
 
 // ctxErr is ctx's error, with the last connection error if one came since
 // Redis last answered.
@@ -246,9 +236,9 @@ func (a *App) outcome(id TaskID, rec *broker.Record) (raw []byte, done bool, err
 		return nil, true, &TaskFailedError{ID: id, Retried: r.Retried, Err: r.LastError}
 	case broker.StateFinished:
 		switch rec.Done.State {
-		case 's':
+		case broker.DoneSucceeded:
 			return rec.Done.Result, true, nil
-		case 'c':
+		case broker.DoneCancelled:
 			return nil, true, fmt.Errorf("%w: %q", ErrCancelled, id)
 		default:
 			return nil, true, fmt.Errorf("%w: %q was not started before its deadline", ErrExpired, id)
@@ -259,7 +249,7 @@ func (a *App) outcome(id TaskID, rec *broker.Record) (raw []byte, done bool, err
 
 // hub returns the App's wait hub, starting it on first use.
 func (a *App) hub() *waitHub {
-	a.hubOnce.Do(func() { a.waits = newWaitHub(a.core.Broker().Client()) })
+	a.hubOnce.Do(func() { a.waits = newWaitHub(a.core.Broker()) })
 	return a.waits
 }
 
@@ -268,14 +258,14 @@ func (a *App) hub() *waitHub {
 // and every message wakes the channel's waiters, which then look at the task:
 // a reconnect that lost a message costs a look, never a hang.
 type waitHub struct {
-	rdb redis.UniversalClient
+	b *broker.Broker
 	// wire is held from the decision to SUBSCRIBE or UNSUBSCRIBE a channel
 	// until the command is written, so that the two reach Redis in the order
 	// they were decided: a Wait that subscribes a channel just dropped by the
 	// last waiter of an earlier Wait is never unsubscribed by it.
 	wire   sync.Mutex
 	mu     sync.Mutex
-	ps     *redis.PubSub
+	ps     *broker.Subscriber
 	subs   map[string]*waitChan
 	closed bool
 	done   chan struct{}
@@ -301,8 +291,8 @@ type waiter struct {
 
 var errHubClosed = errors.New("rediq: wait: the App is closed")
 
-func newWaitHub(rdb redis.UniversalClient) *waitHub {
-	return &waitHub{rdb: rdb, subs: map[string]*waitChan{}}
+func newWaitHub(b *broker.Broker) *waitHub {
+	return &waitHub{b: b, subs: map[string]*waitChan{}}
 }
 
 // add registers a waiter on channel and returns once Redis has confirmed the
@@ -316,7 +306,7 @@ func (h *waitHub) add(ctx context.Context, channel string, r *retrier) (*waiter,
 		return nil, errHubClosed
 	}
 	if h.ps == nil {
-		h.ps = h.rdb.Subscribe(context.WithoutCancel(ctx))
+		h.ps = h.b.Subscriber(context.WithoutCancel(ctx))
 		h.done, h.quit = make(chan struct{}), make(chan struct{})
 		go h.loop(h.ps, h.done, h.quit)
 	}
@@ -413,30 +403,16 @@ func (h *waitHub) remove(w *waiter) {
 	}
 }
 
-func (h *waitHub) loop(ps *redis.PubSub, done, quit chan struct{}) {
+// loop hands each notice (a message, or a confirmation of the channel's
+// SUBSCRIBE: both mean "look") to the channel's waiters.
+func (h *waitHub) loop(ps *broker.Subscriber, done, quit chan struct{}) {
 	defer close(done)
-	ch := ps.ChannelWithSubscriptions(redis.WithChannelSize(1000))
 	for {
-		var msg any
-		select {
-		case msg = <-ch:
-		case <-quit:
+		n, ok := ps.Next(quit)
+		if !ok {
 			return
 		}
-		var channel string
-		switch m := msg.(type) {
-		case *redis.Message:
-			channel = m.Channel
-		case *redis.Subscription:
-			if m.Kind != "subscribe" {
-				continue
-			}
-			channel = m.Channel
-		case nil:
-			return // closed
-		default:
-			continue
-		}
+		channel := n.Channel
 		h.wire.Lock()
 		h.mu.Lock()
 		c := h.subs[channel]

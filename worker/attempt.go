@@ -131,7 +131,7 @@ func (w *Worker) process(sl *slot, j *job) {
 		w.batchState(st, bk, env.Name)
 	}
 	ctx := core.WithState(w.base, st)
-	w.fireTaskHooks(ctx, st, core.BeforeTaskStart)
+	w.fireTaskHooks(ctx, st, rediq.BeforeTaskStart)
 
 	cctx, cancel := context.WithCancelCause(ctx)
 	tctx, cancelTimeout := context.WithTimeout(cctx, timeout)
@@ -187,13 +187,13 @@ func (w *Worker) process(sl *slot, j *job) {
 		switch {
 		case errors.Is(cause, rediq.ErrBatchStopped) && bk != nil:
 			st.Err = fmt.Errorf("%w: %w", cause, err)
-			w.fireTaskHooks(ctx, st, core.AfterTaskFailure)
+			w.fireTaskHooks(ctx, st, rediq.AfterTaskFailure)
 			st.Print(fmt.Sprintf("task %s (%s) on %s, attempt %d: cancelled: %v", env.ID, env.Name, w.cfg.Name, env.Retried+1, cause))
 			w.endForBatch(w.base, j, bk, "cancelled", strings.TrimPrefix(cause.Error(), rediq.ErrBatchStopped.Error()+": "))
 		case errors.Is(cause, rediq.ErrCancelled):
 			// CancelTask: not retried; it ends cancelled.
 			st.Err = fmt.Errorf("%w: %w", rediq.ErrCancelled, err)
-			w.fireTaskHooks(ctx, st, core.AfterTaskFailure)
+			w.fireTaskHooks(ctx, st, rediq.AfterTaskFailure)
 			if att == nil {
 				att = &broker.Attempt{Started: started, Worker: w.cfg.Name}
 			}
@@ -214,7 +214,7 @@ func (w *Worker) process(sl *slot, j *job) {
 	}
 	if err == nil {
 		st.Result, st.HasResult = result, true
-		w.fireTaskHooks(ctx, st, core.AfterTaskSuccess)
+		w.fireTaskHooks(ctx, st, rediq.AfterTaskSuccess)
 		if att != nil {
 			att.Result = w.encodeResult(st, result)
 		}
@@ -229,9 +229,9 @@ func (w *Worker) process(sl *slot, j *job) {
 	}
 	st.Err = err
 	if willRetry(err, env.Retried, maxRetries) {
-		w.fireTaskHooks(ctx, st, core.BeforeTaskRetry)
+		w.fireTaskHooks(ctx, st, rediq.BeforeTaskRetry)
 	} else {
-		w.fireTaskHooks(ctx, st, core.AfterTaskFailure)
+		w.fireTaskHooks(ctx, st, rediq.AfterTaskFailure)
 	}
 	retry := willRetry(err, env.Retried, maxRetries)
 	if bk != nil {

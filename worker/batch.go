@@ -202,7 +202,8 @@ func (w *Worker) noteBatch(k *broker.BatchKeys, id, attempt, end string, lastErr
 	var completed bool
 	var err error
 	for try := 1; try <= 5; try++ {
-		if completed, err = w.b.BatchNote(ctx, k, id, w.cfg.Name, attempt, end, strings.Join(lastErr, "")); err == nil {
+		if completed, err = w.b.BatchNote(ctx, k, broker.BatchNoteParams{Task: id, Worker: w.cfg.Name,
+			Attempt: broker.BatchAttempt(attempt), End: broker.BatchEnd(end), LastError: strings.Join(lastErr, "")}); err == nil {
 			break
 		}
 		time.Sleep(retryDelay(try))

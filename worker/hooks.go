@@ -9,7 +9,7 @@ import (
 	"go.uber.org/zap"
 )
 
-func (w *Worker) fireWorkerHooks(ctx context.Context, e core.Event) error {
+func (w *Worker) fireWorkerHooks(ctx context.Context, e rediq.Event) error {
 	for _, h := range w.hooks[e] {
 		if err := safeHook(ctx, h); err != nil {
 			return err
@@ -19,10 +19,10 @@ func (w *Worker) fireWorkerHooks(ctx context.Context, e core.Event) error {
 }
 
 // fireTaskHooks runs a task event's hooks; their failures are logged only.
-func (w *Worker) fireTaskHooks(ctx context.Context, st *core.State, e core.Event) {
+func (w *Worker) fireTaskHooks(ctx context.Context, st *core.State, e rediq.Event) {
 	for _, h := range w.hooks[e] {
 		if err := safeHook(ctx, h); err != nil {
-			st.Logger().Warn("hook failed", zap.Stringer("event", rediq.Event(e)), zap.Error(err))
+			st.Logger().Warn("hook failed", zap.Stringer("event", e), zap.Error(err))
 		}
 	}
 }

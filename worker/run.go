@@ -9,6 +9,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/rediq/rediq"
 	"github.com/rediq/rediq/internal/broker"
 	"github.com/rediq/rediq/internal/core"
 	"github.com/rediq/rediq/internal/executor"
@@ -36,12 +37,12 @@ func (w *Worker) run(ctx context.Context) (err error) {
 	}
 	w.exec = executor.New(w.cfg.ExecutorPoolSize)
 	wctx := core.WithState(ctx, &core.State{Worker: w.cfg.Name, Exec: w.exec, Log: w.log})
-	if err := w.fireWorkerHooks(wctx, core.BeforeWorkerStartup); err != nil {
+	if err := w.fireWorkerHooks(wctx, rediq.BeforeWorkerStartup); err != nil {
 		w.exec.Close()
 		return fmt.Errorf("worker: before_worker_startup: %w", err)
 	}
 	defer func() {
-		if herr := w.fireWorkerHooks(context.WithoutCancel(wctx), core.AfterWorkerShutdown); herr != nil {
+		if herr := w.fireWorkerHooks(context.WithoutCancel(wctx), rediq.AfterWorkerShutdown); herr != nil {
 			w.log.Error("after_worker_shutdown hook failed", zap.Error(herr))
 		}
 	}()

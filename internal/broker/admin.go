@@ -100,6 +100,12 @@ type Listed struct {
 	Meta  Meta
 }
 
+// DueAt is, for a task listed from the scheduled index, the Unix ms it is due.
+func (l *Listed) DueAt() int64 { return int64(l.Score)/4096 + Epoch }
+
+// DiedAt is, for a task listed from the dead set, the Unix ms it died.
+func (l *Listed) DiedAt() int64 { return int64(l.Score) }
+
 // ListIndex names the index a state's tasks are listed from.
 type ListIndex int
 
@@ -305,6 +311,24 @@ func (b *Broker) zrange(ctx context.Context, key string, start, stop int, rev bo
 		out[i] = redisZ{m, z.Score}
 	}
 	return out, nil
+}
+
+// DeadCount is how many tasks the queue's dead set holds.
+func (b *Broker) DeadCount(ctx context.Context, q *Queue) (int64, error) {
+	return b.rdb.ZCard(ctx, q.Dead).Result()
+}
+
+// Memoized returns the result a Memoize task cached for the arguments whose
+// digest is given (the digest of its lock); ok is false if none is cached.
+func (b *Broker) Memoized(ctx context.Context, q *Queue, digest string) (result []byte, ok bool, err error) {
+	raw, err := b.rdb.Get(ctx, q.Prefix+"memo:"+digest).Bytes()
+	switch {
+	case errors.Is(err, redis.Nil):
+		return nil, false, nil
+	case err != nil:
+		return nil, false, err
+	}
+	return raw, true, nil
 }
 
 // Holders returns the worker session holding each of the ids of q that is active.

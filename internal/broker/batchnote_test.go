@@ -29,10 +29,10 @@ func TestBatchNoteUnstarted(t *testing.T) {
 		}
 	}
 	for range 2 { // re-sent
-		if _, err := b.BatchNote(ctx, k, "first", "w", "", "unstarted", ""); err != nil {
+		if _, err := b.BatchNote(ctx, k, broker.BatchNoteParams{Task: "first", Worker: "w", End: broker.EndUnstarted}); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := b.BatchNote(ctx, k, "retried", "w", "", "dropped", ""); err != nil {
+		if _, err := b.BatchNote(ctx, k, broker.BatchNoteParams{Task: "retried", Worker: "w", End: broker.EndDropped}); err != nil {
 			t.Fatal(err)
 		}
 	}

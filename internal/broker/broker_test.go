@@ -192,7 +192,7 @@ func TestEnqueueIsIdempotent(t *testing.T) {
 	b, q, rdb := setup(t)
 	ctx := context.Background()
 	added, err := b.Enqueue(ctx, q, []broker.Message{msg("x", 2048), msg("y", 2048), msg("x", 2048)})
-	if err != nil || len(added) != 3 || !added[0].Added() || !added[1].Added() || added[2].Code != '0' {
+	if err != nil || len(added) != 3 || !added[0].Added() || !added[1].Added() || added[2].Code != broker.StatusExists {
 		t.Fatalf("added %v, %v", added, err)
 	}
 	if added, err := b.Enqueue1(ctx, q, msg("y", 2048)); added.Added() || err != nil {

@@ -36,7 +36,7 @@ type Message struct {
 	ExpireIn  time.Duration // > 0: not started by then (from the enqueue), it expires
 	Retention time.Duration // its record is kept that long after it finishes
 	Memo      time.Duration // Memoize: a success's result is cached that long
-	Lock      string        // "" or "u:DIGEST" (Unique) or "m:DIGEST" (Memoize)
+	Lock      string        // "", UniqueLock(digest) or MemoLock(digest)
 	LockTTL   time.Duration
 }
 
@@ -48,14 +48,35 @@ func (m *Message) options() string {
 	return ms(m.ExpireIn) + ":" + ms(m.Retention) + ":" + ms(m.Memo) + ":" + ms(m.LockTTL) + ":" + m.Lock
 }
 
+// UniqueLock is the Message.Lock of a Unique task whose arguments (or key)
+// have the digest: enqueue.lua keeps one task per digest.
+func UniqueLock(digest string) string { return "u:" + digest }
+
+// MemoLock is the Message.Lock of a Memoize run whose arguments have the
+// digest: one run at a time, and its result cached (Memoized).
+func MemoLock(digest string) string { return "m:" + digest }
+
+// IsUniqueLock reports whether lock was made by UniqueLock.
+func IsUniqueLock(lock string) bool { return strings.HasPrefix(lock, "u:") }
+
 // Status is what an enqueue did with one message.
 type Status struct {
-	Code   byte   // '1' added; '0' its id exists; 'u' its lock is held (by Holder); 'm' a memoized result exists
-	Holder string // 'u': the id of the task holding the lock
+	Code   StatusCode
+	Holder string // StatusLocked: the id of the task holding the lock
 }
 
 // Added reports whether the message was written.
-func (s Status) Added() bool { return s.Code == '1' }
+func (s Status) Added() bool { return s.Code == StatusAdded }
+
+// StatusCode is what enqueue.lua did with one message (one byte of its reply).
+type StatusCode byte
+
+const (
+	StatusAdded    StatusCode = '1' // written
+	StatusExists   StatusCode = '0' // its id exists: nothing written
+	StatusLocked   StatusCode = 'u' // its Unique or Memoize lock is held (by Status.Holder)
+	StatusMemoized StatusCode = 'm' // a memoized result exists: nothing written
+)
 
 // maxInflight is how many enqueue round trips one queue has in flight at once
 // from this process. Callers that find them all busy wait and go in the next
@@ -96,7 +117,7 @@ type lane struct {
 }
 
 // Enqueue adds msgs to q and reports, per message, what it did (Added, or why
-// nothing was written for it). Large batches go as several script calls in one
+// nothing was written for it). Many messages go as several script calls in one
 // round trip. It returns when ctx ends, with an error wrapping
 // ErrOutcomeUnknown if the calls were already sent.
 func (b *Broker) Enqueue(ctx context.Context, q *Queue, msgs []Message) ([]Status, error) {
@@ -144,7 +165,7 @@ func (b *Broker) send(ctx context.Context, q *Queue, calls []laneCall) ([]Status
 		c := calls[0]
 		return appendStatus(nil, enqueueScript.Run(ctx, b.rdb, q.enqueueKeys(c.lane), enqueueArgs(q, c)...), len(c.msgs))
 	}
-	t := b.newTaskBatch()
+	t := b.newTaskPipeline()
 	if !q.indexed.Load() {
 		t.pipe.SAdd(ctx, b.indexKey(), q.Name)
 	}
@@ -193,8 +214,8 @@ func appendStatus(dst []Status, c *redis.Cmd, n int) ([]Status, error) {
 	}
 	rest := s[n:]
 	for i := range n {
-		st := Status{Code: s[i]}
-		if st.Code == 'u' {
+		st := Status{Code: StatusCode(s[i])}
+		if st.Code == StatusLocked {
 			colon := strings.IndexByte(rest, ':')
 			l, err := strconv.Atoi(rest[:max(colon, 0)])
 			if colon < 0 || err != nil || len(rest) < colon+1+l {
@@ -289,7 +310,7 @@ type enqueueResult struct {
 	err    error
 }
 
-// combiner batches the single enqueues of one queue.
+// combiner gathers the single enqueues of one queue into shared calls.
 type combiner struct {
 	mu      sync.Mutex
 	waiting []*enqueueReq
@@ -367,25 +388,25 @@ func (b *Broker) Enqueue1(ctx context.Context, q *Queue, m Message) (Status, err
 // waits; then it frees the lane.
 func (b *Broker) drive(q *Queue, l *lane) {
 	c := &q.combiner
-	var batch []*enqueueReq
+	var taken []*enqueueReq
 	msgs := make([]Message, 0, 16)
 	for {
 		// Let the callers just answered (runnable, not yet running) come back
 		// with their next message before the call is cut: on a busy process this
-		// multiplies the batch size; on an idle one it costs nothing.
+		// multiplies the messages per call; on an idle one it costs nothing.
 		runtime.Gosched()
 		c.mu.Lock()
-		batch, msgs = batch[:0], msgs[:0]
+		taken, msgs = taken[:0], msgs[:0]
 		i := 0
-		for ; i < len(c.waiting) && len(batch) < maxCombined; i++ {
+		for ; i < len(c.waiting) && len(taken) < maxCombined; i++ {
 			r := c.waiting[i]
 			if r.state.CompareAndSwap(reqWaiting, reqTaken) {
-				batch = append(batch, r)
+				taken = append(taken, r)
 				msgs = append(msgs, r.m)
 			}
 		}
 		c.waiting = c.waiting[i:]
-		if len(batch) == 0 {
+		if len(taken) == 0 {
 			c.busy--
 			c.free = append(c.free, l)
 			c.mu.Unlock()
@@ -405,7 +426,7 @@ func (b *Broker) drive(q *Queue, l *lane) {
 			// Retire the lane's guard: the failed call may still run.
 			l.id, l.call = b.lanes.next(), 0
 		}
-		for k, r := range batch {
+		for k, r := range taken {
 			res := enqueueResult{err: err}
 			if k < len(added) {
 				res.status = added[k]

@@ -62,7 +62,7 @@ func ParseMeta(v string) Meta {
 
 // Done is what is kept of a finished task for its retention (NS:{Q}:done:ID).
 type Done struct {
-	State     byte // 's' succeeded, 'c' cancelled, 'x' expired
+	State     DoneState
 	Finished  int64
 	Started   int64
 	Worker    string
@@ -71,12 +71,21 @@ type Done struct {
 	Retention time.Duration
 }
 
+// DoneState is how a finished task ended (the "s" field of its kept record).
+type DoneState byte
+
+const (
+	DoneSucceeded DoneState = 's'
+	DoneCancelled DoneState = 'c'
+	DoneExpired   DoneState = 'x' // not started before its deadline
+)
+
 func parseDone(h map[string]string) *Done {
 	if len(h) == 0 || h["s"] == "" {
 		return nil
 	}
 	n := func(k string) int64 { v, _ := strconv.ParseInt(h[k], 10, 64); return v }
-	d := &Done{State: h["s"][0], Finished: n("f"), Started: n("g"), Worker: h["w"], Reason: h["e"],
+	d := &Done{State: DoneState(h["s"][0]), Finished: n("f"), Started: n("g"), Worker: h["w"], Reason: h["e"],
 		Retention: time.Duration(n("d")) * time.Millisecond}
 	if r := h["r"]; r != "" {
 		d.Result = []byte(r)
@@ -100,7 +109,7 @@ func (b *Broker) Find(ctx context.Context, id string, queues []string) (*Record,
 			return nil, err
 		}
 	}
-	t := b.newBatch()
+	t := b.newPipeline()
 	cmds := make([]*redis.Cmd, len(queues))
 	for i, n := range queues {
 		q := b.Queue(n)

@@ -58,7 +58,7 @@ func (b *Broker) WithReplication(r Replication) *Broker {
 	return n
 }
 
-// node is a master that a batch's scripts go to when writes wait for
+// node is a master that a pipeline's scripts go to when writes wait for
 // replicas: its client, the pipeline of the scripts sent to it, ended by WAIT.
 type node struct {
 	client redis.Cmdable
@@ -70,12 +70,12 @@ type node struct {
 
 // nodeFor returns the node that owns key. WAIT counts the replicas that copied
 // what its own connection wrote, so it must follow the script on the same
-// connection. On one server (or a Sentinel's master) that is the batch's
+// connection. On one server (or a Sentinel's master) that is the pipeline's
 // pipeline, ended by WAIT. A Cluster pipeline would send a keyless WAIT to a
 // random master (and go-redis refuses to pipeline a command whose policy is
 // "all shards", as WAIT's is): there each master that owns one of the
 // scripts' slots gets a pipeline of its own on its own client.
-func (t *batch) nodeFor(ctx context.Context, key string) (*node, error) {
+func (t *pipeline) nodeFor(ctx context.Context, key string) (*node, error) {
 	cc, ok := t.b.rdb.(*redis.ClusterClient)
 	if !ok {
 		if len(t.nodes) == 0 {
@@ -97,11 +97,11 @@ func (t *batch) nodeFor(ctx context.Context, key string) (*node, error) {
 	return n, nil
 }
 
-// execReplicated runs a batch whose scripts wait for replicas: the plain
+// execReplicated runs a pipeline whose scripts wait for replicas: the plain
 // commands, through the client (they do not wait), then each node's pipeline
 // with its WAIT. Errors come first; then, when every command ran, a
 // *ReplicationError if a master heard from fewer replicas than asked.
-func (t *batch) execReplicated(ctx context.Context) error {
+func (t *pipeline) execReplicated(ctx context.Context) error {
 	if t.err != nil {
 		return t.err
 	}
@@ -155,7 +155,7 @@ func (t *batch) execReplicated(ctx context.Context) error {
 // execNode runs one node's pipeline. Scripts that the node did not know
 // (NOSCRIPT: nothing ran) go again with their source, in a pipeline of their
 // own ended by a WAIT of its own: the first WAIT did not cover them.
-func (t *batch) execNode(ctx context.Context, n *node) error {
+func (t *pipeline) execNode(ctx context.Context, n *node) error {
 	cmds, err := n.pipe.Exec(ctx)
 	var again []*call
 	for _, c := range n.calls {

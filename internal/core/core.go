@@ -18,18 +18,9 @@ import (
 	"github.com/rediq/rediq/internal/executor"
 )
 
-// Event indexes the hook lists; the values match rediq.Event.
-type Event int
-
-const (
-	BeforeWorkerStartup Event = iota
-	AfterWorkerShutdown
-	BeforeTaskStart
-	BeforeTaskRetry
-	AfterTaskSuccess
-	AfterTaskFailure
-	NumEvents
-)
+// NumEvents is the number of rediq.Event values, which index the hook lists
+// (rediq defines the events; package rediq checks the number at compile time).
+const NumEvents = 6
 
 // Hook is a registered event handler.
 type Hook func(ctx context.Context) error
@@ -100,7 +91,10 @@ func (a *App) Broker() *broker.Broker {
 
 // Redis returns the App's client, which fixes the App's connection as
 // Broker does: the caller may keep it.
-func (a *App) Redis() redis.UniversalClient { return a.Broker().Client() }
+func (a *App) Redis() redis.UniversalClient {
+	a.fixOnce.Do(a.fix)
+	return a.conn.rdb // fixed from here on
+}
 
 func (a *App) fix() {
 	a.conn.Lock()
@@ -122,7 +116,7 @@ func (a *App) Close() error {
 	if a.conn.setup.Client != nil {
 		return nil
 	}
-	if err := a.broker.Client().Close(); err != nil && !errors.Is(err, redis.ErrClosed) {
+	if err := a.conn.rdb.Close(); err != nil && !errors.Is(err, redis.ErrClosed) {
 		return err
 	}
 	return nil
@@ -166,15 +160,15 @@ func (a *App) TaskNames() []string {
 	return slices.Sorted(maps.Keys(*a.tasks.Load()))
 }
 
-// AddHook appends a hook for e.
-func (a *App) AddHook(e Event, h Hook) {
+// AddHook appends a hook for e, a rediq.Event.
+func (a *App) AddHook(e int, h Hook) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.hooks[e] = append(a.hooks[e], h)
 }
 
-// Hooks returns the hooks registered for e.
-func (a *App) Hooks(e Event) []Hook {
+// Hooks returns the hooks registered for e, a rediq.Event.
+func (a *App) Hooks(e int) []Hook {
 	a.mu.RLock()
 	defer a.mu.RUnlock()
 	return a.hooks[e]

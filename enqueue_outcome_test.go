@@ -14,8 +14,6 @@ import (
 	"github.com/rediq/rediq/internal/testredis"
 )
 
-// Regression tests for the defects of the review (commit "Review fixes: …").
-
 // An enqueue whose first attempt ran in Redis but lost its reply, and whose
 // retries then cannot reach Redis at all, reports ErrOutcomeUnknown with the
 // id: the task is in Redis. The last error (a refused dial) used to decide,

@@ -12,8 +12,6 @@ import (
 	"github.com/rediq/rediq/internal/testredis"
 )
 
-// Regression tests for the defects of the review (commit "Review fixes: …").
-
 // A kill that finds the dead set far over its MaxLen (9,000 for 500) settles
 // without error, trimming a bounded step (dead ids and their records); kills
 // in a row bring the dead set down to the limit. The trim used to hand every
