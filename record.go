@@ -142,22 +142,31 @@ func (t *Task[A, R]) Result(rec *TaskRecord) (R, error) {
 	if err := t.owns(rec); err != nil {
 		return r, err
 	}
-	switch rec.State {
-	case StateSucceeded:
-	case StateDead:
-		return r, &TaskFailedError{ID: rec.ID, Retried: rec.Retried, Err: rec.LastError}
-	case StateCancelled:
-		return r, fmt.Errorf("%w: %q", ErrCancelled, rec.ID)
-	case StateExpired:
-		return r, fmt.Errorf("%w: %q was not started before its deadline", ErrExpired, rec.ID)
-	default:
-		return r, fmt.Errorf("%w: %q is %s", ErrNotFinished, rec.ID, rec.State)
+	if err := endError(rec.ID, rec.State, rec.Retried, rec.LastError); err != nil {
+		return r, err
 	}
 	if err := decodeArgs(rec.Result, &r); err != nil {
 		var zero R
 		return zero, fmt.Errorf("rediq: decode the result of task %q: %w", rec.ID, err)
 	}
 	return r, nil
+}
+
+// endError is what Wait and Task.Result report for a task in state: nil for
+// a success, else the error that says how it ended, or that it has not.
+func endError(id TaskID, state TaskState, retried int, lastErr string) error {
+	switch state {
+	case StateSucceeded:
+		return nil
+	case StateDead:
+		return &TaskFailedError{ID: id, Retried: retried, Err: lastErr}
+	case StateCancelled:
+		return fmt.Errorf("%w: %q", ErrCancelled, id)
+	case StateExpired:
+		return fmt.Errorf("%w: %q was not started before its deadline", ErrExpired, id)
+	default:
+		return fmt.Errorf("%w: %q is %s", ErrNotFinished, id, state)
+	}
 }
 
 // owns fails unless rec is a record of this task.

@@ -233,15 +233,15 @@ func (a *App) outcome(id TaskID, rec *broker.Record) (raw []byte, done bool, err
 	switch rec.State {
 	case broker.StateDead:
 		r := a.taskRecord(string(id), rec.Queue, rec.State, rec.Body, "", 0, 0, rec.Died, rec.Meta, nil)
-		return nil, true, &TaskFailedError{ID: id, Retried: r.Retried, Err: r.LastError}
+		return nil, true, endError(id, StateDead, r.Retried, r.LastError)
 	case broker.StateFinished:
 		switch rec.Done.State {
 		case broker.DoneSucceeded:
 			return rec.Done.Result, true, nil
 		case broker.DoneCancelled:
-			return nil, true, fmt.Errorf("%w: %q", ErrCancelled, id)
+			return nil, true, endError(id, StateCancelled, 0, "")
 		default:
-			return nil, true, fmt.Errorf("%w: %q was not started before its deadline", ErrExpired, id)
+			return nil, true, endError(id, StateExpired, 0, "")
 		}
 	}
 	return nil, false, nil
