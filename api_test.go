@@ -16,14 +16,18 @@ import (
 	"github.com/rediq/rediq/internal/codec"
 )
 
-// What go doc shows of the package names nothing internal: no exported
-// function takes or returns an internal type, no exported constant, variable
-// or field is declared by an internal package's name.
+// What go doc shows of packages rediq and worker names nothing internal: no
+// exported function takes or returns an internal type, no exported constant,
+// variable or field is declared by an internal package's name.
 func TestPublicAPIShowsNoInternals(t *testing.T) {
 	t.Parallel()
-	files, err := filepath.Glob("*.go")
-	if err != nil {
-		t.Fatal(err)
+	var files []string
+	for _, dir := range []string{".", "worker"} {
+		fs, err := filepath.Glob(filepath.Join(dir, "*.go"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		files = append(files, fs...)
 	}
 	fset := token.NewFileSet()
 	for _, name := range files {

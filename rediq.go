@@ -3,6 +3,7 @@ package rediq
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"strconv"
@@ -125,6 +126,9 @@ func New(cfg Config) (*App, error) {
 		return nil, err
 	}
 	c, err := core.NewApp(s, cfg.Logger)
+	if ue := (*core.URLError)(nil); errors.As(err, &ue) {
+		return nil, &RedisURLError{Err: ue.Err}
+	}
 	if err != nil {
 		return nil, fmt.Errorf("rediq: %w", err)
 	}

@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/rediq/rediq"
-	"github.com/rediq/rediq/internal/core"
 )
 
 func batchLogsCmd(ctx context.Context, args []string, stdout io.Writer) error {
@@ -67,49 +66,21 @@ type outputLineJSON struct {
 }
 
 // batchOutput calls fn with each line of batch id's output from the first
-// one retained: up to the last one there is now (follow false), or on, as
-// they come, until the batch completes or stops or ctx ends (follow true).
-//
-// It reads the batch's stream itself: rediq's Lines is a method of the
-// producer's *Batch, and FollowBatch, the one call by number, writes text
-// only, while --output json needs the fields and "up to the last line there
-// is now" needs the stream's entry ids.
+// one retained: up to the last one there is now (follow false: App.BatchOutput),
+// or on, as they come, until the batch completes or stops or ctx ends (follow
+// true: App.BatchLines).
 func batchOutput(ctx context.Context, app *rediq.App, id int64, follow bool, fn func(rediq.OutputLine) error) error {
-	br := core.Unwrap(app).Broker()
-	k := br.Batch(id)
-	last := ""
-	block := time.Second // a blocking read at a time, so that ctx is honoured
-	if !follow {
-		xs, err := app.Redis().XRevRangeN(ctx, k.Out, "+", "-", 1).Result()
-		if err != nil || len(xs) == 0 {
-			return err
-		}
-		last, block = xs[0].ID, 0
+	lines := app.BatchOutput
+	if follow {
+		lines = app.BatchLines
 	}
-	from := "0"
-	for {
-		ls, err := br.ReadOutput(ctx, k, from, 1000, block)
+	for l, err := range lines(ctx, id) {
 		if err != nil {
 			return err
 		}
-		if !follow && len(ls) == 0 {
-			return nil // trimmed meanwhile
-		}
-		for _, l := range ls {
-			from = l.ID
-			if l.Kind == "e" {
-				return nil // the batch completed or stopped
-			}
-			err := fn(rediq.OutputLine{Batch: id, Task: rediq.TaskID(l.Task), Name: l.Name, Worker: l.Worker, Text: l.Line, At: l.At})
-			if err != nil {
-				return err
-			}
-			if l.ID == last {
-				return nil
-			}
-		}
-		if err := ctx.Err(); err != nil {
+		if err := fn(l); err != nil {
 			return err
 		}
 	}
+	return nil
 }

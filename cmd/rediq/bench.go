@@ -8,8 +8,7 @@ import (
 	"time"
 
 	"github.com/rediq/rediq"
-	"github.com/rediq/rediq/internal/bench"
-	"github.com/rediq/rediq/internal/core"
+	"github.com/rediq/rediq/cmd/rediq/internal/bench"
 )
 
 func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -64,13 +63,13 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if *waitReplicas < 0 || *waitTimeout < 0 {
 		return usageErrorf("bench: --wait-replicas and --wait-replicas-timeout must not be negative")
 	}
-	app, _, err := rf.open()
+	app, err := rf.open()
 	if err != nil {
 		return fmt.Errorf("bench: %w", err)
 	}
 	defer closeApp(app)
 	res, err := bench.Run(ctx, bench.Config{
-		Redis: core.Unwrap(app).Broker().Client(), Tasks: *n, Producers: *p, Concurrency: *c,
+		Redis: app.Redis(), Tasks: *n, Producers: *p, Concurrency: *c,
 		Batch: *batch, Rate: *rate, Duration: *dur, RunSamples: *runs,
 		WaitReplicas: *waitReplicas, WaitReplicasTimeout: *waitTimeout,
 		Progress: func(phase string) { fmt.Fprintf(stderr, "rediq bench: %s…\n", phase) },

@@ -11,8 +11,6 @@ import (
 	"github.com/jedib0t/go-pretty/v6/table"
 
 	"github.com/rediq/rediq"
-	"github.com/rediq/rediq/internal/broker"
-	"github.com/rediq/rediq/internal/core"
 	"github.com/rediq/rediq/internal/settings"
 )
 
@@ -107,14 +105,12 @@ func checkSetting(key, value string) (string, error) {
 	}
 	switch key {
 	case "redis-url":
-		rdb, err := core.Dial(value, core.TLSFiles{})
-		if err != nil {
-			return "", err // a *core.URLError, which never quotes the URL
+		if err := rediq.CheckRedisURL(value); err != nil {
+			return "", libError(err) // never quotes the URL
 		}
-		_ = rdb.Close() // never dialed
 	case "namespace":
-		if err := broker.ValidateNamespace(value); err != nil {
-			return "", err
+		if err := rediq.CheckNamespace(value); err != nil {
+			return "", libError(err)
 		}
 	default: // a TLS file
 		abs, err := filepath.Abs(value)

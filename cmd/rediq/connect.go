@@ -16,8 +16,6 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/rediq/rediq"
-	"github.com/rediq/rediq/internal/broker"
-	"github.com/rediq/rediq/internal/core"
 	"github.com/rediq/rediq/internal/settings"
 )
 
@@ -28,7 +26,7 @@ const ioTimeout = 10 * time.Second
 // redisFlags are the flags of every command that touches Redis.
 type redisFlags struct {
 	url       string
-	tls       core.TLSFiles
+	tls       struct{ CA, Cert, Key string }
 	namespace string
 }
 
@@ -65,26 +63,26 @@ func (r *redisFlags) resolve(getenv func(string) (string, bool)) (settings.Conn,
 // open returns an App for the flags, the environment and the config file,
 // which rediq.New completes with its defaults; the caller closes it. A bad
 // URL, TLS file or namespace is a usage error.
-func (r *redisFlags) open() (*rediq.App, *broker.Broker, error) {
+func (r *redisFlags) open() (*rediq.App, error) {
 	s, err := r.resolve(os.LookupEnv)
 	if err != nil {
-		return nil, nil, usageErrorf("%w", err)
+		return nil, usageErrorf("%w", err)
 	}
 	app, err := rediq.New(rediq.Config{RedisURL: s.RedisURL.Value, Namespace: s.Namespace.Value,
 		TLSCAFile: s.TLSCAFile.Value, TLSCertFile: s.TLSCertFile.Value, TLSKeyFile: s.TLSKeyFile.Value})
-	if ue := (*core.URLError)(nil); errors.As(err, &ue) {
+	if ue := (*rediq.RedisURLError)(nil); errors.As(err, &ue) {
 		// ue's message never holds the URL, which may hold a password.
-		return nil, nil, usageErrorf("%s: %w", cmp.Or(s.RedisURL.From, "--redis-url"), ue.Err)
+		return nil, usageErrorf("%s: %w", cmp.Or(s.RedisURL.From, "--redis-url"), ue.Err)
 	}
 	if err != nil {
 		msg := strings.TrimPrefix(err.Error(), "rediq: ")
 		if s.Namespace.From != "" && strings.HasPrefix(msg, "namespace ") {
 			msg = s.Namespace.From + ": " + msg // --namespace: namespace "a b" contains…
 		}
-		return nil, nil, usageErrorf("%s", msg)
+		return nil, usageErrorf("%s", msg)
 	}
 	servers.Store(app, serverName(cmp.Or(s.RedisURL.Value, rediq.DefaultRedisURL)))
-	return app, core.Unwrap(app).Broker(), nil
+	return app, nil
 }
 
 // servers holds the server of each App open returned (*rediq.App → string),
@@ -163,7 +161,7 @@ func withAppUntimed(ctx context.Context, cmd string, rf *redisFlags, fn func(con
 }
 
 func openApp(ctx context.Context, cmd string, rf *redisFlags, timed bool, fn func(context.Context, *rediq.App) error) (err error) {
-	app, _, err := rf.open()
+	app, err := rf.open()
 	if err != nil {
 		return fmt.Errorf("%s: %w", cmd, err)
 	}

@@ -6,7 +6,6 @@ import (
 	"io"
 
 	"github.com/rediq/rediq"
-	"github.com/rediq/rediq/internal/broker"
 )
 
 func runDead(ctx context.Context, args []string, stdout, _ io.Writer) error {
@@ -33,8 +32,8 @@ func requeueDead(ctx context.Context, args []string, stdout io.Writer) error {
 	if *queue == "" {
 		return usageErrorf("dead requeue: --queue is required")
 	}
-	if err := broker.ValidateQueueName(*queue); err != nil {
-		return usageErrorf("dead requeue: --queue: %v", err)
+	if err := rediq.CheckQueueName(*queue); err != nil {
+		return usageErrorf("dead requeue: --queue: %v", libError(err))
 	}
 	return withApp(ctx, "dead requeue", &rf, func(ctx context.Context, app *rediq.App) error {
 		n, err := app.RequeueDead(ctx, *queue)

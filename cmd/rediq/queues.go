@@ -4,12 +4,10 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"slices"
 
 	"github.com/jedib0t/go-pretty/v6/table"
 
 	"github.com/rediq/rediq"
-	"github.com/rediq/rediq/internal/core"
 )
 
 // queueRow is one queue as --output json prints it.
@@ -45,13 +43,7 @@ func runQueues(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		*out = outputJSON
 	}
 	return withApp(ctx, "queues", &rf, func(ctx context.Context, app *rediq.App) error {
-		b := core.Unwrap(app).Broker()
-		names, err := b.Queues(ctx)
-		if err != nil {
-			return err
-		}
-		slices.Sort(names)
-		stats, err := b.Stats(ctx, names)
+		stats, err := app.QueueStats(ctx)
 		if err != nil {
 			return err
 		}

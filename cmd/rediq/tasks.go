@@ -11,8 +11,6 @@ import (
 	"github.com/jedib0t/go-pretty/v6/table"
 
 	"github.com/rediq/rediq"
-	"github.com/rediq/rediq/internal/broker"
-	"github.com/rediq/rediq/internal/core"
 )
 
 // errorWidth is how much of a task's last error the list shows.
@@ -37,8 +35,8 @@ func runTasks(ctx context.Context, args []string, stdout, _ io.Writer) error {
 		return err
 	}
 	if *queue != "" {
-		if err := broker.ValidateQueueName(*queue); err != nil {
-			return usageErrorf("tasks: --queue: %v", err)
+		if err := rediq.CheckQueueName(*queue); err != nil {
+			return usageErrorf("tasks: --queue: %v", libError(err))
 		}
 	}
 	states := rediq.TaskStates
@@ -57,11 +55,10 @@ func runTasks(ctx context.Context, args []string, stdout, _ io.Writer) error {
 	}
 
 	return withApp(ctx, "tasks", &rf, func(ctx context.Context, app *rediq.App) error {
-		names, err := core.Unwrap(app).Broker().Queues(ctx)
+		names, err := app.Queues(ctx)
 		if err != nil {
 			return err
 		}
-		slices.Sort(names)
 		queues := names
 		if *queue != "" {
 			if !slices.Contains(names, *queue) {

@@ -63,7 +63,7 @@ func run() (err error) {
 	// Runs before app.Close, and after the worker has stopped: every return
 	// below that follows its start waits for it.
 	defer func() {
-		if cerr := deleteNamespace(ctx, app); cerr != nil {
+		if _, cerr := app.DeleteNamespace(ctx); cerr != nil {
 			err = errors.Join(err, cerr)
 		}
 	}()
@@ -180,24 +180,4 @@ func run() (err error) {
 	}
 	fmt.Println("done")
 	return nil
-}
-
-// deleteNamespace deletes every key of app's namespace.
-func deleteNamespace(ctx context.Context, app *rediq.App) error {
-	rdb := app.Redis()
-	var cursor uint64
-	for {
-		keys, next, err := rdb.Scan(ctx, cursor, app.Namespace()+":*", 1000).Result()
-		if err != nil {
-			return fmt.Errorf("clean up: scan: %w", err)
-		}
-		if len(keys) > 0 {
-			if err := rdb.Del(ctx, keys...).Err(); err != nil {
-				return fmt.Errorf("clean up: del: %w", err)
-			}
-		}
-		if cursor = next; cursor == 0 {
-			return nil
-		}
-	}
 }

@@ -19,7 +19,6 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/rediq/rediq"
-	"github.com/rediq/rediq/internal/core"
 	"github.com/rediq/rediq/internal/version"
 	"github.com/rediq/rediq/worker"
 )
@@ -95,87 +94,43 @@ func Run(ctx context.Context, cfg Config) (res Result, err error) {
 		progress = func(string) {}
 	}
 	ns := fmt.Sprintf("rediqbench%08x", rand.Uint32())
+	var app *rediq.App
 	defer func() {
-		if cerr := deleteNamespace(context.WithoutCancel(ctx), cfg.Redis, ns); cerr != nil && err == nil {
+		if app == nil {
+			return
+		}
+		if _, cerr := app.DeleteNamespace(context.WithoutCancel(ctx)); cerr != nil && err == nil {
 			err = fmt.Errorf("bench: delete its keys (namespace %s): %w", ns, cerr)
 		}
+		app.Close() // Wait's subscription; the client is the caller's
 	}()
-	app, err := rediq.New(rediq.Config{Redis: cfg.Redis, Namespace: ns,
+	app, err = rediq.New(rediq.Config{Redis: cfg.Redis, Namespace: ns,
 		WaitReplicas: cfg.WaitReplicas, WaitReplicasTimeout: cfg.WaitReplicasTimeout})
 	if err != nil {
 		return res, err
 	}
-	defer app.Close() // Wait's subscription; the client is the caller's
 	res = Result{System: "rediq " + version.String(), Tasks: cfg.Tasks, LatencyRate: cfg.Rate,
 		Producers: cfg.Producers, Concurrency: cfg.Concurrency, BatchSize: cfg.Batch,
-		WaitReplicas: core.Unwrap(app).Broker().Replication().Replicas}
+		WaitReplicas: app.WaitReplicas()}
 
-	var (
-		processed atomic.Int64
-		drained   = make(chan struct{})
-		latMode   atomic.Bool
-		latMu     sync.Mutex
-		lat       []time.Duration
-	)
-	n := int64(cfg.Tasks)
-	task := rediq.Register(app, "noop", func(ctx context.Context, p Payload) (struct{}, error) {
-		if latMode.Load() {
-			d := time.Since(time.Unix(0, p.Ts))
-			latMu.Lock()
-			lat = append(lat, d)
-			latMu.Unlock()
-		} else if processed.Add(1) == n {
-			close(drained)
-		}
-		return struct{}{}, nil
-	})
+	h := newHandlers(int64(cfg.Tasks))
+	task := rediq.Register(app, "noop", h.noop)
 	runTask := rediq.Register(app, "noop-run", func(context.Context, Payload) (struct{}, error) {
 		return struct{}{}, nil
 	})
-	batchTask := rediq.Register(app, "noop-batch", func(context.Context, Payload) (struct{}, error) {
-		return struct{}{}, nil
-	}, rediq.Queue("batch"))
 	payload := Payload{UserID: 12345, Action: "send_welcome_email", Ts: 1700000000}
 
-	// 1. Enqueue: N single calls from the producers; Redis memory per task.
 	progress("enqueue")
-	m0, err := usedMemory(ctx, cfg.Redis)
-	if err != nil {
+	if err := enqueuePhase(ctx, cfg, &res, task, payload); err != nil {
 		return res, err
 	}
-	took, err := produce(ctx, cfg.Producers, cfg.Tasks, 1, func(ctx context.Context, _ int) error {
-		_, err := task.Enqueue(ctx, payload)
-		return err
-	})
-	if err != nil {
-		return res, err
-	}
-	res.EnqueuePerSec = float64(cfg.Tasks) / took.Seconds()
-	m1, err := usedMemory(ctx, cfg.Redis)
-	if err != nil {
-		return res, err
-	}
-	res.BytesPerTask = float64(m1-m0) / float64(cfg.Tasks)
-
-	// 2. Enqueue, batched: the same N through EnqueueMany, into a queue of its own.
 	progress("enqueue_batch")
-	batch := make([]Payload, cfg.Batch)
-	for i := range batch {
-		batch[i] = payload
-	}
-	took, err = produce(ctx, cfg.Producers, cfg.Tasks, cfg.Batch, func(ctx context.Context, size int) error {
-		_, err := batchTask.EnqueueMany(ctx, batch[:size])
-		return err
-	})
-	if err != nil {
-		return res, err
-	}
-	res.EnqueueBatchPerSec = float64(cfg.Tasks) / took.Seconds()
-	if err := cfg.Redis.Del(ctx, ns+":{batch}:pending", ns+":{batch}:t").Err(); err != nil {
+	if err := batchPhase(ctx, cfg, &res, ns, payload); err != nil {
 		return res, err
 	}
 
-	// 3. Process: one worker drains the N pending tasks.
+	// 3. Process: one worker drains the N pending tasks; it stays up, idle,
+	// for the latency and Run phases.
 	progress("process")
 	w, err := worker.New(app, worker.Config{Queues: []string{rediq.DefaultQueue}, SkipDefaultQueue: true,
 		Concurrency: cfg.Concurrency, ShutdownTimeout: 10 * time.Second})
@@ -188,7 +143,7 @@ func Run(ctx context.Context, cfg Config) (res Result, err error) {
 	t0 := time.Now()
 	go func() { errc <- w.Run(runCtx) }()
 	select {
-	case <-drained:
+	case <-h.drained:
 	case err := <-errc:
 		return res, fmt.Errorf("bench: worker stopped: %v", err)
 	case <-ctx.Done():
@@ -196,66 +151,148 @@ func Run(ctx context.Context, cfg Config) (res Result, err error) {
 	}
 	res.ProcessPerSec = float64(cfg.Tasks) / time.Since(t0).Seconds()
 
-	// 4. Latency: a steady rate into the idle worker; enqueue call to handler start.
 	progress("latency")
-	latMode.Store(true)
+	err = latencyPhase(ctx, cfg, &res, h, task, payload)
+	if err == nil {
+		progress("run")
+		err = runPhases(ctx, cfg, &res, app, runTask, payload)
+	}
+	stop()
+	if werr := <-errc; err == nil {
+		err = werr
+	}
+	return res, err
+}
+
+// handlers counts the no-op task's runs: in the process phase until all N
+// ran, in the latency phase the time from each enqueue to its start.
+type handlers struct {
+	n         int64
+	processed atomic.Int64
+	drained   chan struct{}
+	latMode   atomic.Bool
+	latMu     sync.Mutex
+	lat       []time.Duration
+}
+
+func newHandlers(n int64) *handlers { return &handlers{n: n, drained: make(chan struct{})} }
+
+func (h *handlers) noop(_ context.Context, p Payload) (struct{}, error) {
+	if h.latMode.Load() {
+		d := time.Since(time.Unix(0, p.Ts))
+		h.latMu.Lock()
+		h.lat = append(h.lat, d)
+		h.latMu.Unlock()
+	} else if h.processed.Add(1) == h.n {
+		close(h.drained)
+	}
+	return struct{}{}, nil
+}
+
+func (h *handlers) latencies() int {
+	h.latMu.Lock()
+	defer h.latMu.Unlock()
+	return len(h.lat)
+}
+
+// enqueuePhase is phase 1: N single calls from the producers, and the Redis
+// memory per pending task.
+func enqueuePhase(ctx context.Context, cfg Config, res *Result, task *rediq.Task[Payload, struct{}], payload Payload) error {
+	m0, err := usedMemory(ctx, cfg.Redis)
+	if err != nil {
+		return err
+	}
+	took, err := produce(ctx, cfg.Producers, cfg.Tasks, 1, func(ctx context.Context, _ int) error {
+		_, err := task.Enqueue(ctx, payload)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	res.EnqueuePerSec = float64(cfg.Tasks) / took.Seconds()
+	m1, err := usedMemory(ctx, cfg.Redis)
+	if err != nil {
+		return err
+	}
+	res.BytesPerTask = float64(m1-m0) / float64(cfg.Tasks)
+	return nil
+}
+
+// batchPhase is phase 2: the same N through EnqueueMany, into a namespace of
+// its own, deleted after (no worker serves it).
+func batchPhase(ctx context.Context, cfg Config, res *Result, ns string, payload Payload) (err error) {
+	app, err := rediq.New(rediq.Config{Redis: cfg.Redis, Namespace: ns + "b",
+		WaitReplicas: cfg.WaitReplicas, WaitReplicasTimeout: cfg.WaitReplicasTimeout})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if _, cerr := app.DeleteNamespace(context.WithoutCancel(ctx)); cerr != nil && err == nil {
+			err = fmt.Errorf("bench: delete its keys (namespace %sb): %w", ns, cerr)
+		}
+		app.Close()
+	}()
+	batchTask := rediq.Register(app, "noop-batch", func(context.Context, Payload) (struct{}, error) {
+		return struct{}{}, nil
+	}, rediq.Queue("batch"))
+	batch := make([]Payload, cfg.Batch)
+	for i := range batch {
+		batch[i] = payload
+	}
+	took, err := produce(ctx, cfg.Producers, cfg.Tasks, cfg.Batch, func(ctx context.Context, size int) error {
+		_, err := batchTask.EnqueueMany(ctx, batch[:size])
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	res.EnqueueBatchPerSec = float64(cfg.Tasks) / took.Seconds()
+	return nil
+}
+
+// latencyPhase is phase 4: a steady rate into the idle worker; the time from
+// the enqueue call to the handler's start.
+func latencyPhase(ctx context.Context, cfg Config, res *Result, h *handlers, task *rediq.Task[Payload, struct{}], payload Payload) error {
+	h.latMode.Store(true)
+	defer h.latMode.Store(false)
 	tick := time.NewTicker(time.Second / time.Duration(cfg.Rate))
+	defer tick.Stop()
 	end := time.Now().Add(cfg.Duration)
 	sent := 0
 	for time.Now().Before(end) {
 		select {
 		case <-tick.C:
 		case <-ctx.Done():
-			tick.Stop()
-			return res, ctx.Err()
+			return ctx.Err()
 		}
 		p := payload
 		p.Ts = time.Now().UnixNano()
 		if _, err := task.Enqueue(ctx, p); err != nil {
-			tick.Stop()
-			return res, err
+			return err
 		}
 		sent++
 	}
-	tick.Stop()
 	deadline := time.Now().Add(10 * time.Second)
-	for {
-		latMu.Lock()
-		got := len(lat)
-		latMu.Unlock()
-		if got >= sent || time.Now().After(deadline) {
-			break
-		}
+	for h.latencies() < sent && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
 	}
-	latMode.Store(false)
-	progress("run")
-	if err := runPhases(ctx, cfg, &res, ns, runTask, payload); err != nil {
-		stop()
-		<-errc
-		return res, err
-	}
-	stop()
-	if err := <-errc; err != nil {
-		return res, err
-	}
-	latMu.Lock()
-	slices.Sort(lat)
-	if len(lat) > 0 {
-		q := func(p float64) float64 { return float64(lat[int(p*float64(len(lat)-1))]) / 1e6 }
+	h.latMu.Lock()
+	defer h.latMu.Unlock()
+	slices.Sort(h.lat)
+	if len(h.lat) > 0 {
+		q := func(p float64) float64 { return float64(h.lat[int(p*float64(len(h.lat)-1))]) / 1e6 }
 		res.LatencyP50Ms, res.LatencyP99Ms = q(0.50), q(0.99)
 	}
-	res.LatencySamples = len(lat)
-	latMu.Unlock()
+	res.LatencySamples = len(h.lat)
 	if res.LatencySamples < sent {
-		return res, fmt.Errorf("bench: %d of %d latency tasks ran within 10s", res.LatencySamples, sent)
+		return fmt.Errorf("bench: %d of %d latency tasks ran within 10s", res.LatencySamples, sent)
 	}
-	return res, nil
+	return nil
 }
 
 // runPhases measures Run (enqueue and Wait) of a no-op task into the idle
 // worker, sequentially, and the Redis memory a retained result costs.
-func runPhases(ctx context.Context, cfg Config, res *Result, ns string, runTask *rediq.Task[Payload, struct{}], payload Payload) error {
+func runPhases(ctx context.Context, cfg Config, res *Result, app *rediq.App, runTask *rediq.Task[Payload, struct{}], payload Payload) error {
 	var took []time.Duration
 	for range cfg.RunSamples {
 		t0 := time.Now()
@@ -282,18 +319,17 @@ func runPhases(ctx context.Context, cfg Config, res *Result, ns string, runTask 
 	if _, err := runTask.EnqueueMany(ctx, args, rediq.Retention(time.Hour)); err != nil {
 		return err
 	}
-	idx := ns + ":{" + rediq.DefaultQueue + "}:succeeded"
 	deadline := time.Now().Add(60 * time.Second)
 	for {
-		kept, err := cfg.Redis.ZCard(ctx, idx).Result()
+		_, kept, err := app.ListTasks(ctx, rediq.DefaultQueue, rediq.StateSucceeded, rediq.ListOptions{Limit: 1})
 		if err != nil {
 			return err
 		}
-		if kept >= int64(n+res.RunSamples) {
+		if kept >= n+res.RunSamples {
 			break
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("bench: %d of %d retained tasks finished within 60s", kept-int64(res.RunSamples), n)
+			return fmt.Errorf("bench: %d of %d retained tasks finished within 60s", kept-res.RunSamples, n)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -366,32 +402,4 @@ func usedMemory(ctx context.Context, rdb redis.UniversalClient) (int64, error) {
 		return total, err
 	}
 	return 0, fmt.Errorf("bench: cannot read memory through a %T", rdb)
-}
-
-// deleteNamespace removes every key of namespace ns.
-func deleteNamespace(ctx context.Context, rdb redis.UniversalClient, ns string) error {
-	del := func(ctx context.Context, c redis.Cmdable) error {
-		iter := c.Scan(ctx, 0, ns+":*", 1000).Iterator()
-		var keys []string
-		for iter.Next(ctx) {
-			keys = append(keys, iter.Val())
-		}
-		if err := iter.Err(); err != nil {
-			return err
-		}
-		for len(keys) > 0 {
-			k := keys[:min(len(keys), 500)]
-			keys = keys[len(k):]
-			for _, key := range k { // one by one: in a cluster they span slots
-				if err := c.Unlink(ctx, key).Err(); err != nil {
-					return err
-				}
-			}
-		}
-		return nil
-	}
-	if c, ok := rdb.(*redis.ClusterClient); ok {
-		return c.ForEachMaster(ctx, func(ctx context.Context, m *redis.Client) error { return del(ctx, m) })
-	}
-	return del(ctx, rdb)
 }
