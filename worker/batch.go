@@ -283,19 +283,9 @@ func (w *Worker) batchWatcher(stop <-chan struct{}) {
 // batchStopped returns why batch k is stopped, "" if it runs; a keep-alive
 // batch without keep-alives is stopped here.
 func (w *Worker) batchStopped(ctx context.Context, k *broker.BatchKeys) (string, error) {
-	vals, err := w.b.Client().HMGet(ctx, k.Info, "stopped", "detached").Result()
-	if err != nil {
-		return "", err
-	}
-	if s, _ := vals[0].(string); s != "" {
-		return s, nil
-	}
-	if d, _ := vals[1].(string); d != "0" {
-		return "", nil
-	}
-	n, err := w.b.Client().Exists(ctx, k.Alive).Result()
-	if err != nil || n == 1 {
-		return "", err
+	l, err := w.b.BatchLiveness(ctx, k)
+	if err != nil || l.StopReason != "" || !l.Abandoned() {
+		return l.StopReason, err
 	}
 	const reason = "its producer stopped sending keep-alives"
 	if _, err := w.b.StopBatch(ctx, k, reason); err != nil {

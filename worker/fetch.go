@@ -3,13 +3,10 @@ package worker
 import (
 	"context"
 	"errors"
-	"fmt"
 	"slices"
-	"strings"
 	"sync/atomic"
 	"time"
 
-	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 
 	"github.com/rediq/rediq/internal/broker"
@@ -369,15 +366,13 @@ func (w *Worker) markAllReady() {
 
 // subscription is the wake-up subscription. The subscriber owns it: it
 // replaces it when it goes deaf and closes it when it stops.
-type subscription struct{ ps *redis.PubSub }
+type subscription = broker.WakeSubscription
 
 // probeState tracks the heartbeat's probes of the wake-up subscription.
 type probeState struct {
 	sent, seen atomic.Uint64
 	resub      chan struct{} // asks the subscriber to subscribe again
 }
-
-func (w *Worker) probeChannel() string { return w.b.Namespace() + ":probe:" + w.session }
 
 // subscribeTimeout bounds a (re-)subscription: a server that accepts the
 // connection and never answers must not hold the subscriber forever.
@@ -386,25 +381,13 @@ const subscribeTimeout = 5 * time.Second
 // subscribe subscribes to the wake channels and the probe channel, returning
 // once Redis confirmed it, so that no wake-up after this point can be missed.
 func (w *Worker) subscribe(ctx context.Context) (*subscription, error) {
-	chans := make([]string, 0, len(w.queues)+1)
-	for _, q := range w.queues {
-		chans = append(chans, q.Channel)
+	qs := make([]*broker.Queue, len(w.queues))
+	for i, q := range w.queues {
+		qs[i] = q.Queue
 	}
-	chans = append(chans, w.probeChannel())
 	ctx, cancel := context.WithTimeout(ctx, subscribeTimeout)
 	defer cancel()
-	ps := w.b.Client().Subscribe(ctx, chans...)
-	for subscribed := 0; subscribed < len(chans); {
-		msg, err := ps.Receive(ctx)
-		if err != nil {
-			ps.Close()
-			return nil, fmt.Errorf("subscribe: %w", err)
-		}
-		if _, ok := msg.(*redis.Subscription); ok {
-			subscribed++
-		}
-	}
-	return &subscription{ps: ps}, nil
+	return w.b.SubscribeWake(ctx, qs, w.session)
 }
 
 // probe checks that the subscription still hears what is published, after a
@@ -415,7 +398,7 @@ func (w *Worker) subscribe(ctx context.Context) (*subscription, error) {
 // wait for the heartbeat's safety net instead of waking at once.
 func (w *Worker) probe(ctx context.Context) {
 	n := w.probes.sent.Add(1)
-	if err := w.b.Client().Publish(ctx, w.probeChannel(), n).Err(); err != nil {
+	if err := w.b.Probe(ctx, w.session, n); err != nil {
 		w.probes.sent.Add(^uint64(0))
 		w.log.Debug("probe publish", zap.Error(err))
 	}
@@ -441,7 +424,7 @@ func (w *Worker) resubscribe() {
 // been missed, so every queue is made ready.
 func (w *Worker) subscriber(ctx context.Context, sub *subscription, stop <-chan struct{}) {
 	for {
-		again := w.listen(ctx, sub.ps, stop)
+		again := w.listen(ctx, sub, stop)
 		if !again {
 			return
 		}
@@ -466,15 +449,16 @@ func (w *Worker) subscriber(ctx context.Context, sub *subscription, stop <-chan 
 
 // listen serves one subscription until stop (false) or a request to subscribe
 // again (true); either way it closes ps and waits for its receiver.
-func (w *Worker) listen(ctx context.Context, ps *redis.PubSub, stop <-chan struct{}) (again bool) {
+func (w *Worker) listen(ctx context.Context, ps *subscription, stop <-chan struct{}) (again bool) {
 	msgs := make(chan any)
 	quit := make(chan struct{})
 	received := make(chan struct{})
 	go func() { // Receive blocks: the loop below must stay free to stop
 		defer close(received)
 		for {
-			msg, err := ps.Receive(ctx)
-			if err != nil {
+			var msg any
+			ev, err := ps.Receive(ctx)
+			if msg = ev; err != nil {
 				msg = err
 			}
 			select {
@@ -513,26 +497,29 @@ func (w *Worker) listen(ctx context.Context, ps *redis.PubSub, stop <-chan struc
 			continue
 		}
 		failures = 0
-		switch m := msg.(type) {
-		case *redis.Message:
-			if q := w.byChan[m.Channel]; q != nil && strings.HasPrefix(m.Payload, "c:") {
-				w.cancelTask(q, m.Payload[2:])
-			} else if q != nil {
-				q.ready.Store(true)
-				w.wake()
-			} else if m.Channel == w.probeChannel() {
-				var n uint64
-				fmt.Sscan(m.Payload, &n)
-				if n > w.probes.seen.Load() {
-					w.probes.seen.Store(n)
-				}
-			}
-		case *redis.Subscription:
-			w.markAllReady()
-			if m.Kind == "subscribe" {
-				// Cancel requests published while the subscription was away.
-				w.checkCancels(ctx)
-			}
+		w.heard(ctx, msg.(broker.WakeEvent))
+	}
+}
+
+// heard acts on what the wake-up subscription heard.
+func (w *Worker) heard(ctx context.Context, ev broker.WakeEvent) {
+	switch ev.Kind {
+	case broker.WakeCancel:
+		if q := w.byName[ev.Queue.Name]; q != nil {
+			w.cancelTask(q, ev.TaskID)
 		}
+	case broker.WakeQueue:
+		if q := w.byName[ev.Queue.Name]; q != nil {
+			q.ready.Store(true)
+			w.wake()
+		}
+	case broker.WakeProbe:
+		if ev.Probe > w.probes.seen.Load() {
+			w.probes.seen.Store(ev.Probe)
+		}
+	case broker.WakeSubscribed:
+		w.markAllReady()
+		// Cancel requests published while the subscription was away.
+		w.checkCancels(ctx)
 	}
 }

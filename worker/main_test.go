@@ -282,11 +282,11 @@ func TestConfigureAppReplacesItsOwnClient(t *testing.T) {
 	t.Run("same endpoint: no new client", func(t *testing.T) {
 		t.Parallel()
 		c := newApp(rediq.Config{RedisURL: testredis.URL()})
-		before := c.Broker().Client()
+		before := c.Redis()
 		if err := configureApp(c, given(t, nil, map[string]string{"REDIQ_REDIS_URL": testredis.URL()}, ns), zap.NewNop()); err != nil {
 			t.Fatal(err)
 		}
-		if c.Broker().Client() != before {
+		if c.Redis() != before {
 			t.Fatal("the App redialed the URL it had")
 		}
 	})
@@ -300,7 +300,7 @@ func TestConfigureAppReplacesItsOwnClient(t *testing.T) {
 		if ep, _ := c.Endpoint(); ep.URL != testredis.URL() {
 			t.Fatalf("endpoint %+v, want the flag's URL", ep)
 		}
-		if err := c.Broker().Client().Ping(context.Background()).Err(); err != nil {
+		if err := c.Redis().Ping(context.Background()).Err(); err != nil {
 			t.Fatal(err)
 		}
 	})
@@ -319,7 +319,7 @@ func TestConfigureAppReplacesItsOwnClient(t *testing.T) {
 		if err := configureApp(c, given(t, nil, map[string]string{"REDIQ_REDIS_URL": "rediss://" + s.Addr}, ns), zap.NewNop()); err != nil {
 			t.Fatal(err)
 		}
-		if err := c.Broker().Client().Ping(context.Background()).Err(); err != nil {
+		if err := c.Redis().Ping(context.Background()).Err(); err != nil {
 			t.Fatalf("ping over TLS: %v", err)
 		}
 	})
@@ -464,7 +464,7 @@ func TestConfigureAppFromConfigFile(t *testing.T) {
 	if ep, _ := c.Endpoint(); ep.URL != testredis.URL() || app.Namespace() != ns {
 		t.Fatalf("endpoint %+v, namespace %q; want the file's", ep, app.Namespace())
 	}
-	if err := c.Broker().Client().Ping(context.Background()).Err(); err != nil {
+	if err := c.Redis().Ping(context.Background()).Err(); err != nil {
 		t.Fatal(err)
 	}
 

@@ -124,7 +124,7 @@ type Worker struct {
 	log *zap.Logger
 
 	queues     []*queue
-	byChan     map[string]*queue
+	byName     map[string]*queue
 	session    string
 	capacity   int64
 	held       atomic.Int64 // tasks fetched and not yet settled in Redis
@@ -301,20 +301,20 @@ func New(app *rediq.App, cfg Config) (*Worker, error) {
 		b = b.WithReplication(broker.Replication{})
 	case cfg.WaitReplicas > 0:
 		repl = broker.Replication{Replicas: cfg.WaitReplicas, Timeout: cmp.Or(cfg.WaitReplicasTimeout, rediq.DefaultWaitReplicasTimeout)}
-		if err := repl.Check(b.Client()); err != nil {
+		if err := b.CheckReplication(repl); err != nil {
 			return nil, fmt.Errorf("worker: %w", err)
 		}
 		b = b.WithReplication(repl)
 	case cfg.WaitReplicasTimeout > 0 && repl.Replicas > 0:
 		repl.Timeout = cfg.WaitReplicasTimeout
-		if err := repl.Check(b.Client()); err != nil {
+		if err := b.CheckReplication(repl); err != nil {
 			return nil, fmt.Errorf("worker: %w", err)
 		}
 		b = b.WithReplication(repl)
 	}
 	w := &Worker{
 		app: c, b: b, cfg: cfg, log: cfg.Logger.With(zap.String("worker", cfg.Name)),
-		byChan:   map[string]*queue{},
+		byName:   map[string]*queue{},
 		capacity: int64(cfg.Concurrency + cfg.Prefetch),
 		keep:     broker.DeadRetention{MaxAge: cfg.DeadMaxAge, MaxLen: cfg.DeadMaxLen},
 		kick:     make(chan struct{}, 1),
@@ -345,7 +345,7 @@ func New(app *rediq.App, cfg Config) (*Worker, error) {
 		q := &queue{Queue: b.Queue(n), weight: weight, held: map[uint64]struct{}{}}
 		q.recovered.Store(true) // unknown until its first fetch: offer it the turn
 		w.queues = append(w.queues, q)
-		w.byChan[q.Channel] = q
+		w.byName[q.Name] = q
 	}
 	for n := range cfg.Weights {
 		if !seen[n] {

@@ -81,9 +81,6 @@ func New(rdb redis.UniversalClient, ns string) *Broker {
 	return &Broker{rdb: rdb, ns: ns}
 }
 
-// Client is the Redis client the broker uses.
-func (b *Broker) Client() redis.UniversalClient { return b.rdb }
-
 // Namespace is the key prefix.
 func (b *Broker) Namespace() string { return b.ns }
 

@@ -188,6 +188,9 @@ func movedSlot(err error) bool {
 	return redis.HasErrorPrefix(err, "MOVED") || redis.HasErrorPrefix(err, "ASK")
 }
 
+// CheckReplication is r.Check against the broker's client.
+func (b *Broker) CheckReplication(r Replication) error { return r.Check(b.rdb) }
+
 // Check reports why r cannot work on rdb, if it cannot: WAIT goes in a
 // pipeline, whose replies go-redis reads within the client's read timeout,
 // so a longer WAIT would end as a timeout (an outcome unknown) instead of a

@@ -79,7 +79,7 @@ func TestAppReceivesRedisLog(t *testing.T) {
 	defer app.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if err := app.Broker().Client().Ping(ctx).Err(); err == nil {
+	if err := app.Redis().Ping(ctx).Err(); err == nil {
 		t.Fatal("ping succeeded on a closed port")
 	}
 	// The line went through the router (logged, or held back as a kind seen
