@@ -64,81 +64,17 @@ func (w *Worker) settleNow(j *job, o broker.Outcome) {
 	w.free(j)
 }
 
-func (w *Worker) process(sl *slot, j *job) {
-	var env = envelopePool.Get().(*envelope)
-	defer envelopePool.Put(env)
-	err := env.decode(j.raw)
-	if err == nil {
-		err = codec.Complete(&env.Envelope, j.id)
-	}
-	if err != nil {
-		if !w.expired(j, 0, "dropped") {
-			w.bury(j, deadUndecodable(j.id, j.raw, err, w.cfg.now()), "undecodable message", err)
-		}
-		return
-	}
-	if w.expired(j, env.Batch, "dropped") {
-		return
-	}
-	def, ok := w.app.Task(env.Name)
-	if !ok {
-		w.unknownTask(j, env)
-		return
-	}
-	if j.recovered > w.cfg.MaxRecoveries {
-		err := fmt.Errorf("rediq: poison task: its worker died or froze while running it %d times (limit %d); not run again",
-			j.recovered, w.cfg.MaxRecoveries)
-		env.Error = err.Error()
-		w.bury(j, record(env.Envelope), "poison task", err)
-		if env.Batch > 0 {
-			w.noteBatch(w.out.batch(env.Batch), j.id, "", "failed", err.Error())
-		}
-		return
-	}
-	maxRetries, timeout := def.Retries, def.Timeout
-	if env.MaxRetries >= 0 {
-		maxRetries = env.MaxRetries
-	}
-	if env.TimeoutMs > 0 {
-		timeout = time.Duration(env.TimeoutMs) * time.Millisecond
-	}
-	var bk *broker.BatchKeys
-	if env.Batch > 0 {
-		bk = w.out.batch(env.Batch)
-		if !w.batchStart(j, bk) {
-			return
-		}
-	}
-	if w.cancelRequested(j.id) {
-		// Cancelled before it started: it never runs (settle ends it cancelled,
-		// or gives it back if the request no longer stands).
-		w.forgetCancel(j.id)
-		w.settleAttempt(j, broker.Cancel, nil, 0, nil)
-		if bk != nil {
-			w.noteBatch(bk, j.id, "", unstarted(env.Retried, j.recovered))
-		}
-		return
-	}
-	if w.expired(j, env.Batch, unstarted(env.Retried, j.recovered)) { // checking its batch took a round trip
-		return
-	}
-	st := &core.State{
-		ID: env.ID, Name: env.Name, Queue: j.q.Name, Priority: env.Priority, Args: env.Args,
-		EnqueuedAt: time.UnixMilli(env.EnqueuedAt), Worker: w.cfg.Name, MaxRetries: maxRetries,
-		Timeout: timeout, Retried: env.Retried, Recovered: j.recovered, Exec: w.exec, Log: w.log,
-	}
-	if bk != nil {
-		w.batchState(st, bk, env.Name)
-	}
-	ctx := core.WithState(w.base, st)
-	w.fireTaskHooks(ctx, st, rediq.BeforeTaskStart)
-
-	cctx, cancel := context.WithCancelCause(ctx)
-	tctx, cancelTimeout := context.WithTimeout(cctx, timeout)
+// execute calls r's handler in slot sl, under its timeout and the lease
+// clock. ok is false when the outcome is not this attempt's to settle: the
+// watchdog settled it already, or the lease ran out and was not renewed.
+func (w *Worker) execute(sl *slot, r *run) (result any, err, cause error, ok bool) {
+	j := r.j
+	cctx, cancel := context.WithCancelCause(r.ctx)
+	tctx, cancelTimeout := context.WithTimeout(cctx, r.timeout)
 	sl.mu.Lock()
 	sl.cancel, sl.gen = cancel, j.gen
-	sl.deadline = time.Now().Add(timeout + w.cfg.TimeoutGrace)
-	sl.running = attempt{j: j, env: env.Envelope, def: def, maxRetries: maxRetries, timeout: timeout}
+	sl.deadline = time.Now().Add(r.timeout + w.cfg.TimeoutGrace)
+	sl.running = attempt{j: j, env: r.env.Envelope, def: r.def, maxRetries: r.maxRetries, timeout: r.timeout}
 	sl.mu.Unlock()
 	// A cancel may have passed this slot just before it was set.
 	switch {
@@ -151,8 +87,8 @@ func (w *Worker) process(sl *slot, j *job) {
 	case w.cancelRequested(j.id):
 		cancel(rediq.ErrCancelled)
 	}
-	started := w.cfg.now()
-	result, err := call(&leaseContext{Context: tctx, lease: &w.lease, cancel: cancel}, def, env.Args)
+	r.started = w.cfg.now()
+	result, err = handler()(&leaseContext{Context: tctx, lease: &w.lease, cancel: cancel}, r.def, r.env.Args)
 	// Decided past the lease clock (the handler returned after a freeze, or
 	// while Redis was away): the task may run elsewhere already.
 	late := !w.lease.valid()
@@ -161,112 +97,117 @@ func (w *Worker) process(sl *slot, j *job) {
 	abandoned := sl.abandoned
 	sl.cancel, sl.gen, sl.running = nil, nil, attempt{}
 	sl.mu.Unlock()
-	cause := context.Cause(tctx) // DeadlineExceeded: timed out; else why it was cancelled
+	cause = context.Cause(tctx) // DeadlineExceeded: timed out; else why it was cancelled
 	cancelTimeout()
 	cancel(nil)
 	if abandoned { // the watchdog settled it as failed already
 		w.slotMu.Lock()
 		w.abandoned--
 		w.slotMu.Unlock()
-		w.log.Warn("abandoned handler returned at last", zap.String("task_id", env.ID), zap.Error(err))
-		return
+		w.log.Warn("abandoned handler returned at last", zap.String("task_id", r.env.ID), zap.Error(err))
+		return nil, nil, nil, false
 	}
 	if late {
 		w.log.Warn("handler returned after the worker's lease clock ran out: its outcome waits for a renewal (dropped if the task was taken over)",
-			zap.String("task_id", env.ID), zap.Error(err))
+			zap.String("task_id", r.env.ID), zap.Error(err))
 		if !w.awaitLease(j) {
-			return
+			return nil, nil, nil, false
 		}
 	}
+	return result, err, cause, true
+}
 
+// outcome settles what r's handler returned: success, a cancel, a failure
+// (retried or dead); then the observers hear of it.
+func (w *Worker) outcome(r *run, result any, err, cause error) {
+	j, env, st := r.j, r.env, r.st
 	var att *broker.Attempt
 	if env.RetentionMs > 0 || env.MemoMs > 0 {
-		att = &broker.Attempt{Started: started, Worker: w.cfg.Name}
+		att = &broker.Attempt{Started: r.started, Worker: w.cfg.Name}
 	}
-	if err != nil && cause != nil && !errors.Is(cause, context.DeadlineExceeded) {
-		switch {
-		case errors.Is(cause, rediq.ErrBatchStopped) && bk != nil:
-			st.Err = fmt.Errorf("%w: %w", cause, err)
-			w.fireTaskHooks(ctx, st, rediq.AfterTaskFailure)
-			st.Print(fmt.Sprintf("task %s (%s) on %s, attempt %d: cancelled: %v", env.ID, env.Name, w.cfg.Name, env.Retried+1, cause))
-			w.endForBatch(w.base, j, bk, "cancelled", strings.TrimPrefix(cause.Error(), rediq.ErrBatchStopped.Error()+": "))
-		case errors.Is(cause, rediq.ErrCancelled):
-			// CancelTask: not retried; it ends cancelled.
-			st.Err = fmt.Errorf("%w: %w", rediq.ErrCancelled, err)
-			w.fireTaskHooks(ctx, st, rediq.AfterTaskFailure)
-			if att == nil {
-				att = &broker.Attempt{Started: started, Worker: w.cfg.Name}
-			}
-			w.settleAttempt(j, broker.Cancel, nil, 0, att)
-			if bk != nil {
-				w.noteBatch(bk, j.id, "f", "cancelled")
-			}
-		case errors.Is(cause, errStopping), errors.Is(cause, errFenced):
-			// Not an attempt: back to the queue (a no-op if the lease is gone).
-			w.settle(j, broker.Requeue, nil, 0)
-		default: // the lease was lost: another worker has the task
-			w.release(j)
-		}
+	if cancelCause(err, cause) {
+		w.cancelled(r, err, cause, att)
 		return
 	}
 	if errors.Is(cause, context.DeadlineExceeded) && err != nil {
-		err = fmt.Errorf("%w after %s", rediq.ErrTimeout, timeout)
+		err = fmt.Errorf("%w after %s", rediq.ErrTimeout, r.timeout)
 	}
 	if err == nil {
 		st.Result, st.HasResult = result, true
-		w.fireTaskHooks(ctx, st, rediq.AfterTaskSuccess)
+		w.fireTaskHooks(r.ctx, st, rediq.AfterTaskSuccess)
 		if att != nil {
 			att.Result = w.encodeResult(st, result)
 		}
-		if bk != nil {
-			w.collectResult(st, def, result)
+		for _, o := range w.observers {
+			o.succeeded(r, result)
 		}
 		w.settleAttempt(j, broker.Ack, nil, 0, att)
-		if bk != nil {
-			w.noteBatch(bk, j.id, "x", "succeeded")
-		}
+		w.observe(j, &env.Envelope, st, ending{attempt: broker.AttemptRan, end: broker.EndSucceeded})
 		return
 	}
 	st.Err = err
-	if willRetry(err, env.Retried, maxRetries) {
-		w.fireTaskHooks(ctx, st, rediq.BeforeTaskRetry)
+	retry := willRetry(err, env.Retried, r.maxRetries)
+	if retry {
+		w.fireTaskHooks(r.ctx, st, rediq.BeforeTaskRetry)
 	} else {
-		w.fireTaskHooks(ctx, st, rediq.AfterTaskFailure)
+		w.fireTaskHooks(r.ctx, st, rediq.AfterTaskFailure)
 	}
-	retry := willRetry(err, env.Retried, maxRetries)
-	if bk != nil {
-		st.Print(fmt.Sprintf("task %s (%s) on %s, attempt %d: error: %v", env.ID, env.Name, w.cfg.Name, env.Retried+1, err))
-		var pe *rediq.PanicError
-		if errors.As(err, &pe) {
-			st.Print(string(pe.Stack))
-		}
+	w.failed(j, env.Envelope, r.def, r.maxRetries, err)
+	w.observe(j, &env.Envelope, st, failedEnding(err, retry))
+}
+
+// failedEnding is how a failed attempt ends: a retry follows, or dead.
+func failedEnding(err error, retry bool) ending {
+	e := ending{attempt: broker.AttemptFailed, end: broker.EndFailed, err: err}
+	if retry {
+		e.end = broker.EndNone
 	}
-	w.failed(j, env.Envelope, def, maxRetries, err)
-	if bk != nil {
-		end := "failed"
-		if retry {
-			end = ""
+	return e
+}
+
+// cancelled settles an attempt whose handler was cancelled (cause) and
+// returned err.
+func (w *Worker) cancelled(r *run, err, cause error, att *broker.Attempt) {
+	j, st := r.j, r.st
+	switch {
+	case errors.Is(cause, rediq.ErrBatchStopped) && r.env.Batch > 0:
+		st.Err = fmt.Errorf("%w: %w", cause, err)
+		w.fireTaskHooks(r.ctx, st, rediq.AfterTaskFailure)
+		reason := strings.TrimPrefix(cause.Error(), rediq.ErrBatchStopped.Error()+": ")
+		w.endStopped(w.base, j, &r.env.Envelope, st, broker.EndCancelled, reason, cause)
+	case errors.Is(cause, rediq.ErrCancelled):
+		// CancelTask: not retried; it ends cancelled.
+		st.Err = fmt.Errorf("%w: %w", rediq.ErrCancelled, err)
+		w.fireTaskHooks(r.ctx, st, rediq.AfterTaskFailure)
+		if att == nil {
+			att = &broker.Attempt{Started: r.started, Worker: w.cfg.Name}
 		}
-		w.noteBatch(bk, j.id, "f", end, err.Error())
+		w.settleAttempt(j, broker.Cancel, nil, 0, att)
+		w.observe(j, &r.env.Envelope, st, ending{attempt: broker.AttemptFailed, end: broker.EndCancelled})
+	case errors.Is(cause, errStopping), errors.Is(cause, errFenced):
+		// Not an attempt: back to the queue (a no-op if the lease is gone).
+		w.settle(j, broker.Requeue, nil, 0)
+	default: // the lease was lost: another worker has the task
+		w.release(j)
 	}
 }
 
 // unstarted is the batch end of a task dropped after batchStart noted it as
 // started: on its first attempt its handler never ran, so it never started.
-func unstarted(retried, recovered int) string {
+func unstarted(retried, recovered int) broker.BatchEnd {
 	if retried == 0 && recovered == 0 {
-		return "unstarted"
+		return broker.EndUnstarted
 	}
-	return "dropped"
+	return broker.EndDropped
 }
 
 // expired ends j unrun, as expired, if its ExpireIn/ExpireAt deadline has
 // passed by the worker's clock: a task that waited past it in the prefetch
 // buffer (or for a renewed lease, or for its batch's check) never starts, and
 // ends as one found expired at fetch does — not an attempt, counted per queue,
-// and counted in its batch (batch is 0 when unknown) with the end batchEnd:
-// "dropped", or "unstarted" once batchStart ran.
-func (w *Worker) expired(j *job, batch int64, batchEnd string) bool {
+// and told the observers (env is nil when it could not be decoded) with the
+// end: EndDropped, or EndUnstarted once batchStart ran.
+func (w *Worker) expired(j *job, env *codec.Envelope, end broker.BatchEnd) bool {
 	if j.expireAt.IsZero() {
 		return false
 	}
@@ -277,8 +218,8 @@ func (w *Worker) expired(j *job, batch int64, batchEnd string) bool {
 	w.log.Info("task expired before it could start: not run", zap.String("task_id", j.id),
 		zap.String("queue", j.q.Name), zap.Duration("late", now.Sub(j.expireAt)))
 	w.settle(j, broker.Expire, nil, 0)
-	if batch > 0 {
-		w.noteBatch(w.out.batch(batch), j.id, "", batchEnd)
+	if env != nil {
+		w.observe(j, env, nil, ending{end: end})
 	}
 	return true
 }
@@ -356,9 +297,7 @@ func (w *Worker) unknownTask(j *job, env *envelope) {
 		return
 	}
 	w.bury(j, record(env.Envelope), "unknown task", err)
-	if env.Batch > 0 {
-		w.noteBatch(w.out.batch(env.Batch), j.id, "", "failed", err.Error())
-	}
+	w.observe(j, &env.Envelope, nil, ending{end: broker.EndFailed, err: err})
 }
 
 // Delays of unknown-task retries: unknownDelayBase doubling up to

@@ -2,9 +2,9 @@ package worker
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"reflect"
-	"strings"
 	"sync"
 	"time"
 
@@ -13,6 +13,7 @@ import (
 
 	"github.com/rediq/rediq"
 	"github.com/rediq/rediq/internal/broker"
+	"github.com/rediq/rediq/internal/codec"
 	"github.com/rediq/rediq/internal/core"
 )
 
@@ -163,7 +164,8 @@ func (w *Worker) batchState(st *core.State, k *broker.BatchKeys, name string) {
 
 // batchStart asks whether a task of batch k may start; if not it is
 // finished as cancelled, unstarted, and false is returned.
-func (w *Worker) batchStart(j *job, k *broker.BatchKeys) bool {
+func (w *Worker) batchStart(j *job, env *codec.Envelope) bool {
+	k := w.out.batch(env.Batch)
 	ctx, cancel := context.WithTimeout(w.base, 10*time.Second)
 	defer cancel()
 	reason, err := w.b.BatchStart(ctx, k, j.id)
@@ -176,34 +178,77 @@ func (w *Worker) batchStart(j *job, k *broker.BatchKeys) bool {
 		return true
 	}
 	w.log.Info("batch stopped: task not started", zap.String("task_id", j.id), zap.Int64("batch", k.ID), zap.String("reason", reason))
-	w.endForBatch(ctx, j, k, "dropped", reason)
+	w.endStopped(ctx, j, env, nil, broker.EndDropped, reason, nil)
 	return false
 }
 
-// endForBatch ends a task of a stopped batch as cancelled: a cancel request
-// (so that settle honours the outcome), the outcome, and the batch's count.
-func (w *Worker) endForBatch(ctx context.Context, j *job, k *broker.BatchKeys, end, reason string) {
+// endStopped ends a task of a stopped batch as cancelled: a cancel request
+// (so that settle honours the outcome), the outcome, and the observers (with
+// cause, when a running handler was cancelled for it).
+func (w *Worker) endStopped(ctx context.Context, j *job, env *codec.Envelope, st *core.State, end broker.BatchEnd, reason string, cause error) {
 	if err := w.b.RequestCancel(ctx, j.q.Queue, j.id, "rediq: batch stopped: "+reason); err != nil {
 		w.log.Warn("cannot record the cancel of a stopped batch's task", zap.String("task_id", j.id), zap.Error(err))
 	}
 	w.settleAttempt(j, broker.Cancel, nil, 0, nil)
-	w.noteBatch(k, j.id, "", end)
+	w.observe(j, env, st, ending{end: end, stopped: cause})
+}
+
+// batchObserver is the batch accounting of the worker's tasks: a batch
+// task's handler gets its batch's Print and Collect, its result goes to its
+// table, its errors to its output, and its end is counted in the batch.
+type batchObserver struct{ w *Worker }
+
+func (o batchObserver) starting(r *run) {
+	if r.env.Batch > 0 {
+		o.w.batchState(r.st, o.w.out.batch(r.env.Batch), r.env.Name)
+	}
+}
+
+func (o batchObserver) succeeded(r *run, result any) {
+	if r.env.Batch > 0 {
+		o.w.collectResult(r.st, r.def, result)
+	}
+}
+
+func (o batchObserver) ended(j *job, env *codec.Envelope, st *core.State, e ending) {
+	if env.Batch == 0 {
+		return
+	}
+	w := o.w
+	if st != nil {
+		attempt := fmt.Sprintf("task %s (%s) on %s, attempt %d", env.ID, env.Name, w.cfg.Name, env.Retried+1)
+		var pe *rediq.PanicError
+		switch {
+		case e.stopped != nil:
+			st.Print(fmt.Sprintf("%s: cancelled: %v", attempt, e.stopped))
+		case e.attempt == broker.AttemptFailed && e.err != nil:
+			st.Print(fmt.Sprintf("%s: error: %v", attempt, e.err))
+			if errors.As(e.err, &pe) {
+				st.Print(string(pe.Stack))
+			}
+		}
+	}
+	lastErr := ""
+	if e.err != nil {
+		lastErr = e.err.Error()
+	}
+	w.noteBatch(w.out.batch(env.Batch), j.id, e.attempt, e.end, lastErr)
 }
 
 // noteBatch counts an attempt and an end in the task's batch, after flushing
 // the task's output (the batch's end entry must come after its lines), and
 // enqueues the batch's OnComplete if this completed it.
-func (w *Worker) noteBatch(k *broker.BatchKeys, id, attempt, end string, lastErr ...string) {
+func (w *Worker) noteBatch(k *broker.BatchKeys, id string, attempt broker.BatchAttempt, end broker.BatchEnd, lastErr string) {
 	ctx, cancel := context.WithTimeout(w.base, 10*time.Second)
 	defer cancel()
-	if end != "" {
+	if end != broker.EndNone {
 		_ = w.out.flush(ctx) // on failure the lines follow the end entry, late
 	}
 	var completed bool
 	var err error
 	for try := 1; try <= 5; try++ {
 		if completed, err = w.b.BatchNote(ctx, k, broker.BatchNoteParams{Task: id, Worker: w.cfg.Name,
-			Attempt: broker.BatchAttempt(attempt), End: broker.BatchEnd(end), LastError: strings.Join(lastErr, "")}); err == nil {
+			Attempt: attempt, End: end, LastError: lastErr}); err == nil {
 			break
 		}
 		time.Sleep(retryDelay(try))

@@ -179,13 +179,8 @@ func (w *Worker) abandon(sl *slot) {
 	err := fmt.Errorf("%w after %s, and the handler did not return within %s more: abandoned",
 		rediq.ErrTimeout, a.timeout, w.cfg.TimeoutGrace)
 	w.failed(a.j, a.env, a.def, a.maxRetries, err)
-	if a.env.Batch > 0 {
-		end := "failed"
-		if willRetry(err, a.env.Retried, a.maxRetries) {
-			end = ""
-		}
-		go w.noteBatch(w.out.batch(a.env.Batch), a.j.id, "f", end, err.Error())
-	}
+	// Off the watchdog's goroutine: observers may take round trips.
+	go w.observe(a.j, &a.env, nil, failedEnding(err, willRetry(err, a.env.Retried, a.maxRetries)))
 	w.slotMu.Lock()
 	delete(w.slots, sl)
 	w.abandoned++

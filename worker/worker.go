@@ -138,6 +138,7 @@ type Worker struct {
 	healthySince time.Time
 	probes       probeState
 	replLog      replicationLog
+	observers    []attemptObserver // see each attempt start and end (pipeline.go)
 
 	kick    chan struct{} // wakes the fetcher
 	jobs    chan *job     // prefetch buffer
@@ -357,6 +358,7 @@ func New(app *rediq.App, cfg Config) (*Worker, error) {
 	}
 	w.session = cfg.Name + "/" + codec.NewID(time.Now())[12:]
 	w.jobs = make(chan *job, w.capacity)
+	w.observers = []attemptObserver{batchObserver{w}}
 	w.settler.init(w)
 	w.out.init(w)
 	w.lease.init(cfg.now)
