@@ -87,7 +87,7 @@ func (w *Worker) execute(sl *slot, r *run) (result any, err, cause error, ok boo
 	case w.cancelRequested(j.id):
 		cancel(rediq.ErrCancelled)
 	}
-	r.started = w.cfg.now()
+	r.started = w.clock.Now()
 	result, err = handler()(&leaseContext{Context: tctx, lease: &w.lease, cancel: cancel}, r.def, r.env.Args)
 	// Decided past the lease clock (the handler returned after a freeze, or
 	// while Redis was away): the task may run elsewhere already.
@@ -211,7 +211,7 @@ func (w *Worker) expired(j *job, env *codec.Envelope, end broker.BatchEnd) bool 
 	if j.expireAt.IsZero() {
 		return false
 	}
-	now := w.cfg.now()
+	now := w.clock.Now()
 	if now.Before(j.expireAt) {
 		return false
 	}

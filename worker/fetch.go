@@ -69,7 +69,7 @@ func (w *Worker) fetcher(ctx context.Context) {
 				gens = append(gens, q.gen.Load())
 			}
 		}
-		sent := w.cfg.now()
+		sent := w.clock.Now()
 		res, err := w.b.Fetch(ctx, w.session, w.cfg.LeaseTTL, reqs)
 		if err != nil && !w.unconfirmed("fetch", err) {
 			if ctx.Err() != nil {
@@ -92,7 +92,7 @@ func (w *Worker) fetcher(ctx context.Context) {
 			if next == 0 {
 				due.Stop()
 			} else {
-				due.Reset(max(time.Duration(next-w.cfg.now().UnixMilli())*time.Millisecond, 0))
+				due.Reset(max(time.Duration(next-w.clock.Now().UnixMilli())*time.Millisecond, 0))
 			}
 		}
 	}
@@ -102,7 +102,7 @@ func (w *Worker) fetcher(ctx context.Context) {
 // answered went out: a task's expiry is measured from it, so the worker's view
 // of the deadline is never later than Redis's.
 func (w *Worker) accept(ctx context.Context, reqs []broker.FetchRequest, qs []*queue, gens []*generation, res []broker.Fetched, sent time.Time) {
-	now := w.cfg.now().UnixMilli()
+	now := w.clock.Now().UnixMilli()
 	for i, r := range res {
 		q, gen := qs[i], gens[i]
 		if errors.Is(r.Err, broker.ErrLeaseLost) {
@@ -349,7 +349,7 @@ func (w *Worker) earliestDue() int64 {
 
 // markDue makes ready the queues whose earliest scheduled task is due.
 func (w *Worker) markDue() {
-	now := w.cfg.now().UnixMilli()
+	now := w.clock.Now().UnixMilli()
 	for _, q := range w.queues {
 		if d := q.nextDue.Load(); d > 0 && d <= now {
 			q.ready.Store(true)

@@ -91,7 +91,7 @@ func (w *Worker) heartbeater(ctx context.Context, stop <-chan struct{}) {
 		case <-next.C:
 		case <-reclaim.C:
 		}
-		sent := w.cfg.now()
+		sent := w.clock.Now()
 		wasValid := w.lease.valid()
 		untilNext, err := w.beat(ctx, false)
 		if err != nil {

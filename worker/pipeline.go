@@ -121,7 +121,7 @@ func (w *Worker) decode(j *job, env *envelope) bool {
 	}
 	if err != nil {
 		if !w.expired(j, nil, broker.EndDropped) {
-			w.bury(j, deadUndecodable(j.id, j.raw, err, w.cfg.now()), "undecodable message", err)
+			w.bury(j, deadUndecodable(j.id, j.raw, err, w.clock.Now()), "undecodable message", err)
 		}
 		return false
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
 	"time"
 
 	"go.uber.org/zap"
@@ -26,9 +25,26 @@ var (
 	errFenced   = errors.New("rediq: worker could not renew its lease in time; the task will run again")
 )
 
+// run is Run's body. The order, and why:
+//
+//  1. Check Redis, then the BeforeWorkerStartup hooks (a startup hook may
+//     open what a worker that cannot start would leave behind).
+//  2. join: register the session and its queues, take the first lease and
+//     subscribe to the wake channels (confirmed before anything is fetched,
+//     so that no wake-up is missed).
+//  3. Start the runners, then the services: settler and output sender
+//     first (the runners hand them outcomes and lines), then the heartbeat,
+//     the wake-up subscription, the fence, the watchdog and the batch
+//     watcher, and the fetcher last (it feeds the runners).
+//  4. On ctx's end or Shutdown: stop the fetcher, drain the runners (within
+//     the shutdown timeout), give back what never started.
+//  5. Stop the other services, one after the other: the watchers first,
+//     then the settler and the output sender (each flushes), and the wake-up
+//     subscription and the heartbeat last (the lease must hold while the last
+//     outcomes travel, and cancel requests for the tasks still running come
+//     on the wake channels); then leave: give back what the session still
+//     holds.
 func (w *Worker) run(ctx context.Context) (err error) {
-	// Redis first: a startup hook may open what a worker that cannot start
-	// would leave behind, and a wrong URL is best told once, plainly.
 	if err := w.checkRedis(ctx); err != nil {
 		return fmt.Errorf("worker: %w", err)
 	}
@@ -58,40 +74,21 @@ func (w *Worker) run(ctx context.Context) (err error) {
 		q.ready.Store(true)
 		q.gen.Store(newGeneration())
 	}
-	ps, err := w.join(ctx)
+	sub, err := w.join(ctx)
 	if err != nil {
 		w.closeExecutor()
 		return fmt.Errorf("worker: %w", err)
 	}
-
 	for range w.cfg.Concurrency {
 		w.startRunner()
 	}
-	stopBG := make(chan struct{})
-	var others sync.WaitGroup
-	goOther := func(f func()) {
-		others.Add(1)
-		go func() {
-			defer others.Done()
-			f()
-		}()
+	settle, output, heartbeat, wake := newSettleService(w), newOutputService(w), newHeartbeatService(w), newWakeService(w, sub)
+	fence, watchdog, batchWatch := newFenceService(w), newWatchdogService(w), newBatchWatchService(w)
+	for _, s := range []service{settle, output, heartbeat, wake, fence, watchdog, batchWatch} {
+		s.start(bg)
 	}
-	goOther(func() { w.heartbeater(bg, stopBG) })
-	goOther(func() { w.settler.loop(bg, stopBG) })
-	// The subscription lives as long as the heartbeats that probe it: a
-	// draining worker fetches nothing more, but the cancel requests for the
-	// tasks it still runs come on the wake channels.
-	goOther(func() { w.subscriber(bg, ps, stopBG) })
-	goOther(func() { w.watchdog(stopBG) })
-	goOther(func() { w.fencer(stopBG) })
-	goOther(func() { w.batchWatcher(stopBG) })
-	goOther(func() { w.out.loop(bg, stopBG) })
-	fetchCtx, stopFetch := context.WithCancel(bg)
-	fetchDone := make(chan struct{})
-	go func() {
-		defer close(fetchDone)
-		w.fetcher(fetchCtx)
-	}()
+	fetch := newFetchService(w)
+	fetch.start(bg)
 
 	// Run until asked to stop.
 	var drainCtx context.Context
@@ -103,14 +100,20 @@ func (w *Worker) run(ctx context.Context) (err error) {
 	case drainCtx = <-w.stopReq:
 	}
 	w.log.Info("worker stopping: fetching stopped, draining", zap.Int64("held", w.held.Load()))
-
-	// Stop fetching, then let the runners finish what is running and prefetched.
-	stopFetch()
-	<-fetchDone
+	fetch.stop()
 	close(w.jobs)
 	stuck := w.drain(drainCtx)
+	left := w.giveBack()
+	for _, s := range []service{batchWatch, watchdog, fence, settle, output, wake, heartbeat} {
+		s.stop()
+	}
+	return w.leave(bg, stuck, left)
+}
 
-	// Give back what never started; the settler flushes everything before it stops.
+// giveBack returns to their queues the tasks that never started (declined
+// by runners after the abort, or still in the prefetch buffer); the settler,
+// still running, sends them.
+func (w *Worker) giveBack() int {
 	w.leftMu.Lock()
 	for j := range w.jobs { // jobs no runner got to
 		w.leftover = append(w.leftover, j)
@@ -121,21 +124,22 @@ func (w *Worker) run(ctx context.Context) (err error) {
 	for _, j := range left {
 		w.settle(j, broker.Requeue, nil, 0)
 	}
-	close(stopBG)
-	others.Wait()
+	return len(left)
+}
 
+// leave ends the session once the services have stopped: it gives back what
+// the session holds and the worker never learned of (a fetch cut short by the
+// stop), within a bound, so that a Redis that went away does not hold the
+// stop. stuck handlers keep the session registered instead: their leases
+// expire and another worker runs their tasks.
+func (w *Worker) leave(bg context.Context, stuck int64, left int) (err error) {
 	if stuck > 0 {
-		// Their sessions stay registered, so their leases expire and another
-		// worker runs the tasks; their executor work may still be running.
 		w.closeExecutor()
 		err = fmt.Errorf("worker: %d handlers ignored cancellation and were abandoned; their tasks return to their queues when the lease expires (%s)",
 			stuck, w.cfg.LeaseTTL)
 		w.log.Error("shutdown incomplete", zap.Error(err))
 		return err
 	}
-	// Give back what the session holds and the worker never learned of (a
-	// fetch cut short by the stop), then end the session: within a bound, so
-	// that a Redis that went away does not hold the stop.
 	leaveCtx, cancelLeave := context.WithTimeout(bg, 5*time.Second)
 	defer cancelLeave()
 	var stranded int
@@ -162,7 +166,7 @@ func (w *Worker) run(ctx context.Context) (err error) {
 		w.log.Error("shutdown incomplete", zap.Error(err))
 		return err
 	}
-	w.log.Info("worker stopped", zap.Int("returned_to_queue", len(left)))
+	w.log.Info("worker stopped", zap.Int("returned_to_queue", left))
 	return nil
 }
 
@@ -177,7 +181,7 @@ func (w *Worker) join(ctx context.Context) (*subscription, error) {
 	if err := w.b.RegisterQueues(ctx, names); err != nil {
 		return nil, err
 	}
-	sent := w.cfg.now()
+	sent := w.clock.Now()
 	if _, err := w.beat(ctx, true); err != nil {
 		return nil, err
 	}

@@ -205,8 +205,3 @@ func (s *settler) final(ctx context.Context) {
 		time.Sleep(retryDelay(attempt))
 	}
 }
-
-// retryDelay backs off Redis errors: 50ms doubling to 2s.
-func retryDelay(failures int) time.Duration {
-	return min(50*time.Millisecond<<min(failures-1, 6), 2*time.Second)
-}

@@ -139,6 +139,7 @@ type Worker struct {
 	probes       probeState
 	replLog      replicationLog
 	observers    []attemptObserver // see each attempt start and end (pipeline.go)
+	clock        clock             // Config.now: the services' time
 
 	kick    chan struct{} // wakes the fetcher
 	jobs    chan *job     // prefetch buffer
@@ -223,9 +224,9 @@ type attempt struct {
 	timeout    time.Duration
 }
 
-// New checks cfg and returns a worker for app.
-func New(app *rediq.App, cfg Config) (*Worker, error) {
-	c := core.Unwrap(app)
+// complete fills in cfg's defaults (those of c, the App, where it has them)
+// and checks the result.
+func (cfg *Config) complete(c *core.App) error {
 	if cfg.Concurrency == 0 {
 		cfg.Concurrency = DefaultConcurrency
 	}
@@ -275,14 +276,23 @@ func New(app *rediq.App, cfg Config) (*Worker, error) {
 	}
 	switch {
 	case cfg.Concurrency < 0 || cfg.Prefetch < 0 || cfg.ExecutorPoolSize < 0:
-		return nil, errors.New("worker: concurrency, prefetch and executor pool size must be positive")
+		return errors.New("worker: concurrency, prefetch and executor pool size must be positive")
 	case cfg.LeaseTTL < 30*time.Millisecond:
-		return nil, fmt.Errorf("worker: lease TTL %s is under 30ms", cfg.LeaseTTL)
+		return fmt.Errorf("worker: lease TTL %s is under 30ms", cfg.LeaseTTL)
 	case cfg.ShutdownTimeout < 0 || cfg.MaxRecoveries < 0 || cfg.DeadMaxAge < 0 || cfg.DeadMaxLen < 0 ||
 		cfg.TimeoutGrace < 0 || cfg.UnknownTaskRetries < 0:
-		return nil, errors.New("worker: durations and limits must not be negative")
+		return errors.New("worker: durations and limits must not be negative")
 	case cfg.WaitReplicas < -1 || cfg.WaitReplicasTimeout < 0:
-		return nil, fmt.Errorf("worker: WaitReplicas %d (-1 for none) or WaitReplicasTimeout %s is negative", cfg.WaitReplicas, cfg.WaitReplicasTimeout)
+		return fmt.Errorf("worker: WaitReplicas %d (-1 for none) or WaitReplicasTimeout %s is negative", cfg.WaitReplicas, cfg.WaitReplicasTimeout)
+	}
+	return nil
+}
+
+// New checks cfg and returns a worker for app.
+func New(app *rediq.App, cfg Config) (*Worker, error) {
+	c := core.Unwrap(app)
+	if err := cfg.complete(c); err != nil {
+		return nil, err
 	}
 	names := append([]string(nil), cfg.Queues...)
 	if len(names) == 0 { // serve the queues the App's tasks go to
@@ -359,9 +369,10 @@ func New(app *rediq.App, cfg Config) (*Worker, error) {
 	w.session = cfg.Name + "/" + codec.NewID(time.Now())[12:]
 	w.jobs = make(chan *job, w.capacity)
 	w.observers = []attemptObserver{batchObserver{w}}
+	w.clock = clockFunc(cfg.now)
 	w.settler.init(w)
 	w.out.init(w)
-	w.lease.init(cfg.now)
+	w.lease.init(w.clock.Now)
 	return w, nil
 }
 
