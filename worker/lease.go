@@ -65,6 +65,8 @@ func (l *leaseClock) changed() <-chan struct{} {
 // the ticks, it wakes exactly when the next other session's lease runs out, so
 // a dead worker's tasks are back in their queues milliseconds after its lease
 // expires, and when its own lease runs out without a renewal, to fence itself.
+// What else follows a heartbeat is the upkeep's (upkeep.go), off this
+// goroutine, so that none of it can delay a renewal.
 func (w *Worker) heartbeater(ctx context.Context, stop <-chan struct{}) {
 	interval := w.cfg.LeaseTTL / 3
 	next := time.NewTimer(interval)
@@ -72,22 +74,11 @@ func (w *Worker) heartbeater(ctx context.Context, stop <-chan struct{}) {
 	reclaim := time.NewTimer(time.Hour)
 	reclaim.Stop()
 	defer reclaim.Stop()
-	probeCheck := time.NewTimer(time.Hour)
-	probeCheck.Stop()
-	defer probeCheck.Stop()
 	failures := 0
 	for {
 		select {
 		case <-stop:
 			return
-		case <-probeCheck.C:
-			select {
-			case <-stop: // the subscriber is stopping too: its silence means nothing
-				return
-			default:
-			}
-			w.checkProbe()
-			continue
 		case <-next.C:
 		case <-reclaim.C:
 		}
@@ -112,12 +103,10 @@ func (w *Worker) heartbeater(ctx context.Context, stop <-chan struct{}) {
 		if untilNext >= 0 {
 			reclaim.Reset(untilNext + time.Millisecond)
 		}
-		w.checkProbe() // the last probe, if its check did not run yet
-		w.probe(ctx)
-		probeCheck.Reset(min(interval/2, time.Second))
-		w.markAllReady()
-		w.checkCancels(ctx)
-		w.sweepBatches(ctx)
+		select {
+		case w.beaten <- struct{}{}: // the upkeep that follows a heartbeat
+		default: // the last one's upkeep still runs
+		}
 	}
 }
 

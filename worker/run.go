@@ -33,13 +33,14 @@ var (
 //     subscribe to the wake channels (confirmed before anything is fetched,
 //     so that no wake-up is missed).
 //  3. Start the runners, then the services: settler and output sender
-//     first (the runners hand them outcomes and lines), then the heartbeat,
-//     the wake-up subscription, the fence, the watchdog and the batch
-//     watcher, and the fetcher last (it feeds the runners).
+//     first (the runners hand them outcomes and lines), then the heartbeat
+//     and its upkeep, the wake-up subscription, the fence, the watchdog and
+//     the batch watcher, and the fetcher last (it feeds the runners).
 //  4. On ctx's end or Shutdown: stop the fetcher, drain the runners (within
 //     the shutdown timeout), give back what never started.
 //  5. Stop the other services, one after the other: the watchers first,
-//     then the settler and the output sender (each flushes), and the wake-up
+//     and the heartbeat's upkeep, then the settler and the output sender
+//     (each flushes), and the wake-up
 //     subscription and the heartbeat last (the lease must hold while the last
 //     outcomes travel, and cancel requests for the tasks still running come
 //     on the wake channels); then leave: give back what the session still
@@ -83,8 +84,8 @@ func (w *Worker) run(ctx context.Context) (err error) {
 		w.startRunner()
 	}
 	settle, output, heartbeat, wake := newSettleService(w), newOutputService(w), newHeartbeatService(w), newWakeService(w, sub)
-	fence, watchdog, batchWatch := newFenceService(w), newWatchdogService(w), newBatchWatchService(w)
-	for _, s := range []service{settle, output, heartbeat, wake, fence, watchdog, batchWatch} {
+	upkeep, fence, watchdog, batchWatch := newUpkeepService(w), newFenceService(w), newWatchdogService(w), newBatchWatchService(w)
+	for _, s := range []service{settle, output, heartbeat, upkeep, wake, fence, watchdog, batchWatch} {
 		s.start(bg)
 	}
 	fetch := newFetchService(w)
@@ -104,7 +105,7 @@ func (w *Worker) run(ctx context.Context) (err error) {
 	close(w.jobs)
 	stuck := w.drain(drainCtx)
 	left := w.giveBack()
-	for _, s := range []service{batchWatch, watchdog, fence, settle, output, wake, heartbeat} {
+	for _, s := range []service{batchWatch, watchdog, fence, upkeep, settle, output, wake, heartbeat} {
 		s.stop()
 	}
 	return w.leave(bg, stuck, left)

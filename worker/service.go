@@ -53,6 +53,7 @@ type (
 	watchdogService   struct{ *loop } // runner.go: gives up on handlers stuck past their timeout
 	batchWatchService struct{ *loop } // batch.go: cancels handlers of stopped or abandoned batches
 	outputService     struct{ *loop } // batch.go: sends batch output lines, coalesced
+	upkeepService     struct{ *loop } // upkeep.go: what follows each heartbeat
 )
 
 func newFetchService(w *Worker) fetchService {
@@ -91,6 +92,8 @@ func newBatchWatchService(w *Worker) batchWatchService {
 }
 
 func newOutputService(w *Worker) outputService { return outputService{newLoop(w.out.loop)} }
+
+func newUpkeepService(w *Worker) upkeepService { return upkeepService{newLoop(w.upkeep)} }
 
 // clock is the worker's time: its services read it, and tests skew it
 // (Config.now).

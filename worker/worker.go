@@ -142,6 +142,7 @@ type Worker struct {
 	clock        clock             // Config.now: the services' time
 
 	kick    chan struct{} // wakes the fetcher
+	beaten  chan struct{} // a heartbeat succeeded: run the upkeep
 	jobs    chan *job     // prefetch buffer
 	settler settler
 	out     output // batch output lines on their way to Redis
@@ -329,6 +330,7 @@ func New(app *rediq.App, cfg Config) (*Worker, error) {
 		capacity: int64(cfg.Concurrency + cfg.Prefetch),
 		keep:     broker.DeadRetention{MaxAge: cfg.DeadMaxAge, MaxLen: cfg.DeadMaxLen},
 		kick:     make(chan struct{}, 1),
+		beaten:   make(chan struct{}, 1),
 		stopReq:  make(chan context.Context, 1),
 		done:     make(chan struct{}),
 		abort:    make(chan struct{}),
