@@ -24,9 +24,9 @@ func (w *Worker) settlement(j *job, o broker.Outcome) broker.Settlement {
 
 // setAside keeps j, which a stop kept from running, to be given back.
 func (w *Worker) setAside(j *job) {
-	w.leftMu.Lock()
-	w.leftover = append(w.leftover, j)
-	w.leftMu.Unlock()
+	w.pool.leftMu.Lock()
+	w.pool.leftover = append(w.pool.leftover, j)
+	w.pool.leftMu.Unlock()
 }
 
 // settle hands j's outcome to the settler and frees its prefetch slot, so the
@@ -101,9 +101,9 @@ func (w *Worker) execute(sl *slot, r *run) (result any, err, cause error, ok boo
 	cancelTimeout()
 	cancel(nil)
 	if abandoned { // the watchdog settled it as failed already
-		w.slotMu.Lock()
-		w.abandoned--
-		w.slotMu.Unlock()
+		w.pool.slotMu.Lock()
+		w.pool.abandoned--
+		w.pool.slotMu.Unlock()
 		w.log.Warn("abandoned handler returned at last", zap.String("task_id", r.env.ID), zap.Error(err))
 		return nil, nil, nil, false
 	}

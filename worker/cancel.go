@@ -13,15 +13,15 @@ import (
 // yet started never starts (process checks the request).
 func (w *Worker) cancelTask(q *queue, id string) {
 	now := time.Now()
-	w.cancelMu.Lock()
-	for k, t := range w.cancels { // requests for tasks this worker never held
+	w.cancels.mu.Lock()
+	for k, t := range w.cancels.ids { // requests for tasks this worker never held
 		if now.Sub(t) > time.Minute {
-			delete(w.cancels, k)
+			delete(w.cancels.ids, k)
 		}
 	}
-	w.cancels[id] = now
-	w.cancelsN.Store(int32(len(w.cancels)))
-	w.cancelMu.Unlock()
+	w.cancels.ids[id] = now
+	w.cancels.n.Store(int32(len(w.cancels.ids)))
+	w.cancels.mu.Unlock()
 	w.cancelRunning(rediq.ErrCancelled, func(sl *slot) bool {
 		return sl.running.j != nil && sl.running.j.id == id && sl.running.j.q == q
 	})
@@ -54,30 +54,30 @@ func (w *Worker) checkCancels(ctx context.Context) {
 // cancelRequested reports whether CancelTask asked for id; without any
 // request (almost always) it costs an atomic load, not a lock.
 func (w *Worker) cancelRequested(id string) bool {
-	if w.cancelsN.Load() == 0 {
+	if w.cancels.n.Load() == 0 {
 		return false
 	}
-	w.cancelMu.Lock()
-	defer w.cancelMu.Unlock()
-	_, ok := w.cancels[id]
+	w.cancels.mu.Lock()
+	defer w.cancels.mu.Unlock()
+	_, ok := w.cancels.ids[id]
 	return ok
 }
 
 func (w *Worker) forgetCancel(id string) {
-	if w.cancelsN.Load() == 0 {
+	if w.cancels.n.Load() == 0 {
 		return
 	}
-	w.cancelMu.Lock()
-	delete(w.cancels, id)
-	w.cancelsN.Store(int32(len(w.cancels)))
-	w.cancelMu.Unlock()
+	w.cancels.mu.Lock()
+	delete(w.cancels.ids, id)
+	w.cancels.n.Store(int32(len(w.cancels.ids)))
+	w.cancels.mu.Unlock()
 }
 
 // running lists the tasks whose handlers run now (abandoned ones left out).
 func (w *Worker) running() []*attempt {
 	var out []*attempt
-	w.slotMu.Lock()
-	for sl := range w.slots {
+	w.pool.slotMu.Lock()
+	for sl := range w.pool.slots {
 		sl.mu.Lock()
 		if sl.running.j != nil && !sl.abandoned {
 			a := sl.running
@@ -85,6 +85,6 @@ func (w *Worker) running() []*attempt {
 		}
 		sl.mu.Unlock()
 	}
-	w.slotMu.Unlock()
+	w.pool.slotMu.Unlock()
 	return out
 }

@@ -314,7 +314,7 @@ func (w *Worker) planRound(free, rotate, turn int) ([]broker.FetchRequest, []*qu
 	in := planInput{
 		queues:     make([]planQueue, len(w.queues)),
 		free:       free,
-		idle:       w.cfg.Concurrency - int(w.active.Load()) - len(w.jobs),
+		idle:       w.cfg.Concurrency - int(w.pool.active.Load()) - len(w.jobs),
 		strict:     w.cfg.StrictPriority,
 		rotate:     rotate,
 		mayRecover: w.recovering.Load() == 0,
@@ -372,6 +372,9 @@ type subscription = broker.WakeSubscription
 type probeState struct {
 	sent, seen atomic.Uint64
 	resub      chan struct{} // asks the subscriber to subscribe again
+	// healthySince is when heartbeats last started to succeed (zero after a
+	// failure); only the heartbeater touches it.
+	healthySince time.Time
 }
 
 // subscribeTimeout bounds a (re-)subscription: a server that accepts the

@@ -87,7 +87,7 @@ func (w *Worker) heartbeater(ctx context.Context, stop <-chan struct{}) {
 		untilNext, err := w.beat(ctx, false)
 		if err != nil {
 			failures++
-			w.healthySince = time.Time{}
+			w.probes.healthySince = time.Time{}
 			w.log.Warn("heartbeat failed", zap.Error(err), zap.Int("failures", failures))
 			next.Reset(min(retryDelay(failures), interval))
 			continue
@@ -165,12 +165,12 @@ func (w *Worker) beat(ctx context.Context, register bool) (time.Duration, error)
 	// lapsed lease, or a heartbeat that took longer than its interval (it hung
 	// while Redis was away): then others may have been cut off as long as this
 	// worker, and get a lease period to come back.
-	if w.healthySince.IsZero() || !wasValid || now.Sub(start) > w.cfg.LeaseTTL/3 {
-		w.healthySince = now
+	if w.probes.healthySince.IsZero() || !wasValid || now.Sub(start) > w.cfg.LeaseTTL/3 {
+		w.probes.healthySince = now
 	}
 	// After an outage every session looks expired: the first worker back must
 	// not take everyone's tasks before the others had a lease period to renew.
-	mayReclaim := now.Sub(w.healthySince) >= w.cfg.LeaseTTL
+	mayReclaim := now.Sub(w.probes.healthySince) >= w.cfg.LeaseTTL
 	next := time.Duration(-1)
 	for i, bt := range beats {
 		q := w.queues[i]
@@ -188,8 +188,8 @@ func (w *Worker) beat(ctx context.Context, register bool) (time.Duration, error)
 				continue
 			}
 			if !mayReclaim {
-				if next < 0 || w.cfg.LeaseTTL-now.Sub(w.healthySince) < next {
-					next = w.cfg.LeaseTTL - now.Sub(w.healthySince)
+				if next < 0 || w.cfg.LeaseTTL-now.Sub(w.probes.healthySince) < next {
+					next = w.cfg.LeaseTTL - now.Sub(w.probes.healthySince)
 				}
 				continue
 			}
@@ -283,7 +283,7 @@ func (w *Worker) awaitLease(j *job) bool {
 		select {
 		case <-w.lease.changed():
 		case <-j.gen.lostCh:
-		case <-w.abort:
+		case <-w.pool.abort:
 			w.settle(j, broker.Requeue, nil, 0)
 			return false
 		}

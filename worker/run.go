@@ -98,7 +98,7 @@ func (w *Worker) run(ctx context.Context) (err error) {
 		var cancel context.CancelFunc
 		drainCtx, cancel = context.WithTimeout(bg, w.cfg.ShutdownTimeout)
 		defer cancel()
-	case drainCtx = <-w.stopReq:
+	case drainCtx = <-w.life.stopReq:
 	}
 	w.log.Info("worker stopping: fetching stopped, draining", zap.Int64("held", w.held.Load()))
 	fetch.stop()
@@ -115,13 +115,13 @@ func (w *Worker) run(ctx context.Context) (err error) {
 // by runners after the abort, or still in the prefetch buffer); the settler,
 // still running, sends them.
 func (w *Worker) giveBack() int {
-	w.leftMu.Lock()
+	w.pool.leftMu.Lock()
 	for j := range w.jobs { // jobs no runner got to
-		w.leftover = append(w.leftover, j)
+		w.pool.leftover = append(w.pool.leftover, j)
 	}
-	left := w.leftover
-	w.leftover = nil
-	w.leftMu.Unlock()
+	left := w.pool.leftover
+	w.pool.leftover = nil
+	w.pool.leftMu.Unlock()
 	for _, j := range left {
 		w.settle(j, broker.Requeue, nil, 0)
 	}
@@ -203,22 +203,22 @@ func (w *Worker) join(ctx context.Context) (*subscription, error) {
 func (w *Worker) drain(drainCtx context.Context) (stuck int64) {
 	done := make(chan struct{})
 	go func() {
-		w.runners.Wait()
+		w.pool.runners.Wait()
 		close(done)
 	}()
 	select {
 	case <-done:
 		return 0
 	case <-drainCtx.Done():
-	case <-w.forced:
+	case <-w.pool.forced:
 	}
-	close(w.abort)
+	close(w.pool.abort)
 	w.cancelRunning(errStopping, func(*slot) bool { return true })
 	select {
 	case <-done:
 		return 0
 	case <-time.After(cancelGrace):
-		return w.active.Load()
+		return w.pool.active.Load()
 	}
 }
 
@@ -239,9 +239,9 @@ func (w *Worker) closeExecutor() {
 
 // cancelRunning cancels, with cause, the handlers of the slots that match.
 func (w *Worker) cancelRunning(cause error, match func(*slot) bool) {
-	w.slotMu.Lock()
-	defer w.slotMu.Unlock()
-	for sl := range w.slots {
+	w.pool.slotMu.Lock()
+	defer w.pool.slotMu.Unlock()
+	for sl := range w.pool.slots {
 		sl.mu.Lock()
 		if sl.cancel != nil && match(sl) {
 			sl.cancel(cause)
@@ -252,7 +252,7 @@ func (w *Worker) cancelRunning(cause error, match func(*slot) bool) {
 
 func (w *Worker) aborted() bool {
 	select {
-	case <-w.abort:
+	case <-w.pool.abort:
 		return true
 	default:
 		return false

@@ -26,10 +26,10 @@ type job struct {
 // startRunner adds a runner goroutine with a slot of its own.
 func (w *Worker) startRunner() {
 	sl := &slot{}
-	w.slotMu.Lock()
-	w.slots[sl] = struct{}{}
-	w.slotMu.Unlock()
-	w.runners.Add(1)
+	w.pool.slotMu.Lock()
+	w.pool.slots[sl] = struct{}{}
+	w.pool.slotMu.Unlock()
+	w.pool.runners.Add(1)
 	go w.runner(sl)
 }
 
@@ -42,7 +42,7 @@ func (w *Worker) runner(sl *slot) {
 		case !w.mayStart(j):
 			continue
 		}
-		w.active.Add(1)
+		w.pool.active.Add(1)
 		w.process(sl, j)
 		sl.mu.Lock()
 		gone := sl.abandoned
@@ -50,9 +50,9 @@ func (w *Worker) runner(sl *slot) {
 		if gone { // the watchdog replaced this runner and counted it out
 			return
 		}
-		w.active.Add(-1)
+		w.pool.active.Add(-1)
 	}
-	w.runners.Done()
+	w.pool.runners.Done()
 }
 
 // mayStart holds j until the worker's lease is valid and j is marked started in
@@ -70,7 +70,7 @@ func (w *Worker) mayStart(j *job) bool {
 		select {
 		case <-w.lease.changed():
 		case <-j.gen.lostCh:
-		case <-w.abort:
+		case <-w.pool.abort:
 			w.setAside(j)
 			return false
 		}
@@ -90,7 +90,7 @@ func (w *Worker) mayStart(j *job) bool {
 	}
 	// A recovered task may be the one that kills workers: its mark lands
 	// before it starts, so that its count is exact.
-	held, ok := w.settler.mark(j, w.abort)
+	held, ok := w.settler.mark(j, w.pool.abort)
 	switch {
 	case !ok: // stopping before the mark went through: give it back
 		w.setAside(j)
@@ -152,15 +152,15 @@ func (w *Worker) watchdog(stop <-chan struct{}) {
 		}
 		now := time.Now()
 		var stuck []*slot
-		w.slotMu.Lock()
-		for sl := range w.slots {
+		w.pool.slotMu.Lock()
+		for sl := range w.pool.slots {
 			sl.mu.Lock()
 			if sl.running.j != nil && !sl.abandoned && now.After(sl.deadline) {
 				stuck = append(stuck, sl)
 			}
 			sl.mu.Unlock()
 		}
-		w.slotMu.Unlock()
+		w.pool.slotMu.Unlock()
 		for _, sl := range stuck {
 			w.abandon(sl)
 		}
@@ -181,19 +181,19 @@ func (w *Worker) abandon(sl *slot) {
 	w.failed(a.j, a.env, a.def, a.maxRetries, err)
 	// Off the watchdog's goroutine: observers may take round trips.
 	go w.observe(a.j, &a.env, nil, failedEnding(err, willRetry(err, a.env.Retried, a.maxRetries)))
-	w.slotMu.Lock()
-	delete(w.slots, sl)
-	w.abandoned++
-	n := w.abandoned
-	w.slotMu.Unlock()
+	w.pool.slotMu.Lock()
+	delete(w.pool.slots, sl)
+	w.pool.abandoned++
+	n := w.pool.abandoned
+	w.pool.slotMu.Unlock()
 	// The runner is always replaced, so that stuck handlers never stop the
 	// worker; their goroutines are bounded by the attempts of stuck tasks,
 	// which end in dead when their retries run out.
 	w.log.Error("handler ignored its cancelled context past the timeout grace: its attempt failed, its runner is replaced and its goroutine left to finish",
 		zap.Duration("timeout_grace", w.cfg.TimeoutGrace), zap.Int("abandoned_now", n))
-	w.active.Add(-1)
+	w.pool.active.Add(-1)
 	if !w.aborted() {
 		w.startRunner()
 	}
-	w.runners.Done() // the abandoned runner no longer counts
+	w.pool.runners.Done() // the abandoned runner no longer counts
 }

@@ -49,7 +49,7 @@ func (s *settler) add(j *job, x broker.Settlement) {
 		select {
 		case s.room <- struct{}{}:
 			it.room = true
-		case <-s.w.abort:
+		case <-s.w.pool.abort:
 		case <-s.stopped:
 		}
 	}

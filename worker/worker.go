@@ -133,13 +133,10 @@ type Worker struct {
 	exec       *executor.Pool
 	keep       broker.DeadRetention
 	lease      leaseClock
-	// healthySince is when heartbeats last started to succeed (zero after a
-	// failure); only the heartbeater touches it.
-	healthySince time.Time
-	probes       probeState
-	replLog      replicationLog
-	observers    []attemptObserver // see each attempt start and end (pipeline.go)
-	clock        clock             // Config.now: the services' time
+	probes     probeState
+	replLog    replicationLog
+	observers  []attemptObserver // see each attempt start and end (pipeline.go)
+	clock      clock             // Config.now: the services' time
 
 	kick    chan struct{} // wakes the fetcher
 	beaten  chan struct{} // a heartbeat succeeded: run the upkeep
@@ -147,30 +144,42 @@ type Worker struct {
 	settler settler
 	out     output // batch output lines on their way to Redis
 
+	life    lifecycle
+	pool    runnerPool
+	cancels cancelRegistry
+	hooks   [core.NumEvents][]core.Hook
+	base    context.Context // parent of the handlers' contexts
+}
+
+// lifecycle is Run's and Shutdown's handshake.
+type lifecycle struct {
 	started atomic.Bool
 	stopReq chan context.Context // Shutdown hands its context to Run
 	done    chan struct{}        // closed when Run returns
 	runErr  error
+}
 
+// runnerPool is the runners and what a stop, a lost lease or the watchdog
+// needs of them.
+type runnerPool struct {
 	forced    chan struct{} // closed: skip the rest of the drain
 	forceOnce sync.Once
 	abort     chan struct{} // closed: runners start nothing more
 	leftMu    sync.Mutex
 	leftover  []*job       // jobs runners declined after abort
 	active    atomic.Int64 // handlers running now
-	hooks     [core.NumEvents][]core.Hook
-
-	// cancels holds the ids CancelTask asked this worker's queues to cancel
-	// (task id -> when heard), for tasks it holds or is about to hold.
-	cancelMu sync.Mutex
-	cancels  map[string]time.Time
-	cancelsN atomic.Int32 // len(cancels)
-
 	slotMu    sync.Mutex
 	slots     map[*slot]struct{} // the runners' slots, abandoned ones removed
 	abandoned int                // runners given up on (stuck handlers)
 	runners   sync.WaitGroup
-	base      context.Context // parent of the handlers' contexts
+}
+
+// cancelRegistry holds the ids CancelTask asked this worker's queues to
+// cancel (task id -> when heard), for tasks it holds or is about to hold.
+type cancelRegistry struct {
+	mu  sync.Mutex
+	ids map[string]time.Time
+	n   atomic.Int32 // len(ids)
 }
 
 type queue struct {
@@ -331,12 +340,9 @@ func New(app *rediq.App, cfg Config) (*Worker, error) {
 		keep:     broker.DeadRetention{MaxAge: cfg.DeadMaxAge, MaxLen: cfg.DeadMaxLen},
 		kick:     make(chan struct{}, 1),
 		beaten:   make(chan struct{}, 1),
-		stopReq:  make(chan context.Context, 1),
-		done:     make(chan struct{}),
-		abort:    make(chan struct{}),
-		forced:   make(chan struct{}),
-		slots:    map[*slot]struct{}{},
-		cancels:  map[string]time.Time{},
+		life:     lifecycle{stopReq: make(chan context.Context, 1), done: make(chan struct{})},
+		pool:     runnerPool{abort: make(chan struct{}), forced: make(chan struct{}), slots: map[*slot]struct{}{}},
+		cancels:  cancelRegistry{ids: map[string]time.Time{}},
 		probes:   probeState{resub: make(chan struct{}, 1)},
 	}
 	seen := map[string]bool{}
@@ -389,12 +395,12 @@ func (w *Worker) Name() string { return w.cfg.Name }
 // fails, else nil after a complete drain, or an error describing what could
 // not be drained. A Worker runs once.
 func (w *Worker) Run(ctx context.Context) error {
-	if !w.started.CompareAndSwap(false, true) {
+	if !w.life.started.CompareAndSwap(false, true) {
 		return errors.New("worker: Run called twice")
 	}
-	defer close(w.done)
-	w.runErr = w.run(ctx)
-	return w.runErr
+	defer close(w.life.done)
+	w.life.runErr = w.run(ctx)
+	return w.life.runErr
 }
 
 // redisCheckTimeout bounds the PING that Run starts with.
@@ -416,21 +422,21 @@ func (w *Worker) checkRedis(ctx context.Context) error {
 // return, and returns ctx.Err() if ctx ended before the drain was complete.
 // Calling it again, or with a context already done (to skip the wait), is safe.
 func (w *Worker) Shutdown(ctx context.Context) error {
-	if !w.started.Load() {
+	if !w.life.started.Load() {
 		return errors.New("worker: not running")
 	}
 	select {
-	case w.stopReq <- ctx:
+	case w.life.stopReq <- ctx:
 	default: // a stop is already under way
 	}
 	select {
-	case <-w.done:
+	case <-w.life.done:
 		return nil
 	case <-ctx.Done():
 		w.force()
-		<-w.done
+		<-w.life.done
 		return ctx.Err()
 	}
 }
 
-func (w *Worker) force() { w.forceOnce.Do(func() { close(w.forced) }) }
+func (w *Worker) force() { w.pool.forceOnce.Do(func() { close(w.pool.forced) }) }
