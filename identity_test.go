@@ -45,7 +45,7 @@ func TestWithIDRefusesDuplicates(t *testing.T) {
 	}
 }
 
-// Defect 2: callers whose ctx ends while their enqueue waits for a combined
+// Callers whose ctx ends while their enqueue waits for a combined
 // call leave at once, never hang the others, and every enqueue that returned
 // an id without error is in Redis.
 func TestEnqueueWithShortDeadlinesNeverHangs(t *testing.T) {
@@ -117,7 +117,7 @@ func TestEnqueueWithShortDeadlinesNeverHangs(t *testing.T) {
 	}
 }
 
-// Defect 3: a producer with a wrong password gets an error from every kind of
+// A producer with a wrong password gets an error from every kind of
 // enqueue, never a success for a task that was not written.
 func TestWrongPasswordFailsEveryEnqueue(t *testing.T) {
 	t.Parallel()
@@ -183,7 +183,7 @@ func TestEnqueueRefusesWhatItCannotStore(t *testing.T) {
 	}
 }
 
-// Defect 16: Enqueue returns when its ctx ends, even while Redis stalls, and
+// Enqueue returns when its ctx ends, even while Redis stalls, and
 // says when the task may have been written; enqueueing again with the id
 // then writes nothing twice.
 func TestEnqueueHonoursItsDeadline(t *testing.T) {

@@ -14,7 +14,7 @@ import (
 	"github.com/rediq/rediq/worker"
 )
 
-// Defect 12 of issue 12: a clean drain logs no warning. The worker closed its
+// A clean drain logs no warning. The worker closed its
 // wake-up subscription when the drain began while its heartbeats went on
 // probing it, and warned at each that the subscription did not hear its probe.
 func TestCleanDrainLogsNoWarning(t *testing.T) {

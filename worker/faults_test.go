@@ -62,7 +62,7 @@ func recordChild(t *testing.T, e *env, concurrency, prefetch int, ttl, jobTime t
 		fmt.Sprint("REDIQ_TEST_PREFETCH=", prefetch), "REDIQ_TEST_LEASE_TTL="+ttl.String(), "REDIQ_TEST_JOB_TIME="+jobTime.String())
 }
 
-// Defect 15: a worker frozen (SIGSTOP) past its lease starts nothing it held
+// A worker frozen (SIGSTOP) past its lease starts nothing it held
 // once it thaws: another worker took those tasks over. Every task runs, none
 // dead.
 func TestFrozenWorkerStartsNothingItNoLongerHolds(t *testing.T) {
@@ -134,7 +134,7 @@ func TestFrozenWorkerStartsNothingItNoLongerHolds(t *testing.T) {
 	}
 }
 
-// Defect 4: one task that kills its worker, run among many healthy ones by
+// One task that kills its worker, run among many healthy ones by
 // three workers that keep getting restarted, ends in dead as poison alone;
 // every healthy task completes.
 func TestTaskThatKillsItsWorkerIsBuriedAlone(t *testing.T) {

@@ -21,7 +21,7 @@ import (
 	"github.com/rediq/rediq/worker"
 )
 
-// Defect 1: Redis runs a fetch but its reply is lost (held past the client's
+// Redis runs a fetch but its reply is lost (held past the client's
 // read timeout). Whether go-redis sends the fetch again or the worker does, the
 // second run answers what the first leased: every task runs, once.
 func TestLostFetchReplyLosesNothing(t *testing.T) {
@@ -94,7 +94,7 @@ func TestLostFetchReplyLosesNothing(t *testing.T) {
 	}
 }
 
-// Defect 5: Redis dies (SIGKILL) and comes back from its AOF after longer
+// Redis dies (SIGKILL) and comes back from its AOF after longer
 // than the lease TTL. The workers fence themselves meanwhile, then renew their
 // own sessions instead of taking each other's tasks: every task runs, none is
 // dead, none counts as recovered.

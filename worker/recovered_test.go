@@ -2,6 +2,7 @@ package worker_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"testing"
@@ -15,7 +16,7 @@ import (
 	"github.com/rediq/rediq/worker"
 )
 
-// Defect 9 of issue 12: a worker serving q1, q2, q3 dies holding started tasks
+// A worker serving q1, q2, q3 dies holding started tasks
 // of q2 and q3; the survivor must run the recovered tasks of both promptly —
 // not those of q2 and then sit idle while q3's wait — one recovered task at a
 // time.
@@ -195,4 +196,29 @@ func recoverOnSeveralQueues(t *testing.T, app *rediq.App, rdb redis.UniversalCli
 		}
 		return true
 	})
+}
+
+// A handler can tell that it is a re-run after a recovery.
+func TestRecoveredCountIsExposed(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	seen := newRecorder[int]()
+	task := rediq.Register(e.app, "r", func(ctx context.Context, _ int) (int, error) {
+		info, _ := rediq.CurrentTask(ctx)
+		if info.Recovered != rediq.Recovered(ctx) {
+			return 0, errors.New("accessors disagree")
+		}
+		seen.add(rediq.Recovered(ctx))
+		return 0, nil
+	})
+	ctx := context.Background()
+	id, err := task.Enqueue(ctx, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.must(e.rdb.HSet(ctx, e.queue("default").Recovered, string(id), 2))
+	e.start(e.app, worker.Config{})
+	if got := seen.wait(t, 1, 10*time.Second); got[0] != 2 {
+		t.Fatalf("Recovered = %d, want 2", got[0])
+	}
 }

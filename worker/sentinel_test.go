@@ -23,7 +23,7 @@ import (
 	"github.com/rediq/rediq/worker"
 )
 
-// Defect 11: after a Sentinel failover the worker's wake-up subscription stays
+// After a Sentinel failover the worker's wake-up subscription stays
 // on the old master (go-redis moves its pooled connections, not its pub/sub
 // one), and the old master, still a master until Sentinel demotes it some 10s
 // later, hears none of the new master's PUBLISHes. Idle workers then wait for
@@ -282,7 +282,7 @@ func (p *sentinelPair) failover() {
 	p.waitInfo(p.promoted, "role:master", 5*time.Second, "the replica to be master")
 }
 
-// Issue 12, defect 11: Redis replicates asynchronously. An enqueue that the
+// Redis replicates asynchronously. An enqueue that the
 // master acknowledged just before a Sentinel failover, or that reached the
 // old master in the second after it (before the producer heard of the
 // switch, and before the Sentinel demoted the old master, which then drops

@@ -5,7 +5,7 @@ import (
 	"time"
 )
 
-// Issue 12, defect 7: unknown tasks come back after a short delay, growing to a
+// Unknown tasks come back after a short delay, growing to a
 // cap of a few seconds, whatever how many times they were bounced.
 func TestUnknownDelay(t *testing.T) {
 	t.Parallel()

@@ -208,3 +208,18 @@ func TestBatchWaitBarOnATerminal(t *testing.T) {
 		t.Fatalf("no bar [===>---] on the terminal:\n%q", s)
 	}
 }
+
+// batch wait takes --latest, as batch stat does.
+func TestBatchWaitLatest(t *testing.T) {
+	t.Parallel()
+	e := newBatchEnv(t, 2)
+	b := e.batch(rediq.BatchOptions{Detached: true}, jobArgs{N: 1}, jobArgs{N: 2})
+	e.wait(b)
+	j := decodeAs[batchJSON](t, e.ok(t, "batch", "wait", "--latest", "-o", "json"))
+	if j.ID != b.ID() || j.State != "completed" {
+		t.Fatalf("batch wait --latest: %+v; want batch %d completed", j, b.ID())
+	}
+	if _, err := e.cmd(t, "batch", "wait", "--latest", id(b)); !isUsage(err) {
+		t.Fatalf("N and --latest: %v; want a usage error", err)
+	}
+}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
@@ -223,5 +224,38 @@ func TestConfigPrecedence(t *testing.T) {
 	}
 	if _, _, err := rediqCmd(t, "queues"); !isUsage(err) || !strings.Contains(err.Error(), "config file "+path+": not a JSON object") {
 		t.Fatalf("broken file: %v", err)
+	}
+}
+
+// config show -o json gives null for a setting that is not set, and says
+// where each comes from. Not parallel: it sets the environment.
+func TestConfigShowJSONUnset(t *testing.T) {
+	noConnectionEnv(t, filepath.Join(t.TempDir(), "config.json"))
+	out := mustRun(t, "config", "show", "-o", "json")
+	var c struct {
+		Settings []map[string]any `json:"settings"`
+	}
+	if err := json.Unmarshal([]byte(out), &c); err != nil {
+		t.Fatalf("%v in %s", err, out)
+	}
+	for _, s := range c.Settings {
+		v, has := s["value"]
+		switch s["key"] {
+		case "tls-ca-file", "tls-cert-file", "tls-key-file":
+			if !has || v != nil || s["source"] != "default" {
+				t.Errorf("%v: want value null and source default", s)
+			}
+		case "namespace":
+			if v != rediq.DefaultNamespace || s["source"] != "default" {
+				t.Errorf("%v: want the default namespace, source default", s)
+			}
+		}
+	}
+	t.Setenv("REDIQ_NAMESPACE", "envns")
+	out = mustRun(t, "config", "show", "-o", "json", "--redis-url", "redis://h:1")
+	for _, want := range []string{`"source": "environment"`, `"source": "flag"`} {
+		if !strings.Contains(out, want) {
+			t.Errorf("config show lacks %s:\n%s", want, out)
+		}
 	}
 }

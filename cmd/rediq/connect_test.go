@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -188,5 +189,46 @@ func TestBenchFlags(t *testing.T) {
 	}
 	if !strings.Contains(out, `"tasks":20`) {
 		t.Errorf("bench printed %s", out)
+	}
+}
+
+// The CLI names the server and namespace in an empty answer and in errors:
+// the machine's default Redis must not pass for an empty namespace.
+func TestAnswersNameTheServer(t *testing.T) {
+	t.Parallel()
+	ns := testredis.Namespace(t)
+	where := fmt.Sprintf("namespace %q on %s", ns, testServer())
+	if out := cmdOK(t, ns, "queues"); out != "No queues in "+where+".\n" {
+		t.Fatalf("queues: %q", out)
+	}
+	if out := cmdOK(t, ns, "batch", "list"); out != "No batches in "+where+".\n" {
+		t.Fatalf("batch list: %q", out)
+	}
+	cmdFails(t, ns, []string{"task show: task nosuch not found in " + where}, "task", "show", "nosuch")
+	cmdFails(t, ns, []string{"batch stat: batch 7 not found in " + where}, "batch", "stat", "7")
+	cmdFails(t, ns, []string{"batch stat: no batches in " + where}, "batch", "stat", "--latest")
+
+	fill(t, ns)
+	if out := cmdOK(t, ns, "tasks", "--queue", "emails", "--state", "dead"); out != `No dead tasks in queue "emails" of `+where+".\n" {
+		t.Fatalf("tasks: %q", out)
+	}
+	// A password never shows.
+	out, _, err := rediqCmd(t, "queues", "--redis-url", "redis://u:hunter2@127.0.0.1:1/0?max_retries=-1&dial_timeout=1s", "--namespace", ns)
+	if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("(namespace %q on 127.0.0.1:1)", ns)) || strings.Contains(err.Error(), "hunter2") || out != "" {
+		t.Fatalf("unreachable: %q, %v", out, err)
+	}
+}
+
+// A bad namespace is called a namespace, not a queue name.
+func TestNamespaceValidationSaysNamespace(t *testing.T) {
+	t.Parallel()
+	for _, args := range [][]string{
+		{"config", "set", "namespace", "bad ns"},
+		{"queues", "--namespace", "bad ns"},
+	} {
+		_, _, err := rediqCmd(t, args...)
+		if !isUsage(err) || !strings.Contains(err.Error(), `namespace "bad ns" contains`) || strings.Contains(err.Error(), "queue name") {
+			t.Errorf("rediq %s: %v; want a usage error about the namespace", strings.Join(args, " "), err)
+		}
 	}
 }

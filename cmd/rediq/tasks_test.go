@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math"
 	"reflect"
 	"regexp"
 	"slices"
@@ -13,8 +12,6 @@ import (
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/vmihailenco/msgpack/v5"
 
 	"github.com/rediq/rediq"
 	"github.com/rediq/rediq/internal/testredis"
@@ -166,179 +163,6 @@ var (
 	pastTime   = regexp.MustCompile(`^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d \S+ \((now|\d+s ago)\)$`)
 	futureTime = regexp.MustCompile(`^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d \S+ \(in (59m\d+s|1h0m)\)$`)
 )
-
-func TestTaskShow(t *testing.T) {
-	t.Parallel()
-	ns := testredis.Namespace(t)
-	app := newApp(t, ns)
-	email := rediq.Register(app, "email", func(context.Context, emailArgs) (struct{}, error) { return struct{}{}, nil },
-		rediq.Retention(time.Minute))
-	before := time.Now().Truncate(time.Millisecond)
-	id, err := email.Enqueue(context.Background(), emailArgs{"a@example.com"}, rediq.Delay(time.Hour), rediq.Priority(3),
-		rediq.Retries(5)) // a per-call override is recorded with the task; Register's is not
-	if err != nil {
-		t.Fatal(err)
-	}
-
-	t.Run("table", func(t *testing.T) {
-		t.Parallel()
-		out := cmdOK(t, ns, "task", "show", string(id))
-		f := showFields(t, out)
-		for k, want := range map[string]string{
-			"ID": string(id), "Name": "email", "Queue": "default", "State": "scheduled", "Priority": "3",
-			"Args": `{"To":"a@example.com"}`, "Result": "-", "Started": "-", "Finished": "-", "Expires": "-",
-			"Retried": "0/5", "Recovered": "0", "Worker": "-", "Retention": "1m0s", "Last error": "-",
-		} {
-			if f[k] != want {
-				t.Errorf("%s = %q, want %q", k, f[k], want)
-			}
-		}
-		if !pastTime.MatchString(f["Enqueued"]) {
-			t.Errorf("Enqueued = %q, want local time and age", f["Enqueued"])
-		}
-		if !futureTime.MatchString(f["Due"]) {
-			t.Errorf("Due = %q, want local time and \"in\" about an hour", f["Due"])
-		}
-		// Aligned: every value starts in the same column.
-		col := -1
-		for line := range strings.Lines(out) {
-			k, _, _ := strings.Cut(line, "  ")
-			at := len(k) + len(line[len(k):]) - len(strings.TrimLeft(line[len(k):], " "))
-			if col >= 0 && at != col {
-				t.Fatalf("values start at different columns:\n%s", out)
-			}
-			col = at
-		}
-	})
-
-	t.Run("json", func(t *testing.T) {
-		t.Parallel()
-		m := showJSON(t, ns, id)
-		for k, want := range map[string]any{
-			"id": string(id), "name": "email", "queue": "default", "state": "scheduled", "priority": 3.0,
-			"retried": 0.0, "max_retries": 5.0, "recovered": 0.0, "retention_ms": 60000.0,
-		} {
-			if m[k] != want {
-				t.Errorf("%s = %v, want %v", k, m[k], want)
-			}
-		}
-		if args, ok := m["args"].(map[string]any); !ok || args["To"] != "a@example.com" || len(args) != 1 {
-			t.Errorf("args = %#v, want {\"To\": \"a@example.com\"} as a JSON value", m["args"])
-		}
-		for _, k := range []string{"result", "started_at", "finished_at", "expires_at", "last_error", "worker", "age"} {
-			if v, ok := m[k]; ok {
-				t.Errorf("%s = %v, want it left out", k, v)
-			}
-		}
-		enq, err := time.Parse(time.RFC3339, fmt.Sprint(m["enqueued_at"]))
-		if err != nil || enq.Before(before) || enq.After(time.Now()) {
-			t.Errorf("enqueued_at = %v (%v), want RFC 3339 between %v and now", m["enqueued_at"], err, before)
-		}
-		due, err := time.Parse(time.RFC3339, fmt.Sprint(m["due_at"]))
-		if err != nil || due.Sub(enq) < 59*time.Minute || due.Sub(enq) > 61*time.Minute {
-			t.Errorf("due_at = %v (%v), want RFC 3339 an hour after enqueued_at", m["due_at"], err)
-		}
-	})
-}
-
-// An id no queue holds fails every action with exit 1, saying so and naming
-// the namespace.
-func TestTaskNotFound(t *testing.T) {
-	t.Parallel()
-	ns := testredis.Namespace(t)
-	for _, action := range []string{"show", "result", "cancel", "delete", "requeue"} {
-		t.Run(action, func(t *testing.T) {
-			t.Parallel()
-			cmdFails(t, ns, []string{"task " + action + ": ", "nosuchtask", "not found", ns}, "task", action, "nosuchtask")
-		})
-	}
-}
-
-func TestTasksPaging(t *testing.T) {
-	t.Parallel()
-	ns := testredis.Namespace(t)
-	app := newApp(t, ns)
-	resize := rediq.Register(app, "resize", func(context.Context, int) (int, error) { return 0, nil })
-	ids, err := resize.EnqueueMany(context.Background(), make([]int, 25))
-	if err != nil {
-		t.Fatal(err)
-	}
-
-	t.Run("table", func(t *testing.T) {
-		t.Parallel()
-		out := cmdOK(t, ns, "tasks", "--queue", "default", "--state", "pending")
-		lines := strings.Split(strings.TrimSuffix(out, "\n"), "\n")
-		if len(lines) != 1+20+1 {
-			t.Fatalf("got %d lines, want a header, 20 tasks (the default --limit) and a footer:\n%s", len(lines), out)
-		}
-		if got := strings.Fields(lines[0]); !slices.Equal(got, []string{"ID", "NAME", "STATE", "PRIORITY", "RETRIED", "ENQUEUED"}) {
-			t.Fatalf("header %q", lines[0])
-		}
-		for i, l := range lines[1:21] {
-			f := strings.Fields(l)
-			if len(f) < 6 || f[0] != string(ids[i]) || f[1] != "resize" || f[2] != "pending" || f[3] != "0" || f[4] != "0" {
-				t.Fatalf("row %d = %q, want task %s, resize, pending, 0, 0", i, l, ids[i])
-			}
-			if enq := strings.Join(f[5:], " "); !pastTime.MatchString(enq) {
-				t.Fatalf("row %d ENQUEUED = %q, want local time and age", i, enq)
-			}
-			if got, want := fieldStarts(l)[:6], fieldStarts(lines[0]); !slices.Equal(got, want) {
-				t.Fatalf("row %d fields start at %v, header's at %v:\n%s", i, got, want, out)
-			}
-		}
-		if lines[21] != "showing 1–20 of 25" {
-			t.Fatalf("footer %q, want \"showing 1–20 of 25\"", lines[21])
-		}
-		out = cmdOK(t, ns, "tasks", "--queue", "default", "--state", "pending", "--offset", "20", "--limit", "10")
-		if lines := strings.Split(strings.TrimSuffix(out, "\n"), "\n"); len(lines) != 1+5+1 || lines[6] != "showing 21–25 of 25" {
-			t.Fatalf("second page:\n%s\nwant 5 tasks and \"showing 21–25 of 25\"", out)
-		}
-		out = cmdOK(t, ns, "tasks", "--queue", "default", "--state", "pending", "--offset", "30")
-		if !strings.Contains(out, "showing none of 25") {
-			t.Fatalf("past the end:\n%s", out)
-		}
-	})
-
-	t.Run("json", func(t *testing.T) {
-		t.Parallel()
-		var got []rediq.TaskID
-		for offset := 0; offset < 25; offset += 10 {
-			out := cmdOK(t, ns, "tasks", "-q", "default", "-s", "pending", "--offset", fmt.Sprint(offset), "--limit", "10", "-o", "json")
-			var page struct {
-				Total int
-				Tasks []map[string]any
-			}
-			if err := json.Unmarshal([]byte(out), &page); err != nil {
-				t.Fatalf("%v in %s", err, out)
-			}
-			if page.Total != 25 {
-				t.Fatalf("total = %d, want 25", page.Total)
-			}
-			for _, task := range page.Tasks {
-				if task["state"] != "pending" || task["args"] != 0.0 {
-					t.Fatalf("task %v, want pending with args 0", task)
-				}
-				got = append(got, rediq.TaskID(fmt.Sprint(task["id"])))
-			}
-		}
-		if !slices.Equal(got, ids) {
-			t.Fatalf("the pages hold %v, want the tasks in enqueue order %v", got, ids)
-		}
-	})
-
-	t.Run("empty", func(t *testing.T) {
-		t.Parallel()
-		out := cmdOK(t, ns, "tasks", "--queue", "default", "--state", "dead")
-		if want := `No dead tasks in queue "default" of namespace "` + ns + `" on ` + testServer() + ".\n"; out != want {
-			t.Fatalf("got %q, want %q", out, want)
-		}
-		out = cmdOK(t, ns, "tasks", "--queue", "default", "--state", "dead", "--output", "json")
-		var page map[string]any
-		if err := json.Unmarshal([]byte(out), &page); err != nil || page["total"] != 0.0 || page["tasks"] == nil {
-			t.Fatalf("got %s (%v), want total 0 and an empty array", out, err)
-		}
-	})
-}
 
 func TestTaskCancelPending(t *testing.T) {
 	t.Parallel()
@@ -553,49 +377,6 @@ func TestTaskResult(t *testing.T) {
 		"task", "result", string(pending))
 }
 
-func TestTasksUsageErrors(t *testing.T) {
-	t.Parallel()
-	for _, tc := range []struct {
-		name string
-		args []string
-		want string
-	}{
-		{"bad state", []string{"tasks", "--queue", "q", "--state", "deceased"},
-			`tasks: --state "deceased": one of scheduled, pending, active, retry, dead, succeeded, cancelled, expired`},
-		{"bad queue", []string{"tasks", "--queue", "a:b", "--state", "dead"}, `tasks: --queue: queue name "a:b" contains`},
-		{"dead requeue bad queue", []string{"dead", "requeue", "--queue", "a b"}, `dead requeue: --queue: queue name "a b" contains`},
-		{"zero limit", []string{"tasks", "-q", "q", "-s", "dead", "--limit", "0"}, "tasks: --limit must be positive"},
-		{"negative offset", []string{"tasks", "-q", "q", "-s", "dead", "--offset", "-1"}, "tasks: --offset must not be negative"},
-		{"bad output", []string{"tasks", "-q", "q", "-s", "dead", "-o", "yaml"}, `"yaml" is not table or json`},
-		{"queues bad output", []string{"queues", "--output", "csv"}, `queues: invalid argument "csv"`},
-		{"task without action", []string{"task"}, "task: missing action: one of show, result, cancel, delete, requeue"},
-		{"task unknown action", []string{"task", "frob", "x"}, `task: unknown action "frob"`},
-		{"task flag first", []string{"task", "--bogus", "show", "id"}, "task: flag --bogus before the action"},
-		{"task without id", []string{"task", "show"}, "task show: missing ID"},
-		{"task two ids", []string{"task", "delete", "a", "b"}, `task delete: unexpected argument "b"`},
-		{"task empty id", []string{"task", "cancel", ""}, "task cancel: empty ID"},
-		{"result output", []string{"task", "result", "x", "-o", "yaml"}, `task result: invalid argument "yaml"`},
-		{"dead without action", []string{"dead"}, "dead: missing action: requeue"},
-		{"dead unknown action", []string{"dead", "list"}, `dead: unknown action "list"`},
-		{"dead requeue without queue", []string{"dead", "requeue"}, "dead requeue: --queue is required"},
-		{"dead requeue argument", []string{"dead", "requeue", "-q", "x", "y"}, `dead requeue: unexpected argument "y"`},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
-			out, _, err := rediqCmd(t, tc.args...)
-			if !isUsage(err) {
-				t.Fatalf("err = %v; want a usage error", err)
-			}
-			if msg := err.Error(); !strings.Contains(msg, tc.want) || strings.Contains(msg, "\n") {
-				t.Fatalf("err = %q; want one line containing %q", msg, tc.want)
-			}
-			if out != "" {
-				t.Fatalf("stdout = %q, want empty", out)
-			}
-		})
-	}
-}
-
 func TestTaskHelp(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
@@ -623,79 +404,5 @@ func TestTaskHelp(t *testing.T) {
 				}
 			}
 		})
-	}
-}
-
-func TestMsgpackJSON(t *testing.T) {
-	t.Parallel()
-	type inner struct{ A int }
-	for _, tc := range []struct {
-		name string
-		v    any
-		want string
-	}{
-		{"nil", nil, `null`},
-		{"int", -7, `-7`},
-		{"string", "<a&b>", `"<a&b>"`},
-		{"struct", struct {
-			Name string
-			In   inner
-		}{"x", inner{2}}, `{"In":{"A":2},"Name":"x"}`},
-		{"int keys", map[int]string{1: "a", 2: "b"}, `{"1":"a","2":"b"}`},
-		{"nested int keys", []any{map[int8]any{1: map[uint]bool{3: true}}}, `[{"1":{"3":true}}]`},
-		{"bytes", []byte("hi"), `"aGk="`},
-		{"float", 1.5, `1.5`},
-		{"NaN", math.NaN(), `"NaN"`},
-		{"infinity", []float64{math.Inf(1), math.Inf(-1)}, `["+Inf","-Inf"]`},
-		{"float32", float32(0.25), `0.25`},
-		{"time", time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC), `"2025-03-01T12:00:00Z"`},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
-			raw, err := msgpack.Marshal(tc.v)
-			if err != nil {
-				t.Fatal(err)
-			}
-			got, err := msgpackJSON(raw)
-			if err != nil || string(got) != tc.want {
-				t.Fatalf("got %s, %v; want %s", got, err, tc.want)
-			}
-		})
-	}
-	if got, err := msgpackJSON(nil); err != nil || string(got) != "null" {
-		t.Errorf("no bytes: %s, %v; want null", got, err)
-	}
-	if _, err := msgpackJSON([]byte{0xc1}); err == nil {
-		t.Errorf("0xc1 (never used in msgpack) decoded")
-	}
-	if got := jsonValue([]byte{0xc1}); !strings.Contains(string(got), `"msgpack_base64":"wQ=="`) {
-		t.Errorf("jsonValue of bad msgpack = %s, want the bytes and the error", got)
-	}
-}
-
-func TestAge(t *testing.T) {
-	t.Parallel()
-	now := time.Date(2025, 3, 1, 12, 0, 0, 0, time.Local)
-	for _, tc := range []struct {
-		at   time.Time
-		want string
-	}{
-		{now, "now"},
-		{now.Add(-500 * time.Millisecond), "now"},
-		{now.Add(-3 * time.Second), "3s ago"},
-		{now.Add(-(2*time.Minute + 3*time.Second)), "2m3s ago"},
-		{now.Add(-(26*time.Hour + 5*time.Minute + 9*time.Second)), "26h5m ago"},
-		{now.Add(-(50 * time.Hour)), "2d2h ago"},
-		{now.Add(90 * time.Second), "in 1m30s"},
-	} {
-		if got := relative(tc.at, now); got != tc.want {
-			t.Errorf("relative(now%+v) = %q, want %q", tc.at.Sub(now), got, tc.want)
-		}
-	}
-	if got := localTime(time.Time{}, now); got != "-" {
-		t.Errorf("localTime(zero) = %q, want -", got)
-	}
-	if got, want := localTime(now.Add(-time.Minute), now), now.Add(-time.Minute).Format(timeLayout)+" (1m0s ago)"; got != want {
-		t.Errorf("localTime = %q, want %q", got, want)
 	}
 }

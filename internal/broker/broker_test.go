@@ -143,7 +143,7 @@ func TestLateSettleAfterReclaimChangesNothing(t *testing.T) {
 	}
 }
 
-// Defect 1: a fetch whose reply is lost and which is sent again leases nothing
+// A fetch whose reply is lost and which is sent again leases nothing
 // new: the second run answers what the first leased, so no task sits in a lease
 // under a token the worker never learned.
 func TestFetchSentTwiceAnswersTheSame(t *testing.T) {
@@ -212,7 +212,7 @@ func TestEnqueueIsIdempotent(t *testing.T) {
 	}
 }
 
-// Defect 10: sequences near 2^41 are renumbered instead of spilling into the
+// Sequences near 2^41 are renumbered instead of spilling into the
 // next priority.
 func TestSequenceNeverSpillsIntoThePriorityBelow(t *testing.T) {
 	t.Parallel()
@@ -269,7 +269,7 @@ func TestRetryKillRequeue(t *testing.T) {
 	}
 }
 
-// Defect 4: reclaim puts what a dead session had only prefetched back in
+// Reclaim puts what a dead session had only prefetched back in
 // pending uncounted, and counts only what it had started.
 func TestReclaimCountsOnlyStartedTasks(t *testing.T) {
 	t.Parallel()
@@ -430,13 +430,13 @@ func TestScriptsSurviveScriptFlush(t *testing.T) {
 	if len(got.Tasks) != 6 {
 		t.Fatalf("fetch after SCRIPT FLUSH = %+v", got)
 	}
-	// Defect 8: the due time comes back relative to the server's clock.
+	// The due time comes back relative to the server's clock.
 	if got.NextDue < 59*time.Minute || got.NextDue > time.Hour {
 		t.Fatalf("next due in %v, want about an hour", got.NextDue)
 	}
 }
 
-// Defect 3: a pipeline that fails as a whole (no command carries the error)
+// A pipeline that fails as a whole (no command carries the error)
 // reports it: enqueues included.
 func TestConnectionErrorsAreReported(t *testing.T) {
 	t.Parallel()

@@ -11,7 +11,7 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 )
 
-// Issue 12 defect 6: go-redis's lines go to the App's logger, at most one of a
+// Go-redis's lines go to the App's logger, at most one of a
 // kind per interval, with a count of those held back.
 func TestRedisLogIsRateLimited(t *testing.T) {
 	t.Parallel()

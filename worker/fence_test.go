@@ -3,13 +3,11 @@ package worker_test
 import (
 	"context"
 	"errors"
-	"fmt"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 
@@ -17,8 +15,6 @@ import (
 	"github.com/rediq/rediq/internal/testredis"
 	"github.com/rediq/rediq/worker"
 )
-
-// Regression tests for the defects of the review (commit "Review fixes: …").
 
 // fenceMessage is what the worker logs when its lease runs out unrenewed.
 const fenceMessage = "could not renew the lease in time: starting nothing and cancelling running tasks until Redis answers"
@@ -162,122 +158,4 @@ func TestHandlerStartingAfterTheFenceIsCancelled(t *testing.T) {
 
 	testredis.WaitFor(t, 10*time.Second, "the task to run again", func() bool { return runs.Load() >= 2 })
 	testredis.WaitFor(t, 5*time.Second, "nothing left leased", func() bool { return e.active("default") == 0 })
-}
-
-// Handlers that ignore their ctx past the timeout grace, and return later, do
-// not use up the runners: given up on one after another (more of them than
-// Concurrency+1), each is replaced, and healthy tasks still run after each.
-// Abandonments used to be counted for the worker's life, and past Concurrency
-// no runner was replaced: the worker ran nothing more.
-func TestStuckHandlersThatReturnDoNotUseUpRunners(t *testing.T) {
-	t.Parallel()
-	e := newEnv(t)
-	const stuck = 3 // > Concurrency+1
-	var release [stuck]chan struct{}
-	for i := range release {
-		release[i] = make(chan struct{})
-	}
-	returned := newRecorder[int]()
-	ran := newRecorder[int]()
-	task := rediq.Register(e.app, "t", func(ctx context.Context, n int) (int, error) {
-		if n < 0 {
-			select { // ignores ctx, but returns when let go
-			case <-release[-n-1]:
-			case <-time.After(20 * time.Second):
-			}
-			returned.add(n)
-			return 0, nil
-		}
-		ran.add(n)
-		return n, nil
-	}, rediq.Timeout(20*time.Millisecond), rediq.Retries(0))
-	e.start(e.app, worker.Config{Concurrency: 1, TimeoutGrace: 30 * time.Millisecond})
-	released := 0
-	t.Cleanup(func() { // a failed test still lets them go, before the worker stops
-		for _, ch := range release[released:] {
-			close(ch)
-		}
-	})
-	ctx := context.Background()
-	dead := e.queue("default").Dead
-	for i := range stuck {
-		id, err := task.Enqueue(ctx, -i-1)
-		if err != nil {
-			t.Fatal(err)
-		}
-		testredis.WaitFor(t, 5*time.Second, fmt.Sprintf("stuck handler %d to be given up on (its task in dead)", i+1),
-			func() bool { return e.rdb.ZScore(ctx, dead, string(id)).Err() == nil })
-		close(release[i])
-		released++
-		returned.wait(t, i+1, 5*time.Second)
-		if _, err := task.Enqueue(ctx, i); err != nil {
-			t.Fatal(err)
-		}
-		testredis.WaitFor(t, 5*time.Second, fmt.Sprintf("a healthy task to run after %d stuck handlers (Concurrency 1)", i+1),
-			func() bool { return len(ran.get()) > i })
-	}
-	testredis.WaitFor(t, 5*time.Second, "nothing left leased", func() bool { return e.active("default") == 0 })
-	if n := e.count(e.queue("default").Pending); n != 0 {
-		t.Fatalf("%d tasks left pending", n)
-	}
-}
-
-// Kills that find the dead set far over DeadMaxLen (9,000 for 500) settle,
-// each trimming a bounded step, until the dead set is down to the limit. The
-// trim used to pass every excess id to unpack at once, which fails past ~8,000:
-// the settle failed after its writes, and the dead set was never trimmed.
-func TestLargeDeadSetExcessIsTrimmedInSteps(t *testing.T) {
-	t.Parallel()
-	testredis.RequireReal(t) // unpack's limit is real Redis's Lua
-	e := newEnv(t)
-	ctx := context.Background()
-	q := e.queue("default")
-	const filler, limit = 9000, 500
-	since := time.Now().Add(-time.Minute).UnixMilli()
-	zs := make([]redis.Z, filler)
-	for i := range zs {
-		zs[i] = redisZ(float64(since+int64(i)), fmt.Sprintf("old%05d", i))
-	}
-	if err := e.rdb.ZAdd(ctx, q.Dead, zs...).Err(); err != nil {
-		t.Fatal(err)
-	}
-	task := rediq.Register(e.app, "t", func(ctx context.Context, n int) (int, error) {
-		if n < 0 {
-			return 0, rediq.SkipRetry(errors.New("doomed"))
-		}
-		return n, nil
-	})
-	logs, records := observer.New(zap.WarnLevel)
-	e.start(e.app, worker.Config{Concurrency: 1, DeadMaxLen: limit, Logger: zap.New(logs)})
-	// One kill at a time, so that each is a settle call of its own.
-	prev := e.count(q.Dead)
-	for kills := 1; prev > limit; kills++ {
-		if kills > 20 {
-			t.Fatalf("dead set still holds %d after %d kills, limit %d", prev, kills-1, limit)
-		}
-		id, err := task.Enqueue(ctx, -kills)
-		if err != nil {
-			t.Fatal(err)
-		}
-		testredis.WaitFor(t, 5*time.Second, fmt.Sprintf("kill %d in the dead set", kills), func() bool {
-			return e.rdb.ZScore(ctx, q.Dead, string(id)).Err() == nil
-		})
-		n := e.count(q.Dead)
-		if n >= prev {
-			t.Fatalf("kill %d: dead set holds %d, %d before it (limit %d): not trimmed", kills, n, prev, limit)
-		}
-		prev = n
-	}
-	if prev != limit {
-		t.Fatalf("dead set holds %d, want the limit %d", prev, limit)
-	}
-	if _, err := task.EnqueueMany(ctx, []int{1, 2, 3}); err != nil {
-		t.Fatal(err)
-	}
-	testredis.WaitFor(t, 5*time.Second, "every task settled", func() bool {
-		return e.active("default") == 0 && e.count(q.Pending) == 0
-	})
-	if n := records.FilterMessage("settle failed; will retry").Len(); n > 0 {
-		t.Fatalf("settling failed %d times: %v", n, records.FilterMessage("settle failed; will retry").All()[0].ContextMap())
-	}
 }
