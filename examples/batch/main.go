@@ -134,28 +134,7 @@ func run(w io.Writer) (err error) {
 	}
 
 	// Wait, with a progress line every 200ms.
-	waitCtx, cancel := context.WithTimeout(ctx, time.Minute)
-	defer cancel()
-	progressDone := make(chan struct{})
-	progressStopped := make(chan struct{})
-	go func() {
-		defer close(progressStopped)
-		t := time.NewTicker(200 * time.Millisecond)
-		defer t.Stop()
-		for {
-			select {
-			case <-progressDone:
-				return
-			case <-t.C:
-			}
-			if st, err := app.BatchStat(waitCtx, b.ID()); err == nil {
-				fmt.Fprintf(out, "progress: %d/%d done, %.0f tasks/s\n", st.Succeeded+st.Failed+st.Cancelled, st.Enqueued, st.Rate)
-			}
-		}
-	}()
-	st, err := b.Wait(waitCtx)
-	close(progressDone)
-	<-progressStopped
+	st, err := waitWithProgress(ctx, app, b, out)
 	if err != nil {
 		return err
 	}
@@ -202,4 +181,32 @@ func redacted(raw string) string {
 		return "$REDIQ_REDIS_URL"
 	}
 	return u.Redacted()
+}
+
+// waitWithProgress waits (a minute at most) for batch b, printing a progress
+// line every 200ms.
+func waitWithProgress(ctx context.Context, app *rediq.App, b *rediq.Batch, out io.Writer) (rediq.BatchStat, error) {
+	waitCtx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	progressDone := make(chan struct{})
+	progressStopped := make(chan struct{})
+	go func() {
+		defer close(progressStopped)
+		t := time.NewTicker(200 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-progressDone:
+				return
+			case <-t.C:
+			}
+			if st, err := app.BatchStat(waitCtx, b.ID()); err == nil {
+				fmt.Fprintf(out, "progress: %d/%d done, %.0f tasks/s\n", st.Succeeded+st.Failed+st.Cancelled, st.Enqueued, st.Rate)
+			}
+		}
+	}()
+	st, err := b.Wait(waitCtx)
+	close(progressDone)
+	<-progressStopped
+	return st, err
 }

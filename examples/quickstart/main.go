@@ -96,36 +96,7 @@ func run() (err error) {
 		return "ok after retries", nil
 	}, rediq.Backoff(func(int) time.Duration { return 20 * time.Millisecond }))
 
-	say := func(ctx context.Context, event string) {
-		info, _ := rediq.CurrentTask(ctx)
-		fmt.Printf("  %-22s %s retried=%d\n", event, info.Name, rediq.Retried(ctx))
-	}
-	app.On(rediq.BeforeWorkerStartup, func(ctx context.Context) error {
-		fmt.Println("  before_worker_startup")
-		return nil
-	})
-	app.On(rediq.BeforeTaskStart, func(ctx context.Context) error { say(ctx, "before_task_start"); return nil })
-	app.On(rediq.BeforeTaskRetry, func(ctx context.Context) error {
-		say(ctx, "before_task_retry")
-		fmt.Println("    error:", rediq.TaskError(ctx))
-		return nil
-	})
-	app.On(rediq.AfterTaskSuccess, func(ctx context.Context) error {
-		say(ctx, "after_task_success")
-		res, _ := rediq.TaskResult(ctx)
-		fmt.Printf("    result: %+v\n", res)
-		finish()
-		return nil
-	})
-	app.On(rediq.AfterTaskFailure, func(ctx context.Context) error {
-		say(ctx, "after_task_failure")
-		finish()
-		return nil
-	})
-	app.On(rediq.AfterWorkerShutdown, func(ctx context.Context) error {
-		fmt.Println("  after_worker_shutdown")
-		return nil
-	})
+	hooks(app, finish)
 
 	ids, err := resize.EnqueueMany(ctx, []ResizeArgs{{"cat.jpg", 128}, {"dog.jpg", 256}})
 	if err != nil {
@@ -180,4 +151,40 @@ func run() (err error) {
 	}
 	fmt.Println("done")
 	return nil
+}
+
+// say prints a task's lifecycle event.
+func say(ctx context.Context, event string) {
+	info, _ := rediq.CurrentTask(ctx)
+	fmt.Printf("  %-22s %s retried=%d\n", event, info.Name, rediq.Retried(ctx))
+}
+
+// hooks prints each lifecycle event; finish counts the tasks that ended.
+func hooks(app *rediq.App, finish func()) {
+	app.On(rediq.BeforeWorkerStartup, func(ctx context.Context) error {
+		fmt.Println("  before_worker_startup")
+		return nil
+	})
+	app.On(rediq.BeforeTaskStart, func(ctx context.Context) error { say(ctx, "before_task_start"); return nil })
+	app.On(rediq.BeforeTaskRetry, func(ctx context.Context) error {
+		say(ctx, "before_task_retry")
+		fmt.Println("    error:", rediq.TaskError(ctx))
+		return nil
+	})
+	app.On(rediq.AfterTaskSuccess, func(ctx context.Context) error {
+		say(ctx, "after_task_success")
+		res, _ := rediq.TaskResult(ctx)
+		fmt.Printf("    result: %+v\n", res)
+		finish()
+		return nil
+	})
+	app.On(rediq.AfterTaskFailure, func(ctx context.Context) error {
+		say(ctx, "after_task_failure")
+		finish()
+		return nil
+	})
+	app.On(rediq.AfterWorkerShutdown, func(ctx context.Context) error {
+		fmt.Println("  after_worker_shutdown")
+		return nil
+	})
 }
