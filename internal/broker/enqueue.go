@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/rediq/rediq/internal/backoff"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -249,6 +250,10 @@ func (b *Broker) await(ctx context.Context, send func(context.Context) error) (g
 	}
 }
 
+// resendPause paces retrying's re-sends: 50–100ms, then doubling, jittered
+// (at least the 50, 100, 200ms they waited before).
+var resendPause = backoff.Policy{First: 100 * time.Millisecond, Max: 400 * time.Millisecond}
+
 // retrying runs an idempotent call, again after an error that leaves its outcome
 // unknown (a timeout, a reset) or that says the server was briefly unable to run
 // it (LOADING, READONLY after a failover, ...), with a short backoff while ctx
@@ -261,13 +266,10 @@ func (b *Broker) await(ctx context.Context, send func(context.Context) error) (g
 func (b *Broker) retrying(ctx context.Context, call func(context.Context) error) error {
 	var err error
 	reached := false // an attempt may have run in Redis
+	pace := backoff.Retrier{Policy: resendPause}
 	for attempt := 0; attempt < 4; attempt++ {
-		if attempt > 0 {
-			select {
-			case <-ctx.Done():
-				return fmt.Errorf("%w: %w", ErrOutcomeUnknown, err)
-			case <-time.After(time.Duration(25<<attempt) * time.Millisecond):
-			}
+		if attempt > 0 && !pace.Pause(ctx, nil, nil) {
+			return fmt.Errorf("%w: %w", ErrOutcomeUnknown, err)
 		}
 		pctx, p := watch(ctx)
 		err = call(pctx)
