@@ -94,29 +94,29 @@ func (s *settler) mark(j *job, abort <-chan struct{}) (held, ok bool) {
 func (s *settler) take() []settleItem {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	batch := s.pending
-	s.pending = make([]settleItem, 0, len(batch))
-	return batch
+	flush := s.pending
+	s.pending = make([]settleItem, 0, len(flush))
+	return flush
 }
 
-func (s *settler) putBack(batch []settleItem) {
+func (s *settler) putBack(flush []settleItem) {
 	s.mu.Lock()
-	s.pending = append(batch, s.pending...)
+	s.pending = append(flush, s.pending...)
 	s.mu.Unlock()
 }
 
-// send applies one batch; on error it puts the batch back.
-func (s *settler) send(ctx context.Context, batch []settleItem) error {
-	ss := make([]broker.Settlement, len(batch))
-	for i := range batch {
-		ss[i] = batch[i].s
+// send applies one flush of outcomes; on error it puts them back.
+func (s *settler) send(ctx context.Context, flush []settleItem) error {
+	ss := make([]broker.Settlement, len(flush))
+	for i := range flush {
+		ss[i] = flush[i].s
 	}
 	held, err := s.w.b.Settle(ctx, s.w.keep, ss)
 	if err != nil && !s.w.unconfirmed("settle", err) {
-		s.putBack(batch)
+		s.putBack(flush)
 		return err
 	}
-	for i, it := range batch {
+	for i, it := range flush {
 		if it.mark != nil {
 			it.mark <- held[i]
 			continue
@@ -158,13 +158,13 @@ func (s *settler) loop(ctx context.Context, stop <-chan struct{}) {
 			}
 			continue
 		}
-		batch := s.take()
-		if len(batch) == 0 {
+		flush := s.take()
+		if len(flush) == 0 {
 			continue
 		}
-		if err := s.send(ctx, batch); err != nil {
+		if err := s.send(ctx, flush); err != nil {
 			failures++
-			s.w.log.Warn("settle failed; will retry", zap.Int("tasks", len(batch)), zap.Error(err))
+			s.w.log.Warn("settle failed; will retry", zap.Int("tasks", len(flush)), zap.Error(err))
 			select {
 			case <-time.After(retryDelay(failures)):
 				s.kick()
@@ -184,17 +184,17 @@ func (s *settler) final(ctx context.Context) {
 	defer close(s.stopped)
 	deadline := time.Now().Add(5 * time.Second)
 	for attempt := 1; ; attempt++ {
-		batch := s.take()
-		if len(batch) == 0 {
+		flush := s.take()
+		if len(flush) == 0 {
 			return
 		}
-		err := s.send(ctx, batch)
+		err := s.send(ctx, flush)
 		if err == nil {
 			continue
 		}
 		if time.Now().After(deadline) {
 			s.w.log.Error("could not settle tasks before stopping; they will run again after the lease expires",
-				zap.Int("tasks", len(batch)), zap.Error(err))
+				zap.Int("tasks", len(flush)), zap.Error(err))
 			for _, it := range s.take() {
 				if it.mark != nil {
 					it.mark <- false
