@@ -21,11 +21,13 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		"idle worker for --duration), run_p50_ms / run_p99_ms (Run, enqueue and wait for the\n"+
 		"result, of a no-op task into the idle worker, --run-samples times in a row) and\n"+
 		"redis_bytes_per_retained_result (used_memory per succeeded task kept with\n"+
-		"rediq.Retention, over N/10 tasks). With --wait-replicas every enqueue, fetch and\n"+
+		"rediq.Retention, over N/10 tasks), and redis_cpu_us_per_task_enqueue, _batch and\n"+
+		"_process (Redis's own CPU, INFO cpu user+sys, over each phase per task: what a task\n"+
+		"costs the Redis thread). With --wait-replicas every enqueue, fetch and\n"+
 		"settlement waits for that many replicas (WAIT): the cost of Config.WaitReplicas;\n"+
 		"wait_replicas in the output says what was measured.\n\n"+
 		"It is safe on a shared Redis: it never flushes anything, works in a fresh namespace\n"+
-		"and deletes its keys when done. But the memory figure counts whatever else changes\n"+
+		"and deletes its keys when done. But the memory and CPU figures count whatever else happens\n"+
 		"in that Redis meanwhile: it is only as clean as the Redis is quiet. Progress goes\n"+
 		"to stderr.")
 	var rf redisFlags

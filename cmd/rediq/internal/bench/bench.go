@@ -61,6 +61,13 @@ type Result struct {
 	Concurrency        int     `json:"concurrency"`
 	BatchSize          int     `json:"batch_size"`
 	WaitReplicas       int     `json:"wait_replicas"`
+	// Redis's own CPU (INFO cpu: used_cpu_user + used_cpu_sys, summed over a
+	// Cluster's masters) over each phase, per task, in µs: what a task costs
+	// the Redis thread, the bound on the tasks per second one Redis carries.
+	// Only as clean as the Redis is quiet.
+	RedisCPUEnqueue float64 `json:"redis_cpu_us_per_task_enqueue"`
+	RedisCPUBatch   float64 `json:"redis_cpu_us_per_task_batch"`
+	RedisCPUProcess float64 `json:"redis_cpu_us_per_task_process"`
 }
 
 // Payload is the standard task's arguments.
@@ -137,6 +144,10 @@ func Run(ctx context.Context, cfg Config) (res Result, err error) {
 	if err != nil {
 		return res, err
 	}
+	c0, err := redisCPU(ctx, cfg.Redis)
+	if err != nil {
+		return res, err
+	}
 	runCtx, stop := context.WithCancel(ctx)
 	defer stop()
 	errc := make(chan error, 1)
@@ -150,6 +161,11 @@ func Run(ctx context.Context, cfg Config) (res Result, err error) {
 		return res, ctx.Err()
 	}
 	res.ProcessPerSec = float64(cfg.Tasks) / time.Since(t0).Seconds()
+	if res.RedisCPUProcess, err = cpuPerTask(ctx, cfg.Redis, c0, cfg.Tasks); err != nil {
+		stop()
+		<-errc
+		return res, err
+	}
 
 	progress("latency")
 	err = latencyPhase(ctx, cfg, &res, h, task, payload)
@@ -202,6 +218,10 @@ func enqueuePhase(ctx context.Context, cfg Config, res *Result, task *rediq.Task
 	if err != nil {
 		return err
 	}
+	c0, err := redisCPU(ctx, cfg.Redis)
+	if err != nil {
+		return err
+	}
 	took, err := produce(ctx, cfg.Producers, cfg.Tasks, 1, func(ctx context.Context, _ int) error {
 		_, err := task.Enqueue(ctx, payload)
 		return err
@@ -210,6 +230,9 @@ func enqueuePhase(ctx context.Context, cfg Config, res *Result, task *rediq.Task
 		return err
 	}
 	res.EnqueuePerSec = float64(cfg.Tasks) / took.Seconds()
+	if res.RedisCPUEnqueue, err = cpuPerTask(ctx, cfg.Redis, c0, cfg.Tasks); err != nil {
+		return err
+	}
 	m1, err := usedMemory(ctx, cfg.Redis)
 	if err != nil {
 		return err
@@ -239,6 +262,10 @@ func batchPhase(ctx context.Context, cfg Config, res *Result, ns string, payload
 	for i := range batch {
 		batch[i] = payload
 	}
+	c0, err := redisCPU(ctx, cfg.Redis)
+	if err != nil {
+		return err
+	}
 	took, err := produce(ctx, cfg.Producers, cfg.Tasks, cfg.Batch, func(ctx context.Context, size int) error {
 		_, err := batchTask.EnqueueMany(ctx, batch[:size])
 		return err
@@ -247,6 +274,9 @@ func batchPhase(ctx context.Context, cfg Config, res *Result, ns string, payload
 		return err
 	}
 	res.EnqueueBatchPerSec = float64(cfg.Tasks) / took.Seconds()
+	if res.RedisCPUBatch, err = cpuPerTask(ctx, cfg.Redis, c0, cfg.Tasks); err != nil {
+		return err
+	}
 	return nil
 }
 
@@ -376,19 +406,42 @@ func produce(ctx context.Context, g, total, size int, call func(ctx context.Cont
 }
 
 func usedMemory(ctx context.Context, rdb redis.UniversalClient) (int64, error) {
-	var total int64
+	v, err := infoSum(ctx, rdb, "memory", "used_memory")
+	return int64(v), err
+}
+
+// redisCPU is Redis's CPU time so far, user and system, in seconds.
+func redisCPU(ctx context.Context, rdb redis.UniversalClient) (float64, error) {
+	return infoSum(ctx, rdb, "cpu", "used_cpu_user", "used_cpu_sys")
+}
+
+// cpuPerTask is the Redis CPU from since to now per task, in µs.
+func cpuPerTask(ctx context.Context, rdb redis.UniversalClient, since float64, tasks int) (float64, error) {
+	now, err := redisCPU(ctx, rdb)
+	return (now - since) / float64(tasks) * 1e6, err
+}
+
+// infoSum sums the INFO section's fields over the server, or a Cluster's
+// masters.
+func infoSum(ctx context.Context, rdb redis.UniversalClient, section string, fields ...string) (float64, error) {
+	var mu sync.Mutex
+	var total float64
 	read := func(ctx context.Context, c *redis.Client) error {
-		s, err := c.Info(ctx, "memory").Result()
+		s, err := c.Info(ctx, section).Result()
 		if err != nil {
-			return fmt.Errorf("bench: INFO memory: %w", err)
+			return fmt.Errorf("bench: INFO %s: %w", section, err)
 		}
 		for _, l := range strings.Split(s, "\r\n") {
-			if v, ok := strings.CutPrefix(l, "used_memory:"); ok {
-				n, err := strconv.ParseInt(v, 10, 64)
-				if err != nil {
-					return fmt.Errorf("bench: used_memory %q: %w", v, err)
+			for _, f := range fields {
+				if v, ok := strings.CutPrefix(l, f+":"); ok {
+					n, err := strconv.ParseFloat(v, 64)
+					if err != nil {
+						return fmt.Errorf("bench: %s %q: %w", f, v, err)
+					}
+					mu.Lock()
+					total += n
+					mu.Unlock()
 				}
-				atomic.AddInt64(&total, n)
 			}
 		}
 		return nil
@@ -401,5 +454,5 @@ func usedMemory(ctx context.Context, rdb redis.UniversalClient) (int64, error) {
 		err := read(ctx, c)
 		return total, err
 	}
-	return 0, fmt.Errorf("bench: cannot read memory through a %T", rdb)
+	return 0, fmt.Errorf("bench: cannot read INFO through a %T", rdb)
 }

@@ -27,7 +27,8 @@ func TestRunLeavesNoKeys(t *testing.T) {
 	t.Logf("%+v", res)
 	if res.EnqueuePerSec <= 0 || res.EnqueueBatchPerSec <= 0 || res.ProcessPerSec <= 0 || res.LatencyP50Ms <= 0 ||
 		res.LatencyP99Ms < res.LatencyP50Ms || res.BytesPerTask <= 0 || res.LatencySamples == 0 || res.Tasks != 3000 ||
-		res.RunSamples != 100 || res.RunP50Ms <= 0 || res.RunP99Ms < res.RunP50Ms || res.BytesPerRetained <= 0 {
+		res.RunSamples != 100 || res.RunP50Ms <= 0 || res.RunP99Ms < res.RunP50Ms || res.BytesPerRetained <= 0 ||
+		res.RedisCPUEnqueue <= 0 || res.RedisCPUBatch <= 0 || res.RedisCPUProcess <= 0 {
 		t.Fatalf("implausible result %+v", res)
 	}
 	if after := rdb.DBSize(ctx).Val(); after != before {
