@@ -282,9 +282,3 @@ func firstError(err error, cmds []redis.Cmder) error {
 func (b *Broker) run(ctx context.Context, s *redis.Script, keys []string, args ...any) *redis.Cmd {
 	return s.Run(ctx, b.rdb, keys, args...)
 }
-
-// newBatch and newTaskBatch are the old names of newPipeline and
-// newTaskPipeline, kept only while lease.go (another change's file) still
-// calls them: "batch" is the product's Batch. Remove them when it is merged.
-func (b *Broker) newBatch() *pipeline     { return b.newPipeline() }
-func (b *Broker) newTaskBatch() *pipeline { return b.newTaskPipeline() }

@@ -58,7 +58,7 @@ const fetchFields = 6
 // SetReplication, an error matching ErrNotReplicated comes with the answer:
 // the leases were taken on the master, and a failover may undo them.
 func (b *Broker) Fetch(ctx context.Context, session string, ttl time.Duration, reqs []FetchRequest) ([]Fetched, error) {
-	t := b.newTaskBatch()
+	t := b.newTaskPipeline()
 	cmds := make([]*redis.Cmd, len(reqs))
 	for i, r := range reqs {
 		q := r.Queue
@@ -134,7 +134,7 @@ func (b *Broker) Heartbeat(ctx context.Context, session string, ttl time.Duratio
 	if register {
 		reg = "1"
 	}
-	t := b.newBatch()
+	t := b.newPipeline()
 	cmds := make([]*redis.Cmd, len(queues))
 	for i, q := range queues {
 		cmds[i] = t.script(ctx, heartbeatScript, []string{q.Workers, q.Lease(session)}, session, ttl.Milliseconds(), reg)
@@ -293,7 +293,7 @@ func (b *Broker) Settle(ctx context.Context, keep DeadRetention, ss []Settlement
 		g.args = append(g.args, outcomeKind[s.Outcome], s.Token, s.ID, max(s.Delay.Milliseconds(), 0), s.Body, s.attempt())
 		g.idx = append(g.idx, i)
 	}
-	t := b.newTaskBatch()
+	t := b.newTaskPipeline()
 	cmds := make([]*redis.Cmd, len(groups))
 	for i, g := range groups {
 		q := g.q
