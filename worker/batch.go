@@ -12,6 +12,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/rediq/rediq"
+	"github.com/rediq/rediq/internal/backoff"
 	"github.com/rediq/rediq/internal/broker"
 	"github.com/rediq/rediq/internal/codec"
 	"github.com/rediq/rediq/internal/core"
@@ -100,36 +101,40 @@ func (o *output) flush(ctx context.Context) error {
 }
 
 func (o *output) loop(ctx context.Context, stop <-chan struct{}) {
-	failures := 0
+	retry := backoff.Retrier{Policy: redisRetry}
+	var again <-chan time.Time // after a failure: when to send again
 	for {
-		var retry <-chan time.Time
-		if failures > 0 {
-			retry = time.After(retryDelay(failures))
-		}
 		select {
 		case <-o.signal:
-			if failures > 0 {
+			if again != nil {
 				continue // waiting out the backoff; the retry sends it
 			}
-		case <-retry:
+		case <-again:
 		case <-stop:
-			// A few more tries, bounded, then what is left is lost (logged).
-			for try := 1; try <= 5; try++ {
-				if o.flush(ctx) == nil {
-					return
-				}
-				time.Sleep(retryDelay(try))
-			}
-			o.w.log.Warn("batch output not sent before the worker stopped")
+			o.final(ctx)
 			return
 		}
 		if err := o.flush(ctx); err != nil {
-			failures++
 			o.w.log.Debug("batch output: send failed; retrying", zap.Error(err))
+			again = time.After(retry.Next())
 		} else {
-			failures = 0
+			retry.Reset()
+			again = nil
 		}
 	}
+}
+
+// final sends what is left when the worker stops: a few more tries, bounded,
+// then what is left is lost (logged).
+func (o *output) final(ctx context.Context) {
+	retry := backoff.Retrier{Policy: redisRetry}
+	for range 5 {
+		if o.flush(ctx) == nil {
+			return
+		}
+		time.Sleep(retry.Next())
+	}
+	o.w.log.Warn("batch output not sent before the worker stopped")
 }
 
 // collectTimeout bounds a Collect call, its retries after connection errors
@@ -148,14 +153,10 @@ func (w *Worker) batchState(st *core.State, k *broker.BatchKeys, name string) {
 		// as output: rows whose reply was lost may be added twice).
 		ctx, cancel := context.WithTimeout(w.base, collectTimeout)
 		defer cancel()
-		for try := 1; ; try++ {
+		retry := backoff.Retrier{Policy: redisRetry}
+		for {
 			err := w.b.AddRows(ctx, k, table, w.cfg.Name, rows)
-			if !broker.Transient(err) {
-				return err
-			}
-			select {
-			case <-time.After(retryDelay(try)):
-			case <-ctx.Done():
+			if !broker.Transient(err) || !retry.Pause(ctx, nil, nil) {
 				return err
 			}
 		}
@@ -246,12 +247,13 @@ func (w *Worker) noteBatch(k *broker.BatchKeys, id string, attempt broker.BatchA
 	}
 	var completed bool
 	var err error
-	for try := 1; try <= 5; try++ {
+	// Five tries at most: what is not counted by then is logged.
+	retry := backoff.Retrier{Policy: redisRetry}
+	for {
 		if completed, err = w.b.BatchNote(ctx, k, broker.BatchNoteParams{Task: id, Worker: w.cfg.Name,
-			Attempt: attempt, End: end, LastError: lastErr}); err == nil {
+			Attempt: attempt, End: end, LastError: lastErr}); err == nil || retry.Failures() == 4 || !retry.Pause(ctx, nil, nil) {
 			break
 		}
-		time.Sleep(retryDelay(try))
 	}
 	if err != nil {
 		w.log.Error("cannot count the task in its batch", zap.Int64("batch", k.ID), zap.String("task_id", id), zap.Error(err))

@@ -9,6 +9,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/rediq/rediq/internal/backoff"
 	"github.com/rediq/rediq/internal/broker"
 )
 
@@ -29,7 +30,7 @@ func (w *Worker) fetcher(ctx context.Context) {
 	due.Stop()
 	defer due.Stop()
 	var dueAt int64
-	failures := 0
+	retry := backoff.Retrier{Policy: redisRetry}
 	rotate := 0
 	// The queue at which the search for one to take a recovered task starts.
 	turn := 0
@@ -75,16 +76,13 @@ func (w *Worker) fetcher(ctx context.Context) {
 			if ctx.Err() != nil {
 				return // what it may have leased is given back by Leave
 			}
-			failures++
-			w.log.Warn("fetch failed; will send it again", zap.Error(err), zap.Int("failures", failures))
-			select {
-			case <-ctx.Done():
+			w.log.Warn("fetch failed; will send it again", zap.Error(err), zap.Int("failures", retry.Failures()+1))
+			if !retry.Pause(ctx, nil, nil) {
 				return
-			case <-time.After(retryDelay(failures)):
 			}
 			continue
 		}
-		failures = 0
+		retry.Reset()
 		w.accept(ctx, reqs, qs, gens, res, sent)
 		reqs = nil
 		if next := w.earliestDue(); next != dueAt {
@@ -431,17 +429,16 @@ func (w *Worker) subscriber(ctx context.Context, sub *subscription, stop <-chan 
 		if !again {
 			return
 		}
-		for failures := 1; ; failures++ {
+		retry := backoff.Retrier{Policy: redisRetry}
+		for {
 			nsub, err := w.subscribe(ctx)
 			if err == nil {
 				sub = nsub
 				break
 			}
-			w.log.Warn("subscribe again", zap.Error(err), zap.Int("failures", failures))
-			select {
-			case <-stop:
+			w.log.Warn("subscribe again", zap.Error(err), zap.Int("failures", retry.Failures()+1))
+			if !retry.Pause(ctx, stop, nil) {
 				return
-			case <-time.After(retryDelay(failures)):
 			}
 		}
 		w.probes.seen.Store(w.probes.sent.Load())
@@ -476,7 +473,7 @@ func (w *Worker) listen(ctx context.Context, ps *subscription, stop <-chan struc
 		ps.Close() // ends a blocked Receive
 		<-received
 	}()
-	failures := 0
+	retry := backoff.Retrier{Policy: redisRetry}
 	for {
 		var msg any
 		select {
@@ -487,19 +484,21 @@ func (w *Worker) listen(ctx context.Context, ps *subscription, stop <-chan struc
 		case msg = <-msgs:
 		}
 		if err, ok := msg.(error); ok {
-			failures++
 			w.log.Debug("wake channel receive", zap.Error(err))
 			w.markAllReady()
+			pause := time.NewTimer(retry.Next())
 			select {
 			case <-stop:
+				pause.Stop()
 				return false
 			case <-w.probes.resub:
+				pause.Stop()
 				return true
-			case <-time.After(retryDelay(failures)):
+			case <-pause.C:
 			}
 			continue
 		}
-		failures = 0
+		retry.Reset()
 		w.heard(ctx, msg.(broker.WakeEvent))
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/rediq/rediq"
+	"github.com/rediq/rediq/internal/backoff"
 	"github.com/rediq/rediq/internal/broker"
 )
 
@@ -74,7 +75,7 @@ func (w *Worker) heartbeater(ctx context.Context, stop <-chan struct{}) {
 	reclaim := time.NewTimer(time.Hour)
 	reclaim.Stop()
 	defer reclaim.Stop()
-	failures := 0
+	retry := backoff.Retrier{Policy: redisRetry}
 	for {
 		select {
 		case <-stop:
@@ -86,18 +87,18 @@ func (w *Worker) heartbeater(ctx context.Context, stop <-chan struct{}) {
 		wasValid := w.lease.valid()
 		untilNext, err := w.beat(ctx, false)
 		if err != nil {
-			failures++
 			w.probes.healthySince = time.Time{}
-			w.log.Warn("heartbeat failed", zap.Error(err), zap.Int("failures", failures))
-			next.Reset(min(retryDelay(failures), interval))
+			pause := retry.Next()
+			w.log.Warn("heartbeat failed", zap.Error(err), zap.Int("failures", retry.Failures()))
+			next.Reset(min(pause, interval))
 			continue
 		}
-		if failures > 0 || !wasValid {
-			w.log.Info("heartbeat works again", zap.Int("failures", failures), zap.Bool("was_fenced", !wasValid))
+		if retry.Failures() > 0 || !wasValid {
+			w.log.Info("heartbeat works again", zap.Int("failures", retry.Failures()), zap.Bool("was_fenced", !wasValid))
 			// Redis may have moved (a failover) while the subscription stayed.
 			w.resubscribe()
 		}
-		failures = 0
+		retry.Reset()
 		w.lease.renew(sent, w.cfg.LeaseTTL)
 		next.Reset(interval)
 		if untilNext >= 0 {

@@ -110,6 +110,3 @@ func (f clockFunc) Now() time.Time { return f() }
 // jittered so that the workers of a Redis that comes back do not all retry
 // in step.
 var redisRetry = backoff.Policy{First: 50 * time.Millisecond, Max: 2 * time.Second}
-
-// retryDelay is the pause after failure number failures (from 1) in a row.
-func retryDelay(failures int) time.Duration { return redisRetry.Delay(failures - 1) }

@@ -7,6 +7,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/rediq/rediq/internal/backoff"
 	"github.com/rediq/rediq/internal/broker"
 )
 
@@ -136,7 +137,7 @@ func (s *settler) send(ctx context.Context, flush []settleItem) error {
 
 // loop settles until stop is closed, then flushes what is left.
 func (s *settler) loop(ctx context.Context, stop <-chan struct{}) {
-	failures := 0
+	retry := backoff.Retrier{Policy: redisRetry}
 	for {
 		select {
 		case <-s.signal:
@@ -163,18 +164,15 @@ func (s *settler) loop(ctx context.Context, stop <-chan struct{}) {
 			continue
 		}
 		if err := s.send(ctx, flush); err != nil {
-			failures++
 			s.w.log.Warn("settle failed; will retry", zap.Int("tasks", len(flush)), zap.Error(err))
-			select {
-			case <-time.After(retryDelay(failures)):
-				s.kick()
-			case <-stop:
+			if !retry.Pause(ctx, stop, nil) {
 				s.final(ctx)
 				return
 			}
+			s.kick()
 			continue
 		}
-		failures = 0
+		retry.Reset()
 	}
 }
 
@@ -183,7 +181,8 @@ func (s *settler) loop(ctx context.Context, stop <-chan struct{}) {
 func (s *settler) final(ctx context.Context) {
 	defer close(s.stopped)
 	deadline := time.Now().Add(5 * time.Second)
-	for attempt := 1; ; attempt++ {
+	retry := backoff.Retrier{Policy: redisRetry}
+	for {
 		flush := s.take()
 		if len(flush) == 0 {
 			return
@@ -202,6 +201,6 @@ func (s *settler) final(ctx context.Context) {
 			}
 			return
 		}
-		time.Sleep(retryDelay(attempt))
+		time.Sleep(retry.Next())
 	}
 }
