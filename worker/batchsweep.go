@@ -4,8 +4,9 @@ import (
 	"context"
 	"time"
 
-	"github.com/rediq/rediq/internal/core"
 	"go.uber.org/zap"
+
+	"github.com/rediq/rediq/internal/core"
 )
 
 // sweepBatches ends batches whose producer went away when no task of theirs

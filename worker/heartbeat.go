@@ -4,10 +4,11 @@ import (
 	"context"
 	"time"
 
+	"go.uber.org/zap"
+
 	"github.com/rediq/rediq"
 	"github.com/rediq/rediq/internal/backoff"
 	"github.com/rediq/rediq/internal/broker"
-	"go.uber.org/zap"
 )
 
 // heartbeater extends the session's leases every LeaseTTL/3 (sooner after a

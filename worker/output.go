@@ -5,9 +5,10 @@ import (
 	"sync"
 	"time"
 
+	"go.uber.org/zap"
+
 	"github.com/rediq/rediq/internal/backoff"
 	"github.com/rediq/rediq/internal/broker"
-	"go.uber.org/zap"
 )
 
 // output coalesces the lines handlers print into their batches' output

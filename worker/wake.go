@@ -4,9 +4,10 @@ import (
 	"context"
 	"time"
 
+	"go.uber.org/zap"
+
 	"github.com/rediq/rediq/internal/backoff"
 	"github.com/rediq/rediq/internal/broker"
-	"go.uber.org/zap"
 )
 
 // subscription is the wake-up subscription. The subscriber owns it: it

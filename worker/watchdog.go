@@ -4,8 +4,9 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/rediq/rediq"
 	"go.uber.org/zap"
+
+	"github.com/rediq/rediq"
 )
 
 // watchdog gives up on handlers that ran past their timeout plus
