@@ -73,7 +73,7 @@ func (w *Worker) execute(sl *slot, r *run) (result any, err, cause error, ok boo
 	tctx, cancelTimeout := context.WithTimeout(cctx, r.timeout)
 	sl.mu.Lock()
 	sl.cancel, sl.gen = cancel, j.gen
-	sl.deadline = time.Now().Add(r.timeout + w.cfg.TimeoutGrace)
+	sl.deadline = w.clock.Now().Add(r.timeout + w.cfg.TimeoutGrace)
 	sl.running = attempt{j: j, env: r.env.Envelope, def: r.def, maxRetries: r.maxRetries, timeout: r.timeout}
 	sl.mu.Unlock()
 	// A cancel may have passed this slot just before it was set.

@@ -16,13 +16,13 @@ const batchWatchEvery = 250 * time.Millisecond
 // batchWatcher cancels running handlers of batches that were stopped, or
 // whose producer stopped sending keep-alives (it stops those).
 func (w *Worker) batchWatcher(stop <-chan struct{}) {
-	t := time.NewTicker(batchWatchEvery)
+	t := w.clock.NewTicker(batchWatchEvery)
 	defer t.Stop()
 	for {
 		select {
 		case <-stop:
 			return
-		case <-t.C:
+		case <-t.C():
 		}
 		running := map[int64]bool{}
 		for _, a := range w.running() {
@@ -56,4 +56,11 @@ func (w *Worker) batchStopped(ctx context.Context, k *broker.BatchKeys) (string,
 		return "", err
 	}
 	return reason, nil
+}
+
+// batchWatchService cancels the handlers of stopped or abandoned batches.
+type batchWatchService struct{ *loop }
+
+func newBatchWatchService(w *Worker) batchWatchService {
+	return batchWatchService{newLoop(func(_ context.Context, stop <-chan struct{}) { w.batchWatcher(stop) })}
 }

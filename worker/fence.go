@@ -1,6 +1,7 @@
 package worker
 
 import (
+	"context"
 	"time"
 
 	"go.uber.org/zap"
@@ -10,7 +11,7 @@ import (
 // out without a renewal. It has a goroutine of its own: a heartbeat can block
 // for several read timeouts, and the fence must not wait for it.
 func (w *Worker) fencer(stop <-chan struct{}) {
-	t := time.NewTimer(time.Hour)
+	t := w.clock.NewTimer(time.Hour)
 	defer t.Stop()
 	for {
 		renewed := w.lease.changed()
@@ -21,7 +22,7 @@ func (w *Worker) fencer(stop <-chan struct{}) {
 				return
 			case <-renewed:
 				continue
-			case <-t.C:
+			case <-t.C():
 				continue // check again: a renewal may have raced the timer
 			}
 		}
@@ -36,4 +37,11 @@ func (w *Worker) fencer(stop <-chan struct{}) {
 		case <-renewed:
 		}
 	}
+}
+
+// fenceService cancels the handlers when the lease clock runs out.
+type fenceService struct{ *loop }
+
+func newFenceService(w *Worker) fenceService {
+	return fenceService{newLoop(func(_ context.Context, stop <-chan struct{}) { w.fencer(stop) })}
 }

@@ -25,8 +25,7 @@ import (
 // an answer, and the script, seeing its tokens already leased, answers what it
 // leased the first time instead of leasing more.
 func (w *Worker) fetcher(ctx context.Context) {
-	due := time.NewTimer(time.Hour)
-	due.Stop()
+	due := stoppedTimer(w.clock)
 	defer due.Stop()
 	var dueAt int64
 	retry := backoff.Retrier{Policy: redisRetry}
@@ -56,7 +55,7 @@ func (w *Worker) fetcher(ctx context.Context) {
 				case <-ctx.Done():
 					return
 				case <-w.kick:
-				case <-due.C:
+				case <-due.C():
 					dueAt = 0
 					w.markDue()
 				}
@@ -359,4 +358,25 @@ func (w *Worker) markAllReady() {
 		q.ready.Store(true)
 	}
 	w.wake()
+}
+
+// fetchService runs the fetcher: it fills the prefetch buffer. Started last
+// and stopped first: it feeds the runners. Its stop cuts a fetch in flight
+// short; the session still holds what that fetch leased, and leave gives it
+// back.
+type fetchService struct{ *loop }
+
+func newFetchService(w *Worker) fetchService {
+	return fetchService{newLoop(func(ctx context.Context, stop <-chan struct{}) {
+		ctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		go func() {
+			select {
+			case <-stop:
+				cancel()
+			case <-ctx.Done():
+			}
+		}()
+		w.fetcher(ctx)
+	})}
 }

@@ -20,18 +20,17 @@ import (
 // goroutine, so that none of it can delay a renewal.
 func (w *Worker) heartbeater(ctx context.Context, stop <-chan struct{}) {
 	interval := w.cfg.LeaseTTL / 3
-	next := time.NewTimer(interval)
+	next := w.clock.NewTimer(interval)
 	defer next.Stop()
-	reclaim := time.NewTimer(time.Hour)
-	reclaim.Stop()
+	reclaim := stoppedTimer(w.clock)
 	defer reclaim.Stop()
 	retry := backoff.Retrier{Policy: redisRetry}
 	for {
 		select {
 		case <-stop:
 			return
-		case <-next.C:
-		case <-reclaim.C:
+		case <-next.C():
+		case <-reclaim.C():
 		}
 		sent := w.clock.Now()
 		wasValid := w.lease.valid()
@@ -54,10 +53,7 @@ func (w *Worker) heartbeater(ctx context.Context, stop <-chan struct{}) {
 		if untilNext >= 0 {
 			reclaim.Reset(untilNext + time.Millisecond)
 		}
-		select {
-		case w.beaten <- struct{}{}: // the upkeep that follows a heartbeat
-		default: // the last one's upkeep still runs
-		}
+		w.beats.beat() // the probe and the upkeep that follow a heartbeat
 	}
 }
 
@@ -69,7 +65,7 @@ func (w *Worker) beat(ctx context.Context, register bool) (time.Duration, error)
 	for i, q := range w.queues {
 		qs[i] = q.Queue
 	}
-	start := time.Now()
+	start := w.clock.Now()
 	wasValid := w.lease.valid()
 	gens := make([]*generation, len(w.queues))
 	for i, q := range w.queues {
@@ -79,7 +75,7 @@ func (w *Worker) beat(ctx context.Context, register bool) (time.Duration, error)
 	if err != nil {
 		return 0, err
 	}
-	now := time.Now()
+	now := w.clock.Now()
 	// Health starts over after a failed heartbeat (healthySince is zero), a
 	// lapsed lease, or a heartbeat that took longer than its interval (it hung
 	// while Redis was away): then others may have been cut off as long as this
@@ -153,3 +149,9 @@ func (q *queue) heldCount() int64 {
 	defer q.heldMu.Unlock()
 	return int64(len(q.held))
 }
+
+// heartbeatService renews the session's leases and reclaims those of dead
+// sessions.
+type heartbeatService struct{ *loop }
+
+func newHeartbeatService(w *Worker) heartbeatService { return heartbeatService{newLoop(w.heartbeater)} }

@@ -105,7 +105,7 @@ func (o *output) loop(ctx context.Context, stop <-chan struct{}) {
 		}
 		if err := o.flush(ctx); err != nil {
 			o.w.log.Debug("batch output: send failed; retrying", zap.Error(err))
-			again = time.After(retry.Next())
+			again = o.w.clock.After(retry.Next())
 		} else {
 			retry.Reset()
 			again = nil
@@ -125,3 +125,8 @@ func (o *output) final(ctx context.Context) {
 	}
 	o.w.log.Warn("batch output not sent before the worker stopped")
 }
+
+// outputService sends the batch output lines; its stop flushes what is left.
+type outputService struct{ *loop }
+
+func newOutputService(w *Worker) outputService { return outputService{newLoop(w.out.loop)} }

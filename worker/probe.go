@@ -37,3 +37,27 @@ func (w *Worker) checkProbe() {
 		w.resubscribe()
 	}
 }
+
+// probeService probes the wake-up subscription after each successful
+// heartbeat and checks, a little later, that it heard the probe.
+type probeService struct{ *loop }
+
+func newProbeService(w *Worker) probeService {
+	beaten := w.beats.listen()
+	return probeService{newLoop(func(ctx context.Context, stop <-chan struct{}) {
+		check := stoppedTimer(w.clock)
+		defer check.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-check.C():
+				w.checkProbe()
+			case <-beaten:
+				w.checkProbe() // the last probe, if its check did not run yet
+				w.probe(ctx)
+				check.Reset(min(w.cfg.LeaseTTL/6, time.Second))
+			}
+		}
+	})}
+}

@@ -32,19 +32,21 @@ var (
 //  2. join: register the session and its queues, take the first lease and
 //     subscribe to the wake channels (confirmed before anything is fetched,
 //     so that no wake-up is missed).
-//  3. Start the runners, then the services: settler and output sender
-//     first (the runners hand them outcomes and lines), then the heartbeat
-//     and its upkeep, the wake-up subscription, the fence, the watchdog and
-//     the batch watcher, and the fetcher last (it feeds the runners).
+//  3. Start the services of the list below in its order, then the runners
+//     (they hand the settler and the output sender outcomes and lines, and
+//     the watchers act on them), and the fetcher last (it feeds the runners).
 //  4. On ctx's end or Shutdown: stop the fetcher, drain the runners (within
 //     the shutdown timeout), give back what never started.
-//  5. Stop the other services, one after the other: the watchers first,
-//     and the heartbeat's upkeep, then the settler and the output sender
-//     (each flushes), and the wake-up
-//     subscription and the heartbeat last (the lease must hold while the last
-//     outcomes travel, and cancel requests for the tasks still running come
-//     on the wake channels); then leave: give back what the session still
-//     holds.
+//  5. Stop the services of the list in its reverse order, one after the
+//     other: the watchers first (nothing runs for them to watch), then the
+//     probe and the upkeep, the settler and the output sender (each
+//     flushes), and the wake-up subscription and the heartbeat last (the
+//     lease must hold while the last outcomes travel, and cancel requests for
+//     the tasks still running come on the wake channels); then leave: give
+//     back what the session still holds.
+//
+// A new service (a scheduler, a limit timer, statistics) is one line in the
+// list, at the place its start and stop belong.
 func (w *Worker) run(ctx context.Context) (err error) {
 	if err := w.checkRedis(ctx); err != nil {
 		return fmt.Errorf("worker: %w", err)
@@ -80,16 +82,32 @@ func (w *Worker) run(ctx context.Context) (err error) {
 		w.closeExecutor()
 		return fmt.Errorf("worker: %w", err)
 	}
+	services := []service{
+		newHeartbeatService(w),
+		newWakeService(w, sub),
+		newOutputService(w),
+		newSettleService(w),
+		newProbeService(w),
+		newUpkeepService(w),
+		newFenceService(w),
+		newWatchdogService(w),
+		newBatchWatchService(w),
+	}
+	if err := startAll(bg, services); err != nil {
+		_ = w.leave(bg, 0, 0) // logged there; the start's error is the one to return
+		return fmt.Errorf("worker: %w", err)
+	}
 	for range w.cfg.Concurrency {
 		w.startRunner()
 	}
-	settle, output, heartbeat, wake := newSettleService(w), newOutputService(w), newHeartbeatService(w), newWakeService(w, sub)
-	upkeep, fence, watchdog, batchWatch := newUpkeepService(w), newFenceService(w), newWatchdogService(w), newBatchWatchService(w)
-	for _, s := range []service{settle, output, heartbeat, upkeep, wake, fence, watchdog, batchWatch} {
-		s.start(bg)
-	}
 	fetch := newFetchService(w)
-	fetch.start(bg)
+	if err := fetch.Start(bg); err != nil {
+		close(w.jobs)
+		w.pool.runners.Wait()
+		stopAll(services)
+		_ = w.leave(bg, 0, 0) // logged there; the start's error is the one to return
+		return fmt.Errorf("worker: %w", err)
+	}
 
 	// Run until asked to stop.
 	var drainCtx context.Context
@@ -101,13 +119,11 @@ func (w *Worker) run(ctx context.Context) (err error) {
 	case drainCtx = <-w.life.stopReq:
 	}
 	w.log.Info("worker stopping: fetching stopped, draining", zap.Int64("held", w.held.Load()))
-	fetch.stop()
+	fetch.Stop()
 	close(w.jobs)
 	stuck := w.drain(drainCtx)
 	left := w.giveBack()
-	for _, s := range []service{batchWatch, watchdog, fence, upkeep, settle, output, wake, heartbeat} {
-		s.stop()
-	}
+	stopAll(services)
 	return w.leave(bg, stuck, left)
 }
 

@@ -2,109 +2,112 @@ package worker
 
 import (
 	"context"
+	"errors"
+	"sync"
 	"time"
 
 	"github.com/rediq/rediq/internal/backoff"
 )
 
-// service is one background job of a worker. Every service keeps the same
-// contract: start launches it and returns at once; stop asks it to end and
-// returns once it has — having flushed what it holds (the settler its
-// outcomes, the output sender its lines). Worker.run starts the services in
-// one order and stops them in one order (see there). A new job (a scheduler,
-// a limit timer, statistics) is a new service type and one line in run.
+// service is one background job of a worker, with river's startstop
+// contract: Start launches it and returns once it runs (an error: it does not
+// run, and Stop need not be called); Stop asks it to end and returns once it
+// has — having flushed what it holds (the settler its outcomes, the output
+// sender its lines). Stop is safe to call twice, or without a Start. Each
+// service is a type in a file of its own and reads time from the worker's
+// clock. Worker.run starts them in one order and stops them in the reverse
+// (see there): a new job (a scheduler, a limit timer, statistics) is a new
+// type and one line in run's list.
 type service interface {
-	start(ctx context.Context)
-	stop()
+	Start(ctx context.Context) error
+	Stop()
 }
 
-// loop is the body every service shares: one goroutine that runs until stop
+// loop is the body most services share: one goroutine that runs until stop
 // is closed. ctx carries Redis work that must outlive the worker's own
 // context (the final flushes).
 type loop struct {
-	run  func(ctx context.Context, stop <-chan struct{})
-	quit chan struct{}
-	done chan struct{}
+	run     func(ctx context.Context, stop <-chan struct{})
+	mu      sync.Mutex
+	started bool
+	quit    chan struct{}
+	done    chan struct{}
 }
 
 func newLoop(run func(ctx context.Context, stop <-chan struct{})) *loop {
 	return &loop{run: run, quit: make(chan struct{}), done: make(chan struct{})}
 }
 
-func (l *loop) start(ctx context.Context) {
+func (l *loop) Start(ctx context.Context) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.started {
+		return errors.New("worker: service started twice")
+	}
+	l.started = true
 	go func() {
 		defer close(l.done)
 		l.run(ctx, l.quit)
 	}()
+	return nil
 }
 
-func (l *loop) stop() {
-	close(l.quit)
-	<-l.done
+func (l *loop) Stop() {
+	l.mu.Lock()
+	select {
+	case <-l.quit:
+	default:
+		close(l.quit)
+	}
+	started := l.started
+	l.mu.Unlock()
+	if started {
+		<-l.done
+	}
 }
 
-// The worker's services, each with its loop in its own file.
-type (
-	fetchService      struct{ *loop } // fetch.go: fetches into the prefetch buffer
-	wakeService       struct{ *loop } // fetch.go: the wake-up subscription
-	heartbeatService  struct{ *loop } // lease.go: renews the session's leases
-	fenceService      struct{ *loop } // lease.go: cancels handlers when the lease clock runs out
-	settleService     struct{ *loop } // settle.go: coalesces outcomes into settle round trips
-	watchdogService   struct{ *loop } // runner.go: gives up on handlers stuck past their timeout
-	batchWatchService struct{ *loop } // batch.go: cancels handlers of stopped or abandoned batches
-	outputService     struct{ *loop } // batch.go: sends batch output lines, coalesced
-	upkeepService     struct{ *loop } // upkeep.go: what follows each heartbeat
-)
-
-func newFetchService(w *Worker) fetchService {
-	return fetchService{newLoop(func(ctx context.Context, stop <-chan struct{}) {
-		ctx, cancel := context.WithCancel(ctx)
-		defer cancel()
-		go func() {
-			select {
-			case <-stop:
-				cancel() // a fetch in flight is cut short; the session still holds its tasks (Leave gives them back)
-			case <-ctx.Done():
-			}
-		}()
-		w.fetcher(ctx)
-	})}
+// startAll starts services in order; if one fails, those started are
+// stopped, in reverse, and its error returned.
+func startAll(ctx context.Context, services []service) error {
+	for i, s := range services {
+		if err := s.Start(ctx); err != nil {
+			stopAll(services[:i])
+			return err
+		}
+	}
+	return nil
 }
 
-func newWakeService(w *Worker, sub *subscription) wakeService {
-	return wakeService{newLoop(func(ctx context.Context, stop <-chan struct{}) { w.subscriber(ctx, sub, stop) })}
+// stopAll stops services in the reverse of their start order, one after
+// the other.
+func stopAll(services []service) {
+	for i := len(services) - 1; i >= 0; i-- {
+		services[i].Stop()
+	}
 }
 
-func newHeartbeatService(w *Worker) heartbeatService { return heartbeatService{newLoop(w.heartbeater)} }
+// beats tells the jobs that follow a heartbeat (probe, upkeep) that one
+// succeeded. Each has a channel of its own holding one signal: a job still
+// busy with the last beat skips those that came meanwhile, and none of them
+// can delay the next renewal.
+type beats struct{ chans []chan struct{} }
 
-func newFenceService(w *Worker) fenceService {
-	return fenceService{newLoop(func(_ context.Context, stop <-chan struct{}) { w.fencer(stop) })}
+// listen returns a new listener's channel; call it before the heartbeat
+// starts.
+func (b *beats) listen() <-chan struct{} {
+	ch := make(chan struct{}, 1)
+	b.chans = append(b.chans, ch)
+	return ch
 }
 
-func newSettleService(w *Worker) settleService { return settleService{newLoop(w.settler.loop)} }
-
-func newWatchdogService(w *Worker) watchdogService {
-	return watchdogService{newLoop(func(_ context.Context, stop <-chan struct{}) { w.watchdog(stop) })}
+func (b *beats) beat() {
+	for _, ch := range b.chans {
+		select {
+		case ch <- struct{}{}:
+		default:
+		}
+	}
 }
-
-func newBatchWatchService(w *Worker) batchWatchService {
-	return batchWatchService{newLoop(func(_ context.Context, stop <-chan struct{}) { w.batchWatcher(stop) })}
-}
-
-func newOutputService(w *Worker) outputService { return outputService{newLoop(w.out.loop)} }
-
-func newUpkeepService(w *Worker) upkeepService { return upkeepService{newLoop(w.upkeep)} }
-
-// clock is the worker's time: its services read it, and tests skew it
-// (Config.now).
-type clock interface {
-	Now() time.Time
-}
-
-// clockFunc is a clock from a function (time.Now by default).
-type clockFunc func() time.Time
-
-func (f clockFunc) Now() time.Time { return f() }
 
 // redisRetry paces the services' retries of Redis: 50ms doubling to 2s,
 // jittered so that the workers of a Redis that comes back do not all retry

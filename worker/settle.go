@@ -180,7 +180,7 @@ func (s *settler) loop(ctx context.Context, stop <-chan struct{}) {
 // lost: its leases expire and another worker runs the tasks again.
 func (s *settler) final(ctx context.Context) {
 	defer close(s.stopped)
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := s.w.clock.Now().Add(5 * time.Second)
 	retry := backoff.Retrier{Policy: redisRetry}
 	for {
 		flush := s.take()
@@ -191,7 +191,7 @@ func (s *settler) final(ctx context.Context) {
 		if err == nil {
 			continue
 		}
-		if time.Now().After(deadline) {
+		if s.w.clock.Now().After(deadline) {
 			s.w.log.Error("could not settle tasks before stopping; they will run again after the lease expires",
 				zap.Int("tasks", len(flush)), zap.Error(err))
 			for _, it := range s.take() {
@@ -204,3 +204,8 @@ func (s *settler) final(ctx context.Context) {
 		time.Sleep(retry.Next())
 	}
 }
+
+// settleService runs the settler's loop; its stop flushes what is left.
+type settleService struct{ *loop }
+
+func newSettleService(w *Worker) settleService { return settleService{newLoop(w.settler.loop)} }

@@ -104,7 +104,7 @@ func (w *Worker) listen(ctx context.Context, ps *subscription, stop <-chan struc
 		if err, ok := msg.(error); ok {
 			w.log.Debug("wake channel receive", zap.Error(err))
 			w.markAllReady()
-			pause := time.NewTimer(retry.Next())
+			pause := w.clock.NewTimer(retry.Next())
 			select {
 			case <-stop:
 				pause.Stop()
@@ -112,7 +112,7 @@ func (w *Worker) listen(ctx context.Context, ps *subscription, stop <-chan struc
 			case <-w.probes.resub:
 				pause.Stop()
 				return true
-			case <-pause.C:
+			case <-pause.C():
 			}
 			continue
 		}
@@ -142,4 +142,12 @@ func (w *Worker) heard(ctx context.Context, ev broker.WakeEvent) {
 		// Cancel requests published while the subscription was away.
 		w.checkCancels(ctx)
 	}
+}
+
+// wakeService serves the wake-up subscription (made by join, confirmed
+// before anything is fetched): wake-ups, cancel requests, probes.
+type wakeService struct{ *loop }
+
+func newWakeService(w *Worker, sub *subscription) wakeService {
+	return wakeService{newLoop(func(ctx context.Context, stop <-chan struct{}) { w.subscriber(ctx, sub, stop) })}
 }

@@ -1,6 +1,7 @@
 package worker
 
 import (
+	"context"
 	"fmt"
 	"time"
 
@@ -14,15 +15,15 @@ import (
 // runner is replaced so that the tasks behind it run, and the goroutine is left
 // to finish on its own — reported once.
 func (w *Worker) watchdog(stop <-chan struct{}) {
-	tick := time.NewTicker(max(min(w.cfg.TimeoutGrace/4, time.Second), 10*time.Millisecond))
+	tick := w.clock.NewTicker(max(min(w.cfg.TimeoutGrace/4, time.Second), 10*time.Millisecond))
 	defer tick.Stop()
 	for {
 		select {
 		case <-stop:
 			return
-		case <-tick.C:
+		case <-tick.C():
 		}
-		now := time.Now()
+		now := w.clock.Now()
 		var stuck []*slot
 		w.pool.slotMu.Lock()
 		for sl := range w.pool.slots {
@@ -68,4 +69,11 @@ func (w *Worker) abandon(sl *slot) {
 		w.startRunner()
 	}
 	w.pool.runners.Done() // the abandoned runner no longer counts
+}
+
+// watchdogService gives up on handlers stuck past their timeout.
+type watchdogService struct{ *loop }
+
+func newWatchdogService(w *Worker) watchdogService {
+	return watchdogService{newLoop(func(_ context.Context, stop <-chan struct{}) { w.watchdog(stop) })}
 }

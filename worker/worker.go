@@ -139,7 +139,7 @@ type Worker struct {
 	clock      clock             // Config.now: the services' time
 
 	kick    chan struct{} // wakes the fetcher
-	beaten  chan struct{} // a heartbeat succeeded: run the upkeep
+	beats   beats         // a heartbeat succeeded: the probe and the upkeep follow
 	jobs    chan *job     // prefetch buffer
 	settler settler
 	out     output // batch output lines on their way to Redis
@@ -339,7 +339,6 @@ func New(app *rediq.App, cfg Config) (*Worker, error) {
 		capacity: int64(cfg.Concurrency + cfg.Prefetch),
 		keep:     broker.DeadRetention{MaxAge: cfg.DeadMaxAge, MaxLen: cfg.DeadMaxLen},
 		kick:     make(chan struct{}, 1),
-		beaten:   make(chan struct{}, 1),
 		life:     lifecycle{stopReq: make(chan context.Context, 1), done: make(chan struct{})},
 		pool:     runnerPool{abort: make(chan struct{}), forced: make(chan struct{}), slots: map[*slot]struct{}{}},
 		cancels:  cancelRegistry{ids: map[string]time.Time{}},
@@ -377,7 +376,7 @@ func New(app *rediq.App, cfg Config) (*Worker, error) {
 	w.session = cfg.Name + "/" + codec.NewID(time.Now())[12:]
 	w.jobs = make(chan *job, w.capacity)
 	w.observers = []attemptObserver{batchObserver{w}}
-	w.clock = clockFunc(cfg.now)
+	w.clock = realClock{now: cfg.now}
 	w.settler.init(w)
 	w.out.init(w)
 	w.lease.init(w.clock.Now)
