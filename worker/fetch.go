@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -46,7 +47,7 @@ func (w *Worker) fetcher(ctx context.Context) {
 				}
 				continue
 			}
-			free := w.capacity - w.held.Load()
+			free := w.prefetch.capacity - w.prefetch.held.Load()
 			reqs, qs, turn = w.planRound(int(free), rotate, turn)
 			rotate++
 			if len(reqs) == 0 {
@@ -54,7 +55,7 @@ func (w *Worker) fetcher(ctx context.Context) {
 				select {
 				case <-ctx.Done():
 					return
-				case <-w.kick:
+				case <-w.prefetch.kick:
 				case <-due.C():
 					dueAt = 0
 					w.markDue()
@@ -124,15 +125,15 @@ func (w *Worker) accept(ctx context.Context, reqs []broker.FetchRequest, qs []*q
 			if t.ExpiresIn >= 0 {
 				j.expireAt = sent.Add(t.ExpiresIn)
 			}
-			w.held.Add(1)
+			w.prefetch.held.Add(1)
 			if t.Recovered > 0 {
-				w.recovering.Add(1)
+				w.prefetch.recovering.Add(1)
 			}
 			if j.raw == nil { // the record is gone: nothing to run
 				w.settleNow(j, broker.Ack)
 				continue
 			}
-			w.jobs <- j
+			w.prefetch.jobs <- j
 		}
 	}
 }
@@ -163,7 +164,7 @@ func (w *Worker) reconcile(ctx context.Context, q *queue) error {
 	var give []broker.Settlement
 	q.heldMu.Lock()
 	for tok, id := range leases {
-		if _, ok := q.held[tok]; !ok && tok <= w.tokens.Load() {
+		if _, ok := q.held[tok]; !ok && tok <= w.prefetch.tokens.Load() {
 			give = append(give, broker.Settlement{Queue: q.Queue, Session: w.session, Token: tok, ID: id, Outcome: broker.Requeue})
 		}
 	}
@@ -310,10 +311,10 @@ func (w *Worker) planRound(free, rotate, turn int) ([]broker.FetchRequest, []*qu
 	in := planInput{
 		queues:     make([]planQueue, len(w.queues)),
 		free:       free,
-		idle:       w.cfg.Concurrency - int(w.pool.active.Load()) - len(w.jobs),
+		idle:       w.cfg.Concurrency - int(w.pool.active.Load()) - len(w.prefetch.jobs),
 		strict:     w.cfg.StrictPriority,
 		rotate:     rotate,
-		mayRecover: w.recovering.Load() == 0,
+		mayRecover: w.prefetch.recovering.Load() == 0,
 		turn:       turn,
 	}
 	for i, q := range w.queues {
@@ -326,7 +327,7 @@ func (w *Worker) planRound(free, rotate, turn int) ([]broker.FetchRequest, []*qu
 		q := w.queues[p.queue]
 		q.ready.Store(false)
 		n := uint64(p.n)
-		reqs = append(reqs, broker.FetchRequest{Queue: q.Queue, N: p.n, TokenBase: w.tokens.Add(n) - n,
+		reqs = append(reqs, broker.FetchRequest{Queue: q.Queue, N: p.n, TokenBase: w.prefetch.tokens.Add(n) - n,
 			Recovering: p.recovering, StartNow: p.startNow})
 		qs = append(qs, q)
 	}
@@ -379,4 +380,16 @@ func newFetchService(w *Worker) fetchService {
 		}()
 		w.fetcher(ctx)
 	})}
+}
+
+// prefetchBuffer is what the fetcher feeds the runners, and its accounting:
+// the worker holds at most capacity tasks (running and prefetched), and the
+// fetcher asks for no more than the room left.
+type prefetchBuffer struct {
+	capacity   int64
+	held       atomic.Int64  // tasks fetched and not yet settled in Redis
+	recovering atomic.Int64  // of those, recovered ones (at most one is fetched at a time)
+	tokens     atomic.Uint64 // the last lease token handed out
+	jobs       chan *job     // the buffer the runners take from
+	kick       chan struct{} // wakes the fetcher
 }

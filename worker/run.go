@@ -102,7 +102,7 @@ func (w *Worker) run(ctx context.Context) (err error) {
 	}
 	fetch := newFetchService(w)
 	if err := fetch.Start(bg); err != nil {
-		close(w.jobs)
+		close(w.prefetch.jobs)
 		w.pool.runners.Wait()
 		stopAll(services)
 		_ = w.leave(bg, 0, 0) // logged there; the start's error is the one to return
@@ -118,9 +118,9 @@ func (w *Worker) run(ctx context.Context) (err error) {
 		defer cancel()
 	case drainCtx = <-w.life.stopReq:
 	}
-	w.log.Info("worker stopping: fetching stopped, draining", zap.Int64("held", w.held.Load()))
+	w.log.Info("worker stopping: fetching stopped, draining", zap.Int64("held", w.prefetch.held.Load()))
 	fetch.Stop()
-	close(w.jobs)
+	close(w.prefetch.jobs)
 	stuck := w.drain(drainCtx)
 	left := w.giveBack()
 	stopAll(services)
@@ -132,7 +132,7 @@ func (w *Worker) run(ctx context.Context) (err error) {
 // still running, sends them.
 func (w *Worker) giveBack() int {
 	w.pool.leftMu.Lock()
-	for j := range w.jobs { // jobs no runner got to
+	for j := range w.prefetch.jobs { // jobs no runner got to
 		w.pool.leftover = append(w.pool.leftover, j)
 	}
 	left := w.pool.leftover

@@ -31,7 +31,7 @@ func (w *Worker) startRunner() {
 }
 
 func (w *Worker) runner(sl *slot) {
-	for j := range w.jobs {
+	for j := range w.prefetch.jobs {
 		switch {
 		case w.aborted():
 			w.setAside(j)
@@ -105,10 +105,10 @@ func (w *Worker) mayStart(j *job) bool {
 func (w *Worker) free(j *job) {
 	j.freed.Do(func() {
 		if j.recovered > 0 { // the next recovered task may come now
-			w.recovering.Add(-1)
+			w.prefetch.recovering.Add(-1)
 			j.q.ready.Store(true)
 		}
-		w.held.Add(-1)
+		w.prefetch.held.Add(-1)
 		w.wake()
 	})
 }
@@ -129,7 +129,7 @@ func (w *Worker) release(j *job) {
 
 func (w *Worker) wake() {
 	select {
-	case w.kick <- struct{}{}:
+	case w.prefetch.kick <- struct{}{}:
 	default:
 	}
 }

@@ -37,7 +37,7 @@ type settleItem struct {
 func (s *settler) init(w *Worker) {
 	s.w = w
 	s.signal = make(chan struct{}, 1)
-	s.room = make(chan struct{}, w.capacity)
+	s.room = make(chan struct{}, w.prefetch.capacity)
 	s.stopped = make(chan struct{})
 }
 

@@ -123,26 +123,21 @@ type Worker struct {
 	cfg Config
 	log *zap.Logger
 
-	queues     []*queue
-	byName     map[string]*queue
-	session    string
-	capacity   int64
-	held       atomic.Int64 // tasks fetched and not yet settled in Redis
-	recovering atomic.Int64 // of those, recovered ones (at most one is fetched at a time)
-	tokens     atomic.Uint64
-	exec       *executor.Pool
-	keep       broker.DeadRetention
-	lease      leaseClock
-	probes     probeState
-	replLog    replicationLog
-	observers  []attemptObserver // see each attempt start and end (pipeline.go)
-	clock      clock             // Config.now: the services' time
+	queues    []*queue
+	byName    map[string]*queue
+	session   string
+	exec      *executor.Pool
+	keep      broker.DeadRetention
+	lease     leaseClock
+	probes    probeState
+	replLog   replicationLog
+	observers []attemptObserver // see each attempt start and end (pipeline.go)
+	clock     clock             // Config.now: the services' time
 
-	kick    chan struct{} // wakes the fetcher
-	beats   beats         // a heartbeat succeeded: the probe and the upkeep follow
-	jobs    chan *job     // prefetch buffer
-	settler settler
-	out     output // batch output lines on their way to Redis
+	prefetch prefetchBuffer // what the fetcher feeds the runners (fetch.go)
+	beats    beats          // a heartbeat succeeded: the probe and the upkeep follow
+	settler  settler
+	out      output // batch output lines on their way to Redis
 
 	life    lifecycle
 	pool    runnerPool
@@ -335,14 +330,12 @@ func New(app *rediq.App, cfg Config) (*Worker, error) {
 	}
 	w := &Worker{
 		app: c, b: b, cfg: cfg, log: cfg.Logger.With(zap.String("worker", cfg.Name)),
-		byName:   map[string]*queue{},
-		capacity: int64(cfg.Concurrency + cfg.Prefetch),
-		keep:     broker.DeadRetention{MaxAge: cfg.DeadMaxAge, MaxLen: cfg.DeadMaxLen},
-		kick:     make(chan struct{}, 1),
-		life:     lifecycle{stopReq: make(chan context.Context, 1), done: make(chan struct{})},
-		pool:     runnerPool{abort: make(chan struct{}), forced: make(chan struct{}), slots: map[*slot]struct{}{}},
-		cancels:  cancelRegistry{ids: map[string]time.Time{}},
-		probes:   probeState{resub: make(chan struct{}, 1)},
+		byName:  map[string]*queue{},
+		keep:    broker.DeadRetention{MaxAge: cfg.DeadMaxAge, MaxLen: cfg.DeadMaxLen},
+		life:    lifecycle{stopReq: make(chan context.Context, 1), done: make(chan struct{})},
+		pool:    runnerPool{abort: make(chan struct{}), forced: make(chan struct{}), slots: map[*slot]struct{}{}},
+		cancels: cancelRegistry{ids: map[string]time.Time{}},
+		probes:  probeState{resub: make(chan struct{}, 1)},
 	}
 	seen := map[string]bool{}
 	for _, n := range names {
@@ -374,7 +367,9 @@ func New(app *rediq.App, cfg Config) (*Worker, error) {
 		return nil, errors.New("worker: no queues to serve (SkipDefaultQueue with no Queues)")
 	}
 	w.session = cfg.Name + "/" + codec.NewID(time.Now())[12:]
-	w.jobs = make(chan *job, w.capacity)
+	w.prefetch.capacity = int64(cfg.Concurrency + cfg.Prefetch)
+	w.prefetch.jobs = make(chan *job, w.prefetch.capacity)
+	w.prefetch.kick = make(chan struct{}, 1)
 	w.observers = []attemptObserver{batchObserver{w}}
 	w.clock = realClock{now: cfg.now}
 	w.settler.init(w)
