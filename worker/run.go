@@ -29,18 +29,19 @@ var (
 //
 //  1. Check Redis, then the BeforeWorkerStartup hooks (a startup hook may
 //     open what a worker that cannot start would leave behind).
-//  2. join: register the session and its queues, take the first lease and
-//     subscribe to the wake channels (confirmed before anything is fetched,
-//     so that no wake-up is missed).
-//  3. Start the services of the list below in its order, then the runners
-//     (they hand the settler and the output sender outcomes and lines, and
-//     the watchers act on them), and the fetcher last (it feeds the runners).
+//  2. join: register the session and its queues, take the first lease.
+//  3. Start the services of the list below in its order — the wake-up
+//     subscription first: its Start returns once Redis confirmed it, so that
+//     no wake-up after this point is missed and the heartbeat's first probe
+//     finds it — then the runners (they hand the settler and the output
+//     sender outcomes and lines, and the watchers act on them), and the
+//     fetcher last (it feeds the runners).
 //  4. On ctx's end or Shutdown: stop the fetcher, drain the runners (within
 //     the shutdown timeout), give back what never started.
 //  5. Stop the services of the list in its reverse order, one after the
 //     other: the watchers first (nothing runs for them to watch), then the
 //     probe and the upkeep, the settler and the output sender (each
-//     flushes), and the wake-up subscription and the heartbeat last (the
+//     flushes), and the heartbeat and the wake-up subscription last (the
 //     lease must hold while the last outcomes travel, and cancel requests for
 //     the tasks still running come on the wake channels); then leave: give
 //     back what the session still holds.
@@ -77,14 +78,13 @@ func (w *Worker) run(ctx context.Context) (err error) {
 		q.ready.Store(true)
 		q.gen.Store(newGeneration())
 	}
-	sub, err := w.join(ctx)
-	if err != nil {
+	if err := w.join(ctx); err != nil {
 		w.closeExecutor()
 		return fmt.Errorf("worker: %w", err)
 	}
 	services := []service{
+		newWakeService(w),
 		newHeartbeatService(w),
-		newWakeService(w, sub),
 		newOutputService(w),
 		newSettleService(w),
 		newProbeService(w),
@@ -108,6 +108,7 @@ func (w *Worker) run(ctx context.Context) (err error) {
 		_ = w.leave(bg, 0, 0) // logged there; the start's error is the one to return
 		return fmt.Errorf("worker: %w", err)
 	}
+	w.logStarted()
 
 	// Run until asked to stop.
 	var drainCtx context.Context
@@ -187,30 +188,31 @@ func (w *Worker) leave(bg context.Context, stuck int64, left int) (err error) {
 	return nil
 }
 
-// join registers the session and its queues and subscribes to their wake
-// channels, returning once the subscription is confirmed so that no wake-up
-// after this point can be missed.
-func (w *Worker) join(ctx context.Context) (*subscription, error) {
+// join registers the session and its queues and takes the first lease.
+func (w *Worker) join(ctx context.Context) error {
+	if err := w.b.RegisterQueues(ctx, w.queueNames()); err != nil {
+		return err
+	}
+	sent := w.clock.Now()
+	if _, err := w.beat(ctx, true); err != nil {
+		return err
+	}
+	w.lease.renew(sent, w.cfg.LeaseTTL)
+	return nil
+}
+
+func (w *Worker) queueNames() []string {
 	names := make([]string, len(w.queues))
 	for i, q := range w.queues {
 		names[i] = q.Name
 	}
-	if err := w.b.RegisterQueues(ctx, names); err != nil {
-		return nil, err
-	}
-	sent := w.clock.Now()
-	if _, err := w.beat(ctx, true); err != nil {
-		return nil, err
-	}
-	w.lease.renew(sent, w.cfg.LeaseTTL)
-	ps, err := w.subscribe(ctx)
-	if err != nil {
-		return nil, err
-	}
+	return names
+}
+
+func (w *Worker) logStarted() {
 	w.log.Info("worker started", zap.String("redis", w.app.RedisName()), zap.String("namespace", w.b.Namespace()),
-		zap.Strings("queues", names), zap.Int("concurrency", w.cfg.Concurrency),
+		zap.Strings("queues", w.queueNames()), zap.Int("concurrency", w.cfg.Concurrency),
 		zap.Int("prefetch", w.cfg.Prefetch), zap.String("session", w.session))
-	return ps, nil
 }
 
 // drain waits for the runners to finish the jobs until drainCtx ends or a forced

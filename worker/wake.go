@@ -144,10 +144,30 @@ func (w *Worker) heard(ctx context.Context, ev broker.WakeEvent) {
 	}
 }
 
-// wakeService serves the wake-up subscription (made by join, confirmed
-// before anything is fetched): wake-ups, cancel requests, probes.
-type wakeService struct{ *loop }
+// wakeService serves the wake-up subscription: wake-ups, cancel requests,
+// probes. Its Start subscribes and returns once Redis confirmed it (or with
+// the error), so that nothing is fetched before a wake-up can be heard.
+type wakeService struct {
+	*loop
+	w   *Worker
+	sub *subscription // set by Start, owned by the subscriber from then on
+}
 
-func newWakeService(w *Worker, sub *subscription) wakeService {
-	return wakeService{newLoop(func(ctx context.Context, stop <-chan struct{}) { w.subscriber(ctx, sub, stop) })}
+func newWakeService(w *Worker) *wakeService {
+	s := &wakeService{w: w}
+	s.loop = newLoop(func(ctx context.Context, stop <-chan struct{}) { w.subscriber(ctx, s.sub, stop) })
+	return s
+}
+
+func (s *wakeService) Start(ctx context.Context) error {
+	sub, err := s.w.subscribe(ctx)
+	if err != nil {
+		return err
+	}
+	s.sub = sub
+	if err := s.loop.Start(ctx); err != nil {
+		sub.Close()
+		return err
+	}
+	return nil
 }
