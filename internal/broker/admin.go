@@ -16,7 +16,7 @@ var ErrActive = errors.New("task is active")
 var ErrFinished = errors.New("task has finished")
 
 func (q *Queue) adminKeys() []string {
-	return []string{q.Records, q.Pending, q.Scheduled, q.Recovering, q.Active, q.Dead, q.Seq}
+	return []string{q.Records, q.Pending, q.Scheduled, q.Recovering, q.Dead, q.Seq}
 }
 
 // Cancel cancels the task id of q: at once if it waits (true), or by asking the
@@ -159,13 +159,13 @@ func (b *Broker) List(ctx context.Context, q *Queue, idx ListIndex, offset, limi
 			add(zs)
 		}
 	case ListActive:
-		all, err := b.rdb.HKeys(ctx, q.Active).Result()
+		all, err := b.Active(ctx, []*Queue{q})
 		if err != nil {
 			return nil, 0, err
 		}
-		total = len(all)
-		for _, id := range all[min(offset, len(all)):min(offset+limit, len(all))] {
-			ids = append(ids, id)
+		total = len(all[0])
+		for _, l := range all[0][min(offset, total):min(offset+limit, total)] {
+			ids = append(ids, l.ID)
 			scores = append(scores, 0)
 		}
 	default:
@@ -337,15 +337,17 @@ func (b *Broker) Holders(ctx context.Context, q *Queue, ids []string) (map[strin
 	if len(ids) == 0 {
 		return out, nil
 	}
-	vals, err := b.rdb.HMGet(ctx, q.Active, ids...).Result()
+	all, err := b.Active(ctx, []*Queue{q})
 	if err != nil {
 		return nil, err
 	}
-	for i, v := range vals {
-		if s, ok := v.(string); ok {
-			if c := strings.LastIndexByte(s, ':'); c >= 0 {
-				out[ids[i]] = s[:c]
-			}
+	want := make(map[string]bool, len(ids))
+	for _, id := range ids {
+		want[id] = true
+	}
+	for _, l := range all[0] {
+		if want[l.ID] {
+			out[l.ID] = l.Session
 		}
 	}
 	return out, nil
@@ -375,23 +377,14 @@ func (b *Broker) RequestCancel(ctx context.Context, q *Queue, id, reason string)
 // its handler has started, false while it waits in its worker's prefetch
 // buffer; held is false if no lease holds it (not active, or ended meanwhile).
 func (b *Broker) AttemptStarted(ctx context.Context, q *Queue, id string) (started, held bool, err error) {
-	holder, err := b.rdb.HGet(ctx, q.Active, id).Result()
-	if errors.Is(err, redis.Nil) {
-		return false, false, nil
-	}
+	all, err := b.Active(ctx, []*Queue{q})
 	if err != nil {
 		return false, false, err
 	}
-	c := strings.LastIndexByte(holder, ':')
-	if c < 0 {
-		return false, false, nil
+	for _, l := range all[0] {
+		if l.ID == id {
+			return l.Started, true, nil
+		}
 	}
-	v, err := b.rdb.HGet(ctx, q.Lease(holder[:c]), holder[c+1:]).Result()
-	switch {
-	case errors.Is(err, redis.Nil):
-		return false, false, nil
-	case err != nil:
-		return false, false, err
-	}
-	return strings.HasPrefix(v, "s:"), true, nil
+	return false, false, nil
 }

@@ -65,6 +65,7 @@ var (
 	requeueScript   = load("requeue")
 	leaveScript     = load("leave")
 	findScript      = load("find")
+	activeScript    = load("active")
 )
 
 // Broker is a namespace on one Redis (or Redis Cluster).
@@ -94,7 +95,6 @@ type Queue struct {
 	Recovered  string // hash: id -> times a worker died running it
 	Orphaned   string // hash: id -> times it came back unmarked from a dead worker (reclaim.lua)
 	Dead       string // zset: id -> Unix ms of death
-	Active     string // hash: id -> "session:token" of the lease holding it
 	Seq        string // counter giving FIFO order within a priority
 	Workers    string // zset: session id -> lease deadline, Unix ms
 	Channel    string // pub/sub channel that wakes idle workers
@@ -105,7 +105,9 @@ type Queue struct {
 	indexed    atomic.Bool // this process has recorded the queue in the queue index
 }
 
-// Lease is the key of a session's lease hash on this queue.
+// Lease is the key of a session's lease hash on this queue: task id ->
+// FLAG:TOKEN:SCORE, and "" -> the token base of the session's last fetch. A
+// task is active exactly when a lease hash maps its id.
 func (q *Queue) Lease(session string) string { return q.lease + session }
 
 // ValidateQueueName reports why name cannot be a queue name, if it cannot.
@@ -135,7 +137,7 @@ func (b *Broker) Queue(name string) *Queue {
 	p := b.ns + ":{" + name + "}:"
 	q := &Queue{
 		Name: name, Records: p + "t", Pending: p + "pending", Scheduled: p + "scheduled",
-		Recovering: p + "recovering", Recovered: p + "recovered", Orphaned: p + "orphaned", Dead: p + "dead", Active: p + "active",
+		Recovering: p + "recovering", Recovered: p + "recovered", Orphaned: p + "orphaned", Dead: p + "dead",
 		Seq: p + "seq", Workers: p + "workers", Channel: p + "wake", lease: p + "lease:", call: p + "call:", Prefix: p,
 	}
 	actual, _ := b.queues.LoadOrStore(name, q)

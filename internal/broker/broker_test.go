@@ -138,8 +138,11 @@ func TestLateSettleAfterReclaimChangesNothing(t *testing.T) {
 	if held := settle(t, b, broker.Settlement{Queue: q, Session: "B", Token: 201, ID: "m1", Outcome: broker.Ack}); !held[0] {
 		t.Fatal("B's ack was refused")
 	}
-	if n := rdb.Exists(ctx, q.Recovered, q.Lease("B"), q.Pending, q.Recovering, q.Records, q.Active).Val(); n != 0 {
+	if n := rdb.Exists(ctx, q.Recovered, q.Pending, q.Recovering, q.Records).Val(); n != 0 {
 		t.Fatalf("%d keys remain after the ack", n)
+	}
+	if l, err := b.Leases(ctx, q, "B"); len(l) != 0 || err != nil {
+		t.Fatalf("leases remain after the ack: %v, %v", l, err)
 	}
 }
 
@@ -161,8 +164,8 @@ func TestFetchSentTwiceAnswersTheSame(t *testing.T) {
 	if first.Tasks[0].Token != 11 || again.Tasks[1].Token != 12 || !again.Tasks[0].Started || again.Tasks[1].Started {
 		t.Fatalf("tokens/started differ: %+v", again.Tasks)
 	}
-	if n := rdb.HLen(ctx, q.Lease("S")).Val(); n != 2 {
-		t.Fatalf("lease holds %d, want 2", n)
+	if l, err := b.Leases(ctx, q, "S"); len(l) != 2 || err != nil {
+		t.Fatalf("lease holds %v (%v), want 2", l, err)
 	}
 	if p := rdb.ZRange(ctx, q.Pending, 0, -1).Val(); !slices.Equal(p, []string{"c", "d", "e"}) {
 		t.Fatalf("pending %v", p)
@@ -381,7 +384,7 @@ func TestFindInEveryState(t *testing.T) {
 func TestKeysShareTheQueueSlot(t *testing.T) {
 	t.Parallel()
 	q := broker.New(nil, "ns").Queue("emails")
-	for _, k := range []string{q.Records, q.Pending, q.Scheduled, q.Recovering, q.Recovered, q.Dead, q.Active, q.Seq, q.Workers, q.Lease("w/1")} {
+	for _, k := range []string{q.Records, q.Pending, q.Scheduled, q.Recovering, q.Recovered, q.Dead, q.Seq, q.Workers, q.Lease("w/1")} {
 		if !strings.Contains(k, "{emails}") {
 			t.Errorf("key %q lacks the hash tag {emails}", k)
 		}
@@ -509,7 +512,7 @@ func TestSettleSentTwiceChangesNothing(t *testing.T) {
 	}
 	snapshot := func() string {
 		var out []string
-		for _, k := range []string{q.Records, q.Active, q.Lease("S")} {
+		for _, k := range []string{q.Records, q.Lease("S")} {
 			out = append(out, fmt.Sprint(rdb.HGetAll(ctx, k).Val()))
 		}
 		for _, k := range []string{q.Pending, q.Scheduled, q.Dead} {

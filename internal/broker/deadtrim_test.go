@@ -46,7 +46,7 @@ func TestDeadTrimOfALargeExcessGoesInSteps(t *testing.T) {
 		}
 		id := fmt.Sprint("k", kills)
 		enqueue(t, b, q, msg(id, 2048))
-		f := fetch(t, b, "S", time.Minute, broker.FetchRequest{Queue: q, N: 1})
+		f := fetch(t, b, "S", time.Minute, broker.FetchRequest{Queue: q, N: 1, TokenBase: uint64(kills) * 10})
 		if len(f.Tasks) != 1 || f.Tasks[0].ID != id {
 			t.Fatalf("kill %d: fetched %v, want %s", kills, ids(f.Tasks), id)
 		}

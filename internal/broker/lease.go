@@ -66,9 +66,14 @@ func (b *Broker) Fetch(ctx context.Context, session string, ttl time.Duration, r
 		if r.Recovering {
 			rec = "1"
 		}
+		args := make([]any, 0, 9+r.N)
+		args = append(args, r.N, r.TokenBase, session, ttl.Milliseconds(), q.Channel, Epoch, rec, r.StartNow, q.Prefix)
+		for k := range uint64(r.N) {
+			args = append(args, r.TokenBase+1+k) // strings on the wire, so that Lua formats no number
+		}
 		cmds[i] = t.script(ctx, fetchScript,
-			[]string{q.Records, q.Pending, q.Scheduled, q.Recovering, q.Recovered, q.Workers, q.Lease(session), q.Active, q.Seq},
-			r.N, r.TokenBase, session, ttl.Milliseconds(), q.Channel, Epoch, rec, r.StartNow, q.Prefix)
+			[]string{q.Records, q.Pending, q.Scheduled, q.Recovering, q.Recovered, q.Workers, q.Lease(session), q.Seq},
+			args...)
 	}
 	xerr := t.exec(ctx)
 	if xerr != nil && !errors.Is(xerr, ErrNotReplicated) {
@@ -166,7 +171,7 @@ func (b *Broker) Heartbeat(ctx context.Context, session string, ttl time.Duratio
 // came back).
 func (b *Broker) Reclaim(ctx context.Context, q *Queue, session string) (prefetched, started int, ok bool, err error) {
 	vals, err := b.run(ctx, reclaimScript,
-		[]string{q.Workers, q.Lease(session), q.Pending, q.Recovering, q.Recovered, q.Active, q.Orphaned},
+		[]string{q.Workers, q.Lease(session), q.Pending, q.Recovering, q.Recovered, q.Orphaned},
 		session, q.Channel, Epoch).Int64Slice()
 	if err != nil || len(vals) != 2 {
 		return 0, 0, false, fmt.Errorf("reclaim %s on %q: %v %w", session, q.Name, vals, err)
@@ -182,7 +187,7 @@ func (b *Broker) Reclaim(ctx context.Context, q *Queue, session string) (prefetc
 // any, the session stays so that its leases expire and are reclaimed.
 func (b *Broker) Leave(ctx context.Context, q *Queue, session string) (stranded int, err error) {
 	n, err := b.run(ctx, leaveScript,
-		[]string{q.Workers, q.Lease(session), q.Active, q.Pending, q.Recovering, q.Recovered},
+		[]string{q.Workers, q.Lease(session), q.Pending, q.Recovering, q.Recovered},
 		session, q.Channel, Epoch).Int()
 	if err != nil {
 		return 0, fmt.Errorf("leave %q: %w", q.Name, err)
@@ -198,13 +203,9 @@ func (b *Broker) Leases(ctx context.Context, q *Queue, session string) (map[uint
 		return nil, fmt.Errorf("leases on %q: %w", q.Name, err)
 	}
 	out := make(map[uint64]string, len(m))
-	for k, v := range m {
-		n, err := strconv.ParseUint(k, 10, 64)
-		if err != nil || len(v) < 3 {
-			continue
-		}
-		if i := strings.IndexByte(v[2:], ':'); i >= 0 {
-			out[n] = v[2+i+1:]
+	for id, v := range m {
+		if tok, _, ok := parseLease(v); ok && id != "" {
+			out[tok] = id
 		}
 	}
 	return out, nil
@@ -256,6 +257,23 @@ func (s *Settlement) attempt() string {
 	return strconv.FormatInt(a.Started.UnixMilli(), 10) + "\x00" + a.Worker + "\x00" + string(a.Result)
 }
 
+// appendArgs adds the settlement as settle.lua reads it: kind, token, id, then
+// what the kind needs (the attempt, the delay, the record) and no more.
+func (s *Settlement) appendArgs(args []any) []any {
+	kind := outcomeKind[s.Outcome]
+	switch s.Outcome {
+	case Retry:
+		return append(args, kind, s.Token, s.ID, max(s.Delay.Milliseconds(), 0), s.Body)
+	case Kill:
+		return append(args, kind, s.Token, s.ID, s.Body)
+	case Ack, Cancel, Expire:
+		if s.Attempt != nil {
+			return append(args, strings.ToUpper(kind), s.Token, s.ID, s.attempt())
+		}
+	}
+	return append(args, kind, s.Token, s.ID)
+}
+
 // DeadRetention bounds the dead set of every queue.
 type DeadRetention struct {
 	MaxAge time.Duration
@@ -290,7 +308,7 @@ func (b *Broker) Settle(ctx context.Context, keep DeadRetention, ss []Settlement
 	for i := range ss {
 		s := &ss[i]
 		g := find(s.Queue, s.Session)
-		g.args = append(g.args, outcomeKind[s.Outcome], s.Token, s.ID, max(s.Delay.Milliseconds(), 0), s.Body, s.attempt())
+		g.args = s.appendArgs(g.args)
 		g.idx = append(g.idx, i)
 	}
 	t := b.newTaskPipeline()
@@ -298,7 +316,7 @@ func (b *Broker) Settle(ctx context.Context, keep DeadRetention, ss []Settlement
 	for i, g := range groups {
 		q := g.q
 		cmds[i] = t.script(ctx, settleScript,
-			[]string{q.Lease(g.session), q.Active, q.Records, q.Pending, q.Scheduled, q.Dead, q.Recovered, q.Recovering, q.Orphaned},
+			[]string{q.Lease(g.session), q.Records, q.Pending, q.Scheduled, q.Dead, q.Recovered, q.Recovering, q.Orphaned},
 			g.args...)
 	}
 	xerr := t.exec(ctx)

@@ -113,8 +113,8 @@ func (b *Broker) Find(ctx context.Context, id string, queues []string) (*Record,
 	cmds := make([]*redis.Cmd, len(queues))
 	for i, n := range queues {
 		q := b.Queue(n)
-		cmds[i] = t.script(ctx, findScript, []string{q.Records, q.Active, q.Recovered, q.Prefix + "meta",
-			q.Pending, q.Recovering, q.Scheduled, q.Dead, q.DoneKey(id)}, id)
+		cmds[i] = t.script(ctx, findScript, []string{q.Records, q.Workers, q.Recovered, q.Prefix + "meta",
+			q.Pending, q.Recovering, q.Scheduled, q.Dead, q.DoneKey(id)}, id, q.lease)
 	}
 	if err := t.exec(ctx); err != nil {
 		return nil, fmt.Errorf("find task %q: %w", id, err)
@@ -161,10 +161,7 @@ func parseFound(queue string, reply any) (*Record, error) {
 	switch _, pending := str(4); {
 	case v[1] != nil:
 		r.State = StateActive
-		lease, _ := str(1)
-		if i := strings.LastIndexByte(lease, ':'); i >= 0 {
-			r.Session = lease[:i]
-		}
+		r.Session, _ = str(1)
 	case pending || v[5] != nil:
 		r.State = StatePending
 	case v[6] != nil:

@@ -1,6 +1,6 @@
 -- cancel: cancel a task that has not finished.
 -- KEYS[1] records   KEYS[2] pending   KEYS[3] scheduled   KEYS[4] recovering
--- KEYS[5] active   KEYS[6] dead   KEYS[7] sequence counter
+-- KEYS[5] dead   KEYS[6] sequence counter
 -- ARGV[1] the queue's key prefix NS:{Q}:   ARGV[2] task id   ARGV[3] wake channel
 -- A waiting task (pending, recovering, scheduled, retry) is finished as cancelled
 -- at once (lib.lua). An active one gets a cancel request (PRE..cancels, id -> Unix
@@ -19,16 +19,16 @@ if redis.call('HEXISTS', KEYS[1], id) == 0 then
   end
   return 'n'
 end
-if redis.call('ZSCORE', KEYS[6], id) then
+if redis.call('ZSCORE', KEYS[5], id) then
   return 'f'
 end
-if redis.call('HEXISTS', KEYS[5], id) == 1 then
+if leaseOf(pre, id) then
   redis.call('HSET', pre .. 'cancels', id, nowMs)
   redis.call('PUBLISH', ARGV[3], 'c:' .. id)
   return 'a'
 end
 if redis.call('ZREM', KEYS[2], id) == 1 and redis.call('EXISTS', KEYS[2]) == 0 then
-  redis.call('DEL', KEYS[7]) -- pending is empty: see enqueue.lua
+  redis.call('DEL', KEYS[6]) -- pending is empty: see enqueue.lua
 end
 redis.call('ZREM', KEYS[3], id)
 redis.call('ZREM', KEYS[4], id)

@@ -1,22 +1,22 @@
 -- delete: remove a task that no worker holds, whatever its state, with its
 -- lock (Unique or Memoize) if it holds it.
 -- KEYS[1] records   KEYS[2] pending   KEYS[3] scheduled   KEYS[4] recovering
--- KEYS[5] active   KEYS[6] dead   KEYS[7] sequence counter
+-- KEYS[5] dead   KEYS[6] sequence counter
 -- ARGV[1] the queue's key prefix NS:{Q}:   ARGV[2] task id
 -- A waiting task with a retention may have waiters: "d" is published on
 -- PRE..fin:ID. Returns "d" deleted, "a" active (nothing changed: cancel it), "n" no such task
 -- (also what a second run answers).
 local pre, id = ARGV[1], ARGV[2]
-if redis.call('HEXISTS', KEYS[5], id) == 1 then
+if leaseOf(pre, id) then
   return 'a'
 end
 if redis.call('HEXISTS', KEYS[1], id) == 1 then
   if redis.call('ZREM', KEYS[2], id) == 1 and redis.call('EXISTS', KEYS[2]) == 0 then
-    redis.call('DEL', KEYS[7]) -- pending is empty: see enqueue.lua
+    redis.call('DEL', KEYS[6]) -- pending is empty: see enqueue.lua
   end
   redis.call('ZREM', KEYS[3], id)
   redis.call('ZREM', KEYS[4], id)
-  redis.call('ZREM', KEYS[6], id)
+  redis.call('ZREM', KEYS[5], id)
   local _, ret, _, lock = parseMeta(redis.call('HGET', pre .. 'meta', id))
   release(pre, id, lock)
   if ret > 0 then

@@ -2,14 +2,15 @@
 -- in one atomic step.
 -- KEYS[1] records   KEYS[2] pending   KEYS[3] scheduled   KEYS[4] recovering
 -- KEYS[5] recovered (id -> times a worker died running it)   KEYS[6] workers
--- KEYS[7] the session's lease hash (token -> "flag:slot:id")   KEYS[8] active (id -> "session:token")
--- KEYS[9] sequence counter
+-- KEYS[7] the session's lease hash (id -> "FLAG:TOKEN:SCORE"; "" -> the last fetch's token base)
+-- KEYS[8] sequence counter
 -- ARGV[1] n   ARGV[2] token base (tokens are base+1 .. base+n)   ARGV[3] session id
 -- ARGV[4] lease TTL ms   ARGV[5] wake channel   ARGV[6] epoch (Unix ms)
 -- ARGV[7] "1" if the session may take a recovering task (it runs none now)
 -- ARGV[8] how many of the leased tasks start at once (marked started, flag "s"; the
 -- others are prefetched, flag "p", until the worker marks them with settle.lua)
 -- ARGV[9] the queue's key prefix NS:{Q}: (for the keys lib.lua builds)
+-- ARGV[10..9+n] the tokens base+1 .. base+n, as decimal strings
 -- A task taken whose cancellation was requested, or whose expiry (meta) has
 -- passed, is finished as cancelled or expired (lib.lua) instead of leased.
 -- Returns {status, ms until the earliest scheduled task is due (-1 if none), 1 if
@@ -45,28 +46,44 @@ end
 
 local hasRecovered = redis.call('EXISTS', KEYS[5]) == 1
 local pre = ARGV[9]
-
 local nowMs = now + epoch
+local no = 3 -- entries in out
 
+-- reply adds one leased task to the answer: its token, id, message, recovered
+-- count, whether it started, and ms until its expiry (-1: none).
 local function reply(tok, id, body, started, meta)
-  out[#out + 1] = tok
-  out[#out + 1] = id
-  out[#out + 1] = body or ''
-  out[#out + 1] = hasRecovered and tonumber(redis.call('HGET', KEYS[5], id) or '0') or 0
-  out[#out + 1] = started and 1 or 0
+  out[no + 1] = tok
+  out[no + 2] = id
+  out[no + 3] = body or ''
+  out[no + 4] = hasRecovered and tonumber(redis.call('HGET', KEYS[5], id) or '0') or 0
+  out[no + 5] = started and 1 or 0
   local at = meta and parseMeta(meta) or 0
-  out[#out + 1] = at > 0 and math.max(at - nowMs, 0) or -1
+  out[no + 6] = at > 0 and math.max(at - nowMs, 0) or -1
+  no = no + 6
 end
 
-if redis.call('HEXISTS', KEYS[7], base + 1) == 1 then
+-- The lease hash maps each leased id to FLAG:TOKEN:SCORE, and its field ""
+-- to the token base of the session's last fetch: this is that fetch again
+-- (its reply was lost), so answer what it leased.
+-- The value is padded past 64 bytes: Redis then keeps the hash as a hash
+-- table, where a lease is found in O(1), not in a listpack scanned entry by
+-- entry (hash-max-listpack-value is 64 unless configured otherwise).
+local MARK = ARGV[2] .. ':' .. string.rep('-', 64)
+if redis.call('HGET', KEYS[7], '') == MARK then
   out[1] = 1
-  for i = 1, n do
-    local v = redis.call('HGET', KEYS[7], base + i)
-    if not v then
-      break
+  local all = redis.call('HGETALL', KEYS[7])
+  local mine = {}
+  for i = 1, #all, 2 do
+    local v = all[i + 1]
+    local c = string.find(v, ':', 3, true)
+    local tok = c and tonumber(string.sub(v, 3, c - 1))
+    if tok and tok > base and tok <= base + n then
+      mine[#mine + 1] = {tok, all[i], string.sub(v, 1, 1) == 's'}
     end
-    local id = string.sub(v, string.find(v, ':', 3, true) + 1)
-    reply(base + i, id, redis.call('HGET', KEYS[1], id), string.sub(v, 1, 1) == 's', redis.call('HGET', pre .. 'meta', id))
+  end
+  table.sort(mine, function(a, b) return a[1] < b[1] end)
+  for _, m in ipairs(mine) do
+    reply(m[1], m[2], redis.call('HGET', KEYS[1], m[2]), m[3], redis.call('HGET', pre .. 'meta', m[2]))
   end
   nextDue()
   return out
@@ -75,41 +92,47 @@ end
 local due = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now * 4096 + 4095, 'WITHSCORES', 'LIMIT', 0, 500)
 local promoted = #due / 2
 if promoted > 0 then
-  local seq = tonumber(redis.call('GET', KEYS[9]) or '0')
+  local seq = tonumber(redis.call('GET', KEYS[8]) or '0')
   local add, rem = {}, {}
   for i = 1, #due, 2 do
     seq = seq + 1
-    add[#add + 1] = (tonumber(due[i + 1]) % 4096) * P + seq
-    add[#add + 1] = due[i]
-    rem[#rem + 1] = due[i]
+    add[i] = (tonumber(due[i + 1]) % 4096) * P + seq
+    add[i + 1] = due[i]
+    rem[(i + 1) / 2] = due[i]
   end
   redis.call('ZADD', KEYS[2], unpack(add))
   redis.call('ZREM', KEYS[3], unpack(rem))
-  redis.call('SET', KEYS[9], seq)
+  redis.call('SET', KEYS[8], seq)
 end
 
-local taken = {}
+-- taken: id, score (as ZPOPMIN answers it), id, score, ...
+local taken, nt = {}, 0
 if ARGV[7] == '1' and n > 0 then
   local r = redis.call('ZPOPMIN', KEYS[4], 1)
-  for i = 1, #r, 2 do
-    taken[#taken + 1] = r[i]
-    taken[#taken + 1] = r[i + 1]
-  end
-end
-if n > #taken / 2 then
-  local want = n - #taken / 2
-  local r = redis.call('ZPOPMIN', KEYS[2], want)
   for i = 1, #r do
-    taken[#taken + 1] = r[i]
+    taken[i] = r[i]
+  end
+  nt = #r
+end
+if n > nt / 2 then
+  local want = n - nt / 2
+  local r = redis.call('ZPOPMIN', KEYS[2], want)
+  if nt == 0 then
+    taken, nt = r, #r
+  else
+    for i = 1, #r do
+      taken[nt + i] = r[i]
+    end
+    nt = nt + #r
   end
   if #r < 2 * want or redis.call('EXISTS', KEYS[2]) == 0 then
     -- Pending is empty: the next enqueue starts the sequence at 0 again, and
     -- that is how it knows to wake the idle workers (see enqueue.lua).
-    redis.call('DEL', KEYS[9])
+    redis.call('DEL', KEYS[8])
   end
 end
-local hasMeta = #taken > 0 and redis.call('EXISTS', pre .. 'meta') == 1
-local hasCancels = #taken > 0 and redis.call('EXISTS', pre .. 'cancels') == 1
+local hasMeta = nt > 0 and redis.call('EXISTS', pre .. 'meta') == 1
+local hasCancels = nt > 0 and redis.call('EXISTS', pre .. 'cancels') == 1
 -- ended finishes a taken task that must not run: cancelled, or expired. meta
 -- and cancel are its entries (false: none).
 local function ended(id, meta, cancel)
@@ -131,20 +154,24 @@ local function ended(id, meta, cancel)
   return false
 end
 local startN = tonumber(ARGV[8])
-local tok = base
+local leased = 0
 local dropped = 0
--- One HMGET and two HSETs for the whole batch: a call into Redis costs more
--- than the Lua around it.
-for from = 1, #taken, 2000 do
-  local ids = {}
-  for i = from, math.min(from + 1999, #taken), 2 do
-    ids[#ids + 1] = taken[i]
+-- One HMGET and one HSET per thousand tasks: a call into Redis costs more
+-- than the Lua around it. Every string written is one Redis gave (ids,
+-- scores) or the worker sent (tokens, ARGV[10..]): Lua turns numbers into
+-- strings with sprintf, which costs more than the rest of a task's lease.
+for from = 1, nt, 2000 do
+  local ids, ni = {}, 0
+  for i = from, math.min(from + 1999, nt), 2 do
+    ni = ni + 1
+    ids[ni] = taken[i]
   end
   local bodies = redis.call('HMGET', KEYS[1], unpack(ids))
   local metas = hasMeta and redis.call('HMGET', pre .. 'meta', unpack(ids)) or {}
   local cancels = hasCancels and redis.call('HMGET', pre .. 'cancels', unpack(ids)) or {}
-  local lease, active = {}, {}
-  for k, id in ipairs(ids) do
+  local lease, nl = {}, 0
+  for k = 1, ni do
+    local id = ids[k]
     -- An index entry without a record (deleted meanwhile) is dropped, with
     -- any counts it left, and the answer comes back short: wake the idle
     -- workers below if pending still has tasks.
@@ -154,20 +181,21 @@ for from = 1, #taken, 2000 do
     elseif (metas[k] or cancels[k]) and ended(id, metas[k], cancels[k]) then
       dropped = dropped + 1
     else
-      tok = tok + 1
-      local started = tok - base <= startN
-      local flag = started and 's:' or 'p:'
-      lease[#lease + 1] = tok
-      lease[#lease + 1] = flag .. math.floor(tonumber(taken[from + 2 * k - 1]) / P) .. ':' .. id
-      active[#active + 1] = id
-      active[#active + 1] = session .. ':' .. tok
-      reply(tok, id, bodies[k], started, metas[k])
+      leased = leased + 1
+      local started = leased <= startN
+      lease[nl + 1] = id
+      lease[nl + 2] = (started and 's:' or 'p:') .. ARGV[9 + leased] .. ':' .. taken[from + 2 * k - 1]
+      nl = nl + 2
+      reply(base + leased, id, bodies[k], started, metas[k])
     end
   end
-  if #lease > 0 then
+  if nl > 0 then
     redis.call('HSET', KEYS[7], unpack(lease))
-    redis.call('HSET', KEYS[8], unpack(active))
   end
+end
+if leased > 0 then
+  -- A fetch that leased nothing needs no repeat: run again, it leases afresh.
+  redis.call('HSET', KEYS[7], '', MARK)
 end
 -- Promoted tasks this fetch did not take are news to the other idle workers.
 if (promoted > 0 or dropped > 0) and redis.call('EXISTS', KEYS[2]) == 1 then

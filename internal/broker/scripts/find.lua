@@ -2,17 +2,25 @@
 -- script running in between (a settle) could show a record without its meta, or
 -- a record that is in no index any more: one moment of the task, never half of
 -- a change.
--- KEYS[1] records   KEYS[2] active   KEYS[3] recovered   KEYS[4] meta
+-- KEYS[1] records   KEYS[2] workers   KEYS[3] recovered   KEYS[4] meta
 -- KEYS[5] pending   KEYS[6] recovering   KEYS[7] scheduled   KEYS[8] dead
 -- KEYS[9] the final record NS:{Q}:done:ID
--- ARGV[1] task id
--- Returns {record, lease, recovered, meta, pending, recovering, scheduled, dead,
--- final}: HGET's answers on KEYS[1..4] and ZSCORE's on KEYS[5..8] (nil where the
--- id is absent), then HGETALL KEYS[9] (empty if there is none). Writes nothing.
+-- ARGV[1] task id   ARGV[2] the prefix of the sessions' lease hashes NS:{Q}:lease:
+-- Returns {record, session, recovered, meta, pending, recovering, scheduled, dead,
+-- final}: HGET's answers on KEYS[1], KEYS[3], KEYS[4], the worker session whose
+-- lease hash holds the id, ZSCORE's on KEYS[5..8] (nil where the id is absent),
+-- then HGETALL KEYS[9] (empty if there is none). Writes nothing.
 local id = ARGV[1]
 local out = {}
-for i = 1, 4 do
-  out[i] = redis.call('HGET', KEYS[i], id)
+out[1] = redis.call('HGET', KEYS[1], id)
+out[2] = false
+out[3] = redis.call('HGET', KEYS[3], id)
+out[4] = redis.call('HGET', KEYS[4], id)
+for _, s in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
+  if redis.call('HEXISTS', ARGV[2] .. s, id) == 1 then
+    out[2] = s
+    break
+  end
 end
 for i = 5, 8 do
   out[i] = redis.call('ZSCORE', KEYS[i], id)

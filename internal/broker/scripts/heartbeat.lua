@@ -11,7 +11,8 @@ if ARGV[3] ~= '1' and not redis.call('ZSCORE', KEYS[1], ARGV[1]) then
   return {-1, -1, 0}
 end
 redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
-local out = {0, -1, redis.call('HLEN', KEYS[2])}
+-- The lease hash's field "" is not a lease: the token base of the last fetch.
+local out = {0, -1, redis.call('HLEN', KEYS[2]) - redis.call('HEXISTS', KEYS[2], '')}
 local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, 100)
 for i = 1, #expired do
   out[#out + 1] = expired[i]

@@ -1,6 +1,6 @@
 -- leave: end a worker session on one queue.
--- KEYS[1] workers   KEYS[2] the session's lease hash   KEYS[3] active   KEYS[4] pending
--- KEYS[5] recovering   KEYS[6] recovered
+-- KEYS[1] workers   KEYS[2] the session's lease hash   KEYS[3] pending
+-- KEYS[4] recovering   KEYS[5] recovered
 -- ARGV[1] session id   ARGV[2] wake channel   ARGV[3] epoch (Unix ms)
 -- The worker calls it after settling everything it ran, so what the lease hash still
 -- holds unstarted was never known to it (a fetch whose reply was lost): it goes back
@@ -14,22 +14,20 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - tonumber
 local leased = redis.call('HGETALL', KEYS[2])
 local stranded, back = 0, 0
 for i = 1, #leased, 2 do
-  local v = leased[i + 1]
-  local c = string.find(v, ':', 3, true)
-  local slot, id = tonumber(string.sub(v, 3, c - 1)), string.sub(v, c + 1)
-  if string.sub(v, 1, 1) == 's' then
+  local id, v = leased[i], leased[i + 1]
+  local c = id ~= '' and string.find(v, ':', 3, true)
+  if not c then -- the field "" is the last fetch's token base
+  elseif string.sub(v, 1, 1) == 's' then
     stranded = stranded + 1
-  elseif redis.call('HGET', KEYS[3], id) == ARGV[1] .. ':' .. leased[i] then
-    if redis.call('HEXISTS', KEYS[6], id) == 1 then
-      redis.call('ZADD', KEYS[5], slot * P + now, id)
-    else
-      redis.call('ZADD', KEYS[4], slot * P, id)
-    end
-    redis.call('HDEL', KEYS[3], id)
-    redis.call('HDEL', KEYS[2], leased[i])
-    back = back + 1
   else
-    redis.call('HDEL', KEYS[2], leased[i])
+    local slot = math.floor(tonumber(string.sub(v, c + 1)) / P)
+    if redis.call('HEXISTS', KEYS[5], id) == 1 then
+      redis.call('ZADD', KEYS[4], slot * P + now, id)
+    else
+      redis.call('ZADD', KEYS[3], slot * P, id)
+    end
+    redis.call('HDEL', KEYS[2], id)
+    back = back + 1
   end
 end
 if back > 0 then

@@ -90,6 +90,20 @@ local function finish(pre, id, state, nowMs, g, w, r, e)
   redis.call('HDEL', pre .. 'cancels', id)
 end
 
+-- leaseOf finds the worker session whose lease holds the task: its session id
+-- and lease value FLAG:TOKEN:SCORE, or nil. A task is active exactly when one
+-- does (a lease hash NS:{Q}:lease:SESSION maps the id; sessions are the members
+-- of NS:{Q}:workers, few: one per worker process).
+local function leaseOf(pre, id)
+  for _, s in ipairs(redis.call('ZRANGE', pre .. 'workers', 0, -1)) do
+    local v = redis.call('HGET', pre .. 'lease:' .. s, id)
+    if v then
+      return s, v
+    end
+  end
+  return nil
+end
+
 -- died tells waiters that a task went to dead (it keeps its record and meta
 -- there) and frees a Memoize lock, so that the next Run tries again. A Unique
 -- lock stays until its ttl: the dead task may be requeued.

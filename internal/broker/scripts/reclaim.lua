@@ -1,6 +1,6 @@
 -- reclaim: take back everything leased to a session whose lease expired.
 -- KEYS[1] workers   KEYS[2] the expired session's lease hash   KEYS[3] pending
--- KEYS[4] recovering   KEYS[5] recovered   KEYS[6] active   KEYS[7] orphaned
+-- KEYS[4] recovering   KEYS[5] recovered   KEYS[6] orphaned
 -- ARGV[1] expired session id   ARGV[2] wake channel   ARGV[3] epoch (Unix ms)
 -- Tasks not marked started go back uncounted: to the front of their priority in
 -- pending, or to recovering if they already carry a recovery count. Workers mark a
@@ -12,8 +12,8 @@
 -- recovered and go to recovering, from which a worker takes at most one at a time
 -- besides its other tasks: a task that kills its worker is then never again fetched
 -- alongside another recovered one, so it alone climbs to the poison limit.
--- Deleting the lease hash and the active entries is the fence: a late settle from
--- the old session finds neither and changes nothing.
+-- Deleting the lease hash is the fence: a late settle from the old session finds
+-- no lease and changes nothing.
 -- Returns {prefetched put back, started put back}, or {-1, -1} if the session is not
 -- expired (another worker got there first, or it came back).
 local P = 2199023255552
@@ -26,16 +26,16 @@ end
 local leased = redis.call('HGETALL', KEYS[2])
 local back, rec = 0, 0
 for i = 1, #leased, 2 do
-  local v = leased[i + 1]
-  local c = string.find(v, ':', 3, true)
-  local slot, id = tonumber(string.sub(v, 3, c - 1)), string.sub(v, c + 1)
-  if redis.call('HGET', KEYS[6], id) == ARGV[1] .. ':' .. leased[i] then
+  local id, v = leased[i], leased[i + 1]
+  local c = id ~= '' and string.find(v, ':', 3, true)
+  if c then -- the field "" is the last fetch's token base
+    local slot = math.floor(tonumber(string.sub(v, c + 1)) / P)
     if string.sub(v, 1, 1) == 's' then
       redis.call('HINCRBY', KEYS[5], id, 1)
       redis.call('ZADD', KEYS[4], slot * P + now - tonumber(ARGV[3]), id)
       rec = rec + 1
-    elseif redis.call('HINCRBY', KEYS[7], id, 1) >= 2 then
-      redis.call('HDEL', KEYS[7], id)
+    elseif redis.call('HINCRBY', KEYS[6], id, 1) >= 2 then
+      redis.call('HDEL', KEYS[6], id)
       redis.call('HINCRBY', KEYS[5], id, 1)
       redis.call('ZADD', KEYS[4], slot * P + now - tonumber(ARGV[3]), id)
       rec = rec + 1
@@ -46,7 +46,6 @@ for i = 1, #leased, 2 do
       redis.call('ZADD', KEYS[3], slot * P, id)
       back = back + 1
     end
-    redis.call('HDEL', KEYS[6], id)
   end
 end
 redis.call('DEL', KEYS[2])
