@@ -42,8 +42,10 @@ end
 local nowNeeded, npend = false, 0
 local pre = ARGV[4]
 local withOptions = false
+local slots, delays = {}, {} -- by argument index, parsed once
 for i = 5, #ARGV, 5 do
   local slot, delay = tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
+  slots[i], delays[i] = slot, delay
   if ARGV[i + 4] ~= '' then
     withOptions = true
     nowNeeded = true
@@ -105,27 +107,34 @@ if seq + npend >= P then
   end
   redis.call('SET', KEYS[4], seq + npend)
 end
+-- Counted, not measured with #: the length operator searches the table.
 local status, pend, sched, rec = {}, {}, {}, {}
+local ns, np, nsc, nr = 0, 0, 0, 0
 local seen = {}
+-- Scores go to ZADD as strings made with %d: a Lua number passed to Redis is
+-- formatted with %.17g, a float conversion that costs more than the ZADD.
 local function index(i, id)
-  local slot, delay = tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
+  local slot, delay = slots[i], delays[i]
   if delay == 0 then
     seq = seq + 1
-    pend[#pend + 1] = slot * P + seq
-    pend[#pend + 1] = id
+    pend[np + 1] = string.format('%d', slot * P + seq)
+    pend[np + 2] = id
+    np = np + 2
   else
     local score = (now + delay) * 4096 + slot
     if score < earliest then
       earliest = score
       wakeScheduled = true
     end
-    sched[#sched + 1] = score
-    sched[#sched + 1] = id
+    sched[nsc + 1] = string.format('%d', score)
+    sched[nsc + 2] = id
+    nsc = nsc + 2
   end
 end
 local added = 0
 local single = #ARGV == 9 and not withOptions
 if single then -- one task, the common single Enqueue: one HSETNX
+  ns = 1
   if redis.call('HSETNX', KEYS[1], ARGV[5], ARGV[8]) == 1 then
     status[1] = '1'
     index(5, ARGV[5])
@@ -144,7 +153,8 @@ local function options(i, id)
   if redis.call('EXISTS', pre .. 'done:' .. id) == 1 then
     -- The id's task finished and is retained: enqueueing it again with the
     -- same id stays idempotent for that long.
-    status[#status + 1] = '0'
+    ns = ns + 1
+    status[ns] = '0'
     return false
   end
   local f = {}
@@ -159,18 +169,21 @@ local function options(i, id)
   local kind, digest = string.sub(lock, 1, 2), string.sub(lock, 3)
   if kind == 'u:' then
     if not redis.call('SET', pre .. 'uniq:' .. digest, id, 'NX', 'PX', lockTTL) then
-      status[#status + 1] = 'u'
+      ns = ns + 1
+      status[ns] = 'u'
       holders[#holders + 1] = redis.call('GET', pre .. 'uniq:' .. digest) or ''
       return false
     end
   elseif kind == 'm:' then
     if redis.call('EXISTS', pre .. 'memo:' .. digest) == 1 then
-      status[#status + 1] = 'm'
+      ns = ns + 1
+      status[ns] = 'm'
       return false
     end
     local holder = redis.call('GET', pre .. 'mlock:' .. digest)
     if holder and (seen[holder] or redis.call('HEXISTS', KEYS[1], holder) == 1) then
-      status[#status + 1] = 'u'
+      ns = ns + 1
+      status[ns] = 'u'
       holders[#holders + 1] = holder
       return false
     end
@@ -189,43 +202,47 @@ for from = 5, #ARGV, 5000 do
   if single then
     break
   end
-  local ids = {}
+  local ids, ni = {}, 0
   for i = from, math.min(from + 4999, #ARGV), 5 do
-    ids[#ids + 1] = ARGV[i]
+    ni = ni + 1
+    ids[ni] = ARGV[i]
   end
   local existing = redis.call('HMGET', KEYS[1], unpack(ids))
   for k, id in ipairs(ids) do
     local i = from + (k - 1) * 5
     if existing[k] or seen[id] then
-      status[#status + 1] = '0'
+      ns = ns + 1
+      status[ns] = '0'
     elseif options(i, id) then
       seen[id] = true
-      status[#status + 1] = '1'
-      rec[#rec + 1] = id
-      rec[#rec + 1] = ARGV[i + 3]
+      ns = ns + 1
+      status[ns] = '1'
+      rec[nr + 1] = id
+      rec[nr + 2] = ARGV[i + 3]
+      nr = nr + 2
       index(i, id)
     end
   end
-  if #rec > 0 then
-    redis.call('HSET', KEYS[1], unpack(rec))
-    rec = {}
+  if nr > 0 then
+    redis.call('HSET', KEYS[1], unpack(rec, 1, nr))
+    rec, nr = {}, 0
   end
-  if #pend > 0 then
-    added = added + #pend
-    redis.call('ZADD', KEYS[2], unpack(pend))
-    pend = {}
+  if np > 0 then
+    added = added + np
+    redis.call('ZADD', KEYS[2], unpack(pend, 1, np))
+    pend, np = {}, 0
   end
-  if #sched > 0 then
-    redis.call('ZADD', KEYS[3], unpack(sched))
-    sched = {}
+  if nsc > 0 then
+    redis.call('ZADD', KEYS[3], unpack(sched, 1, nsc))
+    sched, nsc = {}, 0
   end
 end
-if #pend > 0 then
-  added = added + #pend
-  redis.call('ZADD', KEYS[2], unpack(pend))
+if np > 0 then
+  added = added + np
+  redis.call('ZADD', KEYS[2], unpack(pend, 1, np))
 end
-if #sched > 0 then
-  redis.call('ZADD', KEYS[3], unpack(sched))
+if nsc > 0 then
+  redis.call('ZADD', KEYS[3], unpack(sched, 1, nsc))
 end
 if wasEmpty and npend > 0 and added == 0 then
   -- Every pending task was a duplicate: the queue is still empty, and the next
@@ -233,7 +250,8 @@ if wasEmpty and npend > 0 and added == 0 then
   redis.call('DEL', KEYS[4])
 end
 for _, h in ipairs(holders) do
-  status[#status + 1] = #h .. ':' .. h
+  ns = ns + 1
+  status[ns] = #h .. ':' .. h
 end
 local out = table.concat(status)
 if call ~= '' then
