@@ -104,6 +104,60 @@ local function flushAcks()
     acks, na = {}, 0
   end
 end
+-- writes gathers what failures write (records, scheduled, dead) and the leases
+-- other outcomes release, sent per thousand in one command per key: the
+-- destinations first, the leases after, so that an error in between leaves a
+-- task leased twice, never nowhere.
+local writes = {n = 0, rec = {}, sched = {}, dead = {}, counts = {}, rel = {}, nr = 0}
+function writes.flush()
+  local w = writes
+  if #w.rec > 0 then
+    redis.call('HSET', KEYS[2], unpack(w.rec))
+  end
+  if #w.sched > 0 then
+    redis.call('ZADD', KEYS[4], unpack(w.sched))
+  end
+  if #w.dead > 0 then
+    redis.call('ZADD', KEYS[5], unpack(w.dead))
+  end
+  if #w.counts > 0 then
+    if hasRecovered then
+      redis.call('HDEL', KEYS[6], unpack(w.counts))
+    end
+    if hasOrphaned then
+      redis.call('HDEL', KEYS[8], unpack(w.counts))
+    end
+  end
+  if w.nr > 0 then
+    redis.call('HDEL', KEYS[1], unpack(w.rel, 1, w.nr))
+  end
+  w.n, w.rec, w.sched, w.dead, w.counts, w.rel, w.nr = 0, {}, {}, {}, {}, {}, 0
+end
+-- add writes a failed task's record and indexes it in scheduled (score) or
+-- dead (when); its counts of dead workers go.
+function writes.add(id, msg, score, when)
+  local w = writes
+  w.rec[#w.rec + 1] = id
+  w.rec[#w.rec + 1] = msg
+  if score then
+    w.sched[#w.sched + 1] = score
+    w.sched[#w.sched + 1] = id
+  else
+    w.dead[#w.dead + 1] = when
+    w.dead[#w.dead + 1] = id
+  end
+  w.counts[#w.counts + 1] = id
+  w.n = w.n + 1
+end
+-- release releases a lease once the destinations are written.
+function writes.release(id)
+  local w = writes
+  w.nr = w.nr + 1
+  w.rel[w.nr] = id
+  if w.nr >= 1000 or w.n >= 1000 then
+    w.flush()
+  end
+end
 local released = {} -- ids an earlier outcome of this call released
 for j = 1, n do
   local kind, tok, id, i = kinds[j], toks[j], ids[j], at[j]
@@ -172,31 +226,26 @@ for j = 1, n do
           firstSched = score
           wake = true
         end
-        redis.call('HSET', KEYS[2], id, ARGV[i + 4])
-        redis.call('ZADD', KEYS[4], score, id)
-        redis.call('HDEL', KEYS[6], id)
-        redis.call('HDEL', KEYS[8], id)
+        writes.add(id, ARGV[i + 4], string.format('%d', score), false)
       elseif lower == 'k' then
-        redis.call('HSET', KEYS[2], id, ARGV[i + 3])
-        redis.call('ZADD', KEYS[5], nowMs, id)
-        redis.call('HDEL', KEYS[6], id)
-        redis.call('HDEL', KEYS[8], id)
+        writes.add(id, ARGV[i + 3], false, string.format('%d', nowMs))
         if hasMeta or hasCancels then
           died(pre, id)
         end
         killed = true
       else -- 'q'
         if redis.call('HEXISTS', KEYS[6], id) == 1 then
-          redis.call('ZADD', KEYS[7], slot * P + now, id)
+          redis.call('ZADD', KEYS[7], string.format('%d', slot * P + now), id)
         else
-          redis.call('ZADD', KEYS[3], slot * P, id)
+          redis.call('ZADD', KEYS[3], string.format('%d', slot * P), id)
         end
         wake = true
       end
     end
-    redis.call('HDEL', KEYS[1], id)
+    writes.release(id)
   end
 end
+writes.flush()
 flushAcks()
 local m, nm = {}, 0
 for id, v in pairs(marks) do
