@@ -66,14 +66,9 @@ func (b *Broker) Fetch(ctx context.Context, session string, ttl time.Duration, r
 		if r.Recovering {
 			rec = "1"
 		}
-		args := make([]any, 0, 9+r.N)
-		args = append(args, r.N, r.TokenBase, session, ttl.Milliseconds(), q.Channel, Epoch, rec, r.StartNow, q.Prefix)
-		for k := range uint64(r.N) {
-			args = append(args, r.TokenBase+1+k) // strings on the wire, so that Lua formats no number
-		}
 		cmds[i] = t.script(ctx, fetchScript,
 			[]string{q.Records, q.Pending, q.Scheduled, q.Recovering, q.Recovered, q.Workers, q.Lease(session), q.Seq},
-			args...)
+			r.N, r.TokenBase, session, ttl.Milliseconds(), q.Channel, Epoch, rec, r.StartNow, q.Prefix)
 	}
 	xerr := t.exec(ctx)
 	if xerr != nil && !errors.Is(xerr, ErrNotReplicated) {

@@ -10,7 +10,6 @@
 -- ARGV[8] how many of the leased tasks start at once (marked started, flag "s"; the
 -- others are prefetched, flag "p", until the worker marks them with settle.lua)
 -- ARGV[9] the queue's key prefix NS:{Q}: (for the keys lib.lua builds)
--- ARGV[10..9+n] the tokens base+1 .. base+n, as decimal strings
 -- A task taken whose cancellation was requested, or whose expiry (meta) has
 -- passed, is finished as cancelled or expired (lib.lua) instead of leased.
 -- Returns {status, ms until the earliest scheduled task is due (-1 if none), 1 if
@@ -157,9 +156,10 @@ local startN = tonumber(ARGV[8])
 local leased = 0
 local dropped = 0
 -- One HMGET and one HSET per thousand tasks: a call into Redis costs more
--- than the Lua around it. Every string written is one Redis gave (ids,
--- scores) or the worker sent (tokens, ARGV[10..]): Lua turns numbers into
--- strings with sprintf, which costs more than the rest of a task's lease.
+-- than the Lua around it. The lease value is built from strings Redis gave
+-- (ids, scores) and the token made with %d: a Lua number passed to Redis, or
+-- joined to a string, is formatted as a float (%.17g, %.14g), which costs more
+-- than the rest of a task's lease.
 for from = 1, nt, 2000 do
   local ids, ni = {}, 0
   for i = from, math.min(from + 1999, nt), 2 do
@@ -184,7 +184,7 @@ for from = 1, nt, 2000 do
       leased = leased + 1
       local started = leased <= startN
       lease[nl + 1] = id
-      lease[nl + 2] = (started and 's:' or 'p:') .. ARGV[9 + leased] .. ':' .. taken[from + 2 * k - 1]
+      lease[nl + 2] = (started and 's:' or 'p:') .. string.format('%d', base + leased) .. ':' .. taken[from + 2 * k - 1]
       nl = nl + 2
       reply(base + leased, id, bodies[k], started, metas[k])
     end
