@@ -64,10 +64,10 @@ func TestLostFetchReplyLosesNothing(t *testing.T) {
 			mu.Lock()
 			ran = newRecorder[string]()
 			mu.Unlock()
-			// The next fetch's reply (the only command with both the workers
+			// The next fetch's reply (the only command with both the sessions
 			// zset and the sequence among its keys) comes after the timeout.
 			proxy.HoldRepliesTo(func(req []byte) bool {
-				return bytes.Contains(req, []byte("}:workers")) && bytes.Contains(req, []byte("}:seq"))
+				return bytes.Contains(req, []byte("}:sessions")) && bytes.Contains(req, []byte("}:seq"))
 			}, 1, 600*time.Millisecond)
 			ids, err := producer.EnqueueMany(context.Background(), []int{1, 2, 3, 4, 5})
 			if err != nil {

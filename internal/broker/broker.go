@@ -96,13 +96,18 @@ type Queue struct {
 	Orphaned   string // hash: id -> times it came back unmarked from a dead worker (reclaim.lua)
 	Dead       string // zset: id -> Unix ms of death
 	Seq        string // counter giving FIFO order within a priority
-	Workers    string // zset: session id -> lease deadline, Unix ms
-	Channel    string // pub/sub channel that wakes idle workers
-	Prefix     string // NS:{Q}: — the keys the scripts build (lib.lua) start with it
-	lease      string // prefix of the per-session lease hashes
-	call       string // prefix of the producers' call guards
-	combiner   combiner
-	indexed    atomic.Bool // this process has recorded the queue in the queue index
+	Workers    string // zset NS:{Q}:sessions: session id -> lease deadline, Unix ms
+	// Workers of the previous lease format (token -> FLAG:SLOT:ID, with the
+	// NS:{Q}:active hash) registered in NS:{Q}:workers: new workers never meet
+	// them there, and reclaim what such a session left when it expires.
+	legacyWorkers string
+	legacyActive  string
+	Channel       string // pub/sub channel that wakes idle workers
+	Prefix        string // NS:{Q}: — the keys the scripts build (lib.lua) start with it
+	lease         string // prefix of the per-session lease hashes
+	call          string // prefix of the producers' call guards
+	combiner      combiner
+	indexed       atomic.Bool // this process has recorded the queue in the queue index
 }
 
 // Lease is the key of a session's lease hash on this queue: task id ->
@@ -138,7 +143,7 @@ func (b *Broker) Queue(name string) *Queue {
 	q := &Queue{
 		Name: name, Records: p + "t", Pending: p + "pending", Scheduled: p + "scheduled",
 		Recovering: p + "recovering", Recovered: p + "recovered", Orphaned: p + "orphaned", Dead: p + "dead",
-		Seq: p + "seq", Workers: p + "workers", Channel: p + "wake", lease: p + "lease:", call: p + "call:", Prefix: p,
+		Seq: p + "seq", Workers: p + "sessions", legacyWorkers: p + "workers", legacyActive: p + "active", Channel: p + "wake", lease: p + "lease:", call: p + "call:", Prefix: p,
 	}
 	actual, _ := b.queues.LoadOrStore(name, q)
 	return actual.(*Queue)

@@ -137,7 +137,7 @@ func (b *Broker) Heartbeat(ctx context.Context, session string, ttl time.Duratio
 	t := b.newPipeline()
 	cmds := make([]*redis.Cmd, len(queues))
 	for i, q := range queues {
-		cmds[i] = t.script(ctx, heartbeatScript, []string{q.Workers, q.Lease(session)}, session, ttl.Milliseconds(), reg)
+		cmds[i] = t.script(ctx, heartbeatScript, []string{q.Workers, q.Lease(session), q.legacyWorkers}, session, ttl.Milliseconds(), reg)
 	}
 	if err := t.exec(ctx); err != nil {
 		return nil, fmt.Errorf("heartbeat: %w", err)
@@ -166,7 +166,7 @@ func (b *Broker) Heartbeat(ctx context.Context, session string, ttl time.Duratio
 // came back).
 func (b *Broker) Reclaim(ctx context.Context, q *Queue, session string) (prefetched, started int, ok bool, err error) {
 	vals, err := b.run(ctx, reclaimScript,
-		[]string{q.Workers, q.Lease(session), q.Pending, q.Recovering, q.Recovered, q.Orphaned},
+		[]string{q.Workers, q.Lease(session), q.Pending, q.Recovering, q.Recovered, q.Orphaned, q.legacyWorkers, q.legacyActive},
 		session, q.Channel, Epoch).Int64Slice()
 	if err != nil || len(vals) != 2 {
 		return 0, 0, false, fmt.Errorf("reclaim %s on %q: %v %w", session, q.Name, vals, err)

@@ -114,7 +114,7 @@ func (b *Broker) Find(ctx context.Context, id string, queues []string) (*Record,
 	for i, n := range queues {
 		q := b.Queue(n)
 		cmds[i] = t.script(ctx, findScript, []string{q.Records, q.Workers, q.Recovered, q.Prefix + "meta",
-			q.Pending, q.Recovering, q.Scheduled, q.Dead, q.DoneKey(id)}, id, q.lease)
+			q.Pending, q.Recovering, q.Scheduled, q.Dead, q.DoneKey(id), q.legacyActive}, id, q.lease)
 	}
 	if err := t.exec(ctx); err != nil {
 		return nil, fmt.Errorf("find task %q: %w", id, err)

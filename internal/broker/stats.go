@@ -25,14 +25,14 @@ type QueueStats struct {
 func (b *Broker) Stats(ctx context.Context, names []string) ([]QueueStats, error) {
 	p := b.rdb.Pipeline()
 	type counts struct {
-		pending, recovering, scheduled, dead, workers *redis.IntCmd
-		finished                                      *redis.SliceCmd
+		pending, recovering, scheduled, dead, workers, legacy *redis.IntCmd
+		finished                                              *redis.SliceCmd
 	}
 	cs := make([]counts, len(names))
 	for i, n := range names {
 		q := b.Queue(n)
 		cs[i] = counts{p.ZCard(ctx, q.Pending), p.ZCard(ctx, q.Recovering), p.ZCard(ctx, q.Scheduled),
-			p.ZCard(ctx, q.Dead), p.ZCard(ctx, q.Workers),
+			p.ZCard(ctx, q.Dead), p.ZCard(ctx, q.Workers), p.ZCard(ctx, q.legacyWorkers),
 			p.HMGet(ctx, q.Prefix+"stats", "cancelled", "expired")}
 	}
 	if _, err := p.Exec(ctx); err != nil {
@@ -50,7 +50,7 @@ func (b *Broker) Stats(ctx context.Context, names []string) ([]QueueStats, error
 	for i, n := range names {
 		c := cs[i]
 		out[i] = QueueStats{Name: n, Pending: c.pending.Val() + c.recovering.Val(), Scheduled: c.scheduled.Val(),
-			Dead: c.dead.Val(), Active: int64(len(active[i])), Workers: c.workers.Val()}
+			Dead: c.dead.Val(), Active: int64(len(active[i])), Workers: c.workers.Val() + c.legacy.Val()}
 		if v := c.finished.Val(); len(v) == 2 {
 			out[i].Cancelled, out[i].Expired = count(v[0]), count(v[1])
 		}
@@ -79,7 +79,7 @@ func (b *Broker) Active(ctx context.Context, qs []*Queue) ([][]ActiveLease, erro
 	t := b.newPipeline()
 	cmds := make([]*redis.Cmd, len(qs))
 	for i, q := range qs {
-		cmds[i] = t.script(ctx, activeScript, []string{q.Workers}, q.lease)
+		cmds[i] = t.script(ctx, activeScript, []string{q.Workers, q.legacyWorkers}, q.lease)
 	}
 	if err := t.exec(ctx); err != nil {
 		return nil, fmt.Errorf("active tasks: %w", err)

@@ -2,9 +2,10 @@
 -- script running in between (a settle) could show a record without its meta, or
 -- a record that is in no index any more: one moment of the task, never half of
 -- a change.
--- KEYS[1] records   KEYS[2] workers   KEYS[3] recovered   KEYS[4] meta
+-- KEYS[1] records   KEYS[2] sessions   KEYS[3] recovered   KEYS[4] meta
 -- KEYS[5] pending   KEYS[6] recovering   KEYS[7] scheduled   KEYS[8] dead
 -- KEYS[9] the final record NS:{Q}:done:ID
+-- KEYS[10] active: id -> SESSION:TOKEN for workers of the previous lease format
 -- ARGV[1] task id   ARGV[2] the prefix of the sessions' lease hashes NS:{Q}:lease:
 -- Returns {record, session, recovered, meta, pending, recovering, scheduled, dead,
 -- final}: HGET's answers on KEYS[1], KEYS[3], KEYS[4], the worker session whose
@@ -20,6 +21,12 @@ for _, s in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
   if redis.call('HEXISTS', ARGV[2] .. s, id) == 1 then
     out[2] = s
     break
+  end
+end
+if not out[2] then
+  local old = redis.call('HGET', KEYS[10], id)
+  if old then
+    out[2] = string.match(old, '^(.*):[^:]*$') or old
   end
 end
 for i = 5, 8 do

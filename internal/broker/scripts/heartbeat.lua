@@ -1,5 +1,7 @@
 -- heartbeat: extend a worker session's leases on one queue and report dead sessions.
--- KEYS[1] workers (session -> lease deadline, Unix ms)   KEYS[2] the session's lease hash
+-- KEYS[1] sessions (session -> lease deadline, Unix ms)   KEYS[2] the session's lease hash
+-- KEYS[3] workers: the sessions of the previous lease format (reclaim.lua), reported
+-- too when they expire, so that what they held is taken back
 -- ARGV[1] session id   ARGV[2] lease TTL ms   ARGV[3] "1" to register a new session
 -- Returns {status, ms until another live session's lease runs out (-1 if none),
 -- leases the session holds, expired session ids...}. Status -1: this session was
@@ -13,15 +15,20 @@ end
 redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
 -- The lease hash's field "" is not a lease: the token base of the last fetch.
 local out = {0, -1, redis.call('HLEN', KEYS[2]) - redis.call('HEXISTS', KEYS[2], '')}
-local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, 100)
-for i = 1, #expired do
-  out[#out + 1] = expired[i]
-end
-local live = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. now, '+inf', 'WITHSCORES', 'LIMIT', 0, 2)
-for i = 1, #live, 2 do
-  if live[i] ~= ARGV[1] then
-    out[2] = tonumber(live[i + 1]) - now
-    break
+for _, k in ipairs({KEYS[1], KEYS[3]}) do
+  local expired = redis.call('ZRANGEBYSCORE', k, '-inf', now, 'LIMIT', 0, 100)
+  for i = 1, #expired do
+    out[#out + 1] = expired[i]
+  end
+  local live = redis.call('ZRANGEBYSCORE', k, '(' .. now, '+inf', 'WITHSCORES', 'LIMIT', 0, 2)
+  for i = 1, #live, 2 do
+    if live[i] ~= ARGV[1] then
+      local d = tonumber(live[i + 1]) - now
+      if out[2] < 0 or d < out[2] then
+        out[2] = d
+      end
+      break
+    end
   end
 end
 return out

@@ -90,16 +90,20 @@ local function finish(pre, id, state, nowMs, g, w, r, e)
   redis.call('HDEL', pre .. 'cancels', id)
 end
 
--- leaseOf finds the worker session whose lease holds the task: its session id
--- and lease value FLAG:TOKEN:SCORE, or nil. A task is active exactly when one
--- does (a lease hash NS:{Q}:lease:SESSION maps the id; sessions are the members
--- of NS:{Q}:workers, few: one per worker process).
+-- leaseOf finds the worker session whose lease holds the task: its session id,
+-- or nil. A task is active exactly when one does: a lease hash
+-- NS:{Q}:lease:SESSION maps the id, for a session in NS:{Q}:sessions (few: one
+-- per worker process); or, for a worker of the previous lease format, the
+-- hash NS:{Q}:active names the session (reclaim.lua).
 local function leaseOf(pre, id)
-  for _, s in ipairs(redis.call('ZRANGE', pre .. 'workers', 0, -1)) do
-    local v = redis.call('HGET', pre .. 'lease:' .. s, id)
-    if v then
-      return s, v
+  for _, s in ipairs(redis.call('ZRANGE', pre .. 'sessions', 0, -1)) do
+    if redis.call('HEXISTS', pre .. 'lease:' .. s, id) == 1 then
+      return s
     end
+  end
+  local old = redis.call('HGET', pre .. 'active', id)
+  if old then
+    return string.match(old, '^(.*):[^:]*$') or old
   end
   return nil
 end

@@ -1,6 +1,10 @@
 -- reclaim: take back everything leased to a session whose lease expired.
--- KEYS[1] workers   KEYS[2] the expired session's lease hash   KEYS[3] pending
+-- KEYS[1] sessions   KEYS[2] the expired session's lease hash   KEYS[3] pending
 -- KEYS[4] recovering   KEYS[5] recovered   KEYS[6] orphaned
+-- KEYS[7] workers, KEYS[8] active: a session registered in KEYS[7] ran the previous
+-- lease format (token -> FLAG:SLOT:ID, and active id -> SESSION:TOKEN); its leases
+-- are read in that format, each only if active still points at it, and its active
+-- entries deleted. Workers of either format can then share a queue during a deploy.
 -- ARGV[1] expired session id   ARGV[2] wake channel   ARGV[3] epoch (Unix ms)
 -- Tasks not marked started go back uncounted: to the front of their priority in
 -- pending, or to recovering if they already carry a recovery count. Workers mark a
@@ -19,17 +23,35 @@
 local P = 2199023255552
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local zset = KEYS[1]
 local deadline = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if not deadline then
+  zset = KEYS[7]
+  deadline = redis.call('ZSCORE', KEYS[7], ARGV[1])
+end
 if not deadline or tonumber(deadline) > now then
   return {-1, -1}
 end
+local legacy = zset == KEYS[7]
 local leased = redis.call('HGETALL', KEYS[2])
 local back, rec = 0, 0
 for i = 1, #leased, 2 do
   local id, v = leased[i], leased[i + 1]
   local c = id ~= '' and string.find(v, ':', 3, true)
-  if c then -- the field "" is the last fetch's token base
-    local slot = math.floor(tonumber(string.sub(v, c + 1)) / P)
+  local slot
+  if c and legacy then -- token -> FLAG:SLOT:ID
+    local tok = id
+    id = string.sub(v, c + 1)
+    slot = tonumber(string.sub(v, 3, c - 1))
+    if redis.call('HGET', KEYS[8], id) == ARGV[1] .. ':' .. tok then
+      redis.call('HDEL', KEYS[8], id)
+    else
+      c = nil -- stale: active no longer points at this lease
+    end
+  elseif c then -- the field "" is the last fetch's token base
+    slot = math.floor(tonumber(string.sub(v, c + 1)) / P)
+  end
+  if c and slot then
     if string.sub(v, 1, 1) == 's' then
       redis.call('HINCRBY', KEYS[5], id, 1)
       redis.call('ZADD', KEYS[4], slot * P + now - tonumber(ARGV[3]), id)
@@ -49,7 +71,7 @@ for i = 1, #leased, 2 do
   end
 end
 redis.call('DEL', KEYS[2])
-redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('ZREM', zset, ARGV[1])
 if back + rec > 0 then
   redis.call('PUBLISH', ARGV[2], 'r')
 end

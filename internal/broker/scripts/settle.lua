@@ -52,6 +52,17 @@ while i <= #ARGV do
     if not delay or delay < 0 or delay % 1 ~= 0 or delay > 31622400000 then
       return redis.error_reply('ERR rediq: bad outcome r / delay ' .. ARGV[i + 3])
     end
+  elseif extra == 1 and kind ~= 'k' then
+    -- An attempt is "" or STARTED\0WORKER\0RESULT: anything else would fail
+    -- half-way through the call, after some outcomes were written.
+    local a = ARGV[i + 3]
+    local x = string.find(a, '\0', 1, true)
+    if a ~= '' and not (x and string.find(a, '\0', x + 1, true)) then
+      return redis.error_reply('ERR rediq: bad outcome ' .. kind .. ' / attempt without its two NULs')
+    end
+  end
+  if ARGV[i + 2] == '' then
+    return redis.error_reply('ERR rediq: bad outcome ' .. kind .. ' / empty task id')
   end
   n = n + 1
   kinds[n], toks[n], ids[n], at[n] = kind, ARGV[i + 1], ARGV[i + 2], i
@@ -252,9 +263,13 @@ for id, v in pairs(marks) do
   m[nm + 1] = id
   m[nm + 2] = v
   nm = nm + 2
+  if nm >= 2000 then -- a thousand per HSET: what unpack takes
+    redis.call('HSET', KEYS[1], unpack(m, 1, nm))
+    nm = 0
+  end
 end
 if nm > 0 then
-  redis.call('HSET', KEYS[1], unpack(m))
+  redis.call('HSET', KEYS[1], unpack(m, 1, nm))
 end
 if killed then
   local old = redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', nowMs - tonumber(ARGV[4]), 'LIMIT', 0, 1000)
