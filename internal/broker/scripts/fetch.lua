@@ -1,7 +1,7 @@
 -- fetch: promote due scheduled tasks, then lease up to n tasks to a worker session,
 -- in one atomic step.
 -- KEYS[1] records   KEYS[2] pending   KEYS[3] scheduled   KEYS[4] recovering
--- KEYS[5] recovered (id -> times a worker died running it)   KEYS[6] workers
+-- KEYS[5] recovered (id -> times a worker died running it)   KEYS[6] sessions
 -- KEYS[7] the session's lease hash (id -> "FLAG:TOKEN:SCORE"; "" -> the last fetch's token base)
 -- KEYS[8] sequence counter
 -- ARGV[1] n   ARGV[2] token base (tokens are base+1 .. base+n)   ARGV[3] session id

@@ -1,5 +1,5 @@
 -- leave: end a worker session on one queue.
--- KEYS[1] workers   KEYS[2] the session's lease hash   KEYS[3] pending
+-- KEYS[1] sessions   KEYS[2] the session's lease hash   KEYS[3] pending
 -- KEYS[4] recovering   KEYS[5] recovered
 -- ARGV[1] session id   ARGV[2] wake channel   ARGV[3] epoch (Unix ms)
 -- The worker calls it after settling everything it ran, so what the lease hash still
