@@ -50,6 +50,11 @@ for i = 5, #ARGV, 5 do
     withOptions = true
     nowNeeded = true
   end
+  if ARGV[i] == '' then
+    -- A lease hash keeps its fetch marker under the field "": a task with
+    -- an empty id would be leased onto it, and lost.
+    return redis.error_reply('ERR rediq: empty task id')
+  end
   if not slot or slot < 0 or slot > 4095 or slot % 1 ~= 0 then
     return redis.error_reply('ERR rediq: priority slot ' .. ARGV[i + 1] .. ' is outside [0, 4095]')
   end

@@ -74,7 +74,7 @@ if redis.call('HGET', KEYS[7], '') == MARK then
   local mine = {}
   for i = 1, #all, 2 do
     local v = all[i + 1]
-    local c = string.find(v, ':', 3, true)
+    local c = all[i] ~= '' and string.find(v, ':', 3, true) -- "" is the marker
     local tok = c and tonumber(string.sub(v, 3, c - 1))
     if tok and tok > base and tok <= base + n then
       mine[#mine + 1] = {tok, all[i], string.sub(v, 1, 1) == 's'}

@@ -20,7 +20,7 @@ for i = 1, #leased, 2 do
   elseif string.sub(v, 1, 1) == 's' then
     stranded = stranded + 1
   else
-    local slot = math.floor(tonumber(string.sub(v, c + 1)) / P)
+    local slot = math.floor((tonumber(string.sub(v, c + 1)) or 2048 * P) / P)
     if redis.call('HEXISTS', KEYS[5], id) == 1 then
       redis.call('ZADD', KEYS[4], slot * P + now, id)
     else

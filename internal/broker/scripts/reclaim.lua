@@ -49,7 +49,9 @@ for i = 1, #leased, 2 do
       c = nil -- stale: active no longer points at this lease
     end
   elseif c then -- the field "" is the last fetch's token base
-    slot = math.floor(tonumber(string.sub(v, c + 1)) / P)
+    -- A malformed score (a foreign worker's) still brings the task back, at
+    -- the default priority.
+    slot = math.floor((tonumber(string.sub(v, c + 1)) or 2048 * P) / P)
   end
   if c and slot then
     if string.sub(v, 1, 1) == 's' then

@@ -226,7 +226,8 @@ for j = 1, n do
       end
       finish(pre, id, lower == 'a' and 's' or lower, nowMs, g, w, r, reason)
     else
-      local slot = math.floor(tonumber(string.sub(v, 4 + #tok)) / P)
+      -- A malformed score (a foreign worker's) means the default priority.
+      local slot = math.floor((tonumber(string.sub(v, 4 + #tok)) or 2048 * P) / P)
       if lower == 'r' then
         local score = (now + tonumber(ARGV[i + 3])) * 4096 + slot
         if not firstSched then
