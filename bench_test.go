@@ -28,7 +28,7 @@ func benchTask(b *testing.B) (*rediq.Task[benchPayload, struct{}], func()) {
 		b.Fatal(err)
 	}
 	return task, func() {
-		app.Redis().Del(context.Background(), app.Namespace()+":{default}:pending", app.Namespace()+":{default}:t", app.Namespace()+":{default}:seq", app.Namespace()+":queues")
+		_, _ = app.DeleteNamespace(context.Background())
 		app.Close()
 	}
 }

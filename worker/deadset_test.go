@@ -68,7 +68,7 @@ func TestLargeDeadSetExcessIsTrimmedInSteps(t *testing.T) {
 		t.Fatal(err)
 	}
 	testredis.WaitFor(t, 5*time.Second, "every task settled", func() bool {
-		return e.active("default") == 0 && e.count(q.Pending) == 0
+		return e.active("default") == 0 && e.pendingLen(q.Name) == 0
 	})
 	if n := records.FilterMessage("settle failed; will retry").Len(); n > 0 {
 		t.Fatalf("settling failed %d times: %v", n, records.FilterMessage("settle failed; will retry").All()[0].ContextMap())

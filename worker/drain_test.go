@@ -71,7 +71,7 @@ func TestCleanDrainLogsNoWarning(t *testing.T) {
 		t.Errorf("logged during a clean run and drain: %s %q %v", l.Level, l.Message, l.ContextMap())
 	}
 	testredis.WaitFor(t, 5*time.Second, "the queue to be empty", func() bool {
-		return e.count(e.queue("default").Pending) == 0 && e.active("default") == 0
+		return e.pendingLen("default") == 0 && e.active("default") == 0
 	})
 }
 

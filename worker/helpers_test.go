@@ -95,6 +95,20 @@ func (e *env) count(key string) int64 {
 	return n
 }
 
+// pendingIDs lists what waits in a queue's pending (not recovering), in the
+// order fetch takes it.
+func (e *env) pendingIDs(queue string) []string {
+	e.t.Helper()
+	ids, err := broker.New(e.rdb, e.ns).PendingIDs(context.Background(), e.queue(queue))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return ids
+}
+
+// pendingLen counts what waits in a queue's pending (not recovering).
+func (e *env) pendingLen(queue string) int64 { return int64(len(e.pendingIDs(queue))) }
+
 // dead decodes the dead set of a queue, oldest first.
 func (e *env) dead(queue string) []*codec.Envelope {
 	e.t.Helper()

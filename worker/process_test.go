@@ -152,7 +152,7 @@ func TestSignalDrainsGracefully(t *testing.T) {
 			}
 			ctx := context.Background()
 			doneN := e.rdb.SCard(ctx, e.ns+":done").Val()
-			pending := e.count(e.queue("default").Pending)
+			pending := e.pendingLen("default")
 			t.Logf("stopped in %v: %d completed, %d pending", time.Since(start), doneN, pending)
 			if doneN+pending != n {
 				t.Fatalf("completed %d + pending %d != enqueued %d; output:\n%s", doneN, pending, n, ch.out.String())

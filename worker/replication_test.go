@@ -38,7 +38,7 @@ func TestWorkerGoesOnWhenReplicasDoNotConfirm(t *testing.T) {
 	}
 	ran.wait(t, n, 10*time.Second)
 	testredis.WaitFor(t, 5*time.Second, "the queue to empty", func() bool {
-		return e.count(e.queue(rediq.DefaultQueue).Pending) == 0 && e.active(rediq.DefaultQueue) == 0
+		return e.pendingLen(rediq.DefaultQueue) == 0 && e.active(rediq.DefaultQueue) == 0
 	})
 	warned := logs.FilterMessageSnippet("replicas did not confirm").Len()
 	if warned != 1 {

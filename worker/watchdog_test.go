@@ -65,7 +65,7 @@ func TestStuckHandlersThatReturnDoNotUseUpRunners(t *testing.T) {
 			func() bool { return len(ran.get()) > i })
 	}
 	testredis.WaitFor(t, 5*time.Second, "nothing left leased", func() bool { return e.active("default") == 0 })
-	if n := e.count(e.queue("default").Pending); n != 0 {
+	if n := e.pendingLen("default"); n != 0 {
 		t.Fatalf("%d tasks left pending", n)
 	}
 }

@@ -449,7 +449,7 @@ func TestShutdownSkippingTheWaitReturnsTasks(t *testing.T) {
 	if err := w.Shutdown(done); !errors.Is(err, context.Canceled) {
 		t.Fatalf("Shutdown = %v, want context.Canceled", err)
 	}
-	if n := e.count(e.queue("default").Pending); n != 5 {
+	if n := e.pendingLen("default"); n != 5 {
 		t.Fatalf("%d pending after the stop, want all 5 back", n)
 	}
 	if n := e.active("default"); n != 0 {
@@ -493,7 +493,7 @@ func TestPoisonTaskGoesToDead(t *testing.T) {
 		t.Fatal(err)
 	}
 	q := e.queue("default")
-	members := e.rdb.ZRange(ctx, q.Pending, 0, -1).Val() // ids, in order
+	members := e.pendingIDs(q.Name) // ids, in order
 	// As if the first had been reclaimed from 4 dead workers, the second from 3.
 	e.must(e.rdb.HSet(ctx, q.Recovered, members[0], 4, members[1], 3))
 	e.start(e.app, worker.Config{MaxRecoveries: 3})
@@ -553,7 +553,7 @@ func TestLostLeaseCancelsTheTask(t *testing.T) {
 	}
 	runs.wait(t, 2, 10*time.Second)
 	testredis.WaitFor(t, 5*time.Second, "the rerun to settle", func() bool {
-		return e.count(q.Pending) == 0 && e.active("default") == 0
+		return e.pendingLen(q.Name) == 0 && e.active("default") == 0
 	})
 	if len(e.dead("default")) != 0 {
 		t.Fatal("a task whose lease was lost went to dead")

@@ -138,11 +138,11 @@ func (b *Broker) List(ctx context.Context, q *Queue, idx ListIndex, offset, limi
 		if err != nil {
 			return nil, 0, err
 		}
-		nPend, err := b.rdb.ZCard(ctx, q.Pending).Result()
+		parts, err := b.pendingOf(ctx, []*Queue{q})
 		if err != nil {
 			return nil, 0, err
 		}
-		total = int(nRec + nPend)
+		total = int(nRec + parts[0].total())
 		if offset < int(nRec) {
 			zs, err := b.zrange(ctx, q.Recovering, offset, min(offset+limit, int(nRec))-1, false)
 			if err != nil {
@@ -152,7 +152,7 @@ func (b *Broker) List(ctx context.Context, q *Queue, idx ListIndex, offset, limi
 		}
 		if rest := limit - len(ids); rest > 0 {
 			from := max(offset-int(nRec), 0)
-			zs, err := b.zrange(ctx, q.Pending, from, from+rest-1, false)
+			zs, err := b.listPending(ctx, q, parts[0], from, rest)
 			if err != nil {
 				return nil, 0, err
 			}

@@ -58,12 +58,12 @@ var (
 	enqueueScript   = load("enqueue")
 	fetchScript     = load("fetch", "lib")
 	heartbeatScript = load("heartbeat")
-	reclaimScript   = load("reclaim")
+	reclaimScript   = load("reclaim", "lib")
 	settleScript    = load("settle", "lib")
 	cancelScript    = load("cancel", "lib")
 	deleteScript    = load("delete", "lib")
-	requeueScript   = load("requeue")
-	leaveScript     = load("leave")
+	requeueScript   = load("requeue", "lib")
+	leaveScript     = load("leave", "lib")
 	findScript      = load("find")
 	activeScript    = load("active")
 )
@@ -87,16 +87,20 @@ func (b *Broker) Namespace() string { return b.ns }
 
 // Queue holds one queue's key names.
 type Queue struct {
-	Name       string
-	Records    string // hash: task id -> message (the task's record, whatever its state)
-	Pending    string // zset: id -> slot*2^41 + sequence
-	Scheduled  string // zset: id -> (due-Epoch)*4096 + slot
-	Recovering string // zset: id of a started task taken back from a dead worker -> slot*2^41 + ms
-	Recovered  string // hash: id -> times a worker died running it
-	Orphaned   string // hash: id -> times it came back unmarked from a dead worker (reclaim.lua)
-	Dead       string // zset: id -> Unix ms of death
-	Seq        string // counter giving FIFO order within a priority
-	Workers    string // zset NS:{Q}:sessions: session id -> lease deadline, Unix ms
+	Name    string
+	Records string // hash: task id -> message (the task's record, whatever its state)
+	// Pending is NS:{Q}:pending: the name the pending lists are built from
+	// (PendingList), and the zset (id -> slot*2^41 + sequence) where producers
+	// of protocol version 2 still put tasks; fetch takes from it first.
+	Pending      string
+	PendingSlots string // zset NS:{Q}:pending:slots: the slots whose list holds tasks (member and score: the slot)
+	Scheduled    string // zset: id -> (due-Epoch)*4096 + slot
+	Recovering   string // zset: id of a started task taken back from a dead worker -> slot*2^41 + ms
+	Recovered    string // hash: id -> times a worker died running it
+	Orphaned     string // hash: id -> times it came back unmarked from a dead worker (reclaim.lua)
+	Dead         string // zset: id -> Unix ms of death
+	Seq          string // the sequence of version 2's producers (their zset's order)
+	Workers      string // zset NS:{Q}:sessions: session id -> lease deadline, Unix ms
 	// Workers of the previous lease format (token -> FLAG:SLOT:ID, with the
 	// NS:{Q}:active hash) registered in NS:{Q}:workers: new workers never meet
 	// them there, and reclaim what such a session left when it expires.
@@ -114,6 +118,10 @@ type Queue struct {
 // FLAG:TOKEN:SCORE, and "" -> the token base of the session's last fetch. A
 // task is active exactly when a lease hash maps its id.
 func (q *Queue) Lease(session string) string { return q.lease + session }
+
+// PendingList is the key of the list of the tasks pending at priority slot
+// (decimal, as in PendingSlots), oldest first.
+func (q *Queue) PendingList(slot string) string { return q.Pending + ":" + slot }
 
 // ValidateQueueName reports why name cannot be a queue name, if it cannot.
 func ValidateQueueName(name string) error { return validateName("queue name", name) }
@@ -141,7 +149,7 @@ func (b *Broker) Queue(name string) *Queue {
 	}
 	p := b.ns + ":{" + name + "}:"
 	q := &Queue{
-		Name: name, Records: p + "t", Pending: p + "pending", Scheduled: p + "scheduled",
+		Name: name, Records: p + "t", Pending: p + "pending", PendingSlots: p + "pending:slots", Scheduled: p + "scheduled",
 		Recovering: p + "recovering", Recovered: p + "recovered", Orphaned: p + "orphaned", Dead: p + "dead",
 		Seq: p + "seq", Workers: p + "sessions", legacyWorkers: p + "workers", legacyActive: p + "active", Channel: p + "wake", lease: p + "lease:", call: p + "call:", Prefix: p,
 	}

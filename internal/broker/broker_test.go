@@ -138,7 +138,7 @@ func TestLateSettleAfterReclaimChangesNothing(t *testing.T) {
 	if held := settle(t, b, broker.Settlement{Queue: q, Session: "B", Token: 201, ID: "m1", Outcome: broker.Ack}); !held[0] {
 		t.Fatal("B's ack was refused")
 	}
-	if n := rdb.Exists(ctx, q.Recovered, q.Pending, q.Recovering, q.Records).Val(); n != 0 {
+	if n := rdb.Exists(ctx, q.Recovered, q.Pending, q.PendingSlots, q.PendingList("2048"), q.Recovering, q.Records).Val(); n != 0 {
 		t.Fatalf("%d keys remain after the ack", n)
 	}
 	if l, err := b.Leases(ctx, q, "B"); len(l) != 0 || err != nil {
@@ -167,7 +167,7 @@ func TestFetchSentTwiceAnswersTheSame(t *testing.T) {
 	if l, err := b.Leases(ctx, q, "S"); len(l) != 2 || err != nil {
 		t.Fatalf("lease holds %v (%v), want 2", l, err)
 	}
-	if p := rdb.ZRange(ctx, q.Pending, 0, -1).Val(); !slices.Equal(p, []string{"c", "d", "e"}) {
+	if p := pendingIDs(t, b, q); !slices.Equal(p, []string{"c", "d", "e"}) {
 		t.Fatalf("pending %v", p)
 	}
 	// Leave gives back what the session holds unstarted (here "b", as if the
@@ -175,7 +175,7 @@ func TestFetchSentTwiceAnswersTheSame(t *testing.T) {
 	if n, err := b.Leave(ctx, q, "S"); n != 1 || err != nil {
 		t.Fatalf("leave = %d, %v; want 1 started task stranded", n, err)
 	}
-	if p := rdb.ZRange(ctx, q.Pending, 0, -1).Val(); !slices.Equal(p, []string{"b", "c", "d", "e"}) {
+	if p := pendingIDs(t, b, q); !slices.Equal(p, []string{"b", "c", "d", "e"}) {
 		t.Fatalf("pending after leave %v, want b back in front", p)
 	}
 	settle(t, b, broker.Settlement{Queue: q, Session: "S", Token: 11, ID: "a", Outcome: broker.Ack})
@@ -210,28 +210,44 @@ func TestEnqueueIsIdempotent(t *testing.T) {
 			t.Fatalf("guarded call = %q, %v; want 1 both times", s, err)
 		}
 	}
-	if p := rdb.ZRange(ctx, q.Pending, 0, -1).Val(); !slices.Equal(p, []string{"x", "y", "z"}) {
+	if p := pendingIDs(t, b, q); !slices.Equal(p, []string{"x", "y", "z"}) {
 		t.Fatalf("pending %v", p)
 	}
 }
 
-// Sequences near 2^41 are renumbered instead of spilling into the
-// next priority.
-func TestSequenceNeverSpillsIntoThePriorityBelow(t *testing.T) {
+// Pending holds a list per priority slot: lower slots go first, each in
+// enqueue order. What a producer of protocol version 2 put in the zset
+// NS:{Q}:pending (with its sequence) is fetched before them, and its sequence
+// is deleted once that zset is empty, as its enqueue expects.
+func TestPendingByPriorityAndThePreviousFormat(t *testing.T) {
 	t.Parallel()
 	b, q, rdb := setup(t)
 	ctx := context.Background()
-	enqueue(t, b, q, msg("hi-1", 2047), msg("lo-1", 2048))
-	if err := rdb.Set(ctx, q.Seq, int64(1)<<41-3, 0).Err(); err != nil {
+	enqueue(t, b, q, msg("lo-1", 2048), msg("hi-1", 2047), msg("lo-2", 2048))
+	enqueue(t, b, q, msg("hi-2", 2047))
+	if err := rdb.ZAdd(ctx, q.Pending, redis.Z{Score: 2049 * (1 << 41), Member: "v2-low"}).Err(); err != nil {
 		t.Fatal(err)
 	}
-	enqueue(t, b, q, msg("lo-2", 2048), msg("hi-2", 2047), msg("lo-3", 2048), msg("hi-3", 2047))
-	if seq, err := rdb.Get(ctx, q.Seq).Int64(); err != nil || seq != 6 {
-		t.Fatalf("sequence %d, %v after renumbering; want 6", seq, err)
-	}
-	want := []string{"hi-1", "hi-2", "hi-3", "lo-1", "lo-2", "lo-3"}
-	if p := rdb.ZRange(ctx, q.Pending, 0, -1).Val(); !slices.Equal(p, want) {
+	rdb.HSet(ctx, q.Records, "v2-low", "m")
+	rdb.Set(ctx, q.Seq, 1, 0)
+	want := []string{"v2-low", "hi-1", "hi-2", "lo-1", "lo-2"}
+	if p := pendingIDs(t, b, q); !slices.Equal(p, want) {
 		t.Fatalf("pending %v, want %v", p, want)
+	}
+	register(t, b, q, "S", time.Minute)
+	got := fetch(t, b, "S", time.Minute, broker.FetchRequest{Queue: q, N: 3})
+	if !slices.Equal(ids(got.Tasks), want[:3]) {
+		t.Fatalf("fetched %v, want %v", ids(got.Tasks), want[:3])
+	}
+	if n := rdb.Exists(ctx, q.Pending, q.Seq, q.PendingList("2047")).Val(); n != 0 {
+		t.Fatalf("%d emptied keys remain", n)
+	}
+	if s := rdb.ZRange(ctx, q.PendingSlots, 0, -1).Val(); !slices.Equal(s, []string{"2048"}) {
+		t.Fatalf("slots %v, want only 2048 left", s)
+	}
+	got = fetch(t, b, "S", time.Minute, broker.FetchRequest{Queue: q, N: 2, TokenBase: 10})
+	if !slices.Equal(ids(got.Tasks), want[3:]) || rdb.Exists(ctx, q.PendingSlots, q.PendingList("2048")).Val() != 0 {
+		t.Fatalf("fetched %v; slots %v", ids(got.Tasks), rdb.ZRange(ctx, q.PendingSlots, 0, -1).Val())
 	}
 }
 
@@ -260,7 +276,7 @@ func TestRetryKillRequeue(t *testing.T) {
 		t.Fatalf("dead %v", d)
 	}
 	// The requeued task goes back ahead of what was still pending.
-	if p := rdb.ZRange(ctx, q.Pending, 0, -1).Val(); !slices.Equal(p, []string{"q", "later"}) {
+	if p := pendingIDs(t, b, q); !slices.Equal(p, []string{"q", "later"}) {
 		t.Fatalf("pending %v", p)
 	}
 	if n, err := b.Leave(ctx, q, "S"); n != 0 || err != nil {
@@ -294,7 +310,7 @@ func TestReclaimCountsOnlyStartedTasks(t *testing.T) {
 	if pre != 1 || started != 2 || !ok || err != nil {
 		t.Fatalf("reclaim = %d %d %v %v; want 1 prefetched, 2 started", pre, started, ok, err)
 	}
-	if p := rdb.ZRange(ctx, q.Pending, 0, -1).Val(); !slices.Equal(p, []string{"c", "d"}) {
+	if p := pendingIDs(t, b, q); !slices.Equal(p, []string{"c", "d"}) {
 		t.Fatalf("pending %v", p)
 	}
 	if r := rdb.ZRange(ctx, q.Recovering, 0, -1).Val(); len(r) != 2 || rdb.HLen(ctx, q.Recovered).Val() != 2 || rdb.HExists(ctx, q.Recovered, "c").Val() {
@@ -419,7 +435,7 @@ func TestScriptsSurviveScriptFlush(t *testing.T) {
 			t.Fatal(added, err)
 		}
 	}
-	if p, s := rdb.ZCard(ctx, q.Pending).Val(), rdb.ZCard(ctx, q.Scheduled).Val(); p != 6 || s != 2 {
+	if p, s := len(pendingIDs(t, b, q)), rdb.ZCard(ctx, q.Scheduled).Val(); p != 6 || s != 2 {
 		t.Fatalf("pending %d scheduled %d, want 6 and 2", p, s)
 	}
 	if err := rdb.ScriptFlush(ctx).Err(); err != nil {
@@ -455,6 +471,16 @@ func TestConnectionErrorsAreReported(t *testing.T) {
 	if _, err := b.Enqueue(context.Background(), q, []broker.Message{msg("a", 2048)}); !errors.Is(err, broker.ErrOutcomeUnknown) {
 		t.Fatalf("enqueue on an unreachable Redis: %v; want ErrOutcomeUnknown", err)
 	}
+}
+
+// pendingIDs lists what waits in q's pending, in the order fetch takes it.
+func pendingIDs(t *testing.T, b *broker.Broker, q *broker.Queue) []string {
+	t.Helper()
+	ids, err := b.PendingIDs(context.Background(), q)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ids
 }
 
 func mustRead(t *testing.T, path string) string {

@@ -18,11 +18,10 @@ var ErrNotFound = errors.New("task not found")
 type State string
 
 const (
-	StatePending   State = "pending"   // in pending or recovering
+	StatePending   State = "pending"   // in pending or recovering: a record in no other index, and not leased
 	StateScheduled State = "scheduled" // in scheduled: delayed, or waiting to be retried (Retried > 0)
 	StateActive    State = "active"    // leased to a worker session
 	StateDead      State = "dead"
-	StateOrphan    State = "orphan"   // a record in no index: only mid-script, or after a script failed half-way
 	StateFinished  State = "finished" // succeeded, cancelled or expired, and retained: see Done
 )
 
@@ -102,6 +101,8 @@ func (q *Queue) FinChannel(id string) string { return q.Prefix + "fin:" + id }
 // Find looks a task up by id in the given queues (all queues of the namespace
 // when nil), in one round trip: one find.lua per queue, each O(log N), so that
 // each queue's answer is one moment of the task (a settle never shows half done).
+// A task in pending is found by elimination (its record, in no other index, and
+// not leased): a pending list is not searched.
 func (b *Broker) Find(ctx context.Context, id string, queues []string) (*Record, error) {
 	if queues == nil {
 		var err error
@@ -153,17 +154,15 @@ func parseFound(queue string, reply any) (*Record, error) {
 		return nil, nil
 	}
 	meta, _ := str(3)
-	r := &Record{Queue: queue, Body: []byte(body), State: StateOrphan, Meta: ParseMeta(meta)}
+	r := &Record{Queue: queue, Body: []byte(body), State: StatePending, Meta: ParseMeta(meta)}
 	if n, ok := str(2); ok {
 		r.Recovered, _ = strconv.Atoi(n)
 	}
 	score := func(i int) float64 { s, _ := str(i); f, _ := strconv.ParseFloat(s, 64); return f }
-	switch _, pending := str(4); {
+	switch {
 	case v[1] != nil:
 		r.State = StateActive
 		r.Session, _ = str(1)
-	case pending || v[5] != nil:
-		r.State = StatePending
 	case v[6] != nil:
 		r.State = StateScheduled
 		r.Due = int64(score(6))/4096 + Epoch

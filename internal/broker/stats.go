@@ -25,13 +25,13 @@ type QueueStats struct {
 func (b *Broker) Stats(ctx context.Context, names []string) ([]QueueStats, error) {
 	p := b.rdb.Pipeline()
 	type counts struct {
-		pending, recovering, scheduled, dead, workers, legacy *redis.IntCmd
-		finished                                              *redis.SliceCmd
+		recovering, scheduled, dead, workers, legacy *redis.IntCmd
+		finished                                     *redis.SliceCmd
 	}
 	cs := make([]counts, len(names))
 	for i, n := range names {
 		q := b.Queue(n)
-		cs[i] = counts{p.ZCard(ctx, q.Pending), p.ZCard(ctx, q.Recovering), p.ZCard(ctx, q.Scheduled),
+		cs[i] = counts{p.ZCard(ctx, q.Recovering), p.ZCard(ctx, q.Scheduled),
 			p.ZCard(ctx, q.Dead), p.ZCard(ctx, q.Workers), p.ZCard(ctx, q.legacyWorkers),
 			p.HMGet(ctx, q.Prefix+"stats", "cancelled", "expired")}
 	}
@@ -46,10 +46,14 @@ func (b *Broker) Stats(ctx context.Context, names []string) ([]QueueStats, error
 	if err != nil {
 		return nil, fmt.Errorf("queue stats: %w", err)
 	}
+	pending, err := b.pendingOf(ctx, qs)
+	if err != nil {
+		return nil, fmt.Errorf("queue stats: %w", err)
+	}
 	out := make([]QueueStats, len(names))
 	for i, n := range names {
 		c := cs[i]
-		out[i] = QueueStats{Name: n, Pending: c.pending.Val() + c.recovering.Val(), Scheduled: c.scheduled.Val(),
+		out[i] = QueueStats{Name: n, Pending: pending[i].total() + c.recovering.Val(), Scheduled: c.scheduled.Val(),
 			Dead: c.dead.Val(), Active: int64(len(active[i])), Workers: c.workers.Val() + c.legacy.Val()}
 		if v := c.finished.Val(); len(v) == 2 {
 			out[i].Cancelled, out[i].Expired = count(v[0]), count(v[1])

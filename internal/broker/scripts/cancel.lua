@@ -1,6 +1,7 @@
 -- cancel: cancel a task that has not finished.
--- KEYS[1] records   KEYS[2] pending   KEYS[3] scheduled   KEYS[4] recovering
--- KEYS[5] dead   KEYS[6] sequence counter
+-- KEYS[1] records   KEYS[2] pending (lib.lua: the lists and the zset of version 2 are
+-- built from ARGV[1])   KEYS[3] scheduled   KEYS[4] recovering   KEYS[5] dead
+-- KEYS[6] sequence counter (of version 2's producers)
 -- ARGV[1] the queue's key prefix NS:{Q}:   ARGV[2] task id   ARGV[3] wake channel
 -- A waiting task (pending, recovering, scheduled, retry) is finished as cancelled
 -- at once (lib.lua). An active one gets a cancel request (PRE..cancels, id -> Unix
@@ -27,9 +28,7 @@ if leaseOf(pre, id) then
   redis.call('PUBLISH', ARGV[3], 'c:' .. id)
   return 'a'
 end
-if redis.call('ZREM', KEYS[2], id) == 1 and redis.call('EXISTS', KEYS[2]) == 0 then
-  redis.call('DEL', KEYS[6]) -- pending is empty: see enqueue.lua
-end
+unpend(pre, id)
 redis.call('ZREM', KEYS[3], id)
 redis.call('ZREM', KEYS[4], id)
 finish(pre, id, 'c', nowMs, '', '', '', 'rediq: task cancelled')

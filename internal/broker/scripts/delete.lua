@@ -1,7 +1,8 @@
 -- delete: remove a task that no worker holds, whatever its state, with its
 -- lock (Unique or Memoize) if it holds it.
--- KEYS[1] records   KEYS[2] pending   KEYS[3] scheduled   KEYS[4] recovering
--- KEYS[5] dead   KEYS[6] sequence counter
+-- KEYS[1] records   KEYS[2] pending (lib.lua: the lists and the zset of version 2 are
+-- built from ARGV[1])   KEYS[3] scheduled   KEYS[4] recovering   KEYS[5] dead
+-- KEYS[6] sequence counter (of version 2's producers)
 -- ARGV[1] the queue's key prefix NS:{Q}:   ARGV[2] task id
 -- A waiting task with a retention may have waiters: "d" is published on
 -- PRE..fin:ID. Returns "d" deleted, "a" active (nothing changed: cancel it), "n" no such task
@@ -11,9 +12,7 @@ if leaseOf(pre, id) then
   return 'a'
 end
 if redis.call('HEXISTS', KEYS[1], id) == 1 then
-  if redis.call('ZREM', KEYS[2], id) == 1 and redis.call('EXISTS', KEYS[2]) == 0 then
-    redis.call('DEL', KEYS[6]) -- pending is empty: see enqueue.lua
-  end
+  unpend(pre, id)
   redis.call('ZREM', KEYS[3], id)
   redis.call('ZREM', KEYS[4], id)
   redis.call('ZREM', KEYS[5], id)

@@ -1,6 +1,8 @@
 -- enqueue: store task records and index each as pending or scheduled, exactly once.
--- KEYS[1] records (hash: id -> message)   KEYS[2] pending (zset)   KEYS[3] scheduled (zset)
--- KEYS[4] sequence counter   KEYS[5] (optional) the call guard of the producer's lane
+-- KEYS[1] records (hash: id -> message)   KEYS[2] pending: NS:{Q}:pending, the name the
+-- pending lists are built from   KEYS[3] scheduled (zset)   KEYS[4] NS:{Q}:seq (not
+-- used since protocol version 3; still passed, so that the keys stay as they were)
+-- KEYS[5] (optional) the call guard of the producer's lane
 -- ARGV[1] wake channel   ARGV[2] call number on the lane (ignored without KEYS[5])
 -- ARGV[3] epoch (Unix ms)   ARGV[4] the queue's key prefix NS:{Q}:
 -- then five per task: id, priority slot (priority+2048), delay ms (0: pending now;
@@ -13,7 +15,10 @@
 -- PRE..memo:DIGEST holds a cached result the task is not written ("m"); if
 -- PRE..mlock:DIGEST names a task that still has a record, neither ("u", with that
 -- id); else the lock is set to the id for LOCKTTL ms.
--- Pending score = slot * 2^41 + sequence: lower priority first, then enqueue order.
+-- Pending: the list KEYS[2]:SLOT holds the tasks of one priority slot, oldest first
+-- (RPUSH); the zset KEYS[2]:slots (member and score SLOT) lists the slots whose list
+-- is not empty, and fetch takes from the lowest. A list is far smaller than a zset
+-- entry per task, and pushing and popping cost less than ordering by score.
 -- Scheduled score = (due - epoch) ms * 4096 + slot.
 -- Returns a string with one character per task: "1" added, "0" its id already
 -- exists (nothing written for it), "u" a lock is held by another task, "m" a
@@ -85,46 +90,26 @@ if nowNeeded then
   local first = redis.call('ZRANGE', KEYS[3], 0, 0, 'WITHSCORES')
   earliest = first[2] and tonumber(first[2]) or math.huge
 end
--- The sequence. Fetch deletes it when it empties pending, so a sequence that
--- starts at 0 means the queue was empty: the wake-up below needs no EXISTS.
-local seq = 0
-if npend > 0 then
-  seq = redis.call('INCRBY', KEYS[4], npend) - npend
-end
-local wasEmpty = seq == 0
-if seq + npend >= P then
-  -- 2^41 enqueues without the queue ever emptying: renumber what is pending
-  -- (same order) so that sequences never spill into the next priority.
-  local all = redis.call('ZRANGE', KEYS[2], 0, -1, 'WITHSCORES')
-  seq = 0
-  local add = {}
-  for i = 1, #all, 2 do
-    seq = seq + 1
-    add[#add + 1] = math.floor(tonumber(all[i + 1]) / P) * P + seq
-    add[#add + 1] = all[i]
-    if #add >= 1000 then
-      redis.call('ZADD', KEYS[2], unpack(add))
-      add = {}
-    end
-  end
-  if #add > 0 then
-    redis.call('ZADD', KEYS[2], unpack(add))
-  end
-  redis.call('SET', KEYS[4], seq + npend)
-end
+-- A worker only goes idle after finding the queue empty: pushing into a queue
+-- without pending slots is what it must hear of (below).
+local slotsKey = KEYS[2] .. ':slots'
+local wasEmpty = npend > 0 and redis.call('EXISTS', slotsKey) == 0
 -- Counted, not measured with #: the length operator searches the table.
-local status, pend, sched, rec = {}, {}, {}, {}
-local ns, np, nsc, nr = 0, 0, 0, 0
+local status, sched, rec = {}, {}, {}
+local pend, np = {}, {} -- by slot: the ids to push, and how many
+local nsc, nr, ns = 0, 0, 0
 local seen = {}
--- Scores go to ZADD as strings made with %d: a Lua number passed to Redis is
+-- Scores go to ZADD (and slots into key names) as strings made with %d: a Lua number passed to Redis is
 -- formatted with %.17g, a float conversion that costs more than the ZADD.
 local function index(i, id)
   local slot, delay = slots[i], delays[i]
   if delay == 0 then
-    seq = seq + 1
-    pend[np + 1] = string.format('%d', slot * P + seq)
-    pend[np + 2] = id
-    np = np + 2
+    local n = np[slot]
+    if not n then
+      pend[slot], n = {}, 0
+    end
+    n = n + 1
+    pend[slot][n], np[slot] = id, n
   else
     local score = (now + delay) * 4096 + slot
     if score < earliest then
@@ -137,6 +122,19 @@ local function index(i, id)
   end
 end
 local added = 0
+-- pushAll appends the pending tasks gathered so far to their slots' lists; a
+-- list that was empty puts its slot in KEYS[2]:slots.
+local function pushAll()
+  for slot, ids in pairs(pend) do
+    local s = string.format('%d', slot)
+    local n = np[slot]
+    if redis.call('RPUSH', KEYS[2] .. ':' .. s, unpack(ids, 1, n)) == n then
+      redis.call('ZADD', slotsKey, s, s)
+    end
+    added = added + n
+  end
+  pend, np = {}, {}
+end
 local single = #ARGV == 9 and not withOptions
 if single then -- one task, the common single Enqueue: one HSETNX
   ns = 1
@@ -232,27 +230,15 @@ for from = 5, #ARGV, 5000 do
     redis.call('HSET', KEYS[1], unpack(rec, 1, nr))
     rec, nr = {}, 0
   end
-  if np > 0 then
-    added = added + np
-    redis.call('ZADD', KEYS[2], unpack(pend, 1, np))
-    pend, np = {}, 0
-  end
+  pushAll()
   if nsc > 0 then
     redis.call('ZADD', KEYS[3], unpack(sched, 1, nsc))
     sched, nsc = {}, 0
   end
 end
-if np > 0 then
-  added = added + np
-  redis.call('ZADD', KEYS[2], unpack(pend, 1, np))
-end
+pushAll()
 if nsc > 0 then
   redis.call('ZADD', KEYS[3], unpack(sched, 1, nsc))
-end
-if wasEmpty and npend > 0 and added == 0 then
-  -- Every pending task was a duplicate: the queue is still empty, and the next
-  -- enqueue must still see a sequence starting at 0 to wake the workers.
-  redis.call('DEL', KEYS[4])
 end
 for _, h in ipairs(holders) do
   ns = ns + 1

@@ -1,9 +1,10 @@
 -- fetch: promote due scheduled tasks, then lease up to n tasks to a worker session,
 -- in one atomic step.
--- KEYS[1] records   KEYS[2] pending   KEYS[3] scheduled   KEYS[4] recovering
+-- KEYS[1] records   KEYS[2] pending: NS:{Q}:pending, the zset of version 2's producers,
+-- and the name the lists are built from (lib.lua)   KEYS[3] scheduled   KEYS[4] recovering
 -- KEYS[5] recovered (id -> times a worker died running it)   KEYS[6] sessions
 -- KEYS[7] the session's lease hash (id -> "FLAG:TOKEN:SCORE"; "" -> the last fetch's token base)
--- KEYS[8] sequence counter
+-- KEYS[8] sequence counter (of version 2's producers: deleted when their zset empties)
 -- ARGV[1] n   ARGV[2] token base (tokens are base+1 .. base+n)   ARGV[3] session id
 -- ARGV[4] lease TTL ms   ARGV[5] wake channel   ARGV[6] epoch (Unix ms)
 -- ARGV[7] "1" if the session may take a recovering task (it runs none now)
@@ -88,20 +89,29 @@ if redis.call('HGET', KEYS[7], '') == MARK then
   return out
 end
 
+local slotsKey = KEYS[2] .. ':slots'
 local due = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now * 4096 + 4095, 'WITHSCORES', 'LIMIT', 0, 500)
 local promoted = #due / 2
 if promoted > 0 then
-  local seq = tonumber(redis.call('GET', KEYS[8]) or '0')
-  local add, rem = {}, {}
+  -- Due tasks go to the back of their slots' lists, in the order they fell due.
+  local bySlot, rem = {}, {}
   for i = 1, #due, 2 do
-    seq = seq + 1
-    add[i] = (tonumber(due[i + 1]) % 4096) * P + seq
-    add[i + 1] = due[i]
+    local slot = tonumber(due[i + 1]) % 4096
+    local ids = bySlot[slot]
+    if not ids then
+      ids = {}
+      bySlot[slot] = ids
+    end
+    ids[#ids + 1] = due[i]
     rem[(i + 1) / 2] = due[i]
   end
-  redis.call('ZADD', KEYS[2], unpack(add))
+  for slot, ids in pairs(bySlot) do
+    local s = string.format('%d', slot)
+    if redis.call('RPUSH', KEYS[2] .. ':' .. s, unpack(ids)) == #ids then
+      redis.call('ZADD', slotsKey, s, s)
+    end
+  end
   redis.call('ZREM', KEYS[3], unpack(rem))
-  redis.call('SET', KEYS[8], seq)
 end
 
 -- taken: id, score (as ZPOPMIN answers it), id, score, ...
@@ -113,21 +123,42 @@ if ARGV[7] == '1' and n > 0 then
   end
   nt = #r
 end
-if n > nt / 2 then
-  local want = n - nt / 2
+local want = n - nt / 2
+if want > 0 and redis.call('EXISTS', KEYS[2]) == 1 then
+  -- What producers of version 2 put in the zset goes first.
   local r = redis.call('ZPOPMIN', KEYS[2], want)
-  if nt == 0 then
-    taken, nt = r, #r
-  else
-    for i = 1, #r do
-      taken[nt + i] = r[i]
-    end
-    nt = nt + #r
+  for i = 1, #r do
+    taken[nt + i] = r[i]
   end
-  if #r < 2 * want or redis.call('EXISTS', KEYS[2]) == 0 then
-    -- Pending is empty: the next enqueue starts the sequence at 0 again, and
-    -- that is how it knows to wake the idle workers (see enqueue.lua).
+  nt, want = nt + #r, want - #r / 2
+  if want > 0 or redis.call('EXISTS', KEYS[2]) == 0 then
+    -- Their next enqueue starts the sequence at 0 again, and so knows to wake
+    -- the idle workers.
     redis.call('DEL', KEYS[8])
+  end
+end
+if want > 0 then
+  -- The lists of the lowest slots first (LRANGE and LTRIM: LPOP takes a count
+  -- only since Redis 6.2). A list this fetch empties leaves KEYS[2]:slots.
+  for _, s in ipairs(redis.call('ZRANGE', slotsKey, 0, -1)) do
+    local list = KEYS[2] .. ':' .. s
+    local r = redis.call('LRANGE', list, 0, want - 1)
+    local score = string.format('%d', tonumber(s) * P)
+    for i = 1, #r do
+      taken[nt + 2 * i - 1] = r[i]
+      taken[nt + 2 * i] = score
+    end
+    nt, want = nt + 2 * #r, want - #r
+    if want > 0 then
+      redis.call('DEL', list)
+      redis.call('ZREM', slotsKey, s)
+    else
+      redis.call('LTRIM', list, #r, -1)
+      if redis.call('EXISTS', list) == 0 then
+        redis.call('ZREM', slotsKey, s)
+      end
+      break
+    end
   end
 end
 local hasMeta = nt > 0 and redis.call('EXISTS', pre .. 'meta') == 1
@@ -198,7 +229,7 @@ if leased > 0 then
   redis.call('HSET', KEYS[7], '', MARK)
 end
 -- Promoted tasks this fetch did not take are news to the other idle workers.
-if (promoted > 0 or dropped > 0) and redis.call('EXISTS', KEYS[2]) == 1 then
+if (promoted > 0 or dropped > 0) and redis.call('EXISTS', slotsKey, KEYS[2]) > 0 then
   redis.call('PUBLISH', ARGV[5], 'p')
 end
 nextDue()

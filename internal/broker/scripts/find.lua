@@ -3,7 +3,9 @@
 -- a record that is in no index any more: one moment of the task, never half of
 -- a change.
 -- KEYS[1] records   KEYS[2] sessions   KEYS[3] recovered   KEYS[4] meta
--- KEYS[5] pending   KEYS[6] recovering   KEYS[7] scheduled   KEYS[8] dead
+-- KEYS[5] pending (the zset of version 2's producers; the lists of version 3 are
+-- not searched: a record in no other index, and not leased, is pending)
+-- KEYS[6] recovering   KEYS[7] scheduled   KEYS[8] dead
 -- KEYS[9] the final record NS:{Q}:done:ID
 -- KEYS[10] active: id -> SESSION:TOKEN for workers of the previous lease format
 -- ARGV[1] task id   ARGV[2] the prefix of the sessions' lease hashes NS:{Q}:lease:

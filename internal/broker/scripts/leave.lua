@@ -1,5 +1,6 @@
 -- leave: end a worker session on one queue.
 -- KEYS[1] sessions   KEYS[2] the session's lease hash   KEYS[3] pending
+-- (NS:{Q}:pending: the lists are built from it, lib.lua)
 -- KEYS[4] recovering   KEYS[5] recovered
 -- ARGV[1] session id   ARGV[2] wake channel   ARGV[3] epoch (Unix ms)
 -- The worker calls it after settling everything it ran, so what the lease hash still
@@ -11,6 +12,7 @@
 local P = 2199023255552
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - tonumber(ARGV[3])
+local pre = string.sub(KEYS[3], 1, #KEYS[3] - #'pending')
 local leased = redis.call('HGETALL', KEYS[2])
 local stranded, back = 0, 0
 for i = 1, #leased, 2 do
@@ -24,7 +26,7 @@ for i = 1, #leased, 2 do
     if redis.call('HEXISTS', KEYS[5], id) == 1 then
       redis.call('ZADD', KEYS[4], slot * P + now, id)
     else
-      redis.call('ZADD', KEYS[3], slot * P, id)
+      pend(pre, slot, id, true)
     end
     redis.call('HDEL', KEYS[2], id)
     back = back + 1

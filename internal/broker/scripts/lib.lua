@@ -7,7 +7,44 @@
 -- for tasks enqueued with an expiry, a retention, Memoize or Unique: EXPIREAT
 -- Unix ms (server clock, 0 none), RETENTION and MEMO ms, LOCK "" or
 -- "u:DIGEST" (PRE..uniq:DIGEST) or "m:DIGEST" (PRE..mlock:DIGEST).
+--
+-- Pending (protocol version 3): the list PRE..pending:SLOT holds the waiting
+-- tasks of one priority slot, oldest first; the zset PRE..pending:slots
+-- (member and score SLOT) lists the slots whose list is not empty. The zset
+-- PRE..pending (id -> slot*2^41 + seq) is where producers of version 2 still
+-- put tasks: fetch takes from it first, and the scripts below look in it too.
 local FINAL_INDEX = {s = 'succeeded', c = 'cancelled', x = 'expired'}
+
+-- pend puts one task back in pending at priority slot: at the front of its
+-- list (a give-back: it runs next), or at the back.
+local function pend(pre, slot, id, front)
+  local s = string.format('%d', slot)
+  if redis.call(front and 'LPUSH' or 'RPUSH', pre .. 'pending:' .. s, id) == 1 then
+    redis.call('ZADD', pre .. 'pending:slots', s, s)
+  end
+end
+
+-- unpend takes a task out of pending, wherever it waits: whether it was there.
+-- A list is searched from its head (LREM), so this costs in proportion to the
+-- tasks ahead of it: cancel and delete use it, never the task's own path.
+local function unpend(pre, id)
+  if redis.call('ZREM', pre .. 'pending', id) == 1 then
+    if redis.call('EXISTS', pre .. 'pending') == 0 then
+      redis.call('DEL', pre .. 'seq') -- for producers of version 2 (enqueue.lua)
+    end
+    return true
+  end
+  for _, s in ipairs(redis.call('ZRANGE', pre .. 'pending:slots', 0, -1)) do
+    local list = pre .. 'pending:' .. s
+    if redis.call('LREM', list, 1, id) == 1 then
+      if redis.call('EXISTS', list) == 0 then
+        redis.call('ZREM', pre .. 'pending:slots', s)
+      end
+      return true
+    end
+  end
+  return false
+end
 local FINAL_COUNT = {c = 'cancelled', x = 'expired'}
 
 local function parseMeta(v)

@@ -1,5 +1,6 @@
 -- reclaim: take back everything leased to a session whose lease expired.
 -- KEYS[1] sessions   KEYS[2] the expired session's lease hash   KEYS[3] pending
+-- (NS:{Q}:pending: the lists are built from it, lib.lua)
 -- KEYS[4] recovering   KEYS[5] recovered   KEYS[6] orphaned
 -- KEYS[7] workers, KEYS[8] active: a session registered in KEYS[7] ran the previous
 -- lease format (token -> FLAG:SLOT:ID, and active id -> SESSION:TOKEN); its leases
@@ -33,6 +34,7 @@ if not deadline or tonumber(deadline) > now then
   return {-1, -1}
 end
 local legacy = zset == KEYS[7]
+local pre = string.sub(KEYS[3], 1, #KEYS[3] - #'pending')
 local leased = redis.call('HGETALL', KEYS[2])
 local back, rec = 0, 0
 for i = 1, #leased, 2 do
@@ -67,7 +69,7 @@ for i = 1, #leased, 2 do
       redis.call('ZADD', KEYS[4], slot * P + now - tonumber(ARGV[3]), id)
       back = back + 1
     else
-      redis.call('ZADD', KEYS[3], slot * P, id)
+      pend(pre, slot, id, true)
       back = back + 1
     end
   end

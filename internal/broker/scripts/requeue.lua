@@ -1,16 +1,15 @@
 -- requeue: run dead or retry-waiting tasks again now, with their updated records
 -- (the caller resets the retry counts).
--- KEYS[1] records   KEYS[2] pending   KEYS[3] scheduled   KEYS[4] dead
--- KEYS[5] sequence counter   KEYS[6] recovered   KEYS[7] orphaned   KEYS[8] meta
+-- KEYS[1] records   KEYS[2] pending (NS:{Q}:pending: the lists are built from it,
+-- lib.lua)   KEYS[3] scheduled   KEYS[4] dead   KEYS[5] sequence counter (not used)
+-- KEYS[6] recovered   KEYS[7] orphaned   KEYS[8] meta
 -- (an expiry deadline in a task's meta is cleared: a requeued task runs)
 -- ARGV[1] wake channel, then three per task: id, priority slot, message
 -- A task is requeued only if it is still in dead or scheduled (with its record):
--- it goes to the back of its priority in pending, numbered from the sequence
--- like an enqueue (a sequence that starts at 0 means the queue was empty: the
--- idle workers are woken).
+-- it goes to the back of its priority in pending, like an enqueue (into a queue
+-- with nothing pending, the idle workers are woken).
 -- Returns a string with one character per task: "1" requeued, "0" not (it is no
 -- longer dead or scheduled). A second run finds them pending and answers "0".
-local P = 2199023255552
 local ok = {}
 for i = 2, #ARGV, 3 do
   local id = ARGV[i]
@@ -28,11 +27,10 @@ for i = 2, #ARGV, 3 do
   status[#status + 1] = '0'
 end
 if #ok > 0 then
-  local seq = redis.call('INCRBY', KEYS[5], #ok) - #ok
-  local wasEmpty = seq == 0
+  local pre = string.sub(KEYS[2], 1, #KEYS[2] - #'pending')
+  local wasEmpty = redis.call('EXISTS', KEYS[2] .. ':slots') == 0
   for _, i in ipairs(ok) do
     local id = ARGV[i]
-    seq = seq + 1
     redis.call('ZREM', KEYS[4], id)
     redis.call('ZREM', KEYS[3], id)
     redis.call('HSET', KEYS[1], id, ARGV[i + 2])
@@ -45,7 +43,7 @@ if #ok > 0 then
         redis.call('HSET', KEYS[8], id, '0' .. string.sub(m, c))
       end
     end
-    redis.call('ZADD', KEYS[2], tonumber(ARGV[i + 1]) * P + seq, id)
+    pend(pre, tonumber(ARGV[i + 1]), id, false)
     status[(i + 1) / 3] = '1'
   end
   if wasEmpty then

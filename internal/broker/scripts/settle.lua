@@ -1,5 +1,5 @@
 -- settle: apply a worker session's outcomes for tasks it holds on one queue.
--- KEYS[1] the session's lease hash   KEYS[2] records   KEYS[3] pending
+-- KEYS[1] the session's lease hash   KEYS[2] records   KEYS[3] pending (lib.lua)
 -- KEYS[4] scheduled   KEYS[5] dead   KEYS[6] recovered   KEYS[7] recovering
 -- KEYS[8] orphaned (see reclaim.lua)
 -- ARGV[1] session id   ARGV[2] epoch (Unix ms)   ARGV[3] wake channel
@@ -249,7 +249,7 @@ for j = 1, n do
         if redis.call('HEXISTS', KEYS[6], id) == 1 then
           redis.call('ZADD', KEYS[7], string.format('%d', slot * P + now), id)
         else
-          redis.call('ZADD', KEYS[3], string.format('%d', slot * P), id)
+          pend(pre, slot, id, true)
         end
         wake = true
       end
