@@ -21,7 +21,8 @@ type QueueStats struct {
 	Expired   int64 // counted when they expired instead of running
 }
 
-// Stats counts the tasks of each queue in one round trip.
+// Stats counts the tasks of each queue, in three or four round trips (the
+// counts are not one moment of the queue).
 func (b *Broker) Stats(ctx context.Context, names []string) ([]QueueStats, error) {
 	p := b.rdb.Pipeline()
 	type counts struct {

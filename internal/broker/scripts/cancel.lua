@@ -28,8 +28,9 @@ if leaseOf(pre, id) then
   redis.call('PUBLISH', ARGV[3], 'c:' .. id)
   return 'a'
 end
-unpend(pre, id)
-redis.call('ZREM', KEYS[3], id)
-redis.call('ZREM', KEYS[4], id)
+-- Scheduled and recovering first: searching pending costs a list scan.
+if redis.call('ZREM', KEYS[3], id) == 0 and redis.call('ZREM', KEYS[4], id) == 0 then
+  unpend(pre, id)
+end
 finish(pre, id, 'c', nowMs, '', '', '', 'rediq: task cancelled')
 return 'c'

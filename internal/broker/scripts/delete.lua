@@ -12,10 +12,10 @@ if leaseOf(pre, id) then
   return 'a'
 end
 if redis.call('HEXISTS', KEYS[1], id) == 1 then
-  unpend(pre, id)
-  redis.call('ZREM', KEYS[3], id)
-  redis.call('ZREM', KEYS[4], id)
-  redis.call('ZREM', KEYS[5], id)
+  -- The zsets first: searching pending costs a list scan.
+  if redis.call('ZREM', KEYS[3], id) + redis.call('ZREM', KEYS[4], id) + redis.call('ZREM', KEYS[5], id) == 0 then
+    unpend(pre, id)
+  end
   local _, ret, _, lock = parseMeta(redis.call('HGET', pre .. 'meta', id))
   release(pre, id, lock)
   if ret > 0 then

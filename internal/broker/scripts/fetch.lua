@@ -137,10 +137,15 @@ if want > 0 and redis.call('EXISTS', KEYS[2]) == 1 then
     redis.call('DEL', KEYS[8])
   end
 end
-if want > 0 then
-  -- The lists of the lowest slots first (LRANGE and LTRIM: LPOP takes a count
-  -- only since Redis 6.2). A list this fetch empties leaves KEYS[2]:slots.
-  for _, s in ipairs(redis.call('ZRANGE', slotsKey, 0, -1)) do
+-- The lists of the lowest slots first (LRANGE and LTRIM: LPOP takes a count
+-- only since Redis 6.2). A list this fetch empties leaves KEYS[2]:slots, so
+-- the slots still to read are always the first few.
+while want > 0 do
+  local slots = redis.call('ZRANGE', slotsKey, 0, 3)
+  if #slots == 0 then
+    break
+  end
+  for _, s in ipairs(slots) do
     local list = KEYS[2] .. ':' .. s
     local r = redis.call('LRANGE', list, 0, want - 1)
     local score = string.format('%d', tonumber(s) * P)

@@ -1,7 +1,9 @@
--- lib: functions shared by the scripts that end tasks (settle, fetch, cancel,
--- delete); prepended to them when they are loaded. PRE is the queue's key
--- prefix NS:{Q}:, passed in ARGV: keys built from it carry the queue's hash tag,
--- so they live in the queue's cluster slot like the keys in KEYS.
+-- lib: functions shared by the scripts that end tasks or put them back
+-- (settle, fetch, cancel, delete, reclaim, leave, requeue); prepended to them
+-- when they are loaded. PRE is the queue's key prefix NS:{Q}:, passed in ARGV
+-- or taken from the pending key NS:{Q}:pending: keys built from it carry the
+-- queue's hash tag, so they live in the queue's cluster slot like the keys in
+-- KEYS.
 --
 -- A task's meta (PRE..meta, id -> "EXPIREAT:RETENTION:MEMO:LOCK") exists only
 -- for tasks enqueued with an expiry, a retention, Memoize or Unique: EXPIREAT
@@ -18,6 +20,9 @@ local FINAL_INDEX = {s = 'succeeded', c = 'cancelled', x = 'expired'}
 -- pend puts one task back in pending at priority slot: at the front of its
 -- list (a give-back: it runs next), or at the back.
 local function pend(pre, slot, id, front)
+  if not (slot >= 0 and slot <= 4095) then -- a foreign worker's lease: the default
+    slot = 2048
+  end
   local s = string.format('%d', slot)
   if redis.call(front and 'LPUSH' or 'RPUSH', pre .. 'pending:' .. s, id) == 1 then
     redis.call('ZADD', pre .. 'pending:slots', s, s)

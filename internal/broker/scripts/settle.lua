@@ -1,5 +1,6 @@
 -- settle: apply a worker session's outcomes for tasks it holds on one queue.
--- KEYS[1] the session's lease hash   KEYS[2] records   KEYS[3] pending (lib.lua)
+-- KEYS[1] the session's lease hash   KEYS[2] records   KEYS[3] pending (not read: the
+-- lists of a give-back are built from ARGV[6], lib.lua)
 -- KEYS[4] scheduled   KEYS[5] dead   KEYS[6] recovered   KEYS[7] recovering
 -- KEYS[8] orphaned (see reclaim.lua)
 -- ARGV[1] session id   ARGV[2] epoch (Unix ms)   ARGV[3] wake channel
