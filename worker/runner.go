@@ -17,6 +17,7 @@ type job struct {
 	recovered int
 	expireAt  time.Time // by the worker's clock, its ExpireIn/ExpireAt deadline; zero: none
 	started   bool      // marked started in Redis
+	outcome   bool      // its outcome is queued in the settler (guarded by the settler's mu)
 	freed     sync.Once // its prefetch slot was freed
 }
 

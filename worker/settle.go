@@ -66,6 +66,9 @@ func (s *settler) done(it settleItem) {
 
 func (s *settler) push(it settleItem) {
 	s.mu.Lock()
+	if it.s.Outcome != broker.Start && it.j != nil {
+		it.j.outcome = true
+	}
 	s.pending = append(s.pending, it)
 	s.mu.Unlock()
 	s.kick()
@@ -92,12 +95,24 @@ func (s *settler) mark(j *job, abort <-chan struct{}) (held, ok bool) {
 	}
 }
 
+// take takes what is queued. A start mark nobody waits for goes only if its
+// task's outcome is not queued too: a mark always precedes its outcome, so
+// that outcome goes in the same call, where it releases the lease the mark
+// would have marked (a short task, the common case, then costs Redis one
+// outcome, not two).
 func (s *settler) take() []settleItem {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	flush := s.pending
 	s.pending = make([]settleItem, 0, len(flush))
-	return flush
+	kept := flush[:0]
+	for _, it := range flush {
+		if it.s.Outcome == broker.Start && it.mark == nil && it.j != nil && it.j.outcome {
+			continue
+		}
+		kept = append(kept, it)
+	}
+	return kept
 }
 
 func (s *settler) putBack(flush []settleItem) {

@@ -114,23 +114,24 @@ if promoted > 0 then
   redis.call('ZREM', KEYS[3], unpack(rem))
 end
 
--- taken: id, score (as ZPOPMIN answers it), id, score, ...
-local taken, nt = {}, 0
-if ARGV[7] == '1' and n > 0 then
-  local r = redis.call('ZPOPMIN', KEYS[4], 1)
-  for i = 1, #r do
-    taken[i] = r[i]
+-- The tasks taken: ids and their scores (as ZPOPMIN answers them; slot·P for
+-- a list's), nt of them. Taken from a list alone, ids is LRANGE's answer.
+local ids, scores, nt = {}, {}, 0
+-- take adds a ZPOPMIN answer (id, score, id, score, ...).
+local function take(r)
+  for i = 1, #r, 2 do
+    nt = nt + 1
+    ids[nt], scores[nt] = r[i], r[i + 1]
   end
-  nt = #r
 end
-local want = n - nt / 2
+if ARGV[7] == '1' and n > 0 then
+  take(redis.call('ZPOPMIN', KEYS[4], 1))
+end
+local want = n - nt
 if want > 0 and redis.call('EXISTS', KEYS[2]) == 1 then
   -- What producers of version 2 put in the zset goes first.
-  local r = redis.call('ZPOPMIN', KEYS[2], want)
-  for i = 1, #r do
-    taken[nt + i] = r[i]
-  end
-  nt, want = nt + #r, want - #r / 2
+  take(redis.call('ZPOPMIN', KEYS[2], want))
+  want = n - nt
   if want > 0 or redis.call('EXISTS', KEYS[2]) == 0 then
     -- Their next enqueue starts the sequence at 0 again, and so knows to wake
     -- the idle workers.
@@ -149,11 +150,17 @@ while want > 0 do
     local list = KEYS[2] .. ':' .. s
     local r = redis.call('LRANGE', list, 0, want - 1)
     local score = string.format('%d', tonumber(s) * P)
-    for i = 1, #r do
-      taken[nt + 2 * i - 1] = r[i]
-      taken[nt + 2 * i] = score
+    if nt == 0 then
+      ids = r
+    else
+      for i = 1, #r do
+        ids[nt + i] = r[i]
+      end
     end
-    nt, want = nt + 2 * #r, want - #r
+    for i = 1, #r do
+      scores[nt + i] = score
+    end
+    nt, want = nt + #r, want - #r
     if want > 0 then
       redis.call('DEL', list)
       redis.call('ZREM', slotsKey, s)
@@ -196,18 +203,14 @@ local dropped = 0
 -- (ids, scores) and the token made with %d: a Lua number passed to Redis, or
 -- joined to a string, is formatted as a float (%.17g, %.14g), which costs more
 -- than the rest of a task's lease.
-for from = 1, nt, 2000 do
-  local ids, ni = {}, 0
-  for i = from, math.min(from + 1999, nt), 2 do
-    ni = ni + 1
-    ids[ni] = taken[i]
-  end
-  local bodies = redis.call('HMGET', KEYS[1], unpack(ids))
-  local metas = hasMeta and redis.call('HMGET', pre .. 'meta', unpack(ids)) or {}
-  local cancels = hasCancels and redis.call('HMGET', pre .. 'cancels', unpack(ids)) or {}
+for from = 1, nt, 1000 do
+  local to = math.min(from + 999, nt)
+  local bodies = redis.call('HMGET', KEYS[1], unpack(ids, from, to))
+  local metas = hasMeta and redis.call('HMGET', pre .. 'meta', unpack(ids, from, to)) or {}
+  local cancels = hasCancels and redis.call('HMGET', pre .. 'cancels', unpack(ids, from, to)) or {}
   local lease, nl = {}, 0
-  for k = 1, ni do
-    local id = ids[k]
+  for k = 1, to - from + 1 do
+    local id = ids[from + k - 1]
     -- An index entry without a record (deleted meanwhile) is dropped, with
     -- any counts it left, and the answer comes back short: wake the idle
     -- workers below if pending still has tasks.
@@ -219,19 +222,31 @@ for from = 1, nt, 2000 do
     else
       leased = leased + 1
       local started = leased <= startN
+      local tok = base + leased
       lease[nl + 1] = id
-      lease[nl + 2] = (started and 's:' or 'p:') .. string.format('%d', base + leased) .. ':' .. taken[from + 2 * k - 1]
+      lease[nl + 2] = (started and 's:' or 'p:') .. string.format('%d', tok) .. ':' .. scores[from + k - 1]
       nl = nl + 2
-      reply(base + leased, id, bodies[k], started, metas[k])
+      -- The reply's six (reply() above, inline: this is the hot loop).
+      out[no + 1] = tok
+      out[no + 2] = id
+      out[no + 3] = bodies[k]
+      out[no + 4] = hasRecovered and tonumber(redis.call('HGET', KEYS[5], id) or '0') or 0
+      out[no + 5] = started and 1 or 0
+      local at = metas[k] and parseMeta(metas[k]) or 0
+      out[no + 6] = at > 0 and math.max(at - nowMs, 0) or -1
+      no = no + 6
     end
   end
-  if nl > 0 then
-    redis.call('HSET', KEYS[7], unpack(lease))
+  if leased > 0 and to == nt then
+    -- The marker goes with the last leases. A fetch that leased nothing
+    -- needs none: run again, it leases afresh.
+    lease[nl + 1] = ''
+    lease[nl + 2] = MARK
+    nl = nl + 2
   end
-end
-if leased > 0 then
-  -- A fetch that leased nothing needs no repeat: run again, it leases afresh.
-  redis.call('HSET', KEYS[7], '', MARK)
+  if nl > 0 then
+    redis.call('HSET', KEYS[7], unpack(lease, 1, nl))
+  end
 end
 -- Promoted tasks this fetch did not take are news to the other idle workers.
 if (promoted > 0 or dropped > 0) and redis.call('EXISTS', slotsKey, KEYS[2]) > 0 then
