@@ -12,7 +12,7 @@ import (
 )
 
 // QueueStats counts one queue's tasks by state, as Redis holds them at the
-// moment of the call (one round trip for all the queues asked for).
+// moment of the call (a few round trips for all the queues asked for).
 type QueueStats struct {
 	Name string
 	// Pending tasks are due and wait for a worker, including tasks taken back
@@ -34,6 +34,9 @@ type QueueStats struct {
 	// their records are retained. They only grow.
 	Cancelled int64
 	Expired   int64
+	// Paused: PauseQueue paused the queue; its tasks start on no worker until
+	// ResumeQueue.
+	Paused bool
 }
 
 // Queues lists the namespace's queues, sorted: every queue a producer has
@@ -68,7 +71,7 @@ func (a *App) QueueStats(ctx context.Context, queues ...string) ([]QueueStats, e
 	out := make([]QueueStats, len(stats))
 	for i, s := range stats {
 		out[i] = QueueStats{Name: s.Name, Pending: s.Pending, Scheduled: s.Scheduled, Active: s.Active,
-			Dead: s.Dead, Workers: s.Workers, Cancelled: s.Cancelled, Expired: s.Expired}
+			Dead: s.Dead, Workers: s.Workers, Cancelled: s.Cancelled, Expired: s.Expired, Paused: s.Paused}
 	}
 	return out, nil
 }

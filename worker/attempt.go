@@ -88,6 +88,7 @@ func (w *Worker) execute(sl *slot, r *run) (result any, err, cause error, ok boo
 		cancel(rediq.ErrCancelled)
 	}
 	r.started = w.clock.Now()
+	w.entered(j)
 	result, err = handler()(&leaseContext{Context: tctx, lease: &w.lease, cancel: cancel}, r.def, r.env.Args)
 	// Decided past the lease clock (the handler returned after a freeze, or
 	// while Redis was away): the task may run elsewhere already.

@@ -106,6 +106,10 @@ func (w *Worker) accept(ctx context.Context, reqs []broker.FetchRequest, qs []*q
 			w.leaseLost(ctx, q, gen)
 			continue
 		}
+		if r.Paused > 0 {
+			w.applyPause(ctx, q, r.Paused)
+			continue
+		}
 		q.recovered.Store(r.Recovering)
 		if r.NextDue >= 0 {
 			q.nextDue.Store(now + r.NextDue.Milliseconds())
@@ -318,7 +322,8 @@ func (w *Worker) planRound(free, rotate, turn int) ([]broker.FetchRequest, []*qu
 		turn:       turn,
 	}
 	for i, q := range w.queues {
-		in.queues[i] = planQueue{weight: q.weight, ready: q.ready.Load(), recovered: q.recovered.Load()}
+		paused := q.isPaused()
+		in.queues[i] = planQueue{weight: q.weight, ready: q.ready.Load() && !paused, recovered: q.recovered.Load() && !paused}
 	}
 	planned, turn := plan(in)
 	reqs := make([]broker.FetchRequest, 0, len(planned))

@@ -93,6 +93,13 @@ func (w *Worker) beat(ctx context.Context, register bool) (time.Duration, error)
 			w.leaseLost(ctx, q, gens[i])
 			continue
 		}
+		// A pause or resume whose message this worker missed.
+		switch {
+		case bt.Pause.Paused:
+			w.applyPause(ctx, q, bt.Pause.ID)
+		case bt.Pause.ID > 0:
+			w.applyResume(q, bt.Pause.ID)
+		}
 		// Redis holding more than the worker knows of: a fetch reply lost (or
 		// one in flight; reconciliation sorts them out).
 		if int64(bt.Held) > q.heldCount() {

@@ -18,6 +18,7 @@ type job struct {
 	expireAt  time.Time // by the worker's clock, its ExpireIn/ExpireAt deadline; zero: none
 	started   bool      // marked started in Redis
 	outcome   bool      // its outcome is queued in the settler (guarded by the settler's mu)
+	gated     bool      // past its queue's start gate, its handler not yet called (pause.go)
 	freed     sync.Once // its prefetch slot was freed
 }
 
@@ -38,10 +39,12 @@ func (w *Worker) runner(sl *slot) {
 			w.setAside(j)
 			continue
 		case !w.mayStart(j):
+			w.entered(j)
 			continue
 		}
 		w.pool.active.Add(1)
 		w.process(sl, j)
+		w.entered(j) // if it never reached its handler
 		sl.mu.Lock()
 		gone := sl.abandoned
 		sl.mu.Unlock()
@@ -72,6 +75,9 @@ func (w *Worker) mayStart(j *job) bool {
 			w.setAside(j)
 			return false
 		}
+	}
+	if !w.passGate(j) {
+		return false
 	}
 	if j.started {
 		return true

@@ -2,6 +2,7 @@ package worker
 
 import (
 	"context"
+	"strconv"
 	"time"
 
 	"go.uber.org/zap"
@@ -132,6 +133,16 @@ func (w *Worker) heard(ctx context.Context, ev broker.WakeEvent) {
 		if q := w.byName[ev.Queue.Name]; q != nil {
 			q.ready.Store(true)
 			w.wake()
+		}
+	case broker.WakePause:
+		if q := w.byName[ev.Queue.Name]; q != nil {
+			id, _ := strconv.ParseInt(ev.PauseID, 10, 64)
+			w.applyPause(ctx, q, id)
+		}
+	case broker.WakeResume:
+		if q := w.byName[ev.Queue.Name]; q != nil {
+			id, _ := strconv.ParseInt(ev.PauseID, 10, 64)
+			w.applyResume(q, id)
 		}
 	case broker.WakeProbe:
 		if ev.Probe > w.probes.seen.Load() {

@@ -132,10 +132,11 @@ func TestDidYouMean(t *testing.T) {
 		args []string
 		want string
 	}{
-		{[]string{"queue"}, `unknown command "queue": did you mean "queues"?`},
+		{[]string{"queuess"}, `unknown command "queuess": did you mean "queues"?`},
+		{[]string{"queue", "puase", "q"}, `queue: unknown action "puase": did you mean "pause"?`},
 		{[]string{"verison"}, `did you mean "version"?`},
 		{[]string{"bacth", "stat", "1"}, `did you mean "batch"?`},
-		{[]string{"help", "queue"}, `did you mean "queues"?`},
+		{[]string{"help", "quues"}, `did you mean "queues"?`},
 		{[]string{"batch", "stats", "1"}, `batch: unknown action "stats": did you mean "stat"?`},
 		{[]string{"task", "shwo", "x"}, `did you mean "show"?`},
 	} {

@@ -111,9 +111,9 @@ func TestQueues(t *testing.T) {
 			rows = append(rows, strings.Fields(line))
 		}
 		want := [][]string{
-			{"QUEUE", "PENDING", "SCHEDULED", "ACTIVE", "DEAD", "WORKERS", "CANCELLED", "EXPIRED"},
-			{"default", "3", "1", "1", "1", "1", "0", "0"},
-			{"emails", "2", "0", "0", "0", "0", "0", "0"},
+			{"QUEUE", "PENDING", "SCHEDULED", "ACTIVE", "DEAD", "WORKERS", "CANCELLED", "EXPIRED", "PAUSED"},
+			{"default", "3", "1", "1", "1", "1", "0", "0", "no"},
+			{"emails", "2", "0", "0", "0", "0", "0", "0", "no"},
 		}
 		if !equalRows(rows, want) {
 			t.Fatalf("got\n%s\nwant rows %q", out, want)
@@ -138,8 +138,8 @@ func TestQueues(t *testing.T) {
 			t.Fatalf("%v in %s", err, out)
 		}
 		want := []map[string]any{
-			{"queue": "default", "pending": 3.0, "scheduled": 1.0, "active": 1.0, "dead": 1.0, "workers": 1.0, "cancelled": 0.0, "expired": 0.0},
-			{"queue": "emails", "pending": 2.0, "scheduled": 0.0, "active": 0.0, "dead": 0.0, "workers": 0.0, "cancelled": 0.0, "expired": 0.0},
+			{"queue": "default", "pending": 3.0, "scheduled": 1.0, "active": 1.0, "dead": 1.0, "workers": 1.0, "cancelled": 0.0, "expired": 0.0, "paused": false},
+			{"queue": "emails", "pending": 2.0, "scheduled": 0.0, "active": 0.0, "dead": 0.0, "workers": 0.0, "cancelled": 0.0, "expired": 0.0, "paused": false},
 		}
 		if len(got) != len(want) {
 			t.Fatalf("got %d queues, want %d: %s", len(got), len(want), out)

@@ -20,6 +20,7 @@ type queueRow struct {
 	Workers   int64  `json:"workers"`
 	Cancelled int64  `json:"cancelled"`
 	Expired   int64  `json:"expired"`
+	Paused    bool   `json:"paused"`
 }
 
 func runQueues(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -28,10 +29,11 @@ func runQueues(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		"pending (due, waiting for a worker), scheduled (due later, or waiting to be\n"+
 		"retried), active (leased to a worker), dead (out of retries), the number\n"+
 		"of worker sessions serving it, and how many tasks were ever cancelled and\n"+
-		"how many expired (ExpireIn/ExpireAt) without running.")
+		"how many expired (ExpireIn/ExpireAt) without running, and whether it is paused\n"+
+		"(rediq queue pause).")
 	var rf redisFlags
 	rf.register(fs)
-	out := registerOutput(fs, "an array of {queue, pending, scheduled, active, dead, workers, cancelled, expired}")
+	out := registerOutput(fs, "an array of {queue, pending, scheduled, active, dead, workers, cancelled, expired, paused}")
 	// --json was --output json before the other commands came.
 	asJSON := fs.Bool("json", false, "")
 	_ = fs.MarkDeprecated("json", "use --output json")
@@ -49,7 +51,7 @@ func runQueues(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		}
 		rows := make([]queueRow, len(stats))
 		for i, s := range stats {
-			rows[i] = queueRow{s.Name, s.Pending, s.Scheduled, s.Active, s.Dead, s.Workers, s.Cancelled, s.Expired}
+			rows[i] = queueRow{s.Name, s.Pending, s.Scheduled, s.Active, s.Dead, s.Workers, s.Cancelled, s.Expired, s.Paused}
 		}
 		if *out == outputJSON {
 			return printJSON(stdout, rows)
@@ -58,10 +60,17 @@ func runQueues(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			_, err := fmt.Fprintf(stdout, "No queues in %s.\n", where(app))
 			return err
 		}
-		t := newTable("QUEUE", "PENDING", "SCHEDULED", "ACTIVE", "DEAD", "WORKERS", "CANCELLED", "EXPIRED")
+		t := newTable("QUEUE", "PENDING", "SCHEDULED", "ACTIVE", "DEAD", "WORKERS", "CANCELLED", "EXPIRED", "PAUSED")
 		for _, r := range rows {
-			t.AppendRow(table.Row{r.Queue, r.Pending, r.Scheduled, r.Active, r.Dead, r.Workers, r.Cancelled, r.Expired})
+			t.AppendRow(table.Row{r.Queue, r.Pending, r.Scheduled, r.Active, r.Dead, r.Workers, r.Cancelled, r.Expired, yesNo(r.Paused)})
 		}
 		return printTable(stdout, t)
 	})
+}
+
+func yesNo(b bool) string {
+	if b {
+		return "yes"
+	}
+	return "no"
 }

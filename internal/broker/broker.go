@@ -101,6 +101,9 @@ type Queue struct {
 	Dead         string // zset: id -> Unix ms of death
 	Seq          string // the sequence of version 2's producers (their zset's order)
 	Workers      string // zset NS:{Q}:sessions: session id -> lease deadline, Unix ms
+	Paused       string // string NS:{Q}:paused: the standing pause's id (pause.lua)
+	pauseAcks    string // hash NS:{Q}:pause:acks: session -> the pause id it applied
+	pauseVer     string // counter NS:{Q}:pause:ver: the ids of pauses and resumes
 	// Workers of the previous lease format (token -> FLAG:SLOT:ID, with the
 	// NS:{Q}:active hash) registered in NS:{Q}:workers: new workers never meet
 	// them there, and reclaim what such a session left when it expires.
@@ -151,7 +154,7 @@ func (b *Broker) Queue(name string) *Queue {
 	q := &Queue{
 		Name: name, Records: p + "t", Pending: p + "pending", PendingSlots: p + "pending:slots", Scheduled: p + "scheduled",
 		Recovering: p + "recovering", Recovered: p + "recovered", Orphaned: p + "orphaned", Dead: p + "dead",
-		Seq: p + "seq", Workers: p + "sessions", legacyWorkers: p + "workers", legacyActive: p + "active", Channel: p + "wake", lease: p + "lease:", call: p + "call:", Prefix: p,
+		Seq: p + "seq", Workers: p + "sessions", Paused: p + "paused", pauseAcks: p + "pause:acks", pauseVer: p + "pause:ver", legacyWorkers: p + "workers", legacyActive: p + "active", Channel: p + "wake", lease: p + "lease:", call: p + "call:", Prefix: p,
 	}
 	actual, _ := b.queues.LoadOrStore(name, q)
 	return actual.(*Queue)

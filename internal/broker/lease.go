@@ -47,7 +47,8 @@ type Fetched struct {
 	// Recovering: recovered tasks (taken back from dead workers) still wait in
 	// the queue after this fetch.
 	Recovering bool
-	Repeat     bool // the request had already run: this repeats its answer
+	Repeat     bool  // the request had already run: this repeats its answer
+	Paused     int64 // the queue is paused, by this pause id: nothing was fetched
 	Err        error
 }
 
@@ -87,6 +88,10 @@ func (b *Broker) Fetch(ctx context.Context, session string, ttl time.Duration, r
 			continue
 		}
 		f.Repeat = status == 1
+		if status == 2 {
+			f.Paused, _ = vals[1].(int64)
+			continue
+		}
 		f.NextDue = relative(vals[1])
 		waiting, _ := vals[2].(int64)
 		f.Recovering = waiting == 1
@@ -125,6 +130,7 @@ type Beat struct {
 	Expired      []string      // sessions whose leases have expired
 	NextDeadline time.Duration // until another live session's lease runs out; < 0 if none
 	Held         int           // leases the session holds on the queue
+	Pause        PauseState    // the queue's pause or resume
 }
 
 // Heartbeat extends the session's leases on every queue and reports expired
@@ -137,7 +143,7 @@ func (b *Broker) Heartbeat(ctx context.Context, session string, ttl time.Duratio
 	t := b.newPipeline()
 	cmds := make([]*redis.Cmd, len(queues))
 	for i, q := range queues {
-		cmds[i] = t.script(ctx, heartbeatScript, []string{q.Workers, q.Lease(session), q.legacyWorkers}, session, ttl.Milliseconds(), reg)
+		cmds[i] = t.script(ctx, heartbeatScript, []string{q.Workers, q.Lease(session), q.legacyWorkers, q.Paused, q.pauseVer}, session, ttl.Milliseconds(), reg)
 	}
 	if err := t.exec(ctx); err != nil {
 		return nil, fmt.Errorf("heartbeat: %w", err)
@@ -145,13 +151,15 @@ func (b *Broker) Heartbeat(ctx context.Context, session string, ttl time.Duratio
 	out := make([]Beat, len(queues))
 	for i, c := range cmds {
 		vals, err := c.Slice()
-		if err != nil || len(vals) < 3 {
+		if err != nil || len(vals) < 4 {
 			return nil, fmt.Errorf("heartbeat on %q: unexpected reply %v (%v)", queues[i].Name, vals, err)
 		}
 		status, _ := vals[0].(int64)
 		held, _ := vals[2].(int64)
 		out[i] = Beat{Lost: status < 0, NextDeadline: relative(vals[1]), Held: int(held)}
-		for _, v := range vals[3:] {
+		state, _ := vals[3].(string)
+		out[i].Pause = parsePauseState(state)
+		for _, v := range vals[4:] {
 			s, _ := v.(string)
 			out[i].Expired = append(out[i].Expired, s)
 		}

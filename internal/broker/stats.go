@@ -19,6 +19,7 @@ type QueueStats struct {
 	Workers   int64 // sessions registered on the queue
 	Cancelled int64 // counted when cancelled, whether kept or not
 	Expired   int64 // counted when they expired instead of running
+	Paused    bool  // PauseQueue: its tasks start nowhere until resumed
 }
 
 // Stats counts the tasks of each queue, in three or four round trips (the
@@ -26,15 +27,15 @@ type QueueStats struct {
 func (b *Broker) Stats(ctx context.Context, names []string) ([]QueueStats, error) {
 	p := b.rdb.Pipeline()
 	type counts struct {
-		recovering, scheduled, dead, workers, legacy *redis.IntCmd
-		finished                                     *redis.SliceCmd
+		recovering, scheduled, dead, workers, legacy, paused *redis.IntCmd
+		finished                                             *redis.SliceCmd
 	}
 	cs := make([]counts, len(names))
 	for i, n := range names {
 		q := b.Queue(n)
 		cs[i] = counts{p.ZCard(ctx, q.Recovering), p.ZCard(ctx, q.Scheduled),
 			p.ZCard(ctx, q.Dead), p.ZCard(ctx, q.Workers), p.ZCard(ctx, q.legacyWorkers),
-			p.HMGet(ctx, q.Prefix+"stats", "cancelled", "expired")}
+			p.Exists(ctx, q.Paused), p.HMGet(ctx, q.Prefix+"stats", "cancelled", "expired")}
 	}
 	if _, err := p.Exec(ctx); err != nil {
 		return nil, fmt.Errorf("queue stats: %w", err)
@@ -55,7 +56,8 @@ func (b *Broker) Stats(ctx context.Context, names []string) ([]QueueStats, error
 	for i, n := range names {
 		c := cs[i]
 		out[i] = QueueStats{Name: n, Pending: pending[i].total() + c.recovering.Val(), Scheduled: c.scheduled.Val(),
-			Dead: c.dead.Val(), Active: int64(len(active[i])), Workers: c.workers.Val() + c.legacy.Val()}
+			Dead: c.dead.Val(), Active: int64(len(active[i])), Workers: c.workers.Val() + c.legacy.Val(),
+			Paused: c.paused.Val() == 1}
 		if v := c.finished.Val(); len(v) == 2 {
 			out[i].Cancelled, out[i].Expired = count(v[0]), count(v[1])
 		}

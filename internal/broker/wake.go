@@ -19,6 +19,9 @@ const (
 	WakeCancel
 	// WakeProbe: the worker's own probe number Probe came back.
 	WakeProbe
+	// WakePause: PauseQueue paused the queue (PauseID); WakeResume: resumed it.
+	WakePause
+	WakeResume
 	// WakeSubscribed: a (re)subscription was confirmed: messages may have
 	// been missed while it was away.
 	WakeSubscribed
@@ -30,6 +33,8 @@ type WakeEvent struct {
 	Queue  *Queue // WakeQueue, WakeCancel
 	TaskID string // WakeCancel
 	Probe  uint64 // WakeProbe
+	// PauseID is the pause's or resume's id (WakePause, WakeResume).
+	PauseID string
 }
 
 // WakeSubscription is a worker's subscription to its queues' wake channels
@@ -81,6 +86,12 @@ func (s *WakeSubscription) Receive(ctx context.Context) (WakeEvent, error) {
 			if q := s.byChan[m.Channel]; q != nil {
 				if id, ok := strings.CutPrefix(m.Payload, "c:"); ok {
 					return WakeEvent{Kind: WakeCancel, Queue: q, TaskID: id}, nil
+				}
+				if id, ok := strings.CutPrefix(m.Payload, "P:"); ok {
+					return WakeEvent{Kind: WakePause, Queue: q, PauseID: id}, nil
+				}
+				if id, ok := strings.CutPrefix(m.Payload, "R:"); ok {
+					return WakeEvent{Kind: WakeResume, Queue: q, PauseID: id}, nil
 				}
 				return WakeEvent{Kind: WakeQueue, Queue: q}, nil
 			}

@@ -16,14 +16,7 @@ if redis.call('HEXISTS', KEYS[1], id) == 1 then
   if redis.call('ZREM', KEYS[3], id) + redis.call('ZREM', KEYS[4], id) + redis.call('ZREM', KEYS[5], id) == 0 then
     unpend(pre, id)
   end
-  local _, ret, _, lock = parseMeta(redis.call('HGET', pre .. 'meta', id))
-  release(pre, id, lock)
-  if ret > 0 then
-    redis.call('PUBLISH', pre .. 'fin:' .. id, 'd') -- waiters look, and find it gone
-  end
-  for _, h in ipairs({'t', 'meta', 'recovered', 'orphaned', 'cancels'}) do
-    redis.call('HDEL', pre .. h, id)
-  end
+  drop(pre, id)
   return 'd'
 end
 if redis.call('DEL', pre .. 'done:' .. id) == 1 then

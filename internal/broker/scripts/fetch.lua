@@ -20,7 +20,8 @@
 -- when the task starts, by its own clock. Status 0: a
 -- fresh fetch; 1: this fetch (same session and token base) had already run, and the
 -- reply repeats what it leased (nothing else changes); -1: the session is unknown (its
--- leases were reclaimed) and nothing was fetched.
+-- leases were reclaimed) and nothing was fetched; 2: the queue is paused (pause.lua),
+-- with the pause's id in place of the ms until due, and nothing was fetched or promoted.
 local P = 2199023255552
 local t = redis.call('TIME')
 local epoch = tonumber(ARGV[6])
@@ -90,6 +91,10 @@ if redis.call('HGET', KEYS[7], '') == MARK then
 end
 
 local slotsKey = KEYS[2] .. ':slots'
+local paused = redis.call('GET', pre .. 'paused')
+if paused then
+  return {2, tonumber(paused), 0}
+end
 local due = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now * 4096 + 4095, 'WITHSCORES', 'LIMIT', 0, 500)
 local promoted = #due / 2
 if promoted > 0 then

@@ -150,6 +150,20 @@ local function leaseOf(pre, id)
   return nil
 end
 
+-- drop deletes what a task that the caller has taken out of its index
+-- leaves: its lock (if it holds it), record, meta, counts and cancel request;
+-- a task with a retention may have waiters: "d" is published on PRE..fin:ID.
+local function drop(pre, id)
+  local _, ret, _, lock = parseMeta(redis.call('HGET', pre .. 'meta', id))
+  release(pre, id, lock)
+  if ret > 0 then
+    redis.call('PUBLISH', pre .. 'fin:' .. id, 'd') -- waiters look, and find it gone
+  end
+  for _, h in ipairs({'t', 'meta', 'recovered', 'orphaned', 'cancels'}) do
+    redis.call('HDEL', pre .. h, id)
+  end
+end
+
 -- died tells waiters that a task went to dead (it keeps its record and meta
 -- there) and frees a Memoize lock, so that the next Run tries again. A Unique
 -- lock stays until its ttl: the dead task may be requeued.

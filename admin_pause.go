@@ -1,0 +1,103 @@
+package rediq
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/rediq/rediq/internal/broker"
+)
+
+// pauseAckWait bounds how long PauseQueue waits for a live worker session to
+// acknowledge: a worker of this version does within a heartbeat (a third of
+// its LeaseTTL, 15 s by default) even when it missed the pause's message.
+const pauseAckWait = 30 * time.Second
+
+// PauseQueue pauses queue on every worker: when it returns, no task of the
+// queue starts anywhere until ResumeQueue. Tasks already running finish;
+// prefetched ones go back to the queue unstarted (no attempt is counted);
+// producers still enqueue, and a worker started later stays paused, as does a
+// worker that restarts. The pause is kept in Redis: it outlives every process.
+//
+// It waits until each live worker session serving the queue has said that it
+// applied the pause (a worker whose lease has run out starts nothing and is
+// not waited for). A session that does not say so within 30 s — a worker of
+// a version before pauses — makes it return an error naming the sessions; the
+// queue stays paused for every worker that knows pauses.
+func (a *App) PauseQueue(ctx context.Context, queue string) error {
+	if err := CheckQueueName(queue); err != nil {
+		return err
+	}
+	b := a.core.Broker()
+	q := b.Queue(queue)
+	id, err := b.Pause(ctx, q)
+	if err != nil {
+		return fmt.Errorf("rediq: %w", err)
+	}
+	deadline := time.Now().Add(pauseAckWait)
+	wait := 500 * time.Microsecond
+	for {
+		waiting, standing, err := b.PauseUnacked(ctx, q, id)
+		switch {
+		case err != nil:
+			return fmt.Errorf("rediq: %w", err)
+		case !standing:
+			return fmt.Errorf("rediq: pause of queue %q: resumed before every worker acknowledged it", queue)
+		case len(waiting) == 0:
+			return nil
+		case time.Now().After(deadline):
+			return fmt.Errorf("rediq: queue %q is paused, but worker sessions %s did not acknowledge it within %s (workers of a version without pauses?)",
+				queue, strings.Join(waiting, ", "), pauseAckWait)
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return fmt.Errorf("rediq: queue %q is paused; waiting for its workers to acknowledge: %w", queue, ctx.Err())
+		case <-t.C:
+		}
+		wait = min(2*wait, 50*time.Millisecond)
+	}
+}
+
+// ResumeQueue ends a pause of queue: idle workers start its next task at
+// once. Resuming a queue that is not paused does nothing.
+func (a *App) ResumeQueue(ctx context.Context, queue string) error {
+	if err := CheckQueueName(queue); err != nil {
+		return err
+	}
+	b := a.core.Broker()
+	if _, err := b.Resume(ctx, b.Queue(queue)); err != nil {
+		return fmt.Errorf("rediq: %w", err)
+	}
+	return nil
+}
+
+// PausedQueues answers which of the named queues (all the namespace's when
+// none is named) are paused.
+func (a *App) PausedQueues(ctx context.Context, queues ...string) (map[string]bool, error) {
+	if len(queues) == 0 {
+		var err error
+		if queues, err = a.Queues(ctx); err != nil {
+			return nil, err
+		}
+	}
+	b := a.core.Broker()
+	qs := make([]*broker.Queue, len(queues))
+	for i, n := range queues {
+		if err := CheckQueueName(n); err != nil {
+			return nil, err
+		}
+		qs[i] = b.Queue(n)
+	}
+	ids, err := b.PausedQueues(ctx, qs)
+	if err != nil {
+		return nil, fmt.Errorf("rediq: %w", err)
+	}
+	out := make(map[string]bool, len(queues))
+	for i, n := range queues {
+		out[n] = ids[i] != ""
+	}
+	return out, nil
+}

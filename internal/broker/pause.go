@@ -1,0 +1,96 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+
+	"github.com/redis/go-redis/v9"
+)
+
+var (
+	pauseScript     = load("pause")
+	resumeScript    = load("resume")
+	pauseAckScript  = load("pause_ack")
+	pauseWaitScript = load("pause_wait")
+)
+
+// Pause pauses q: no worker starts its tasks until Resume. It answers the
+// pause's id (kept if q was already paused); workers acknowledge that id once
+// they start none of q's tasks (PauseUnacked).
+func (b *Broker) Pause(ctx context.Context, q *Queue) (string, error) {
+	id, err := b.run(ctx, pauseScript, []string{q.Paused, q.pauseAcks, q.pauseVer}, q.Channel).Text()
+	if err != nil {
+		return "", fmt.Errorf("pause %q: %w", q.Name, err)
+	}
+	return id, nil
+}
+
+// Resume lets q's tasks start again; wasPaused says whether q was paused.
+func (b *Broker) Resume(ctx context.Context, q *Queue) (wasPaused bool, err error) {
+	n, err := b.run(ctx, resumeScript, []string{q.Paused, q.pauseAcks, q.pauseVer}, q.Channel).Int()
+	if err != nil {
+		return false, fmt.Errorf("resume %q: %w", q.Name, err)
+	}
+	return n == 1, nil
+}
+
+// AckPause records that session applied the pause id on q: none of q's tasks
+// starts on it any more.
+func (b *Broker) AckPause(ctx context.Context, q *Queue, session, id string) error {
+	if err := b.run(ctx, pauseAckScript, []string{q.Paused, q.pauseAcks}, session, id).Err(); err != nil {
+		return fmt.Errorf("acknowledge pause of %q: %w", q.Name, err)
+	}
+	return nil
+}
+
+// PauseUnacked lists the live sessions of q that have not acknowledged the
+// pause id; standing is false if q is no longer paused with that id.
+func (b *Broker) PauseUnacked(ctx context.Context, q *Queue, id string) (sessions []string, standing bool, err error) {
+	v, err := b.run(ctx, pauseWaitScript, []string{q.Paused, q.pauseAcks, q.Workers}, id).Slice()
+	if err != nil || len(v) == 0 {
+		return nil, false, fmt.Errorf("pause of %q: %v %w", q.Name, v, err)
+	}
+	if st, _ := v[0].(int64); st != 1 {
+		return nil, false, nil
+	}
+	for _, s := range v[1:] {
+		str, _ := s.(string)
+		sessions = append(sessions, str)
+	}
+	return sessions, true, nil
+}
+
+// PausedQueues answers, for each queue, its pause id ("" if it is not paused).
+func (b *Broker) PausedQueues(ctx context.Context, qs []*Queue) ([]string, error) {
+	p := b.rdb.Pipeline()
+	cmds := make([]*redis.StringCmd, len(qs))
+	for i, q := range qs {
+		cmds[i] = p.Get(ctx, q.Paused)
+	}
+	if _, err := p.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return nil, fmt.Errorf("read pauses: %w", err)
+	}
+	out := make([]string, len(qs))
+	for i, c := range cmds {
+		out[i] = c.Val()
+	}
+	return out, nil
+}
+
+// PauseState is a queue's pause as a worker's heartbeat sees it: Paused, and
+// the id of the pause (or of the resume that ended it). Ids grow: of two
+// states, the one with the larger id is the later. ID 0: never paused.
+type PauseState struct {
+	Paused bool
+	ID     int64
+}
+
+func parsePauseState(s string) PauseState {
+	if len(s) < 3 {
+		return PauseState{}
+	}
+	id, _ := strconv.ParseInt(s[2:], 10, 64)
+	return PauseState{Paused: s[0] == 'P', ID: id}
+}

@@ -1,0 +1,97 @@
+package worker
+
+import (
+	"context"
+	"runtime"
+	"strconv"
+
+	"go.uber.org/zap"
+
+	"github.com/rediq/rediq/internal/broker"
+)
+
+// A paused queue (App.PauseQueue) starts none of its tasks here: a runner
+// passes the queue's start gate (startMu, read-locked) before it runs a task,
+// and gives the task back unstarted (not an attempt) while the queue is paused.
+// Applying a pause takes the gate's write lock, waits for the runners already
+// past it to call their handlers, and then acknowledges the pause in Redis:
+// PauseQueue returns once every live session did. The worker learns of a pause
+// from the wake channel ("P:ID"), from its heartbeat's reply (a message it
+// missed), or from a fetch that answers "paused"; of a resume likewise.
+
+// passGate lets j start unless its queue is paused; a task that may not start
+// is given back (it stays pending, with no attempt counted). A runner past the
+// gate calls entered(j) once its handler is called, or once it is not.
+func (w *Worker) passGate(j *job) bool {
+	q := j.q
+	q.startMu.RLock()
+	defer q.startMu.RUnlock()
+	if q.paused {
+		w.settle(j, broker.Requeue, nil, 0)
+		return false
+	}
+	q.starting.Add(1)
+	j.gated = true
+	return true
+}
+
+// entered tells the gate that j's runner is no longer between the gate and
+// its handler.
+func (w *Worker) entered(j *job) {
+	if j.gated {
+		j.gated = false
+		j.q.starting.Add(-1)
+	}
+}
+
+// applyPause pauses q here under the pause id and acknowledges it; a pause
+// older than what q last heard (a resume that came first) changes nothing.
+func (w *Worker) applyPause(ctx context.Context, q *queue, id int64) {
+	q.startMu.Lock()
+	if id < q.pauseID || (id == q.pauseID && !q.paused) {
+		q.startMu.Unlock()
+		return
+	}
+	q.paused, q.pauseID = true, id
+	ack := q.ackedID != id
+	q.startMu.Unlock()
+	if !ack {
+		return
+	}
+	for q.starting.Load() > 0 { // runners between the gate and their handlers: microseconds
+		runtime.Gosched()
+	}
+	if err := w.b.AckPause(ctx, q.Queue, w.session, strconv.FormatInt(id, 10)); err != nil {
+		w.log.Warn("acknowledge pause; the next heartbeat tries again", zap.String("queue", q.Name), zap.Error(err))
+		return
+	}
+	q.startMu.Lock()
+	q.ackedID = id
+	q.startMu.Unlock()
+	w.log.Info("queue paused", zap.String("queue", q.Name))
+}
+
+// applyResume lets q's tasks start here again and fetches from it, unless
+// q has heard of a later pause.
+func (w *Worker) applyResume(q *queue, id int64) {
+	q.startMu.Lock()
+	if id < q.pauseID {
+		q.startMu.Unlock()
+		return
+	}
+	was := q.paused
+	q.paused, q.pauseID = false, id
+	q.startMu.Unlock()
+	if was {
+		w.log.Info("queue resumed", zap.String("queue", q.Name))
+	}
+	q.ready.Store(true)
+	w.wake()
+}
+
+// isPaused reports whether q is paused here.
+func (q *queue) isPaused() bool {
+	q.startMu.RLock()
+	defer q.startMu.RUnlock()
+	return q.paused
+}
