@@ -2,8 +2,8 @@ package worker
 
 import (
 	"context"
-	"runtime"
 	"strconv"
+	"time"
 
 	"go.uber.org/zap"
 
@@ -58,8 +58,16 @@ func (w *Worker) applyPause(ctx context.Context, q *queue, id int64) {
 	if !ack {
 		return
 	}
-	for q.starting.Load() > 0 { // runners between the gate and their handlers: microseconds
-		runtime.Gosched()
+	// Runners between the gate and their handlers: microseconds, unless a
+	// start needs Redis (a batch's first task) while it is slow. The caller
+	// (the subscriber, the heartbeat) must not hang on that: the next
+	// heartbeat acknowledges instead.
+	for wait := time.Now().Add(100 * time.Millisecond); q.starting.Load() > 0; {
+		if time.Now().After(wait) {
+			w.log.Debug("pause: tasks still starting; the next heartbeat acknowledges", zap.String("queue", q.Name))
+			return
+		}
+		time.Sleep(20 * time.Microsecond)
 	}
 	if err := w.b.AckPause(ctx, q.Queue, w.session, strconv.FormatInt(id, 10)); err != nil {
 		w.log.Warn("acknowledge pause; the next heartbeat tries again", zap.String("queue", q.Name), zap.Error(err))

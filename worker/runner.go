@@ -76,13 +76,26 @@ func (w *Worker) mayStart(j *job) bool {
 			return false
 		}
 	}
+	if !j.started && j.recovered > 0 {
+		// A recovered task may be the one that kills workers: its mark lands
+		// before it starts, so that its count is exact.
+		held, ok := w.settler.mark(j, w.pool.abort)
+		switch {
+		case !ok: // stopping before the mark went through: give it back
+			w.setAside(j)
+			return false
+		case !held:
+			w.release(j)
+			return false
+		}
+		j.started = true
+	}
+	// Past the gate, nothing waits on Redis before the handler is called: a
+	// pause waits for the runners between the two.
 	if !w.passGate(j) {
 		return false
 	}
-	if j.started {
-		return true
-	}
-	if j.recovered == 0 {
+	if !j.started {
 		// Marked without waiting: a round trip per start would cap a worker
 		// at concurrency/RTT tasks a second. The local lease clock, checked
 		// above, keeps a worker from starting what it may no longer hold; a
@@ -90,20 +103,7 @@ func (w *Worker) mayStart(j *job) bool {
 		// reclaim's orphan count.
 		j.started = true
 		w.settler.add(j, w.settlement(j, broker.Start))
-		return true
 	}
-	// A recovered task may be the one that kills workers: its mark lands
-	// before it starts, so that its count is exact.
-	held, ok := w.settler.mark(j, w.pool.abort)
-	switch {
-	case !ok: // stopping before the mark went through: give it back
-		w.setAside(j)
-		return false
-	case !held:
-		w.release(j)
-		return false
-	}
-	j.started = true
 	return true
 }
 
