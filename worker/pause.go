@@ -25,13 +25,16 @@ import (
 func (w *Worker) passGate(j *job) bool {
 	q := j.q
 	q.startMu.RLock()
-	defer q.startMu.RUnlock()
 	if q.paused {
+		q.startMu.RUnlock()
+		// Outside the lock: settle may wait for room in the settler's
+		// backlog, and a pause being applied must not wait for that.
 		w.settle(j, broker.Requeue, nil, 0)
 		return false
 	}
 	q.starting.Add(1)
 	j.gated = true
+	q.startMu.RUnlock()
 	return true
 }
 
