@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strconv"
 
 	"github.com/rediq/rediq/internal/broker"
 	"github.com/rediq/rediq/internal/codec"
@@ -52,14 +53,21 @@ func (a *App) PurgeQueue(ctx context.Context, queue string, states ...TaskState)
 		return nil
 	}
 	if slices.Contains(states, StatePending) {
-		for {
-			ps, err := b.PurgePending(ctx, q, purgePage)
+		// Bounded by what waited at the start: producers adding as fast as
+		// this deletes do not keep it going.
+		st, err := b.Stats(ctx, []string{queue})
+		if err != nil {
+			return total, fmt.Errorf("rediq: %w", err)
+		}
+		for left := st[0].Pending; left > 0; {
+			ps, err := b.PurgePending(ctx, q, min(purgePage, int(left)))
 			if err != nil {
 				return total, fmt.Errorf("rediq: %w", err)
 			}
 			if len(ps) == 0 {
 				break
 			}
+			left -= int64(len(ps))
 			if err := count(ps, true); err != nil {
 				return total, err
 			}
@@ -68,36 +76,13 @@ func (a *App) PurgeQueue(ctx context.Context, queue string, states ...TaskState)
 	sched, retry := slices.Contains(states, StateScheduled), slices.Contains(states, StateRetry)
 	if sched || retry {
 		// Scheduled and retry tasks share an index: the record says which.
-		_, n, err := b.List(ctx, q, broker.ListScheduled, 0, 0)
+		err := purgeIndex(ctx, b, q, broker.ListScheduled, func(l broker.Listed) bool {
+			var env codec.Envelope
+			isRetry := codec.DecodeInto(l.Body, &env) == nil && (env.Retried > 0 || env.Unknown > 0)
+			return isRetry && retry || !isRetry && sched
+		}, func(ps []broker.Purged) error { return count(ps, true) })
 		if err != nil {
-			return total, fmt.Errorf("rediq: %w", err)
-		}
-		for kept, seen := 0, 0; seen < n; {
-			page, _, err := b.List(ctx, q, broker.ListScheduled, kept, min(purgePage, n-seen))
-			if err != nil {
-				return total, fmt.Errorf("rediq: %w", err)
-			}
-			if len(page) == 0 {
-				break
-			}
-			seen += len(page)
-			var ids []string
-			for _, l := range page {
-				var env codec.Envelope
-				isRetry := codec.DecodeInto(l.Body, &env) == nil && (env.Retried > 0 || env.Unknown > 0)
-				if isRetry && retry || !isRetry && sched {
-					ids = append(ids, l.ID)
-				} else {
-					kept++
-				}
-			}
-			ps, err := b.PurgeIDs(ctx, q, broker.ListScheduled, ids)
-			if err != nil {
-				return total, fmt.Errorf("rediq: %w", err)
-			}
-			if err := count(ps, true); err != nil {
-				return total, err
-			}
+			return total, err
 		}
 	}
 	for _, s := range []struct {
@@ -108,32 +93,69 @@ func (a *App) PurgeQueue(ctx context.Context, queue string, states ...TaskState)
 		if !slices.Contains(states, s.state) {
 			continue
 		}
-		_, n, err := b.List(ctx, q, s.idx, 0, 0)
+		// A dead task's end was counted when it died; a finished one's when it finished.
+		err := purgeIndex(ctx, b, q, s.idx, nil, func(ps []broker.Purged) error { return count(ps, false) })
 		if err != nil {
-			return total, fmt.Errorf("rediq: %w", err)
-		}
-		for done := 0; done < n; {
-			page, _, err := b.List(ctx, q, s.idx, 0, min(purgePage, n-done))
-			if err != nil {
-				return total, fmt.Errorf("rediq: %w", err)
-			}
-			if len(page) == 0 {
-				break
-			}
-			ids := make([]string, len(page))
-			for i, l := range page {
-				ids[i] = l.ID
-			}
-			ps, err := b.PurgeIDs(ctx, q, s.idx, ids)
-			if err != nil {
-				return total, fmt.Errorf("rediq: %w", err)
-			}
-			done += len(page)
-			// A dead task's end was counted when it died; a finished one's when it finished.
-			if err := count(ps, false); err != nil {
-				return total, err
-			}
+			return total, err
 		}
 	}
 	return total, nil
+}
+
+// purgeIndex deletes the entries of a zset index that were in it when it
+// began and that del accepts (nil: all), a page at a time in ascending order
+// of score. It pages by score, not by offset, so entries that leave or arrive
+// meanwhile neither hide others nor keep it going: it stops at the highest
+// score the index held at the start. Entries sharing one score are read
+// together, however many.
+func purgeIndex(ctx context.Context, b *broker.Broker, q *broker.Queue, idx broker.ListIndex,
+	del func(broker.Listed) bool, purged func([]broker.Purged) error) error {
+	end, ok, err := b.LastScore(ctx, q, idx)
+	if !ok || err != nil {
+		return err
+	}
+	top := strconv.FormatFloat(end, 'f', -1, 64)
+	from := "-inf"
+	for {
+		page, err := b.ListByScore(ctx, q, idx, from, top, purgePage)
+		if err != nil {
+			return fmt.Errorf("rediq: %w", err)
+		}
+		if len(page) == 0 {
+			return nil
+		}
+		at := page[len(page)-1].Score
+		if len(page) == purgePage {
+			// More may share the page's last score: take them all at once
+			// (the next page starts after it).
+			cut := len(page)
+			for cut > 0 && page[cut-1].Score == at {
+				cut--
+			}
+			s := strconv.FormatFloat(at, 'f', -1, 64)
+			ties, err := b.ListByScore(ctx, q, idx, s, s, 0)
+			if err != nil {
+				return fmt.Errorf("rediq: %w", err)
+			}
+			page = append(page[:cut], ties...)
+		}
+		for len(page) > 0 {
+			n := min(len(page), purgePage)
+			var ls []broker.Listed
+			for _, l := range page[:n] {
+				if del == nil || del(l) {
+					ls = append(ls, l)
+				}
+			}
+			page = page[n:]
+			ps, err := b.PurgeListed(ctx, q, idx, ls)
+			if err != nil {
+				return fmt.Errorf("rediq: %w", err)
+			}
+			if err := purged(ps); err != nil {
+				return err
+			}
+		}
+		from = "(" + strconv.FormatFloat(at, 'f', -1, 64)
+	}
 }

@@ -196,9 +196,68 @@ func (b *Broker) List(ctx context.Context, q *Queue, idx ListIndex, offset, limi
 		}
 		add(zs)
 	}
+	out, err := b.withRecords(ctx, q, idx, ids, scores)
+	return out, total, err
+}
+
+// indexKey is the zset of a scheduled, dead or finished index.
+func (q *Queue) indexKey(idx ListIndex) (string, bool) {
+	switch idx {
+	case ListScheduled:
+		return q.Scheduled, true
+	case ListDead:
+		return q.Dead, true
+	case ListSucceeded:
+		return q.Prefix + "succeeded", true
+	case ListCancelled:
+		return q.Prefix + "cancelled", true
+	case ListExpired:
+		return q.Prefix + "expired", true
+	}
+	return "", false
+}
+
+// ListByScore lists the entries of a zset index (scheduled, dead or finished)
+// with min <= score <= max in ascending order of score, up to limit of them
+// (0: all), with their records. min and max are Redis score bounds: "-inf",
+// "(123" for an exclusive one. Paging by score, not by offset, neither skips
+// nor repeats an entry when others come and go ahead of it.
+func (b *Broker) ListByScore(ctx context.Context, q *Queue, idx ListIndex, min, max string, limit int) ([]Listed, error) {
+	key, ok := q.indexKey(idx)
+	if !ok {
+		return nil, fmt.Errorf("list %q: index %d is not ordered by score", q.Name, idx)
+	}
+	zs, err := b.rdb.ZRangeByScoreWithScores(ctx, key, &redis.ZRangeBy{Min: min, Max: max, Count: int64(limit)}).Result()
+	if err != nil {
+		return nil, fmt.Errorf("list %q: %w", q.Name, err)
+	}
+	ids, scores := make([]string, len(zs)), make([]float64, len(zs))
+	for i, z := range zs {
+		ids[i], _ = z.Member.(string)
+		scores[i] = z.Score
+	}
+	return b.withRecords(ctx, q, idx, ids, scores)
+}
+
+// LastScore answers the highest score in a zset index, and false if it is empty.
+func (b *Broker) LastScore(ctx context.Context, q *Queue, idx ListIndex) (float64, bool, error) {
+	key, ok := q.indexKey(idx)
+	if !ok {
+		return 0, false, fmt.Errorf("list %q: index %d is not ordered by score", q.Name, idx)
+	}
+	zs, err := b.rdb.ZRangeWithScores(ctx, key, -1, -1).Result()
+	if err != nil || len(zs) == 0 {
+		return 0, false, err
+	}
+	return zs[0].Score, true, nil
+}
+
+// withRecords answers ids with their scores and what idx keeps of them:
+// final records for the finished indexes, records and meta for the others.
+func (b *Broker) withRecords(ctx context.Context, q *Queue, idx ListIndex, ids []string, scores []float64) ([]Listed, error) {
 	out := make([]Listed, len(ids))
 	if len(ids) == 0 {
-		return out, total, nil
+		return out, nil
 	}
 	p := b.rdb.Pipeline()
 	var bodies, metas *redis.SliceCmd
@@ -212,7 +271,7 @@ func (b *Broker) List(ctx context.Context, q *Queue, idx ListIndex, offset, limi
 		metas = p.HMGet(ctx, q.Prefix+"meta", ids...)
 	}
 	if _, err := p.Exec(ctx); err != nil {
-		return nil, 0, fmt.Errorf("list %q: %w", q.Name, err)
+		return nil, fmt.Errorf("list %q: %w", q.Name, err)
 	}
 	for i, id := range ids {
 		l := Listed{ID: id, Score: scores[i]}
@@ -231,7 +290,7 @@ func (b *Broker) List(ctx context.Context, q *Queue, idx ListIndex, offset, limi
 		}
 		out[i] = l
 	}
-	return out, total, nil
+	return out, nil
 }
 
 // pruneFinished drops the entries of a finished index whose retention has

@@ -3,6 +3,7 @@ package broker
 import (
 	"context"
 	"fmt"
+	"strconv"
 )
 
 var purgeScript = load("purge", "lib")
@@ -19,29 +20,24 @@ func (b *Broker) PurgePending(ctx context.Context, q *Queue, n int) ([]Purged, e
 	return b.purge(ctx, q, q.Scheduled, "p", n)
 }
 
-// PurgeIDs deletes those of ids that idx (ListScheduled, ListDead, or a
-// finished index) still holds, with what they leave, and answers them.
-func (b *Broker) PurgeIDs(ctx context.Context, q *Queue, idx ListIndex, ids []string) ([]Purged, error) {
-	if len(ids) == 0 {
+// PurgeListed deletes those of ls (listed from idx by ListByScore: scheduled,
+// dead, or a finished index) that idx still holds at the score listed, with
+// what they leave, and answers them. A task that moved meanwhile stays.
+func (b *Broker) PurgeListed(ctx context.Context, q *Queue, idx ListIndex, ls []Listed) ([]Purged, error) {
+	if len(ls) == 0 {
 		return nil, nil
 	}
-	key, mode := q.Scheduled, "z"
-	switch idx {
-	case ListScheduled:
-	case ListDead:
-		key = q.Dead
-	case ListSucceeded:
-		key, mode = q.Prefix+"succeeded", "f"
-	case ListCancelled:
-		key, mode = q.Prefix+"cancelled", "f"
-	case ListExpired:
-		key, mode = q.Prefix+"expired", "f"
-	default:
+	key, ok := q.indexKey(idx)
+	if !ok || idx == ListActive || idx == ListPending {
 		return nil, fmt.Errorf("purge %q: index %d holds no purgeable tasks", q.Name, idx)
 	}
-	args := make([]any, len(ids))
-	for i, id := range ids {
-		args[i] = id
+	mode := "z"
+	if idx >= ListSucceeded {
+		mode = "f"
+	}
+	args := make([]any, 0, 2*len(ls))
+	for _, l := range ls {
+		args = append(args, l.ID, strconv.FormatFloat(l.Score, 'f', -1, 64))
 	}
 	return b.purge(ctx, q, key, mode, args...)
 }

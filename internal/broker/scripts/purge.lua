@@ -5,8 +5,11 @@
 -- ARGV[1] the queue's key prefix NS:{Q}:   ARGV[2] mode   then:
 --   "p" ARGV[3] n: take up to n waiting tasks (recovering, then version 2's zset,
 --       then the lists, lowest slot first) and delete them (lib.lua drop)
---   "z" ids: delete each id that KEYS[3] still holds (ZREM), with what it leaves
---   "f" ids: delete each id's final record (NS:{Q}:done:ID) and its entry in KEYS[3]
+--   "z" id score pairs: delete each id that KEYS[3] still holds at that score
+--       (ZREM), with what it leaves: a task that moved meanwhile (a scheduled
+--       one that ran and failed is back as a retry, at another score) stays
+--   "f" id score pairs: delete each id's final record (NS:{Q}:done:ID) and its
+--       entry in KEYS[3], if the entry still has that score
 -- A task a worker holds is in none of these: purge never touches it.
 -- Returns a flat array: for "p" and "z", each id deleted and its record (the
 -- caller counts tasks of a batch as dropped); for "f", each id deleted and "".
@@ -50,20 +53,18 @@ if mode == 'p' then
     gone(id, redis.call('HGET', pre .. 't', id))
     drop(pre, id)
   end
-elseif mode == 'z' then
-  for i = 3, #ARGV do
+elseif mode == 'z' or mode == 'f' then
+  for i = 3, #ARGV - 1, 2 do
     local id = ARGV[i]
-    if redis.call('ZREM', KEYS[3], id) == 1 then
-      gone(id, redis.call('HGET', pre .. 't', id))
-      drop(pre, id)
-    end
-  end
-elseif mode == 'f' then
-  for i = 3, #ARGV do
-    local id = ARGV[i]
-    redis.call('ZREM', KEYS[3], id)
-    if redis.call('DEL', pre .. 'done:' .. id) == 1 then
-      gone(id, '')
+    local at = redis.call('ZSCORE', KEYS[3], id)
+    if at and tonumber(at) == tonumber(ARGV[i + 1]) then
+      redis.call('ZREM', KEYS[3], id)
+      if mode == 'z' then
+        gone(id, redis.call('HGET', pre .. 't', id))
+        drop(pre, id)
+      elseif redis.call('DEL', pre .. 'done:' .. id) == 1 then
+        gone(id, '')
+      end
     end
   end
 else
