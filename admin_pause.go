@@ -11,8 +11,13 @@ import (
 
 // pauseAckWait bounds how long PauseQueue waits for a live worker session to
 // acknowledge: a worker of this version does within a heartbeat (a third of
-// its LeaseTTL, 15 s by default) even when it missed the pause's message.
-const pauseAckWait = 30 * time.Second
+// its LeaseTTL, 15 s by default) even when it missed the pause's message. It
+// waits longer for sessions whose lease deadline is further away (a long
+// LeaseTTL): until that deadline, and pauseAckMargin.
+const (
+	pauseAckWait   = 30 * time.Second
+	pauseAckMargin = 5 * time.Second
+)
 
 // PauseQueue pauses queue on every worker: when it returns, no task of the
 // queue starts anywhere until ResumeQueue. Tasks already running finish;
@@ -22,9 +27,10 @@ const pauseAckWait = 30 * time.Second
 //
 // It waits until each live worker session serving the queue has said that it
 // applied the pause (a worker whose lease has run out starts nothing and is
-// not waited for). A session that does not say so within 30 s — a worker of
-// a version before pauses — makes it return an error naming the sessions; the
-// queue stays paused for every worker that knows pauses.
+// not waited for). A session that does not say so within 30 s (or its lease
+// deadline, if later) — a worker of a version before pauses — makes it
+// return an error naming the sessions; the queue stays paused for every
+// worker that knows pauses.
 func (a *App) PauseQueue(ctx context.Context, queue string) error {
 	if err := CheckQueueName(queue); err != nil {
 		return err
@@ -35,10 +41,13 @@ func (a *App) PauseQueue(ctx context.Context, queue string) error {
 	if err != nil {
 		return fmt.Errorf("rediq: %w", err)
 	}
-	deadline := time.Now().Add(pauseAckWait)
+	var deadline time.Time
 	wait := 500 * time.Microsecond
 	for {
-		waiting, standing, err := b.PauseUnacked(ctx, q, id)
+		waiting, within, standing, err := b.PauseUnacked(ctx, q, id)
+		if deadline.IsZero() {
+			deadline = time.Now().Add(max(pauseAckWait, within+pauseAckMargin))
+		}
 		switch {
 		case err != nil:
 			return fmt.Errorf("rediq: %w", err)
@@ -47,8 +56,8 @@ func (a *App) PauseQueue(ctx context.Context, queue string) error {
 		case len(waiting) == 0:
 			return nil
 		case time.Now().After(deadline):
-			return fmt.Errorf("rediq: queue %q is paused, but worker sessions %s did not acknowledge it within %s (workers of a version without pauses?)",
-				queue, strings.Join(waiting, ", "), pauseAckWait)
+			return fmt.Errorf("rediq: queue %q is paused, but worker sessions %s did not acknowledge it in time (workers of a version without pauses?)",
+				queue, strings.Join(waiting, ", "))
 		}
 		t := time.NewTimer(wait)
 		select {

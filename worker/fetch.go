@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -106,8 +107,8 @@ func (w *Worker) accept(ctx context.Context, reqs []broker.FetchRequest, qs []*q
 			w.leaseLost(ctx, q, gen)
 			continue
 		}
-		if r.Paused > 0 {
-			w.applyPause(ctx, q, r.Paused)
+		if r.Paused {
+			w.applyPause(ctx, q, r.PauseID)
 			continue
 		}
 		q.recovered.Store(r.Recovering)
@@ -387,6 +388,14 @@ func newFetchService(w *Worker) fetchService {
 	})}
 }
 
+// close closes the buffer: the runners finish what is in it.
+func (p *prefetchBuffer) close() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.closed = true
+	close(p.jobs)
+}
+
 // prefetchBuffer is what the fetcher feeds the runners, and its accounting:
 // the worker holds at most capacity tasks (running and prefetched), and the
 // fetcher asks for no more than the room left.
@@ -396,5 +405,9 @@ type prefetchBuffer struct {
 	recovering atomic.Int64  // of those, recovered ones (at most one is fetched at a time)
 	tokens     atomic.Uint64 // the last lease token handed out
 	jobs       chan *job     // the buffer the runners take from
-	kick       chan struct{} // wakes the fetcher
+	// mu serialises closing jobs with a pause taking a queue's tasks out of
+	// it and putting the others back (pause.go); closed: jobs is closed.
+	mu     sync.Mutex
+	closed bool
+	kick   chan struct{} // wakes the fetcher
 }

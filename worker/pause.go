@@ -47,19 +47,31 @@ func (w *Worker) entered(j *job) {
 	}
 }
 
-// applyPause pauses q here under the pause id and acknowledges it; a pause
-// older than what q last heard (a resume that came first) changes nothing.
+// applyPause pauses q here under the pause id, gives back q's tasks waiting
+// in the prefetch buffer, and acknowledges the pause. It acknowledges again
+// each time it hears of the same pause (every heartbeat while q is paused):
+// an acknowledgement Redis lost (a failover) is made good. A pause older than
+// what q last heard (a resume that came first) changes nothing; id 0 is a
+// pause not set by PauseQueue, which no id orders: q is paused, and the next
+// resume ends it.
 func (w *Worker) applyPause(ctx context.Context, q *queue, id int64) {
 	q.startMu.Lock()
-	if id < q.pauseID || (id == q.pauseID && !q.paused) {
+	if id != 0 && (id < q.pauseID || (id == q.pauseID && !q.paused)) {
 		q.startMu.Unlock()
 		return
 	}
-	q.paused, q.pauseID = true, id
-	ack := q.ackedID != id
+	was := q.paused
+	q.paused = true
+	if id != 0 {
+		q.pauseID = id
+	}
 	q.startMu.Unlock()
-	if !ack {
-		return
+	if !was {
+		w.log.Info("queue paused", zap.String("queue", q.Name))
+		w.givePrefetchedBack(q)
+	}
+	if id == 0 {
+		return // nothing to acknowledge: PauseQueue waits for no id
 	}
 	// Runners between the gate and their handlers: microseconds, unless a
 	// start needs Redis (a batch's first task) while it is slow. The caller
@@ -74,12 +86,40 @@ func (w *Worker) applyPause(ctx context.Context, q *queue, id int64) {
 	}
 	if err := w.b.AckPause(ctx, q.Queue, w.session, strconv.FormatInt(id, 10)); err != nil {
 		w.log.Warn("acknowledge pause; the next heartbeat tries again", zap.String("queue", q.Name), zap.Error(err))
-		return
 	}
-	q.startMu.Lock()
-	q.ackedID = id
-	q.startMu.Unlock()
-	w.log.Info("queue paused", zap.String("queue", q.Name))
+}
+
+// givePrefetchedBack gives back, unstarted, q's tasks waiting in the
+// prefetch buffer: while every runner is busy with a long task no runner
+// would reach them, and they would stay leased to this worker (where a purge
+// cannot see them) for as long as the pause. The others keep their places.
+func (w *Worker) givePrefetchedBack(q *queue) {
+	w.prefetch.mu.Lock()
+	if w.prefetch.closed {
+		w.prefetch.mu.Unlock()
+		return // the worker is stopping: it gives back what no runner took
+	}
+	var keep, back []*job
+	for n := len(w.prefetch.jobs); n > 0; n-- {
+		select {
+		case j := <-w.prefetch.jobs:
+			if j.q == q {
+				back = append(back, j)
+			} else {
+				keep = append(keep, j)
+			}
+		default:
+			n = 1
+		}
+	}
+	// Room for these: the buffer never holds more than the tasks held.
+	for _, j := range keep {
+		w.prefetch.jobs <- j
+	}
+	w.prefetch.mu.Unlock()
+	for _, j := range back {
+		w.settle(j, broker.Requeue, nil, 0)
+	}
 }
 
 // applyResume lets q's tasks start here again and fetches from it, unless

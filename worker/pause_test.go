@@ -121,3 +121,75 @@ func TestPauseIsImmediateAndDurable(t *testing.T) {
 	t.Logf("first start %v after ResumeQueue was called", first)
 	testredis.WaitFor(t, 30*time.Second, "every task to run", func() bool { return log.len() == 20 })
 }
+
+// A pause gives back the queue's prefetched tasks even while every runner is
+// busy with a long task (no runner would reach them: they would stay leased
+// here, out of a purge's reach, for as long as the pause), and the other
+// queues' prefetched tasks keep their places. An acknowledgement that Redis
+// lost (a failover) is made good the next time the worker hears of the pause.
+func TestPauseGivesBackPrefetchedWhileRunnersAreBusy(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ctx := context.Background()
+	log := &startLog{at: map[int]time.Time{}, retried: map[int]int{}}
+	release := make(chan struct{})
+	hold := func(ctx context.Context, n int) (int, error) {
+		log.add(n, rediq.Retried(ctx))
+		<-release
+		return n, nil
+	}
+	task := rediq.Register(e.app, "long", hold, rediq.Queue("pb"))
+	other := rediq.Register(e.app, "other", hold, rediq.Queue("pc"))
+	for n := range 6 {
+		if _, err := task.Enqueue(ctx, n); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cfg := worker.Config{Queues: []string{"pb", "pc"}, SkipDefaultQueue: true, Concurrency: 2, Prefetch: 6}
+	e.start(e.app, cfg)
+	testredis.WaitFor(t, 30*time.Second, "two tasks running and four prefetched", func() bool {
+		st, err := e.app.QueueStats(ctx, "pb")
+		return err == nil && log.len() == 2 && st[0].Active == 6
+	})
+	for n := 10; n < 12; n++ {
+		if _, err := other.Enqueue(ctx, n); err != nil {
+			t.Fatal(err)
+		}
+	}
+	testredis.WaitFor(t, 30*time.Second, "two tasks of another queue prefetched", func() bool {
+		st, err := e.app.QueueStats(ctx, "pc")
+		return err == nil && st[0].Active == 2
+	})
+	if err := e.app.PauseQueue(ctx, "pb"); err != nil {
+		t.Fatal(err)
+	}
+	testredis.WaitFor(t, 30*time.Second, "the prefetched tasks back, the runners still busy", func() bool {
+		st, err := e.app.QueueStats(ctx, "pb")
+		return err == nil && st[0].Active == 2 && st[0].Pending == 4
+	})
+	if n, err := e.app.PurgeQueue(ctx, "pb", rediq.StatePending); err != nil || n != 4 {
+		t.Fatalf("purge while paused = %d, %v; want the 4 given back", n, err)
+	}
+	// Redis loses the acknowledgement; pausing again must not wait for a
+	// heartbeat, nor fail.
+	if err := e.rdb.Del(ctx, e.ns+":{pb}:pause:acks").Err(); err != nil {
+		t.Fatal(err)
+	}
+	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := e.app.PauseQueue(pctx, "pb"); err != nil {
+		t.Fatalf("pause again after the ack was lost: %v", err)
+	}
+	if st, err := e.app.QueueStats(ctx, "pc"); err != nil || st[0].Active != 2 {
+		t.Fatalf("the other queue's prefetched tasks: %+v, %v; want still 2 held", st, err)
+	}
+	close(release)
+	testredis.WaitFor(t, 30*time.Second, "the other queue's tasks to run", func() bool { return log.len() == 4 })
+	log.mu.Lock()
+	defer log.mu.Unlock()
+	for n := range log.at {
+		if n >= 2 && n < 10 {
+			t.Errorf("task %d of the paused queue started", n)
+		}
+	}
+}

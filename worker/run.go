@@ -102,7 +102,7 @@ func (w *Worker) run(ctx context.Context) (err error) {
 	}
 	fetch := newFetchService(w)
 	if err := fetch.Start(bg); err != nil {
-		close(w.prefetch.jobs)
+		w.prefetch.close()
 		w.pool.runners.Wait()
 		stopAll(services)
 		_ = w.leave(bg, 0, 0) // logged there; the start's error is the one to return
@@ -121,7 +121,7 @@ func (w *Worker) run(ctx context.Context) (err error) {
 	}
 	w.log.Info("worker stopping: fetching stopped, draining", zap.Int64("held", w.prefetch.held.Load()))
 	fetch.Stop()
-	close(w.prefetch.jobs)
+	w.prefetch.close()
 	stuck := w.drain(drainCtx)
 	left := w.giveBack()
 	stopAll(services)

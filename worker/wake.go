@@ -2,7 +2,6 @@ package worker
 
 import (
 	"context"
-	"strconv"
 	"time"
 
 	"go.uber.org/zap"
@@ -136,13 +135,11 @@ func (w *Worker) heard(ctx context.Context, ev broker.WakeEvent) {
 		}
 	case broker.WakePause:
 		if q := w.byName[ev.Queue.Name]; q != nil {
-			id, _ := strconv.ParseInt(ev.PauseID, 10, 64)
-			w.applyPause(ctx, q, id)
+			w.applyPause(ctx, q, ev.PauseID)
 		}
 	case broker.WakeResume:
 		if q := w.byName[ev.Queue.Name]; q != nil {
-			id, _ := strconv.ParseInt(ev.PauseID, 10, 64)
-			w.applyResume(q, id)
+			w.applyResume(q, ev.PauseID)
 		}
 	case broker.WakeProbe:
 		if ev.Probe > w.probes.seen.Load() {

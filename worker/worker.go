@@ -189,13 +189,12 @@ type queue struct {
 	heldMu sync.Mutex
 	held   map[uint64]struct{} // lease tokens fetched and not yet settled in Redis
 
-	// The start gate (pause.go): paused, pauseID and ackedID are guarded by
+	// The start gate (pause.go): paused and pauseID are guarded by
 	// startMu; starting counts runners past the gate whose handlers are not
 	// yet called.
 	startMu  sync.RWMutex
 	paused   bool
 	pauseID  int64 // the latest pause or resume heard of (ids grow)
-	ackedID  int64 // the pause acknowledged in Redis
 	starting atomic.Int64
 }
 

@@ -50,7 +50,14 @@ func pauseResume(ctx context.Context, action string, args []string, stdout io.Wr
 	if err := rediq.CheckQueueName(queue); err != nil {
 		return usageErrorf("%s: %v", name, libError(err))
 	}
-	return withApp(ctx, name, &rf, func(ctx context.Context, app *rediq.App) error {
+	// PauseQueue bounds its own wait for the workers (30 s, or their lease
+	// deadline): the CLI's timeout would cut it short of its error, which
+	// names the workers that did not acknowledge.
+	with := withApp
+	if action == "pause" {
+		with = withAppUntimed
+	}
+	return with(ctx, name, &rf, func(ctx context.Context, app *rediq.App) error {
 		var err error
 		if action == "pause" {
 			err = app.PauseQueue(ctx, queue)

@@ -47,9 +47,12 @@ type Fetched struct {
 	// Recovering: recovered tasks (taken back from dead workers) still wait in
 	// the queue after this fetch.
 	Recovering bool
-	Repeat     bool  // the request had already run: this repeats its answer
-	Paused     int64 // the queue is paused, by this pause id: nothing was fetched
-	Err        error
+	Repeat     bool // the request had already run: this repeats its answer
+	// Paused: the queue is paused (by PauseID; 0 if its pause was not set by
+	// PauseQueue): nothing was fetched.
+	Paused  bool
+	PauseID int64
+	Err     error
 }
 
 // fetchFields is how many values fetch.lua answers per task.
@@ -89,7 +92,8 @@ func (b *Broker) Fetch(ctx context.Context, session string, ttl time.Duration, r
 		}
 		f.Repeat = status == 1
 		if status == 2 {
-			f.Paused, _ = vals[1].(int64)
+			f.Paused = true
+			f.PauseID, _ = vals[1].(int64)
 			continue
 		}
 		f.NextDue = relative(vals[1])

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -46,20 +47,27 @@ func (b *Broker) AckPause(ctx context.Context, q *Queue, session, id string) err
 }
 
 // PauseUnacked lists the live sessions of q that have not acknowledged the
-// pause id; standing is false if q is no longer paused with that id.
-func (b *Broker) PauseUnacked(ctx context.Context, q *Queue, id string) (sessions []string, standing bool, err error) {
-	v, err := b.run(ctx, pauseWaitScript, []string{q.Paused, q.pauseAcks, q.Workers}, id).Slice()
-	if err != nil || len(v) == 0 {
-		return nil, false, fmt.Errorf("pause of %q: %v %w", q.Name, v, err)
+// pause id (with those of workers that know no pauses), and how long until
+// the latest of their lease deadlines: each acknowledges with its next
+// heartbeat, before then, or is no longer waited for. standing is false if q
+// is no longer paused with that id.
+func (b *Broker) PauseUnacked(ctx context.Context, q *Queue, id string) (sessions []string, within time.Duration, standing bool, err error) {
+	v, err := b.run(ctx, pauseWaitScript, []string{q.Paused, q.pauseAcks, q.Workers, q.legacyWorkers}, id).Slice()
+	if err != nil {
+		return nil, 0, false, fmt.Errorf("pause of %q: %w", q.Name, err)
+	}
+	if len(v) < 2 {
+		return nil, 0, false, fmt.Errorf("pause of %q: unexpected reply %v", q.Name, v)
 	}
 	if st, _ := v[0].(int64); st != 1 {
-		return nil, false, nil
+		return nil, 0, false, nil
 	}
-	for _, s := range v[1:] {
+	ms, _ := v[1].(int64)
+	for _, s := range v[2:] {
 		str, _ := s.(string)
 		sessions = append(sessions, str)
 	}
-	return sessions, true, nil
+	return sessions, time.Duration(ms) * time.Millisecond, true, nil
 }
 
 // PausedQueues answers, for each queue, its pause id ("" if it is not paused).

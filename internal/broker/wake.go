@@ -33,8 +33,9 @@ type WakeEvent struct {
 	Queue  *Queue // WakeQueue, WakeCancel
 	TaskID string // WakeCancel
 	Probe  uint64 // WakeProbe
-	// PauseID is the pause's or resume's id (WakePause, WakeResume).
-	PauseID string
+	// PauseID is the pause's or resume's id (WakePause, WakeResume; 0 if it
+	// is not a number).
+	PauseID int64
 }
 
 // WakeSubscription is a worker's subscription to its queues' wake channels
@@ -88,10 +89,12 @@ func (s *WakeSubscription) Receive(ctx context.Context) (WakeEvent, error) {
 					return WakeEvent{Kind: WakeCancel, Queue: q, TaskID: id}, nil
 				}
 				if id, ok := strings.CutPrefix(m.Payload, "P:"); ok {
-					return WakeEvent{Kind: WakePause, Queue: q, PauseID: id}, nil
+					n, _ := strconv.ParseInt(id, 10, 64)
+					return WakeEvent{Kind: WakePause, Queue: q, PauseID: n}, nil
 				}
 				if id, ok := strings.CutPrefix(m.Payload, "R:"); ok {
-					return WakeEvent{Kind: WakeResume, Queue: q, PauseID: id}, nil
+					n, _ := strconv.ParseInt(id, 10, 64)
+					return WakeEvent{Kind: WakeResume, Queue: q, PauseID: n}, nil
 				}
 				return WakeEvent{Kind: WakeQueue, Queue: q}, nil
 			}

@@ -93,7 +93,7 @@ end
 local slotsKey = KEYS[2] .. ':slots'
 local paused = redis.call('GET', pre .. 'paused')
 if paused then
-  return {2, tonumber(paused), 0}
+  return {2, tonumber(paused) or 0, 0} -- 0: set by something else than pause.lua
 end
 local due = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now * 4096 + 4095, 'WITHSCORES', 'LIMIT', 0, 500)
 local promoted = #due / 2
