@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -74,6 +75,9 @@ type BatchOptions struct {
 // Call is a task with its arguments and options, enqueued later (Task.With).
 type Call interface {
 	message(now time.Time) (broker.Message, string, error)
+	// messageAs is message with the task id set (WithID).
+	messageAs(now time.Time, id string) (broker.Message, string, error)
+	taskName() string
 }
 
 type call[A, R any] struct {
@@ -86,6 +90,12 @@ type call[A, R any] struct {
 func (t *Task[A, R]) With(args A, opts ...EnqueueOption) Call {
 	return &call[A, R]{t: t, args: args, opts: opts}
 }
+
+func (c *call[A, R]) messageAs(now time.Time, id string) (broker.Message, string, error) {
+	return (&call[A, R]{t: c.t, args: c.args, opts: append(slices.Clip(c.opts), WithID(id))}).message(now)
+}
+
+func (c *call[A, R]) taskName() string { return c.t.def.Name }
 
 func (c *call[A, R]) message(now time.Time) (broker.Message, string, error) {
 	o, err := c.t.enqueueOptions(c.opts)

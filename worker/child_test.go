@@ -94,6 +94,8 @@ func childMain(mode string) int {
 		err = w.Run(context.Background())
 		fmt.Fprintln(os.Stderr, "record worker:", err)
 		return 4
+	case "cron": // fire the schedule "tick" (@every 100ms); the parent runs its tasks
+		return cronChild(app)
 	case "runs": // "job"s that log their starts and ends (see runsChild)
 		return runsChild(app)
 	case "batch": // batch tasks, run by a worker of its own

@@ -92,6 +92,7 @@ func (w *Worker) run(ctx context.Context) (err error) {
 		newFenceService(w),
 		newWatchdogService(w),
 		newBatchWatchService(w),
+		newCronService(w),
 	}
 	if err := startAll(bg, services); err != nil {
 		_ = w.leave(bg, 0, 0) // logged there; the start's error is the one to return

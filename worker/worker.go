@@ -100,6 +100,10 @@ type Config struct {
 	// rediq.DefaultWaitReplicasTimeout.
 	WaitReplicasTimeout time.Duration
 
+	// DisableSchedules keeps this worker from firing the App's schedules
+	// (App.Schedule); by default every worker fires them, each tick once.
+	DisableSchedules bool
+
 	// now is the worker's clock (tests skew it); default time.Now.
 	now func() time.Time
 }

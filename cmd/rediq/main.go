@@ -73,6 +73,7 @@ var commands = []command{
 	{"tasks", "list a page of tasks: of a queue, in a state, or every one", runTasks},
 	{"task", "show, cancel, delete or requeue one task by id, or print its result", runTask},
 	{"queue", "pause or resume a queue on every worker", runQueue},
+	{"cron", "list, pause, resume or trigger schedules", runCron},
 	{"dead", "requeue the dead tasks of a queue", runDead},
 	{"batch", "a batch's stat, output, tables and errors; list, wait for or stop batches", runBatch},
 	{"config", "set or show the settings file: Redis URL, TLS files, namespace", runConfig},

@@ -63,6 +63,8 @@ type App struct {
 	mu    sync.RWMutex
 	tasks atomic.Pointer[map[string]*TaskDef] // copied on write: runners read it lock-free
 	hooks [NumEvents][]Hook
+	// schedules declared in code (schedule.go), guarded by mu.
+	schedules map[string]*ScheduleDef
 }
 
 // NewApp returns an App with no tasks or hooks, on s's client: the
