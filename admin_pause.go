@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/rediq/rediq/internal/broker"
+	"github.com/rediq/rediq/internal/window"
 )
 
 // pauseAckWait bounds how long PauseQueue waits for a live worker session to
@@ -107,6 +108,59 @@ func (a *App) PausedQueues(ctx context.Context, queues ...string) (map[string]bo
 	out := make(map[string]bool, len(queues))
 	for i, n := range queues {
 		out[n] = ids[i] != ""
+	}
+	return out, nil
+}
+
+// SetQueueWindow says when queue's tasks may start, on every worker: spec as
+// for RunWindow ("" clears it, so that they start any time). Outside the
+// window workers fetch none of the queue's tasks and give back what they
+// prefetched (no attempt is counted); running tasks finish. Each worker
+// re-evaluates the window at its next opening or closing (no polling) and
+// learns a new one at once. The window is kept in Redis. A bad spec is an
+// error here.
+func (a *App) SetQueueWindow(ctx context.Context, queue, spec string) error {
+	if err := CheckQueueName(queue); err != nil {
+		return err
+	}
+	if spec != "" {
+		w, err := window.Parse(spec)
+		if err != nil {
+			return fmt.Errorf("%w: %v", ErrInvalidOption, err)
+		}
+		spec = w.String()
+	}
+	b := a.core.Broker()
+	if err := b.SetWindow(ctx, b.Queue(queue), spec); err != nil {
+		return fmt.Errorf("rediq: %w", err)
+	}
+	return nil
+}
+
+// QueueWindows answers the run window of each named queue (all the
+// namespace's when none is named); "" for none.
+func (a *App) QueueWindows(ctx context.Context, queues ...string) (map[string]string, error) {
+	if len(queues) == 0 {
+		var err error
+		if queues, err = a.Queues(ctx); err != nil {
+			return nil, err
+		}
+	}
+	b := a.core.Broker()
+	qs := make([]*broker.Queue, len(queues))
+	for i, n := range queues {
+		if err := CheckQueueName(n); err != nil {
+			return nil, err
+		}
+		qs[i] = b.Queue(n)
+	}
+	ws, err := b.Windows(ctx, qs)
+	if err != nil {
+		return nil, fmt.Errorf("rediq: %w", err)
+	}
+	out := make(map[string]string, len(queues))
+	for i, n := range queues {
+		out[n] = ws[i]
 	}
 	return out, nil
 }

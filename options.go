@@ -6,6 +6,7 @@ import (
 
 	"github.com/rediq/rediq/internal/broker"
 	"github.com/rediq/rediq/internal/codec"
+	"github.com/rediq/rediq/internal/window"
 )
 
 // TaskOption configures Register.
@@ -31,6 +32,7 @@ type taskOptions struct {
 	expireIn    time.Duration
 	memo        time.Duration
 	resultTable string
+	window      *window.Spec // RunWindow
 	err         error
 }
 
@@ -105,6 +107,23 @@ func Timeout(d time.Duration) Option {
 			o.fail("timeout %s is outside [1ms, 366 days]", d)
 		}
 		o.timeout = d
+	})
+}
+
+// RunWindow says when the task may start: spec is optional weekday ranges, a
+// time-of-day range (HH:MM or HH:MM:SS; it may wrap past midnight), an
+// optional IANA zone (UTC by default), and "not" in front for the inverse —
+// "Mon-Fri 09:00-17:30 Europe/Berlin", "not 01:00-06:00 Asia/Shanghai". A
+// task fetched outside its window waits, scheduled, until the window opens:
+// no attempt is counted and nothing polls. Running tasks are not stopped when
+// the window closes. A bad spec panics at Register, like every bad option.
+func RunWindow(spec string) TaskOption {
+	return taskOnly(func(o *taskOptions) {
+		w, err := window.Parse(spec)
+		if err != nil {
+			o.fail("%v", err)
+		}
+		o.window = w
 	})
 }
 

@@ -99,6 +99,7 @@ func Register[A, R any](app *App, name string, fn func(context.Context, A) (R, e
 	def := &core.TaskDef{
 		Name: name, Queue: o.queue, Priority: o.priority, Retries: o.retries, Timeout: o.timeout, Backoff: o.backoff,
 		Retention: o.retention, Unique: o.unique, ExpireIn: o.expireIn, Memo: o.memo, ResultTable: o.resultTable,
+		Window: o.window,
 		Run: func(ctx context.Context, raw []byte) (any, error) {
 			var args A
 			if err := decodeArgs(raw, &args); err != nil {

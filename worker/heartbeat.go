@@ -93,6 +93,7 @@ func (w *Worker) beat(ctx context.Context, register bool) (time.Duration, error)
 			w.leaseLost(ctx, q, gens[i])
 			continue
 		}
+		w.applyWindow(q, bt.Window)
 		// A pause or resume whose message this worker missed.
 		switch {
 		case bt.Pause.Paused:

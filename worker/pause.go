@@ -25,7 +25,7 @@ import (
 func (w *Worker) passGate(j *job) bool {
 	q := j.q
 	q.startMu.RLock()
-	if q.paused {
+	if q.paused || q.closed {
 		q.startMu.RUnlock()
 		// Outside the lock: settle may wait for room in the settler's
 		// backlog, and a pause being applied must not wait for that.
@@ -140,9 +140,10 @@ func (w *Worker) applyResume(q *queue, id int64) {
 	w.wake()
 }
 
-// isPaused reports whether q is paused here.
+// isPaused reports whether q starts nothing here: paused, or outside its run
+// window.
 func (q *queue) isPaused() bool {
 	q.startMu.RLock()
 	defer q.startMu.RUnlock()
-	return q.paused
+	return q.paused || q.closed
 }

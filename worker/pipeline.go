@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"time"
 
+	"go.uber.org/zap"
+
 	"github.com/rediq/rediq"
 	"github.com/rediq/rediq/internal/broker"
 	"github.com/rediq/rediq/internal/codec"
@@ -42,6 +44,7 @@ type gate func(w *Worker, r *run) bool
 // the attempt. Rate limits, concurrency limits and run windows go here.
 var startGates = []gate{
 	(*Worker).notPoison,
+	(*Worker).inRunWindow,
 	(*Worker).batchRunning,
 	(*Worker).notCancelled,
 	(*Worker).notExpiredBeforeStart,
@@ -157,6 +160,28 @@ func (w *Worker) notPoison(r *run) bool {
 	r.env.Error = err.Error()
 	w.bury(r.j, record(r.env.Envelope), "poison task", err)
 	w.observe(r.j, &r.env.Envelope, nil, ending{end: broker.EndFailed, err: err})
+	return false
+}
+
+// inRunWindow is the gate of a task with a run window (rediq.RunWindow):
+// outside it, the task waits in the scheduled set until the window opens
+// (settle r with its record unchanged: no attempt is counted).
+func (w *Worker) inRunWindow(r *run) bool {
+	win := r.def.Window
+	if win == nil {
+		return true
+	}
+	now := w.clock.Now()
+	if win.Open(now) {
+		return true
+	}
+	delay := time.Hour // never opens (not possible for a valid spec): look again later
+	if at, ok := win.Next(now); ok {
+		// A few ms past the opening: Redis's clock may be a little ahead.
+		delay = at.Sub(now) + 5*time.Millisecond
+	}
+	w.log.Debug("outside its run window: the task waits", zap.String("task_id", r.j.id), zap.Duration("for", delay))
+	w.settle(r.j, broker.Retry, record(r.env.Envelope), min(delay, maxBackoff))
 	return false
 }
 

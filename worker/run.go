@@ -93,6 +93,7 @@ func (w *Worker) run(ctx context.Context) (err error) {
 		newWatchdogService(w),
 		newBatchWatchService(w),
 		newCronService(w),
+		newWindowService(w),
 	}
 	if err := startAll(bg, services); err != nil {
 		_ = w.leave(bg, 0, 0) // logged there; the start's error is the one to return

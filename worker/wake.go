@@ -137,6 +137,10 @@ func (w *Worker) heard(ctx context.Context, ev broker.WakeEvent) {
 		if q := w.byName[ev.Queue.Name]; q != nil {
 			w.applyPause(ctx, q, ev.PauseID)
 		}
+	case broker.WakeWindow:
+		if q := w.byName[ev.Queue.Name]; q != nil {
+			w.applyWindow(q, ev.Window)
+		}
 	case broker.WakeResume:
 		if q := w.byName[ev.Queue.Name]; q != nil {
 			w.applyResume(q, ev.PauseID)

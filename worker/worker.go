@@ -24,6 +24,7 @@ import (
 	"github.com/rediq/rediq/internal/codec"
 	"github.com/rediq/rediq/internal/core"
 	"github.com/rediq/rediq/internal/executor"
+	"github.com/rediq/rediq/internal/window"
 )
 
 // Config configures a Worker. Zero fields take the defaults in their comments.
@@ -137,6 +138,8 @@ type Worker struct {
 	replLog   replicationLog
 	observers []attemptObserver // see each attempt start and end (pipeline.go)
 	clock     clock             // Config.now: the services' time
+	// windowKick wakes the window service: a queue's window changed.
+	windowKick chan struct{}
 
 	prefetch prefetchBuffer // what the fetcher feeds the runners (fetch.go)
 	beats    beats          // a heartbeat succeeded: the probe and the upkeep follow
@@ -193,13 +196,17 @@ type queue struct {
 	heldMu sync.Mutex
 	held   map[uint64]struct{} // lease tokens fetched and not yet settled in Redis
 
-	// The start gate (pause.go): paused and pauseID are guarded by
+	// The start gate (pause.go): paused, pauseID and the window are guarded by
 	// startMu; starting counts runners past the gate whose handlers are not
 	// yet called.
-	startMu  sync.RWMutex
-	paused   bool
-	pauseID  int64 // the latest pause or resume heard of (ids grow)
-	starting atomic.Int64
+	startMu sync.RWMutex
+	paused  bool
+	pauseID int64 // the latest pause or resume heard of (ids grow)
+	// The queue's run window (window.go): closed outside it.
+	windowSpec string
+	window     *window.Spec
+	closed     bool
+	starting   atomic.Int64
 }
 
 // generation is a lease epoch of one queue: when the session's lease on the
@@ -382,6 +389,7 @@ func New(app *rediq.App, cfg Config) (*Worker, error) {
 	w.prefetch.capacity = int64(cfg.Concurrency + cfg.Prefetch)
 	w.prefetch.jobs = make(chan *job, w.prefetch.capacity)
 	w.prefetch.kick = make(chan struct{}, 1)
+	w.windowKick = make(chan struct{}, 1)
 	w.observers = []attemptObserver{batchObserver{w}}
 	w.clock = realClock{now: cfg.now}
 	w.settler.init(w)

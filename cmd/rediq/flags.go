@@ -52,6 +52,15 @@ func (fs *flagSet) parseArgs(args []string, stdout io.Writer, names ...string) (
 	return fs.Args(), nil
 }
 
+// parseLeadingArgs is parseArgs for a command that takes the named
+// positional arguments and then any number of words more (a spec).
+func (fs *flagSet) parseLeadingArgs(args []string, stdout io.Writer, names ...string) ([]string, error) {
+	if err := fs.Parse(args); errors.Is(err, pflag.ErrHelp) || err != nil || fs.NArg() < len(names) {
+		return fs.parseArgs(args, stdout, names...) // the help, or the error
+	}
+	return fs.Args(), nil
+}
+
 // parseOptionalArg is parse for a command that takes at most one positional
 // argument, which it returns ("" when absent).
 func (fs *flagSet) parseOptionalArg(args []string, stdout io.Writer) (string, error) {

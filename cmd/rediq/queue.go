@@ -20,14 +20,18 @@ func runQueue(ctx context.Context, args []string, stdout, _ io.Writer) error {
 			"  pause   stop its tasks from starting (running ones finish; prefetched ones go\n"+
 			"          back unstarted); it returns once every live worker has applied it\n"+
 			"  resume  let its tasks start again\n"+
-			"  purge   delete its tasks in the given states (--state, repeatable)\n\n"+
+			"  purge   delete its tasks in the given states (--state, repeatable)\n"+
+			"  window  set when its tasks may start (SPEC), clear it (--clear), or show it\n\n"+
 			"A pause is kept in Redis: workers started later stay paused. \"rediq queues\" shows\n"+
 			"which queues are paused.\n")
 	}
-	return runAction("queue", "queue pause", []string{"pause", "resume", "purge"}, args, help,
+	return runAction("queue", "queue pause", []string{"pause", "resume", "purge", "window"}, args, help,
 		func(action string, rest []string) error {
-			if action == "purge" {
+			switch action {
+			case "purge":
 				return purgeQueue(ctx, rest, stdout)
+			case "window":
+				return queueWindow(ctx, rest, stdout)
 			}
 			return pauseResume(ctx, action, rest, stdout)
 		})
@@ -136,6 +140,51 @@ func purgeQueue(ctx context.Context, args []string, stdout io.Writer) error {
 			}{queue, n})
 		}
 		_, err = fmt.Fprintf(stdout, "purged %d %s of queue %q\n", n, plural(n, "task", "tasks"), queue)
+		return err
+	})
+}
+
+func queueWindow(ctx context.Context, args []string, stdout io.Writer) error {
+	fs := newFlagSet("queue window", "rediq queue window QUEUE [SPEC | --clear] [flags]\n\n"+
+		"Sets when the queue's tasks may start, on every worker: outside the window they\n"+
+		"wait (prefetched ones go back unstarted); running ones finish. SPEC: optional\n"+
+		"weekday ranges, a time-of-day range (HH:MM or HH:MM:SS; it may wrap past\n"+
+		"midnight), an optional IANA zone (UTC by default), \"not\" in front for the\n"+
+		"inverse: \"Mon-Fri 09:00-17:30 Europe/Berlin\", \"not 01:00-06:00 Asia/Shanghai\".\n"+
+		"Without SPEC or --clear it shows the window.")
+	var rf redisFlags
+	rf.register(fs)
+	clear := fs.Bool("clear", false, "remove the window: tasks start any time")
+	out := registerOutput(fs, `{"queue": Q, "window": SPEC}`)
+	pos, err := fs.parseLeadingArgs(args, stdout, "QUEUE")
+	if err != nil {
+		return err
+	}
+	queue, spec := pos[0], strings.Join(pos[1:], " ")
+	if err := rediq.CheckQueueName(queue); err != nil {
+		return usageErrorf("queue window: %v", libError(err))
+	}
+	if *clear && spec != "" {
+		return usageErrorf("queue window: give SPEC or --clear, not both")
+	}
+	return withApp(ctx, "queue window", &rf, func(ctx context.Context, app *rediq.App) error {
+		if spec != "" || *clear {
+			if err := app.SetQueueWindow(ctx, queue, spec); err != nil {
+				return err
+			}
+		}
+		ws, err := app.QueueWindows(ctx, queue)
+		if err != nil {
+			return err
+		}
+		if *out == outputJSON {
+			return printJSON(stdout, map[string]string{"queue": queue, "window": ws[queue]})
+		}
+		if ws[queue] == "" {
+			_, err = fmt.Fprintf(stdout, "queue %q: no window (tasks start any time)\n", queue)
+			return err
+		}
+		_, err = fmt.Fprintf(stdout, "queue %q: tasks start only in %s\n", queue, ws[queue])
 		return err
 	})
 }

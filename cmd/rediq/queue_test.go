@@ -75,3 +75,26 @@ func TestQueuePurge(t *testing.T) {
 		t.Fatal("purge of active succeeded")
 	}
 }
+
+// rediq queue window sets, shows and clears a queue's run window, and
+// refuses a bad spec.
+func TestQueueWindowCommand(t *testing.T) {
+	t.Parallel()
+	ns := testredis.Namespace(t)
+	out, _, err := rediqCmd(t, append([]string{"queue", "window", "emails", "Mon-Fri", "09:00-17:30", "Europe/Berlin"}, redisArgs(ns)...)...)
+	if err != nil || !strings.Contains(out, "Mon-Fri 09:00-17:30 Europe/Berlin") {
+		t.Fatalf("set: %v\n%s", err, out)
+	}
+	out, _, err = rediqCmd(t, append([]string{"queue", "window", "emails", "-o", "json"}, redisArgs(ns)...)...)
+	var got struct{ Queue, Window string }
+	if err != nil || json.Unmarshal([]byte(out), &got) != nil || got.Window != "Mon-Fri 09:00-17:30 Europe/Berlin" {
+		t.Fatalf("show: %v\n%s", err, out)
+	}
+	if _, _, err := rediqCmd(t, append([]string{"queue", "window", "emails", "9-17"}, redisArgs(ns)...)...); err == nil || !strings.Contains(err.Error(), "9-17") {
+		t.Fatalf("bad spec: %v", err)
+	}
+	out, _, err = rediqCmd(t, append([]string{"queue", "window", "emails", "--clear"}, redisArgs(ns)...)...)
+	if err != nil || !strings.Contains(out, "no window") {
+		t.Fatalf("clear: %v\n%s", err, out)
+	}
+}

@@ -102,6 +102,7 @@ type Queue struct {
 	Seq          string // the sequence of version 2's producers (their zset's order)
 	Workers      string // zset NS:{Q}:sessions: session id -> lease deadline, Unix ms
 	Paused       string // string NS:{Q}:paused: the standing pause's id (pause.lua)
+	Window       string // string NS:{Q}:window: the queue's run window (SetQueueWindow)
 	pauseAcks    string // hash NS:{Q}:pause:acks: session -> the pause id it applied
 	pauseVer     string // counter NS:{Q}:pause:ver: the ids of pauses and resumes
 	// Workers of the previous lease format (token -> FLAG:SLOT:ID, with the
@@ -154,7 +155,7 @@ func (b *Broker) Queue(name string) *Queue {
 	q := &Queue{
 		Name: name, Records: p + "t", Pending: p + "pending", PendingSlots: p + "pending:slots", Scheduled: p + "scheduled",
 		Recovering: p + "recovering", Recovered: p + "recovered", Orphaned: p + "orphaned", Dead: p + "dead",
-		Seq: p + "seq", Workers: p + "sessions", Paused: p + "paused", pauseAcks: p + "pause:acks", pauseVer: p + "pause:ver", legacyWorkers: p + "workers", legacyActive: p + "active", Channel: p + "wake", lease: p + "lease:", call: p + "call:", Prefix: p,
+		Seq: p + "seq", Workers: p + "sessions", Paused: p + "paused", Window: p + "window", pauseAcks: p + "pause:acks", pauseVer: p + "pause:ver", legacyWorkers: p + "workers", legacyActive: p + "active", Channel: p + "wake", lease: p + "lease:", call: p + "call:", Prefix: p,
 	}
 	actual, _ := b.queues.LoadOrStore(name, q)
 	return actual.(*Queue)

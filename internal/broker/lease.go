@@ -135,6 +135,7 @@ type Beat struct {
 	NextDeadline time.Duration // until another live session's lease runs out; < 0 if none
 	Held         int           // leases the session holds on the queue
 	Pause        PauseState    // the queue's pause or resume
+	Window       string        // the queue's run window ("" none: SetQueueWindow)
 }
 
 // Heartbeat extends the session's leases on every queue and reports expired
@@ -147,7 +148,7 @@ func (b *Broker) Heartbeat(ctx context.Context, session string, ttl time.Duratio
 	t := b.newPipeline()
 	cmds := make([]*redis.Cmd, len(queues))
 	for i, q := range queues {
-		cmds[i] = t.script(ctx, heartbeatScript, []string{q.Workers, q.Lease(session), q.legacyWorkers, q.Paused, q.pauseVer}, session, ttl.Milliseconds(), reg)
+		cmds[i] = t.script(ctx, heartbeatScript, []string{q.Workers, q.Lease(session), q.legacyWorkers, q.Paused, q.pauseVer, q.Window}, session, ttl.Milliseconds(), reg)
 	}
 	if err := t.exec(ctx); err != nil {
 		return nil, fmt.Errorf("heartbeat: %w", err)
@@ -155,7 +156,7 @@ func (b *Broker) Heartbeat(ctx context.Context, session string, ttl time.Duratio
 	out := make([]Beat, len(queues))
 	for i, c := range cmds {
 		vals, err := c.Slice()
-		if err != nil || len(vals) < 4 {
+		if err != nil || len(vals) < 5 {
 			return nil, fmt.Errorf("heartbeat on %q: unexpected reply %v (%v)", queues[i].Name, vals, err)
 		}
 		status, _ := vals[0].(int64)
@@ -163,7 +164,8 @@ func (b *Broker) Heartbeat(ctx context.Context, session string, ttl time.Duratio
 		out[i] = Beat{Lost: status < 0, NextDeadline: relative(vals[1]), Held: int(held)}
 		state, _ := vals[3].(string)
 		out[i].Pause = parsePauseState(state)
-		for _, v := range vals[4:] {
+		out[i].Window, _ = vals[4].(string)
+		for _, v := range vals[5:] {
 			s, _ := v.(string)
 			out[i].Expired = append(out[i].Expired, s)
 		}

@@ -22,6 +22,8 @@ const (
 	// WakePause: PauseQueue paused the queue (PauseID); WakeResume: resumed it.
 	WakePause
 	WakeResume
+	// WakeWindow: SetQueueWindow changed the queue's run window (Window).
+	WakeWindow
 	// WakeSubscribed: a (re)subscription was confirmed: messages may have
 	// been missed while it was away.
 	WakeSubscribed
@@ -36,6 +38,8 @@ type WakeEvent struct {
 	// PauseID is the pause's or resume's id (WakePause, WakeResume; 0 if it
 	// is not a number).
 	PauseID int64
+	// Window is the queue's new run window ("" none; WakeWindow).
+	Window string
 }
 
 // WakeSubscription is a worker's subscription to its queues' wake channels
@@ -91,6 +95,9 @@ func (s *WakeSubscription) Receive(ctx context.Context) (WakeEvent, error) {
 				if id, ok := strings.CutPrefix(m.Payload, "P:"); ok {
 					n, _ := strconv.ParseInt(id, 10, 64)
 					return WakeEvent{Kind: WakePause, Queue: q, PauseID: n}, nil
+				}
+				if spec, ok := strings.CutPrefix(m.Payload, "W:"); ok {
+					return WakeEvent{Kind: WakeWindow, Queue: q, Window: spec}, nil
 				}
 				if id, ok := strings.CutPrefix(m.Payload, "R:"); ok {
 					n, _ := strconv.ParseInt(id, 10, 64)

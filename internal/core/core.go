@@ -16,6 +16,7 @@ import (
 
 	"github.com/rediq/rediq/internal/broker"
 	"github.com/rediq/rediq/internal/executor"
+	"github.com/rediq/rediq/internal/window"
 )
 
 // NumEvents is the number of rediq.Event values, which index the hook lists
@@ -35,6 +36,8 @@ type TaskDef struct {
 	Backoff  func(retried int) time.Duration
 	// Defaults of the options that also work per call (0: none).
 	Retention, Unique, ExpireIn, Memo time.Duration
+	// Window is when the task may start (rediq.RunWindow); nil: any time.
+	Window *window.Spec
 	// ResultTable is the batch table a success's result goes to ("" default).
 	ResultTable string
 	// Run decodes the msgpack args and calls the typed handler.

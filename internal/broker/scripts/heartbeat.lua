@@ -3,22 +3,23 @@
 -- KEYS[3] workers: the sessions of the previous lease format (reclaim.lua), reported
 -- too when they expire, so that what they held is taken back
 -- KEYS[4] NS:{Q}:paused   KEYS[5] NS:{Q}:pause:ver (pause.lua)
+-- KEYS[6] NS:{Q}:window (the queue's run window, SetQueueWindow)
 -- ARGV[1] session id   ARGV[2] lease TTL ms   ARGV[3] "1" to register a new session
 -- Returns {status, ms until another live session's lease runs out (-1 if none),
 -- leases the session holds, the queue's pause state ("P:ID" paused, "R:ID" resumed,
 -- "" never paused: ids grow, so a worker keeps the latest of what it heard),
--- expired session ids...}: a worker that missed the pause's message learns it
+-- the queue's run window ("" none), expired session ids...}: a worker that missed the pause's message learns it
 -- here. Status -1: this session was
 -- reclaimed; its leases are gone and it must not act on them. Times are relative so
 -- that a worker whose clock is off by seconds still arms its timers right.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 if ARGV[3] ~= '1' and not redis.call('ZSCORE', KEYS[1], ARGV[1]) then
-  return {-1, -1, 0, ''}
+  return {-1, -1, 0, '', ''}
 end
 redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
 -- The lease hash's field "" is not a lease: the token base of the last fetch.
-local out = {0, -1, redis.call('HLEN', KEYS[2]) - redis.call('HEXISTS', KEYS[2], ''), ''}
+local out = {0, -1, redis.call('HLEN', KEYS[2]) - redis.call('HEXISTS', KEYS[2], ''), '', redis.call('GET', KEYS[6]) or ''}
 local paused = redis.call('GET', KEYS[4])
 if paused then
   out[4] = 'P:' .. paused
