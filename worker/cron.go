@@ -101,12 +101,16 @@ func (w *Worker) cronLoop(ctx context.Context, d *core.ScheduleDef) {
 			return
 		}
 		at := next.Add(cronJitter(d, next))
-		t := w.clock.NewTimer(at.Sub(w.clock.Now()))
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return
-		case <-t.C():
+		// Waits are cut to a minute: timers run on the monotonic clock, and
+		// the wall clock (the ticks') may be set meanwhile.
+		for wait := at.Sub(w.clock.Now()); wait > 0; wait = at.Sub(w.clock.Now()) {
+			t := w.clock.NewTimer(min(wait, time.Minute))
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return
+			case <-t.C():
+			}
 		}
 		now := w.clock.Now()
 		if now.Sub(at) > cronLate {
