@@ -68,7 +68,8 @@ func CatchUp(p CatchUpPolicy) ScheduleOption {
 	return func(c *scheduleConfig) { c.catchUp = p }
 }
 
-// Jitter delays each tick's firing by up to d, the same delay in every
+// Jitter delays each tick's firing by up to d (and by less than the time to
+// the next tick, so that ticks still fire in order), the same delay in every
 // process (derived from the schedule and the tick), so that many schedules
 // due at one moment do not all fire at once.
 func Jitter(d time.Duration) ScheduleOption {

@@ -87,11 +87,16 @@ func (w *Worker) cronLoop(ctx context.Context, d *core.ScheduleDef) {
 	cursor := now
 	if last > 0 {
 		from := time.UnixMilli(last)
-		if next := d.Spec.Next(from); !next.IsZero() && now.Sub(next) <= cronLate {
+		if next := d.Spec.Next(from); !next.IsZero() && now.Sub(cronDue(d, next)) <= cronLate {
 			cursor = from
-		} else if prev, ok := d.Spec.Prev(now); ok && prev.After(from) && d.CatchUpLatest {
-			log.Info("schedule: firing the latest tick missed while no worker fired it", zap.Time("tick", prev))
-			w.cronFire(ctx, log, d, q, prev)
+		} else if prev, ok := d.Spec.Prev(now); ok && prev.After(from) {
+			switch {
+			case cronDue(d, prev).After(now): // not missed: its jitter is not over
+				cursor = prev.Add(-time.Nanosecond)
+			case d.CatchUpLatest:
+				log.Info("schedule: firing the latest tick missed while no worker fired it", zap.Time("tick", prev))
+				w.cronFire(ctx, log, d, q, prev)
+			}
 		}
 	}
 	for {
@@ -100,7 +105,7 @@ func (w *Worker) cronLoop(ctx context.Context, d *core.ScheduleDef) {
 			log.Info("schedule: no tick ahead")
 			return
 		}
-		at := next.Add(cronJitter(d, next))
+		at := cronDue(d, next)
 		// Waits are cut to a minute: timers run on the monotonic clock, and
 		// the wall clock (the ticks') may be set meanwhile.
 		for wait := at.Sub(w.clock.Now()); wait > 0; wait = at.Sub(w.clock.Now()) {
@@ -127,15 +132,21 @@ func (w *Worker) cronLoop(ctx context.Context, d *core.ScheduleDef) {
 	}
 }
 
-// cronJitter is the delay of d's tick: the same in every process.
-func cronJitter(d *core.ScheduleDef, tick time.Time) time.Duration {
+// cronDue is when d's tick fires: the tick, delayed by the schedule's
+// jitter — the same in every process (derived from the id and the tick), and
+// shorter than the gap to the next tick, so that ticks still fire in order.
+func cronDue(d *core.ScheduleDef, tick time.Time) time.Time {
 	if d.Jitter <= 0 {
-		return 0
+		return tick
+	}
+	span := d.Jitter
+	if next := d.Spec.Next(tick); !next.IsZero() {
+		span = min(span, next.Sub(tick))
 	}
 	h := fnv.New64a()
 	h.Write([]byte(d.ID))
 	h.Write([]byte(strconv.FormatInt(tick.UnixMilli(), 10)))
-	return time.Duration(h.Sum64() % uint64(d.Jitter))
+	return tick.Add(time.Duration(h.Sum64() % uint64(span)))
 }
 
 // cronFire fires tick, retrying what Redis did not answer (a re-sent fire
