@@ -87,6 +87,20 @@ func (a *App) ResumeQueue(ctx context.Context, queue string) error {
 // PausedQueues answers which of the named queues (all the namespace's when
 // none is named) are paused.
 func (a *App) PausedQueues(ctx context.Context, queues ...string) (map[string]bool, error) {
+	ids, err := a.perQueue(ctx, queues, a.core.Broker().PausedQueues)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]bool, len(ids))
+	for q, id := range ids {
+		out[q] = id != ""
+	}
+	return out, nil
+}
+
+// perQueue answers what read says of each named queue (all the namespace's
+// when none is named).
+func (a *App) perQueue(ctx context.Context, queues []string, read func(context.Context, []*broker.Queue) ([]string, error)) (map[string]string, error) {
 	if len(queues) == 0 {
 		var err error
 		if queues, err = a.Queues(ctx); err != nil {
@@ -101,13 +115,13 @@ func (a *App) PausedQueues(ctx context.Context, queues ...string) (map[string]bo
 		}
 		qs[i] = b.Queue(n)
 	}
-	ids, err := b.PausedQueues(ctx, qs)
+	vals, err := read(ctx, qs)
 	if err != nil {
 		return nil, fmt.Errorf("rediq: %w", err)
 	}
-	out := make(map[string]bool, len(queues))
+	out := make(map[string]string, len(queues))
 	for i, n := range queues {
-		out[n] = ids[i] != ""
+		out[n] = vals[i]
 	}
 	return out, nil
 }
@@ -140,27 +154,5 @@ func (a *App) SetQueueWindow(ctx context.Context, queue, spec string) error {
 // QueueWindows answers the run window of each named queue (all the
 // namespace's when none is named); "" for none.
 func (a *App) QueueWindows(ctx context.Context, queues ...string) (map[string]string, error) {
-	if len(queues) == 0 {
-		var err error
-		if queues, err = a.Queues(ctx); err != nil {
-			return nil, err
-		}
-	}
-	b := a.core.Broker()
-	qs := make([]*broker.Queue, len(queues))
-	for i, n := range queues {
-		if err := CheckQueueName(n); err != nil {
-			return nil, err
-		}
-		qs[i] = b.Queue(n)
-	}
-	ws, err := b.Windows(ctx, qs)
-	if err != nil {
-		return nil, fmt.Errorf("rediq: %w", err)
-	}
-	out := make(map[string]string, len(queues))
-	for i, n := range queues {
-		out[n] = ws[i]
-	}
-	return out, nil
+	return a.perQueue(ctx, queues, a.core.Broker().Windows)
 }

@@ -95,8 +95,10 @@ func TestScheduleFiresExactlyOncePerTick(t *testing.T) {
 		_ = c.cmd.Process.Signal(syscall.SIGKILL)
 		<-c.exited
 	}
-	// Wait for the last fired tasks to run.
-	time.Sleep(300 * time.Millisecond)
+	testredis.WaitFor(t, 30*time.Second, "the last fired tasks to run", func() bool {
+		st, err := e.app.QueueStats(context.Background(), "cronjobs")
+		return err == nil && st[0].Pending == 0 && st[0].Active == 0
+	})
 
 	mu.Lock()
 	defer mu.Unlock()

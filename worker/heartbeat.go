@@ -93,7 +93,7 @@ func (w *Worker) beat(ctx context.Context, register bool) (time.Duration, error)
 			w.leaseLost(ctx, q, gens[i])
 			continue
 		}
-		w.applyWindow(q, bt.Window)
+		w.applyWindow(q, bt.Window, start)
 		// A pause or resume whose message this worker missed.
 		switch {
 		case bt.Pause.Paused:

@@ -139,7 +139,7 @@ func (w *Worker) heard(ctx context.Context, ev broker.WakeEvent) {
 		}
 	case broker.WakeWindow:
 		if q := w.byName[ev.Queue.Name]; q != nil {
-			w.applyWindow(q, ev.Window)
+			w.applyWindow(q, ev.Window, w.clock.Now())
 		}
 	case broker.WakeResume:
 		if q := w.byName[ev.Queue.Name]; q != nil {

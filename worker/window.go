@@ -16,24 +16,34 @@ import (
 // one timer to the next opening or closing of any queue's window; workers
 // learn a new window from the wake channel ("W:SPEC") or from a heartbeat.
 
-// applyWindow sets q's run window to spec ("" none), if it changed.
-func (w *Worker) applyWindow(q *queue, spec string) {
+// applyWindow sets q's run window to spec ("" none), as Redis held it at
+// asOf (a heartbeat: when it was sent; a message: when it came), unless it is
+// unchanged or older than what q last heard: a heartbeat reply read before a
+// SetQueueWindow must not undo the window its message brought.
+func (w *Worker) applyWindow(q *queue, spec string, asOf time.Time) {
 	q.startMu.Lock()
+	if asOf.Before(q.windowAsOf) {
+		q.startMu.Unlock()
+		return
+	}
+	q.windowAsOf = asOf
 	if spec == q.windowSpec {
 		q.startMu.Unlock()
 		return
 	}
+	q.windowSpec = spec
 	var win *window.Spec
 	if spec != "" {
 		var err error
 		if win, err = window.Parse(spec); err != nil {
 			q.startMu.Unlock()
-			// Set by hand (SetQueueWindow checks): keep the one in force.
+			// Set by hand (SetQueueWindow checks): the window in force stays,
+			// and this is said once.
 			w.log.Error("queue window: ignored", zap.String("queue", q.Name), zap.Error(err))
 			return
 		}
 	}
-	q.windowSpec, q.window = spec, win
+	q.window = win
 	q.startMu.Unlock()
 	w.log.Info("queue window set", zap.String("queue", q.Name), zap.String("window", spec))
 	w.evalWindow(q)
@@ -83,8 +93,8 @@ func (w *Worker) windowLoop(_ context.Context, stop <-chan struct{}) {
 				next = t
 			}
 		}
-		// A long wait is cut into hours: the wall clock may be set meanwhile.
-		d := time.Hour
+		// A long wait is cut into minutes: the wall clock may be set meanwhile.
+		d := time.Minute
 		if !next.IsZero() {
 			d = min(next.Sub(now), d)
 		}

@@ -205,6 +205,7 @@ type queue struct {
 	// The queue's run window (window.go): closed outside it.
 	windowSpec string
 	window     *window.Spec
+	windowAsOf time.Time // when Redis held windowSpec (applyWindow)
 	closed     bool
 	starting   atomic.Int64
 }

@@ -11,8 +11,8 @@ import (
 )
 
 var (
-	pauseScript     = load("pause")
-	resumeScript    = load("resume")
+	pauseScript     = load("pause", "pause_id")
+	resumeScript    = load("resume", "pause_id")
 	pauseAckScript  = load("pause_ack")
 	pauseWaitScript = load("pause_wait")
 )
@@ -72,13 +72,19 @@ func (b *Broker) PauseUnacked(ctx context.Context, q *Queue, id string) (session
 
 // PausedQueues answers, for each queue, its pause id ("" if it is not paused).
 func (b *Broker) PausedQueues(ctx context.Context, qs []*Queue) ([]string, error) {
+	return b.getEach(ctx, qs, func(q *Queue) string { return q.Paused })
+}
+
+// getEach reads one string key of each queue in one round trip ("" for a
+// missing one).
+func (b *Broker) getEach(ctx context.Context, qs []*Queue, key func(*Queue) string) ([]string, error) {
 	p := b.rdb.Pipeline()
 	cmds := make([]*redis.StringCmd, len(qs))
 	for i, q := range qs {
-		cmds[i] = p.Get(ctx, q.Paused)
+		cmds[i] = p.Get(ctx, key(q))
 	}
 	if _, err := p.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
-		return nil, fmt.Errorf("read pauses: %w", err)
+		return nil, fmt.Errorf("read the queues' state: %w", err)
 	}
 	out := make([]string, len(qs))
 	for i, c := range cmds {

@@ -28,7 +28,7 @@ func (b *Broker) PurgeListed(ctx context.Context, q *Queue, idx ListIndex, ls []
 		return nil, nil
 	}
 	key, ok := q.indexKey(idx)
-	if !ok || idx == ListActive || idx == ListPending {
+	if !ok {
 		return nil, fmt.Errorf("purge %q: index %d holds no purgeable tasks", q.Name, idx)
 	}
 	mode := "z"

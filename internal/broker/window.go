@@ -2,10 +2,7 @@ package broker
 
 import (
 	"context"
-	"errors"
 	"fmt"
-
-	"github.com/redis/go-redis/v9"
 )
 
 // SetWindow sets q's run window (spec, already checked; "" clears it) and
@@ -27,17 +24,5 @@ func (b *Broker) SetWindow(ctx context.Context, q *Queue, spec string) error {
 
 // Windows answers each queue's run window ("" none).
 func (b *Broker) Windows(ctx context.Context, qs []*Queue) ([]string, error) {
-	p := b.rdb.Pipeline()
-	cmds := make([]*redis.StringCmd, len(qs))
-	for i, q := range qs {
-		cmds[i] = p.Get(ctx, q.Window)
-	}
-	if _, err := p.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
-		return nil, fmt.Errorf("read windows: %w", err)
-	}
-	out := make([]string, len(qs))
-	for i, c := range cmds {
-		out[i] = c.Val()
-	}
-	return out, nil
+	return b.getEach(ctx, qs, func(q *Queue) string { return q.Window })
 }

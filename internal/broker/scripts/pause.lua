@@ -9,22 +9,9 @@
 -- fetch's answer), stop starting the queue's tasks, give its prefetched ones
 -- back unstarted, and then acknowledge with pause_ack.lua.
 -- Returns the pause's id.
--- Ids are the larger of INCR pause:ver and the server's clock in µs (stored
--- back): they grow even if Redis lost the counter (an old snapshot, a replica
--- that lagged, a deleted namespace) while workers remember a later id.
-local function nextID()
-  local n = redis.call('INCR', KEYS[3])
-  local t = redis.call('TIME')
-  local us = tonumber(t[1]) * 1000000 + tonumber(t[2])
-  if us > n then
-    n = us
-    redis.call('SET', KEYS[3], string.format('%d', n))
-  end
-  return string.format('%d', n)
-end
 local id = redis.call('GET', KEYS[1])
 if not id or not tonumber(id) then -- a value not set by pause.lua gets an id
-  id = nextID()
+  id = nextID(KEYS[3])
   redis.call('SET', KEYS[1], id)
   redis.call('DEL', KEYS[2])
 end
