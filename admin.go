@@ -350,7 +350,7 @@ func requeued(t broker.Listed) (broker.Requeued, error) {
 		return broker.Requeued{}, fmt.Errorf("rediq: requeue %q: it is an undecodable message (%s); delete it instead", t.ID, env.Error)
 	}
 	env.Retried, env.Unknown, env.Error, env.Stack = 0, 0, "", ""
-	return broker.Requeued{ID: t.ID, Slot: broker.Slot(env.Priority), Body: codec.Encode(&env)}, nil
+	return broker.Requeued{ID: t.ID, Slot: broker.Slot(env.Priority), Flow: env.Flow(), Body: codec.Encode(&env)}, nil
 }
 
 // requeue resets and requeues tasks of queue, returning how many moved.

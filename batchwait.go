@@ -43,7 +43,7 @@ func enqueueOnComplete(ctx context.Context, b *broker.Broker, k *broker.BatchKey
 	env.EnqueuedAt = time.Now().UnixMilli()
 	ms := func(n int64) time.Duration { return time.Duration(n) * time.Millisecond }
 	// The batch's retention was written by NewBatch; absent: the minimum.
-	m := broker.Message{ID: "rediq-batch-" + strconv.FormatInt(k.ID, 10) + "-complete", Slot: c.Slot, Body: codec.Encode(&env),
+	m := broker.Message{ID: "rediq-batch-" + strconv.FormatInt(k.ID, 10) + "-complete", Slot: c.Slot, Flow: env.Flow(), Body: codec.Encode(&env),
 		Retention: max(stored.Retention, time.Minute, ms(c.RetainMs)), Delay: ms(c.DelayMs), ExpireIn: ms(c.ExpireMs),
 		Lock: c.UniqueKey, LockTTL: ms(c.UniqueMs)}
 	if _, err := b.Enqueue(ctx, b.Queue(c.Queue), []broker.Message{m}); err != nil {

@@ -20,7 +20,7 @@ func CurrentTask(ctx context.Context) (info TaskInfo, ok bool) {
 		// Args is copied: the worker's buffer is not the handler's to keep.
 		ID: TaskID(s.ID), Name: s.Name, Queue: s.Queue, Priority: s.Priority, Args: slices.Clone(s.Args),
 		EnqueuedAt: s.EnqueuedAt, Worker: s.Worker, MaxRetries: s.MaxRetries, Timeout: s.Timeout,
-		Recovered: s.Recovered,
+		Recovered: s.Recovered, LimitKey: s.LimitKey,
 	}, true
 }
 

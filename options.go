@@ -33,6 +33,7 @@ type taskOptions struct {
 	memo        time.Duration
 	resultTable string
 	window      *window.Spec // RunWindow
+	limit       broker.Limit // RateLimit, Concurrency
 	err         error
 }
 
@@ -44,6 +45,7 @@ type enqueueOptions struct {
 	uniqueKey string
 	expireAt  time.Time
 	memoRun   bool // Run of a Memoize task: the memo lock and cache apply
+	limitKey  string
 	batch     *Batch
 }
 

@@ -337,7 +337,7 @@ func (a *App) TriggerSchedule(ctx context.Context, id string) (TaskID, error) {
 			return "", fmt.Errorf("rediq: schedule %q: its declared task: %w", id, err)
 		}
 		env.EnqueuedAt = time.Now().UnixMilli()
-		m = broker.Message{ID: taskID, Slot: d.Slot, Body: codec.Encode(env),
+		m = broker.Message{ID: taskID, Slot: d.Slot, Flow: env.Flow(), Body: codec.Encode(env),
 			Retention: time.Duration(d.Retention) * time.Millisecond, ExpireIn: time.Duration(d.ExpireIn) * time.Millisecond}
 	}
 	r, err := b.FireCron(ctx, b.Queue(d.Queue), id, 0, false, m)

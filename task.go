@@ -60,6 +60,8 @@ type TaskInfo struct {
 	// while running this task before: > 0 means this run repeats work that
 	// may have partly happened.
 	Recovered int
+	// LimitKey is the key the task's limits apply per (LimitKey); "" none.
+	LimitKey string
 }
 
 // Task is a registered task function: the handle producers enqueue with.
@@ -96,10 +98,13 @@ func Register[A, R any](app *App, name string, fn func(context.Context, A) (R, e
 	if o.err != nil {
 		panic(fmt.Sprintf("rediq: Register %q: %v", name, o.err))
 	}
+	if !o.limit.IsZero() && codec.Flow(name, "") == "" {
+		panic(fmt.Sprintf("rediq: Register %q: a task with '|' in its name cannot have limits", name))
+	}
 	def := &core.TaskDef{
 		Name: name, Queue: o.queue, Priority: o.priority, Retries: o.retries, Timeout: o.timeout, Backoff: o.backoff,
 		Retention: o.retention, Unique: o.unique, ExpireIn: o.expireIn, Memo: o.memo, ResultTable: o.resultTable,
-		Window: o.window,
+		Window: o.window, Limit: o.limit,
 		Run: func(ctx context.Context, raw []byte) (any, error) {
 			var args A
 			if err := decodeArgs(raw, &args); err != nil {
@@ -353,11 +358,15 @@ func (t *Task[A, R]) encode(args A, o *enqueueOptions, now time.Time) (broker.Me
 		Priority: o.priority, MaxRetries: o.retries, TimeoutMs: o.timeout.Milliseconds(),
 	}
 	env.RetentionMs = o.retention.Milliseconds()
+	env.LimitKey = o.limitKey
 	if o.batch != nil {
 		env.Batch = o.batch.keys.ID
 	}
-	msg := broker.Message{ID: id, Slot: broker.Slot(o.priority), Delay: o.delay,
+	msg := broker.Message{ID: id, Slot: broker.Slot(o.priority), Flow: env.Flow(), Delay: o.delay,
 		ExpireIn: o.expireIn, Retention: o.retention}
+	if o.limitKey != "" && msg.Flow == "" {
+		return broker.Message{}, fmt.Errorf("%w: LimitKey: task %q has '|' in its name, so it has no limits", ErrInvalidOption, t.def.Name)
+	}
 	switch {
 	case o.memoRun:
 		env.MemoMs = o.memo.Milliseconds()

@@ -94,6 +94,8 @@ func childMain(mode string) int {
 		err = w.Run(context.Background())
 		fmt.Fprintln(os.Stderr, "record worker:", err)
 		return 4
+	case "limit": // run the limited tasks of limit_test.go, logging starts and ends
+		return limitChild(app)
 	case "cron": // fire the schedule "tick" (@every 100ms); the parent runs its tasks
 		return cronChild(app)
 	case "runs": // "job"s that log their starts and ends (see runsChild)

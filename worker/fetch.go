@@ -112,12 +112,13 @@ func (w *Worker) accept(ctx context.Context, reqs []broker.FetchRequest, qs []*q
 			continue
 		}
 		q.recovered.Store(r.Recovering)
+		q.waitRunner.Store(r.WaitRunner)
 		if r.NextDue >= 0 {
 			q.nextDue.Store(now + r.NextDue.Milliseconds())
 		} else {
 			q.nextDue.Store(0)
 		}
-		if len(r.Tasks) == reqs[i].N {
+		if len(r.Tasks) == reqs[i].N || r.More {
 			q.ready.Store(true) // a full answer: there may be more
 		}
 		q.heldMu.Lock()
@@ -324,7 +325,8 @@ func (w *Worker) planRound(free, rotate, turn int) ([]broker.FetchRequest, []*qu
 	}
 	for i, q := range w.queues {
 		paused := q.isPaused()
-		in.queues[i] = planQueue{weight: q.weight, ready: q.ready.Load() && !paused, recovered: q.recovered.Load() && !paused}
+		ready := q.ready.Load() || (q.waitRunner.Load() && in.idle > 0)
+		in.queues[i] = planQueue{weight: q.weight, ready: ready && !paused, recovered: q.recovered.Load() && !paused}
 	}
 	planned, turn := plan(in)
 	reqs := make([]broker.FetchRequest, 0, len(planned))

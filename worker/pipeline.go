@@ -217,7 +217,8 @@ func (w *Worker) prepare(r *run) {
 	r.st = &core.State{
 		ID: env.ID, Name: env.Name, Queue: r.j.q.Name, Priority: env.Priority, Args: env.Args,
 		EnqueuedAt: time.UnixMilli(env.EnqueuedAt), Worker: w.cfg.Name, MaxRetries: r.maxRetries,
-		Timeout: r.timeout, Retried: env.Retried, Recovered: r.j.recovered, Exec: w.exec, Log: w.log,
+		Timeout: r.timeout, Retried: env.Retried, Recovered: r.j.recovered, LimitKey: env.LimitKey,
+		Exec: w.exec, Log: w.log,
 	}
 	for _, o := range w.observers {
 		o.starting(r)

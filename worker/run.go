@@ -4,12 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"go.uber.org/zap"
 
 	"github.com/rediq/rediq"
 	"github.com/rediq/rediq/internal/broker"
+	"github.com/rediq/rediq/internal/codec"
 	"github.com/rediq/rediq/internal/core"
 	"github.com/rediq/rediq/internal/executor"
 )
@@ -195,12 +197,38 @@ func (w *Worker) join(ctx context.Context) error {
 	if err := w.b.RegisterQueues(ctx, w.queueNames()); err != nil {
 		return err
 	}
+	if err := w.declareTasks(ctx); err != nil {
+		return err
+	}
 	sent := w.clock.Now()
 	if _, err := w.beat(ctx, true); err != nil {
 		return err
 	}
 	w.lease.renew(sent, w.cfg.LeaseTTL)
 	return nil
+}
+
+// declareTasks records the queue of each task this worker runs (for the
+// CLI's limit commands) and writes the limits declared in code as the
+// defaults: a limit set at run time stands over them.
+func (w *Worker) declareTasks(ctx context.Context) error {
+	queueOf := map[string]string{}
+	for _, name := range w.app.TaskNames() {
+		def, ok := w.app.Task(name)
+		if !ok || !slices.Contains(w.queueNames(), def.Queue) {
+			continue
+		}
+		queueOf[name] = def.Queue
+		if codec.Flow(name, "") == "" {
+			continue // no flow: no limits
+		}
+		l := def.Limit
+		l.Code = true
+		if _, err := w.b.SetLimit(ctx, w.b.Queue(def.Queue), name, l); err != nil {
+			return err
+		}
+	}
+	return w.b.DeclareTasks(ctx, queueOf)
 }
 
 func (w *Worker) queueNames() []string {

@@ -190,8 +190,12 @@ type queue struct {
 	ready     atomic.Bool  // may have pending tasks: fetch from it
 	recovered atomic.Bool  // its last fetch saw recovered tasks waiting (true until the first)
 	nextDue   atomic.Int64 // local Unix ms of its earliest scheduled task, 0 if none
-	gen       atomic.Pointer[generation]
-	reconcile atomic.Bool // the heartbeat saw a lease count the worker does not hold
+	// waitRunner: its last fetch passed over tasks of limited flows, which are
+	// only taken to start at once: the queue is ready again for a fetch with
+	// an idle runner.
+	waitRunner atomic.Bool
+	gen        atomic.Pointer[generation]
+	reconcile  atomic.Bool // the heartbeat saw a lease count the worker does not hold
 
 	heldMu sync.Mutex
 	held   map[uint64]struct{} // lease tokens fetched and not yet settled in Redis

@@ -60,6 +60,7 @@ func (b *Broker) Delete(ctx context.Context, q *Queue, id string) error {
 type Requeued struct {
 	ID   string
 	Slot int
+	Flow string // the task's flow (Message.Flow)
 	Body []byte
 }
 
@@ -73,7 +74,7 @@ func (b *Broker) Requeue(ctx context.Context, q *Queue, ts []Requeued) ([]bool, 
 	args := make([]any, 0, 1+3*len(ts))
 	args = append(args, q.Channel)
 	for _, t := range ts {
-		args = append(args, t.ID, t.Slot, t.Body)
+		args = append(args, t.ID, Lane(t.Slot, t.Flow), t.Body)
 	}
 	s, err := b.run(ctx, requeueScript,
 		[]string{q.Records, q.Pending, q.Scheduled, q.Dead, q.Seq, q.Recovered, q.Orphaned, q.Prefix + "meta"}, args...).Text()

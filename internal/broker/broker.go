@@ -93,18 +93,22 @@ type Queue struct {
 	// (PendingList), and the zset (id -> slot*2^41 + sequence) where producers
 	// of protocol version 2 still put tasks; fetch takes from it first.
 	Pending      string
-	PendingSlots string // zset NS:{Q}:pending:slots: the slots whose list holds tasks (member and score: the slot)
-	Scheduled    string // zset: id -> (due-Epoch)*4096 + slot
-	Recovering   string // zset: id of a started task taken back from a dead worker -> slot*2^41 + ms
-	Recovered    string // hash: id -> times a worker died running it
-	Orphaned     string // hash: id -> times it came back unmarked from a dead worker (reclaim.lua)
-	Dead         string // zset: id -> Unix ms of death
-	Seq          string // the sequence of version 2's producers (their zset's order)
-	Workers      string // zset NS:{Q}:sessions: session id -> lease deadline, Unix ms
-	Paused       string // string NS:{Q}:paused: the standing pause's id (pause.lua)
-	Window       string // string NS:{Q}:window: the queue's run window (SetQueueWindow)
-	pauseAcks    string // hash NS:{Q}:pause:acks: session -> the pause id it applied
-	pauseVer     string // counter NS:{Q}:pause:ver: the ids of pauses and resumes
+	PendingSlots string // zset NS:{Q}:pending:slots: the fetchable lanes whose list holds tasks (member: the lane; score SLOT*2^40 + ms)
+	// PendingBlocked is the zset NS:{Q}:pending:blocked: lanes over their
+	// flow's limit (member: the lane; score: ms since Epoch when fetch looks
+	// again, or 2^41: until a running task of the flow ends).
+	PendingBlocked string
+	Scheduled      string // zset: id -> (due-Epoch)*4096 + slot
+	Recovering     string // zset: id of a started task taken back from a dead worker -> slot*2^41 + ms
+	Recovered      string // hash: id -> times a worker died running it
+	Orphaned       string // hash: id -> times it came back unmarked from a dead worker (reclaim.lua)
+	Dead           string // zset: id -> Unix ms of death
+	Seq            string // the sequence of version 2's producers (their zset's order)
+	Workers        string // zset NS:{Q}:sessions: session id -> lease deadline, Unix ms
+	Paused         string // string NS:{Q}:paused: the standing pause's id (pause.lua)
+	Window         string // string NS:{Q}:window: the queue's run window (SetQueueWindow)
+	pauseAcks      string // hash NS:{Q}:pause:acks: session -> the pause id it applied
+	pauseVer       string // counter NS:{Q}:pause:ver: the ids of pauses and resumes
 	// Workers of the previous lease format (token -> FLAG:SLOT:ID, with the
 	// NS:{Q}:active hash) registered in NS:{Q}:workers: new workers never meet
 	// them there, and reclaim what such a session left when it expires.
@@ -123,9 +127,9 @@ type Queue struct {
 // task is active exactly when a lease hash maps its id.
 func (q *Queue) Lease(session string) string { return q.lease + session }
 
-// PendingList is the key of the list of the tasks pending at priority slot
-// (decimal, as in PendingSlots), oldest first.
-func (q *Queue) PendingList(slot string) string { return q.Pending + ":" + slot }
+// PendingList is the key of the list of the tasks pending in a lane (a
+// priority slot in decimal, and |FLOW for a flow's: as in PendingSlots), oldest first.
+func (q *Queue) PendingList(lane string) string { return q.Pending + ":" + lane }
 
 // ValidateQueueName reports why name cannot be a queue name, if it cannot.
 func ValidateQueueName(name string) error { return validateName("queue name", name) }
@@ -153,7 +157,7 @@ func (b *Broker) Queue(name string) *Queue {
 	}
 	p := b.ns + ":{" + name + "}:"
 	q := &Queue{
-		Name: name, Records: p + "t", Pending: p + "pending", PendingSlots: p + "pending:slots", Scheduled: p + "scheduled",
+		Name: name, Records: p + "t", Pending: p + "pending", PendingSlots: p + "pending:slots", PendingBlocked: p + "pending:blocked", Scheduled: p + "scheduled",
 		Recovering: p + "recovering", Recovered: p + "recovered", Orphaned: p + "orphaned", Dead: p + "dead",
 		Seq: p + "seq", Workers: p + "sessions", Paused: p + "paused", Window: p + "window", pauseAcks: p + "pause:acks", pauseVer: p + "pause:ver", legacyWorkers: p + "workers", legacyActive: p + "active", Channel: p + "wake", lease: p + "lease:", call: p + "call:", Prefix: p,
 	}

@@ -29,8 +29,12 @@ var ErrUnreachable = errors.New("redis unreachable")
 
 // Message is a task bound for a queue.
 type Message struct {
-	ID    string
-	Slot  int           // priority slot
+	ID   string
+	Slot int // priority slot
+	// Flow is the task's flow: its type, or "TYPE|KEY" with a limit key
+	// (docs/PROTOCOL.md §2): it waits in the flow's lane, and the type's
+	// limits apply per flow. "": none (the slot's own lane, no limits).
+	Flow  string
 	Delay time.Duration // > 0: scheduled that long after the server's clock
 	Body  []byte
 	// Options, when any is set, give the task its meta (docs/PROTOCOL.md §3).
@@ -39,6 +43,19 @@ type Message struct {
 	Memo      time.Duration // Memoize: a success's result is cached that long
 	Lock      string        // "", UniqueLock(digest) or MemoLock(digest)
 	LockTTL   time.Duration
+}
+
+// lane is the lane argument of enqueue.lua: the slot, and |FLOW if any.
+func (m *Message) lane() any {
+	return Lane(m.Slot, m.Flow)
+}
+
+// Lane is the name of the lane of a priority slot and flow ("": none).
+func Lane(slot int, flow string) any {
+	if flow == "" {
+		return slot
+	}
+	return strconv.Itoa(slot) + "|" + flow
 }
 
 func (m *Message) options() string {
@@ -211,7 +228,7 @@ func enqueueArgs(q *Queue, c laneCall) []any {
 	args = append(args, q.Channel, c.lane.call, Epoch, q.Prefix)
 	for i := range c.msgs {
 		m := &c.msgs[i]
-		args = append(args, m.ID, m.Slot, max(m.Delay.Milliseconds(), 0), m.Body, m.options())
+		args = append(args, m.ID, m.lane(), max(m.Delay.Milliseconds(), 0), m.Body, m.options())
 	}
 	return args
 }

@@ -47,7 +47,14 @@ type Fetched struct {
 	// Recovering: recovered tasks (taken back from dead workers) still wait in
 	// the queue after this fetch.
 	Recovering bool
-	Repeat     bool // the request had already run: this repeats its answer
+	// WaitRunner: tasks of limited flows were passed over because the request
+	// had none left to start at once (StartNow): a fetch with an idle runner
+	// may take them.
+	WaitRunner bool
+	// More: the fetch stopped looking before it had N tasks (one call is kept
+	// short): more may be fetchable now.
+	More   bool
+	Repeat bool // the request had already run: this repeats its answer
 	// Paused: the queue is paused (by PauseID; 0 if its pause was not set by
 	// PauseQueue): nothing was fetched.
 	Paused  bool
@@ -98,7 +105,9 @@ func (b *Broker) Fetch(ctx context.Context, session string, ttl time.Duration, r
 		}
 		f.NextDue = relative(vals[1])
 		waiting, _ := vals[2].(int64)
-		f.Recovering = waiting == 1
+		f.Recovering = waiting&1 != 0
+		f.WaitRunner = waiting&2 != 0
+		f.More = waiting&4 != 0
 		n := (len(vals) - 3) / fetchFields
 		f.Tasks = make([]Leased, n)
 		for j := range n {

@@ -4,13 +4,15 @@ import (
 	"context"
 	"fmt"
 	"strconv"
+	"strings"
 
 	"github.com/redis/go-redis/v9"
 )
 
 // pendingParts is how a queue's pending tasks are held when read: the zset of
 // protocol version 2's producers (taken first), then one list per priority
-// slot, lowest slot first.
+// lane, in the order fetch reads them (the fetchable lanes, then those
+// blocked by a limit).
 type pendingParts struct {
 	legacy int64
 	slots  []string
@@ -31,8 +33,10 @@ func (b *Broker) pendingOf(ctx context.Context, qs []*Queue) ([]pendingParts, er
 	p := b.rdb.Pipeline()
 	slots := make([]*redis.StringSliceCmd, len(qs))
 	legacy := make([]*redis.IntCmd, len(qs))
+	blocked := make([]*redis.StringSliceCmd, len(qs))
 	for i, q := range qs {
 		slots[i] = p.ZRange(ctx, q.PendingSlots, 0, -1)
+		blocked[i] = p.ZRange(ctx, q.PendingBlocked, 0, -1)
 		legacy[i] = p.ZCard(ctx, q.Pending)
 	}
 	if _, err := p.Exec(ctx); err != nil {
@@ -42,7 +46,7 @@ func (b *Broker) pendingOf(ctx context.Context, qs []*Queue) ([]pendingParts, er
 	lens := make([][]*redis.IntCmd, len(qs))
 	some := false
 	for i, q := range qs {
-		out[i] = pendingParts{legacy: legacy[i].Val(), slots: slots[i].Val()}
+		out[i] = pendingParts{legacy: legacy[i].Val(), slots: append(slots[i].Val(), blocked[i].Val()...)}
 		for _, s := range out[i].slots {
 			lens[i] = append(lens[i], p.LLen(ctx, q.PendingList(s)))
 			some = true
@@ -82,7 +86,7 @@ func (b *Broker) listPending(ctx context.Context, q *Queue, parts pendingParts, 
 			if err != nil {
 				return nil, fmt.Errorf("read pending of slot %s: %w", s, err)
 			}
-			slot, _ := strconv.Atoi(s)
+			slot, _ := strconv.Atoi(strings.SplitN(s, "|", 2)[0])
 			for _, id := range ids {
 				out = append(out, redisZ{id, float64(slot) * (1 << 41)})
 			}

@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"strings"
 
 	"github.com/vmihailenco/msgpack/v5/msgpcode"
 )
@@ -43,6 +44,9 @@ type Envelope struct {
 	// Batch ("h") is the id of the batch the task belongs to (rediq.InBatch);
 	// omitted when 0.
 	Batch int64
+	// LimitKey ("l") is the key the task's limits apply per (rediq.LimitKey);
+	// omitted when "". Its flow is Name|LimitKey (docs/PROTOCOL.md §2).
+	LimitKey string
 
 	// Extra holds the keys this version does not know, as raw msgpack key/value
 	// pairs (ExtraN of them), so that a worker re-encoding a message for a retry
@@ -97,6 +101,9 @@ func Append(dst []byte, e *Envelope) []byte {
 		n++
 	}
 	if e.Stack != "" {
+		n++
+	}
+	if e.LimitKey != "" {
 		n++
 	}
 	if e.Raw != nil {
@@ -160,6 +167,10 @@ func Append(dst []byte, e *Envelope) []byte {
 	if e.Stack != "" {
 		dst = appendKey(dst, 'k')
 		dst = appendStr(dst, e.Stack)
+	}
+	if e.LimitKey != "" {
+		dst = appendKey(dst, 'l')
+		dst = appendStr(dst, e.LimitKey)
 	}
 	if e.Raw != nil {
 		dst = appendKey(dst, 'b')
@@ -300,6 +311,8 @@ func DecodeInto(b []byte, e *Envelope) error {
 			e.Error, err = r.strString()
 		case 'k':
 			e.Stack, err = r.strString()
+		case 'l':
+			e.LimitKey, err = r.strString()
 		case 'b':
 			e.Raw, err = r.bin()
 		case 'd':
@@ -384,3 +397,19 @@ func Complete(e *Envelope, id string) error {
 	}
 	return nil
 }
+
+// Flow is the flow of a task of type name with limit key key: the lane it
+// waits in and the unit its type's limits apply per (docs/PROTOCOL.md §2).
+// A name with '|' in it has none: it cannot be told from a key.
+func Flow(name, key string) string {
+	if strings.IndexByte(name, '|') >= 0 {
+		return ""
+	}
+	if key == "" {
+		return name
+	}
+	return name + "|" + key
+}
+
+// Flow is the envelope's flow (the package function Flow).
+func (e *Envelope) Flow() string { return Flow(e.Name, e.LimitKey) }

@@ -40,6 +40,9 @@ type TaskDef struct {
 	Window *window.Spec
 	// ResultTable is the batch table a success's result goes to ("" default).
 	ResultTable string
+	// Limit is the task's limit declared in code (rediq.RateLimit,
+	// rediq.Concurrency): workers write it as the default at start.
+	Limit broker.Limit
 	// Run decodes the msgpack args and calls the typed handler.
 	Run func(ctx context.Context, args []byte) (any, error)
 }
@@ -193,6 +196,7 @@ type State struct {
 	Timeout    time.Duration
 	Retried    int
 	Recovered  int
+	LimitKey   string
 
 	Result    any
 	HasResult bool

@@ -5,7 +5,8 @@
 -- KEYS[5] (optional) the call guard of the producer's lane
 -- ARGV[1] wake channel   ARGV[2] call number on the lane (ignored without KEYS[5])
 -- ARGV[3] epoch (Unix ms)   ARGV[4] the queue's key prefix NS:{Q}:
--- then five per task: id, priority slot (priority+2048), delay ms (0: pending now;
+-- then five per task: id, lane (the priority slot, priority+2048, then optionally
+-- "|FLOW": the task's type, or type and limit key "TYPE|KEY"; lib.lua), delay ms (0: pending now;
 -- > 0: scheduled that long after the server's clock), message, and options: "" or
 -- "EXPIREIN:RETENTION:MEMO:LOCKTTL:LOCK" (ms; LOCK "" or "u:DIGEST" or "m:DIGEST")
 -- A task with options gets its meta (lib.lua): PRE..meta id -> "EXPIREAT:RETENTION:
@@ -15,10 +16,12 @@
 -- PRE..memo:DIGEST holds a cached result the task is not written ("m"); if
 -- PRE..mlock:DIGEST names a task that still has a record, neither ("u", with that
 -- id); else the lock is set to the id for LOCKTTL ms.
--- Pending: the list KEYS[2]:SLOT holds the tasks of one priority slot, oldest first
--- (RPUSH); the zset KEYS[2]:slots (member and score SLOT) lists the slots whose list
--- is not empty, and fetch takes from the lowest. A list is far smaller than a zset
--- entry per task, and pushing and popping cost less than ordering by score.
+-- Pending: the list KEYS[2]:LANE holds the tasks of one lane, oldest first
+-- (RPUSH); the zset KEYS[2]:slots (member LANE, score SLOT*2^40 + ms since the
+-- epoch) lists the fetchable lanes whose list is not empty, and fetch takes from
+-- the lowest. A list is far smaller than a zset entry per task, and pushing and
+-- popping cost less than ordering by score. A scheduled task with a flow has it
+-- in KEYS[2] minus "pending" .. "flow" (id -> FLOW), for the fetch that promotes it.
 -- Scheduled score = (due - epoch) ms * 4096 + slot.
 -- Returns a string with one character per task: "1" added, "0" its id already
 -- exists (nothing written for it), "u" a lock is held by another task, "m" a
@@ -27,6 +30,7 @@
 -- guard's TTL and returns the first run's reply, so that a retry can neither double a task nor report
 -- its own first run as a duplicate.
 local P = 2199023255552
+local LANE = 1099511627776 -- 2^40
 local call = ARGV[2]
 if #KEYS < 5 then
   call = ''
@@ -47,10 +51,19 @@ end
 local nowNeeded, npend = false, 0
 local pre = ARGV[4]
 local withOptions = false
-local slots, delays = {}, {} -- by argument index, parsed once
+local slots, delays, flows = {}, {}, {} -- by argument index, parsed once
 for i = 5, #ARGV, 5 do
-  local slot, delay = tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
-  slots[i], delays[i] = slot, delay
+  local lane, flow = ARGV[i + 1], nil
+  local b = string.find(lane, '|', 1, true)
+  if b then
+    flow = string.sub(lane, b + 1)
+    lane = string.sub(lane, 1, b - 1)
+    if flow == '' then
+      return redis.error_reply('ERR rediq: lane ' .. ARGV[i + 1] .. ' has an empty flow')
+    end
+  end
+  local slot, delay = tonumber(lane), tonumber(ARGV[i + 2])
+  slots[i], delays[i], flows[i] = slot, delay, flow
   if ARGV[i + 4] ~= '' then
     withOptions = true
     nowNeeded = true
@@ -61,7 +74,7 @@ for i = 5, #ARGV, 5 do
     return redis.error_reply('ERR rediq: empty task id')
   end
   if not slot or slot < 0 or slot > 4095 or slot % 1 ~= 0 then
-    return redis.error_reply('ERR rediq: priority slot ' .. ARGV[i + 1] .. ' is outside [0, 4095]')
+    return redis.error_reply('ERR rediq: priority slot ' .. lane .. ' is outside [0, 4095]')
   end
   if not delay or delay < 0 or delay % 1 ~= 0 or delay >= P then
     return redis.error_reply('ERR rediq: delay ' .. ARGV[i + 2] .. ' ms is not a whole number of ms until 2094')
@@ -96,21 +109,30 @@ local slotsKey = KEYS[2] .. ':slots'
 local wasEmpty = npend > 0 and redis.call('EXISTS', slotsKey) == 0
 -- Counted, not measured with #: the length operator searches the table.
 local status, sched, rec = {}, {}, {}
-local pend, np = {}, {} -- by slot: the ids to push, and how many
+local pend, np = {}, {} -- by lane: the ids to push, and how many
+local laneSlot = {} -- lane -> slot
+local flowOf, nf = {}, 0 -- scheduled tasks' flows (HSET arguments)
 local nsc, nr, ns = 0, 0, 0
 local seen = {}
 -- Scores go to ZADD (and slots into key names) as strings made with %d: a Lua number passed to Redis is
 -- formatted with %.17g, a float conversion that costs more than the ZADD.
 local function index(i, id)
-  local slot, delay = slots[i], delays[i]
+  local slot, delay, flow = slots[i], delays[i], flows[i]
   if delay == 0 then
-    local n = np[slot]
+    local lane = flow and (string.format('%d', slot) .. '|' .. flow) or string.format('%d', slot)
+    local n = np[lane]
     if not n then
-      pend[slot], n = {}, 0
+      pend[lane], n = {}, 0
+      laneSlot[lane] = slot
     end
     n = n + 1
-    pend[slot][n], np[slot] = id, n
+    pend[lane][n], np[lane] = id, n
   else
+    if flow then
+      flowOf[nf + 1] = id
+      flowOf[nf + 2] = flow
+      nf = nf + 2
+    end
     local score = (now + delay) * 4096 + slot
     if score < earliest then
       earliest = score
@@ -122,18 +144,27 @@ local function index(i, id)
   end
 end
 local added = 0
--- pushAll appends the pending tasks gathered so far to their slots' lists; a
--- list that was empty puts its slot in KEYS[2]:slots.
+-- pushAll appends the pending tasks gathered so far to their lanes' lists; a
+-- list that was empty puts its lane in KEYS[2]:slots, behind the lanes of its
+-- slot that are there already.
+local sinceEpoch
 local function pushAll()
-  for slot, ids in pairs(pend) do
-    local s = string.format('%d', slot)
-    local n = np[slot]
-    if redis.call('RPUSH', KEYS[2] .. ':' .. s, unpack(ids, 1, n)) == n then
-      redis.call('ZADD', slotsKey, s, s)
+  for lane, ids in pairs(pend) do
+    local n = np[lane]
+    if redis.call('RPUSH', KEYS[2] .. ':' .. lane, unpack(ids, 1, n)) == n then
+      if not sinceEpoch then
+        local t = redis.call('TIME')
+        sinceEpoch = math.max(tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - tonumber(ARGV[3]), 0) % LANE
+      end
+      redis.call('ZADD', slotsKey, string.format('%d', laneSlot[lane] * LANE + sinceEpoch), lane)
     end
     added = added + n
   end
   pend, np = {}, {}
+  if nf > 0 then
+    redis.call('HSET', pre .. 'flow', unpack(flowOf, 1, nf))
+    flowOf, nf = {}, 0
+  end
 end
 local single = #ARGV == 9 and not withOptions
 if single then -- one task, the common single Enqueue: one HSETNX

@@ -13,8 +13,22 @@
 -- ARGV[9] the queue's key prefix NS:{Q}: (for the keys lib.lua builds)
 -- A task taken whose cancellation was requested, or whose expiry (meta) has
 -- passed, is finished as cancelled or expired (lib.lua) instead of leased.
--- Returns {status, ms until the earliest scheduled task is due (-1 if none), 1 if
--- recovering still holds tasks after this fetch (else 0), then six per task: token,
+-- Limits (PRE..limits: TYPE -> "RATE:PER:CONCURRENCY:SOURCE", RATE starts per PER
+-- ms and CONCURRENCY running, 0: none) apply per flow (lib.lua) and are decided
+-- here: a lane over its flow's limit is blocked (PRE..pending:blocked) until
+-- the limit allows, and its tasks stay pending, unattempted. A task of a
+-- limited flow is only taken to start at once (within ARGV[8]). Starts are
+-- logged per flow in the list PRE..lim:log:FLOW (Unix ms, oldest first): a
+-- start is allowed while fewer than RATE were logged in the last PER + PER/40
+-- ms (the 2.5% covers the delay between this fetch and the handler's start, so
+-- that at most RATE starts fall in any window of PER). Running tasks of a flow
+-- with a concurrency limit are counted in PRE..lim:run (FLOW -> n); their lease
+-- flag is "S", and whatever ends the lease frees the slot (lib.lua freeSlot).
+-- Returns {status, ms until the earliest scheduled task is due or blocked lane is
+-- looked at again (-1 if none), flags: 1 if recovering still holds tasks after
+-- this fetch, + 2 if lanes of limited flows were passed over for want of a task
+-- to start at once (ARGV[8]), + 4 if the fetch stopped looking at lanes before
+-- it had n tasks (more may be fetchable), then six per task: token,
 -- id, message, recovered count, 1 if marked started, ms until its expiry (its meta's
 -- EXPIREAT less the server's now; -1 if none)}: the worker checks the expiry again
 -- when the task starts, by its own clock. Status 0: a
@@ -79,7 +93,7 @@ if redis.call('HGET', KEYS[7], '') == MARK then
     local c = all[i] ~= '' and string.find(v, ':', 3, true) -- "" is the marker
     local tok = c and tonumber(string.sub(v, 3, c - 1))
     if tok and tok > base and tok <= base + n then
-      mine[#mine + 1] = {tok, all[i], string.sub(v, 1, 1) == 's'}
+      mine[#mine + 1] = {tok, all[i], string.lower(string.sub(v, 1, 1)) == 's'}
     end
   end
   table.sort(mine, function(a, b) return a[1] < b[1] end)
@@ -91,91 +105,309 @@ if redis.call('HGET', KEYS[7], '') == MARK then
 end
 
 local slotsKey = KEYS[2] .. ':slots'
+local blockedKey = KEYS[2] .. ':blocked'
 local paused = redis.call('GET', pre .. 'paused')
 if paused then
   return {2, tonumber(paused) or 0, 0} -- 0: set by something else than pause.lua
 end
+local sinceEpoch = math.max(now, 0) % LANE
+local limited = redis.call('EXISTS', pre .. 'limits') == 1
+if limited then
+  -- Blocked lanes whose time came are fetchable again (at the front of their slot).
+  local back = redis.call('ZRANGEBYSCORE', blockedKey, '-inf', now, 'LIMIT', 0, 100)
+  for _, s in ipairs(back) do
+    redis.call('ZREM', blockedKey, s)
+    redis.call('ZADD', slotsKey, string.format('%d', (laneOf(s) or 2048) * LANE), s)
+  end
+end
 local due = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now * 4096 + 4095, 'WITHSCORES', 'LIMIT', 0, 500)
 local promoted = #due / 2
 if promoted > 0 then
-  -- Due tasks go to the back of their slots' lists, in the order they fell due.
-  local bySlot, rem = {}, {}
+  -- Due tasks go to the back of their lanes' lists, in the order they fell due.
+  local rem = {}
   for i = 1, #due, 2 do
-    local slot = tonumber(due[i + 1]) % 4096
-    local ids = bySlot[slot]
-    if not ids then
-      ids = {}
-      bySlot[slot] = ids
-    end
-    ids[#ids + 1] = due[i]
     rem[(i + 1) / 2] = due[i]
   end
-  for slot, ids in pairs(bySlot) do
-    local s = string.format('%d', slot)
-    if redis.call('RPUSH', KEYS[2] .. ':' .. s, unpack(ids)) == #ids then
-      redis.call('ZADD', slotsKey, s, s)
+  local flows = {}
+  if redis.call('EXISTS', pre .. 'flow') == 1 then
+    flows = redis.call('HMGET', pre .. 'flow', unpack(rem))
+    redis.call('HDEL', pre .. 'flow', unpack(rem))
+  end
+  local byLane, order, slotOf = {}, {}, {}
+  for i = 1, #due, 2 do
+    local k = (i + 1) / 2
+    local slot = tonumber(due[i + 1]) % 4096
+    local lane = laneName(slot, flows[k] or nil)
+    local ids = byLane[lane]
+    if not ids then
+      ids = {}
+      byLane[lane] = ids
+      order[#order + 1] = lane
+      slotOf[lane] = slot
+    end
+    ids[#ids + 1] = due[i]
+  end
+  for _, lane in ipairs(order) do
+    local ids = byLane[lane]
+    if redis.call('RPUSH', KEYS[2] .. ':' .. lane, unpack(ids)) == #ids then
+      redis.call('ZADD', slotsKey, string.format('%d', slotOf[lane] * LANE + sinceEpoch), lane)
     end
   end
   redis.call('ZREM', KEYS[3], unpack(rem))
 end
 
--- The tasks taken: ids and their scores (as ZPOPMIN answers them; slot·P for
--- a list's), nt of them. Taken from a list alone, ids is LRANGE's answer.
-local ids, scores, nt = {}, {}, 0
--- take adds a ZPOPMIN answer (id, score, id, score, ...).
-local function take(r)
-  for i = 1, #r, 2 do
-    nt = nt + 1
-    ids[nt], scores[nt] = r[i], r[i + 1]
+-- limitOf answers the limit of a flow's type: {rate, per ms, concurrency}, or
+-- false if it has none.
+local limitCache = {}
+local function limitOf(flow)
+  local b = string.find(flow, '|', 1, true)
+  local typ = b and string.sub(flow, 1, b - 1) or flow
+  local l = limitCache[typ]
+  if l == nil then
+    l = false
+    local r, per, c = string.match(redis.call('HGET', pre .. 'limits', typ) or '', '^(%d+):(%d+):(%d+)')
+    r, per, c = tonumber(r), tonumber(per), tonumber(c)
+    if r and ((r > 0 and per > 0) or c > 0) then
+      l = {r, per, c}
+      if per == 0 then
+        l[1] = 0
+      end
+    end
+    limitCache[typ] = l
+  end
+  return l
+end
+
+-- allowance answers how many tasks of flow (limit l) may start now, at most
+-- want; when none may, also when to look again (ms since the epoch), or 'c'
+-- when a running task must end first.
+local function allowance(flow, l, want)
+  local a = want
+  if l[3] > 0 then
+    a = math.min(a, l[3] - tonumber(redis.call('HGET', pre .. 'lim:run', flow) or '0'))
+    if a <= 0 then
+      return 0, 'c'
+    end
+  end
+  if l[1] > 0 then
+    local log = pre .. 'lim:log:' .. flow
+    local w = l[2] + math.floor(l[2] / 40)
+    local len = redis.call('LLEN', log)
+    local free = l[1] - len
+    if free < a then
+      -- The oldest starts that left the window make room.
+      local e = 0
+      for _, ts in ipairs(redis.call('LRANGE', log, 0, a - free - 1)) do
+        if tonumber(ts) > nowMs - w then
+          break
+        end
+        e = e + 1
+      end
+      if e > 0 then
+        redis.call('LTRIM', log, e, -1)
+      end
+      free = free + e
+      if free <= 0 then
+        -- The start whose leaving the window makes room for one more.
+        local ts = tonumber(redis.call('LINDEX', log, string.format('%d', len - e - l[1])) or '0') or 0
+        return 0, math.max(ts + w - epoch, now + 1)
+      end
+      a = math.min(a, free)
+    end
+  end
+  return a
+end
+
+-- account records k starts of flow (limit l).
+local function account(flow, l, k)
+  if l[3] > 0 then
+    redis.call('HINCRBY', pre .. 'lim:run', flow, k)
+  end
+  if l[1] > 0 then
+    local log = pre .. 'lim:log:' .. flow
+    local ts = {}
+    local v = string.format('%d', nowMs)
+    for i = 1, k do
+      ts[i] = v
+    end
+    redis.call('RPUSH', log, unpack(ts))
+    redis.call('PEXPIRE', log, l[2] + math.floor(l[2] / 40) + 1000)
   end
 end
+
+-- block takes a lane out of the fetchable ones until untilMs (ms since the
+-- epoch), or until a running task of its flow ends ('c').
+local function block(s, flow, untilMs)
+  redis.call('ZREM', slotsKey, s)
+  if untilMs == 'c' then
+    redis.call('ZADD', blockedKey, string.format('%d', CWAIT), s)
+    redis.call('SADD', pre .. 'lim:cwait:' .. flow, s)
+  else
+    redis.call('ZADD', blockedKey, string.format('%d', untilMs), s)
+  end
+end
+
+-- The tasks taken, nt of them: ids, their scores (as ZPOPMIN answers them;
+-- slot·P for a list's), and for a task in a flow's lane its flow and whether it
+-- holds a concurrency slot (flows[k], counted[k]; nil for others). Tasks of
+-- limited flows (and a recovered one) come first: they are the ones started at
+-- once. Taken from a list alone, ids is LRANGE's answer.
+local ids, scores, flows, counted, nt = {}, {}, {}, {}, 0
+local startLeft = tonumber(ARGV[8])
+local function add(id, score, flow, c)
+  nt = nt + 1
+  ids[nt], scores[nt], flows[nt], counted[nt] = id, score, flow, c
+end
 if ARGV[7] == '1' and n > 0 then
-  take(redis.call('ZPOPMIN', KEYS[4], 1))
+  local r = redis.call('ZPOPMIN', KEYS[4], 1)
+  if r[1] then
+    local flow = redis.call('HGET', pre .. 'flow', r[1]) or nil
+    local l = flow and limited and limitOf(flow)
+    local ok = true
+    if l then
+      ok = startLeft > 0 and allowance(flow, l, 1) > 0
+      if ok then
+        account(flow, l, 1)
+      end
+    end
+    if ok then
+      if flow then
+        redis.call('HDEL', pre .. 'flow', r[1])
+      end
+      add(r[1], r[2], flow, l and l[3] > 0)
+      startLeft = startLeft - 1
+    else
+      redis.call('ZADD', KEYS[4], r[2], r[1]) -- its flow's limit: it waits
+    end
+  end
 end
 local want = n - nt
+-- What producers of version 2 put in the zset, and lanes of unlimited flows.
+local rest, restScores, restFlows, nr = {}, {}, {}, 0
 if want > 0 and redis.call('EXISTS', KEYS[2]) == 1 then
   -- What producers of version 2 put in the zset goes first.
-  take(redis.call('ZPOPMIN', KEYS[2], want))
-  want = n - nt
+  local r = redis.call('ZPOPMIN', KEYS[2], want)
+  for i = 1, #r, 2 do
+    nr = nr + 1
+    rest[nr], restScores[nr] = r[i], r[i + 1]
+  end
+  want = n - nt - nr
   if want > 0 or redis.call('EXISTS', KEYS[2]) == 0 then
     -- Their next enqueue starts the sequence at 0 again, and so knows to wake
     -- the idle workers.
     redis.call('DEL', KEYS[8])
   end
 end
--- The lists of the lowest slots first (LRANGE and LTRIM: LPOP takes a count
--- only since Redis 6.2). A list this fetch empties leaves KEYS[2]:slots, so
--- the slots still to read are always the first few.
+-- The lanes in order (LRANGE and LTRIM: LPOP takes a count only since Redis
+-- 6.2). A list this fetch empties leaves KEYS[2]:slots; a lane it passes over
+-- (its flow's limit, no task to start at once) stays, and pos counts those, so
+-- that the lanes still to read are always from pos on. A lane partly taken
+-- goes behind the others of its slot at the end (they take turns).
+local flags = 0
+local pos, looked, others = 0, 0, false
+local served = {}
 while want > 0 do
-  local slots = redis.call('ZRANGE', slotsKey, 0, 3)
-  if #slots == 0 then
+  if looked >= 256 then
+    flags = flags + 4 -- the rest next time: one call stays short
     break
   end
-  for _, s in ipairs(slots) do
-    local list = KEYS[2] .. ':' .. s
-    local r = redis.call('LRANGE', list, 0, want - 1)
-    local score = string.format('%d', tonumber(s) * P)
-    if nt == 0 then
-      ids = r
-    else
-      for i = 1, #r do
-        ids[nt + i] = r[i]
+  local ls = redis.call('ZRANGE', slotsKey, pos, pos + 3)
+  if #ls == 0 then
+    break
+  end
+  others = others or #ls > 1 or pos > 0
+  for _, s in ipairs(ls) do
+    looked = looked + 1
+    local slot, flow = laneOf(s)
+    slot = slot or 2048
+    local l = limited and flow and limitOf(flow)
+    local cap, untilMs = want, nil
+    if l then
+      if startLeft > 0 then
+        cap, untilMs = allowance(flow, l, math.min(want, startLeft))
+      else
+        cap = 0
+        if flags % 4 < 2 then
+          flags = flags + 2
+        end
       end
     end
-    for i = 1, #r do
-      scores[nt + i] = score
-    end
-    nt, want = nt + #r, want - #r
-    if want > 0 then
-      redis.call('DEL', list)
-      redis.call('ZREM', slotsKey, s)
-    else
-      redis.call('LTRIM', list, #r, -1)
-      if redis.call('EXISTS', list) == 0 then
+    if cap > 0 then
+      local list = KEYS[2] .. ':' .. s
+      local r = redis.call('LRANGE', list, 0, cap - 1)
+      local score = string.format('%d', slot * P)
+      if #r < cap then
+        redis.call('DEL', list)
         redis.call('ZREM', slotsKey, s)
+      else
+        redis.call('LTRIM', list, #r, -1)
+        if redis.call('EXISTS', list) == 0 then
+          redis.call('ZREM', slotsKey, s)
+        else
+          pos = pos + 1
+          served[#served + 1] = {s, slot}
+        end
       end
+      if l then
+        account(flow, l, #r)
+        startLeft = startLeft - #r
+        for i = 1, #r do
+          add(r[i], score, flow, l[3] > 0)
+        end
+        if served[#served] and served[#served][1] == s then
+          -- Still tasks in the lane: if its limit is reached now, it is
+          -- blocked at once, so that the answer says when to look again.
+          local more, untilMore = allowance(flow, l, 1)
+          if more == 0 then
+            served[#served] = nil
+            pos = pos - 1
+            block(s, flow, untilMore)
+          elseif flags % 4 < 2 then
+            flags = flags + 2 -- the rest waits for a runner
+          end
+        end
+      elseif nr == 0 and not flow then
+        rest, nr = r, #r
+        for i = 1, nr do
+          restScores[i] = score
+        end
+      else
+        for i = 1, #r do
+          nr = nr + 1
+          rest[nr], restScores[nr], restFlows[nr] = r[i], score, flow
+        end
+      end
+      want = want - #r
+    elseif untilMs then
+      block(s, flow, untilMs)
+    else
+      pos = pos + 1
+    end
+    if want <= 0 or looked >= 256 then
       break
     end
+  end
+end
+if others then
+  for _, sv in ipairs(served) do
+    -- Behind the last of its slot: a turn of the same ms still goes to another.
+    local lo = sv[2] * LANE
+    local last = redis.call('ZREVRANGEBYSCORE', slotsKey, lo + LANE - 1, lo, 'WITHSCORES', 'LIMIT', 0, 1)
+    local score = lo + sinceEpoch
+    if last[1] and last[1] ~= sv[1] and tonumber(last[2]) >= score then
+      score = tonumber(last[2]) + 1
+    end
+    if last[1] ~= sv[1] then
+      redis.call('ZADD', slotsKey, 'XX', string.format('%d', math.min(score, lo + LANE - 1)), sv[1])
+    end
+  end
+end
+if nt == 0 then
+  ids, scores, flows = rest, restScores, restFlows
+  nt = nr
+else
+  for i = 1, nr do
+    add(rest[i], restScores[i], restFlows[i], nil)
   end
 end
 local hasMeta = nt > 0 and redis.call('EXISTS', pre .. 'meta') == 1
@@ -203,6 +435,7 @@ end
 local startN = tonumber(ARGV[8])
 local leased = 0
 local dropped = 0
+local wake = false
 -- One HMGET and one HSET per thousand tasks: a call into Redis costs more
 -- than the Lua around it. The lease value is built from strings Redis gave
 -- (ids, scores) and the token made with %d: a Lua number passed to Redis, or
@@ -215,21 +448,33 @@ for from = 1, nt, 1000 do
   local cancels = hasCancels and redis.call('HMGET', pre .. 'cancels', unpack(ids, from, to)) or {}
   local lease, nl = {}, 0
   for k = 1, to - from + 1 do
-    local id = ids[from + k - 1]
+    local j = from + k - 1
+    local id = ids[j]
     -- An index entry without a record (deleted meanwhile) is dropped, with
     -- any counts it left, and the answer comes back short: wake the idle
     -- workers below if pending still has tasks.
-    if not bodies[k] then
-      dropped = dropped + 1
+    local gone = not bodies[k]
+    if gone then
       redis.call('HDEL', KEYS[5], id)
-    elseif (metas[k] or cancels[k]) and ended(id, metas[k], cancels[k]) then
+    else
+      gone = (metas[k] or cancels[k]) and ended(id, metas[k], cancels[k])
+    end
+    if gone then
       dropped = dropped + 1
+      if counted[j] and freeSlot(pre, flows[j]) then
+        wake = true
+      end
     else
       leased = leased + 1
       local started = leased <= startN
       local tok = base + leased
+      local flag = counted[j] and 'S:' or (started and 's:' or 'p:')
       lease[nl + 1] = id
-      lease[nl + 2] = (started and 's:' or 'p:') .. string.format('%d', tok) .. ':' .. scores[from + k - 1]
+      if flows[j] then
+        lease[nl + 2] = flag .. string.format('%d', tok) .. ':' .. scores[j] .. ':' .. flows[j]
+      else
+        lease[nl + 2] = flag .. string.format('%d', tok) .. ':' .. scores[j]
+      end
       nl = nl + 2
       -- The reply's six (reply() above, inline: this is the hot loop).
       out[no + 1] = tok
@@ -254,8 +499,18 @@ for from = 1, nt, 1000 do
   end
 end
 -- Promoted tasks this fetch did not take are news to the other idle workers.
-if (promoted > 0 or dropped > 0) and redis.call('EXISTS', slotsKey, KEYS[2]) > 0 then
+if wake or ((promoted > 0 or dropped > 0) and redis.call('EXISTS', slotsKey, KEYS[2]) > 0) then
   redis.call('PUBLISH', ARGV[5], 'p')
 end
 nextDue()
+if limited then
+  local b = redis.call('ZRANGEBYSCORE', blockedKey, '-inf', '(' .. string.format('%d', CWAIT), 'WITHSCORES', 'LIMIT', 0, 1)
+  if b[2] then
+    local ms = math.max(tonumber(b[2]) - now, 0)
+    if out[2] < 0 or ms < out[2] then
+      out[2] = ms
+    end
+  end
+end
+out[3] = out[3] + flags
 return out

@@ -15,24 +15,31 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - tonumber
 local pre = string.sub(KEYS[3], 1, #KEYS[3] - #'pending')
 local leased = redis.call('HGETALL', KEYS[2])
 local stranded, back = 0, 0
+local wake = false
 for i = 1, #leased, 2 do
   local id, v = leased[i], leased[i + 1]
   local c = id ~= '' and string.find(v, ':', 3, true)
   if not c then -- the field "" is the last fetch's token base
-  elseif string.sub(v, 1, 1) == 's' then
+  elseif string.lower(string.sub(v, 1, 1)) == 's' then
     stranded = stranded + 1
   else
-    local slot = math.floor((tonumber(string.sub(v, c + 1)) or 2048 * P) / P)
+    local slot, flow, holds = leaseParts(v, c)
+    if holds and freeSlot(pre, flow) then
+      wake = true
+    end
     if redis.call('HEXISTS', KEYS[5], id) == 1 then
       redis.call('ZADD', KEYS[4], slot * P + now, id)
+      if flow then
+        redis.call('HSET', pre .. 'flow', id, flow)
+      end
     else
-      pend(pre, slot, id, true)
+      pend(pre, slot, id, true, flow)
     end
     redis.call('HDEL', KEYS[2], id)
     back = back + 1
   end
 end
-if back > 0 then
+if back > 0 or wake then
   redis.call('PUBLISH', ARGV[2], 'q')
 end
 if stranded == 0 then

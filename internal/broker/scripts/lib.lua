@@ -10,23 +10,116 @@
 -- Unix ms (server clock, 0 none), RETENTION and MEMO ms, LOCK "" or
 -- "u:DIGEST" (PRE..uniq:DIGEST) or "m:DIGEST" (PRE..mlock:DIGEST).
 --
--- Pending (protocol version 3): the list PRE..pending:SLOT holds the waiting
--- tasks of one priority slot, oldest first; the zset PRE..pending:slots
--- (member and score SLOT) lists the slots whose list is not empty. The zset
+-- Pending: lists of waiting tasks, oldest first, one per lane (below). The zset
 -- PRE..pending (id -> slot*2^41 + seq) is where producers of version 2 still
 -- put tasks: fetch takes from it first, and the scripts below look in it too.
 local FINAL_INDEX = {s = 'succeeded', c = 'cancelled', x = 'expired'}
 
--- pend puts one task back in pending at priority slot: at the front of its
--- list (a give-back: it runs next), or at the back.
-local function pend(pre, slot, id, front)
+--
+-- A task waiting in scheduled or recovering whose flow is not none has it in
+-- the hash PRE..flow (id -> FLOW), so that it goes back to its lane.
+--
+-- Lanes (protocol version 4): pending is partitioned by priority slot and by
+-- flow. A flow is a task type, or a type and a limit key ("TYPE|KEY"): limits
+-- (PRE..limits) apply per flow. The lane "SLOT" holds tasks without a flow
+-- (producers of version 3), "SLOT|FLOW" those of one flow; its list is
+-- PRE..pending:LANE. A lane whose list is not empty is in exactly one of
+-- PRE..pending:slots (fetchable; score SLOT*2^40 + ms since the epoch when it
+-- last came or was served, so the lanes of one slot take turns, oldest first)
+-- and PRE..pending:blocked (over its flow's limit: score the ms since the epoch
+-- when fetch looks at it again, or CWAIT when it waits for a running task of its
+-- flow to end; those lanes are also in the set PRE..lim:cwait:FLOW).
+local LANE = 1099511627776 -- 2^40
+local CWAIT = 2199023255552 -- 2^41: blocked until a concurrency slot frees
+local LEASE_P = 2199023255552 -- a lease's SCORE is SLOT * 2^41
+
+-- laneOf parses a lane: its slot (a number, nil if malformed) and flow (nil: none).
+local function laneOf(s)
+  local b = string.find(s, '|', 1, true)
+  if not b then
+    return tonumber(s), nil
+  end
+  return tonumber(string.sub(s, 1, b - 1)), string.sub(s, b + 1)
+end
+
+-- laneName is the lane of a slot (a number) and flow (nil: none).
+local function laneName(slot, flow)
+  local s = string.format('%d', slot)
+  if flow then
+    return s .. '|' .. flow
+  end
+  return s
+end
+
+-- leaseParts parses a lease value FLAG:TOKEN:SCORE[:FLOW] (c: the position of
+-- the colon after TOKEN): the task's slot (a malformed score, a foreign
+-- worker's, means the default), its flow (nil: none), and whether it holds a
+-- concurrency slot of its flow (FLAG "S": started, counted in PRE..lim:run).
+local function leaseParts(v, c)
+  local d = string.find(v, ':', c + 1, true)
+  local slot = math.floor((tonumber(string.sub(v, c + 1, d and d - 1 or -1)) or 2048 * LEASE_P) / LEASE_P)
+  if not (slot >= 0 and slot <= 4095) then
+    slot = 2048
+  end
+  local flow = d and string.sub(v, d + 1) or nil
+  if flow == '' then
+    flow = nil
+  end
+  return slot, flow, string.byte(v, 1) == 83 -- 'S'
+end
+
+-- pend puts one task back in pending at priority slot, in its flow's lane (nil:
+-- none): at the front of the list (a give-back: it runs next), or at the back.
+-- A lane it creates goes first among its slot's.
+local function pend(pre, slot, id, front, flow)
   if not (slot >= 0 and slot <= 4095) then -- a foreign worker's lease: the default
     slot = 2048
   end
-  local s = string.format('%d', slot)
-  if redis.call(front and 'LPUSH' or 'RPUSH', pre .. 'pending:' .. s, id) == 1 then
-    redis.call('ZADD', pre .. 'pending:slots', s, s)
+  local lane = laneName(slot, flow)
+  if redis.call(front and 'LPUSH' or 'RPUSH', pre .. 'pending:' .. lane, id) == 1 then
+    redis.call('ZADD', pre .. 'pending:slots', string.format('%d', slot * LANE), lane)
   end
+end
+
+-- lanes lists every lane with tasks: the fetchable ones in the order fetch
+-- reads them, then the blocked ones.
+local function lanes(pre)
+  local all = redis.call('ZRANGE', pre .. 'pending:slots', 0, -1)
+  for _, s in ipairs(redis.call('ZRANGE', pre .. 'pending:blocked', 0, -1)) do
+    all[#all + 1] = s
+  end
+  return all
+end
+
+-- laneEmptied takes a lane whose list is now empty out of slots and blocked.
+local function laneEmptied(pre, s)
+  redis.call('ZREM', pre .. 'pending:slots', s)
+  redis.call('ZREM', pre .. 'pending:blocked', s)
+end
+
+-- freeSlot gives back the concurrency slot a task of flow held, and makes its
+-- flow's lanes that waited for one fetchable again: true if there were any
+-- (the caller wakes the idle workers).
+local function freeSlot(pre, flow)
+  local run = pre .. 'lim:run'
+  if redis.call('HINCRBY', run, flow, -1) <= 0 then
+    redis.call('HDEL', run, flow)
+  end
+  local w = pre .. 'lim:cwait:' .. flow
+  local waiting = redis.call('SMEMBERS', w)
+  if #waiting == 0 then
+    return false
+  end
+  redis.call('DEL', w)
+  local woke = false
+  for _, s in ipairs(waiting) do
+    if redis.call('ZREM', pre .. 'pending:blocked', s) == 1 then
+      local slot = laneOf(s)
+      redis.call('ZADD', pre .. 'pending:slots', string.format('%d', (slot or 2048) * LANE), s)
+      woke = true
+    end
+  end
+  return woke
 end
 
 -- unpend takes a task out of pending, wherever it waits: whether it was there.
@@ -39,11 +132,11 @@ local function unpend(pre, id)
     end
     return true
   end
-  for _, s in ipairs(redis.call('ZRANGE', pre .. 'pending:slots', 0, -1)) do
+  for _, s in ipairs(lanes(pre)) do
     local list = pre .. 'pending:' .. s
     if redis.call('LREM', list, 1, id) == 1 then
       if redis.call('EXISTS', list) == 0 then
-        redis.call('ZREM', pre .. 'pending:slots', s)
+        laneEmptied(pre, s)
       end
       return true
     end
@@ -130,6 +223,7 @@ local function finish(pre, id, state, nowMs, g, w, r, e)
   redis.call('HDEL', pre .. 'recovered', id)
   redis.call('HDEL', pre .. 'orphaned', id)
   redis.call('HDEL', pre .. 'cancels', id)
+  redis.call('HDEL', pre .. 'flow', id)
 end
 
 -- leaseOf finds the worker session whose lease holds the task: its session id,
@@ -159,7 +253,7 @@ local function drop(pre, id)
   if ret > 0 then
     redis.call('PUBLISH', pre .. 'fin:' .. id, 'd') -- waiters look, and find it gone
   end
-  for _, h in ipairs({'t', 'meta', 'recovered', 'orphaned', 'cancels'}) do
+  for _, h in ipairs({'t', 'meta', 'recovered', 'orphaned', 'cancels', 'flow'}) do
     redis.call('HDEL', pre .. h, id)
   end
 end

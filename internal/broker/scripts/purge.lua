@@ -4,7 +4,7 @@
 -- (scheduled, dead, or a finished index succeeded/cancelled/expired)
 -- ARGV[1] the queue's key prefix NS:{Q}:   ARGV[2] mode   then:
 --   "p" ARGV[3] n: take up to n waiting tasks (recovering, then version 2's zset,
---       then the lists, lowest slot first) and delete them (lib.lua drop)
+--       then the lanes' lists, fetchable then blocked) and delete them (lib.lua drop)
 --   "z" id score pairs: delete each id that KEYS[3] still holds at that score
 --       (ZREM), with what it leaves: a task that moved meanwhile (a scheduled
 --       one that ran and failed is back as a retry, at another score) stays
@@ -35,7 +35,7 @@ if mode == 'p' then
   end
   local slots = KEYS[1] .. ':slots'
   while want > #ids do
-    local s = redis.call('ZRANGE', slots, 0, 0)[1]
+    local s = redis.call('ZRANGE', slots, 0, 0)[1] or redis.call('ZRANGE', KEYS[1] .. ':blocked', 0, 0)[1]
     if not s then
       break
     end
@@ -43,7 +43,7 @@ if mode == 'p' then
     local r = redis.call('LRANGE', list, 0, want - #ids - 1)
     redis.call('LTRIM', list, #r, -1)
     if redis.call('EXISTS', list) == 0 then
-      redis.call('ZREM', slots, s)
+      laneEmptied(pre, s)
     end
     for i = 1, #r do
       ids[#ids + 1] = r[i]

@@ -37,10 +37,11 @@ local legacy = zset == KEYS[7]
 local pre = string.sub(KEYS[3], 1, #KEYS[3] - #'pending')
 local leased = redis.call('HGETALL', KEYS[2])
 local back, rec = 0, 0
+local wake = false
 for i = 1, #leased, 2 do
   local id, v = leased[i], leased[i + 1]
   local c = id ~= '' and string.find(v, ':', 3, true)
-  local slot
+  local slot, flow, holds
   if c and legacy then -- token -> FLAG:SLOT:ID
     local tok = id
     id = string.sub(v, c + 1)
@@ -53,10 +54,17 @@ for i = 1, #leased, 2 do
   elseif c then -- the field "" is the last fetch's token base
     -- A malformed score (a foreign worker's) still brings the task back, at
     -- the default priority.
-    slot = math.floor((tonumber(string.sub(v, c + 1)) or 2048 * P) / P)
+    slot, flow, holds = leaseParts(v, c)
   end
   if c and slot then
-    if string.sub(v, 1, 1) == 's' then
+    if holds and freeSlot(pre, flow) then
+      wake = true
+    end
+    if flow then
+      -- For recovering (below): a task put back in pending goes to its lane.
+      redis.call('HSET', pre .. 'flow', id, flow)
+    end
+    if string.lower(string.sub(v, 1, 1)) == 's' then
       redis.call('HINCRBY', KEYS[5], id, 1)
       redis.call('ZADD', KEYS[4], slot * P + now - tonumber(ARGV[3]), id)
       rec = rec + 1
@@ -69,14 +77,17 @@ for i = 1, #leased, 2 do
       redis.call('ZADD', KEYS[4], slot * P + now - tonumber(ARGV[3]), id)
       back = back + 1
     else
-      pend(pre, slot, id, true)
+      if flow then
+        redis.call('HDEL', pre .. 'flow', id)
+      end
+      pend(pre, slot, id, true, flow)
       back = back + 1
     end
   end
 end
 redis.call('DEL', KEYS[2])
 redis.call('ZREM', zset, ARGV[1])
-if back + rec > 0 then
+if back + rec > 0 or wake then
   redis.call('PUBLISH', ARGV[2], 'r')
 end
 return {back, rec}

@@ -4,7 +4,8 @@
 -- lib.lua)   KEYS[3] scheduled   KEYS[4] dead   KEYS[5] sequence counter (not used)
 -- KEYS[6] recovered   KEYS[7] orphaned   KEYS[8] meta
 -- (an expiry deadline in a task's meta is cleared: a requeued task runs)
--- ARGV[1] wake channel, then three per task: id, priority slot, message
+-- ARGV[1] wake channel, then three per task: id, lane (priority slot, and
+-- "|FLOW" for a task of a flow: lib.lua), message
 -- A task is requeued only if it is still in dead or scheduled (with its record):
 -- it goes to the back of its priority in pending, like an enqueue (into a queue
 -- with nothing pending, the idle workers are woken).
@@ -13,9 +14,9 @@
 local ok = {}
 for i = 2, #ARGV, 3 do
   local id = ARGV[i]
-  local slot = tonumber(ARGV[i + 1])
-  if not slot or slot < 0 or slot > 4095 or slot % 1 ~= 0 then
-    return redis.error_reply('ERR rediq: priority slot ' .. ARGV[i + 1] .. ' is outside [0, 4095]')
+  local slot, flow = laneOf(ARGV[i + 1])
+  if not slot or slot < 0 or slot > 4095 or slot % 1 ~= 0 or flow == '' then
+    return redis.error_reply('ERR rediq: lane ' .. ARGV[i + 1] .. ' is not a priority slot in [0, 4095] with an optional |FLOW')
   end
   if redis.call('HEXISTS', KEYS[1], id) == 1 and
       (redis.call('ZSCORE', KEYS[4], id) or redis.call('ZSCORE', KEYS[3], id)) then
@@ -43,7 +44,9 @@ if #ok > 0 then
         redis.call('HSET', KEYS[8], id, '0' .. string.sub(m, c))
       end
     end
-    pend(pre, tonumber(ARGV[i + 1]), id, false)
+    redis.call('HDEL', pre .. 'flow', id)
+    local slot, flow = laneOf(ARGV[i + 1])
+    pend(pre, slot, id, false, flow)
     status[(i + 1) / 3] = '1'
   end
   if wasEmpty then

@@ -29,8 +29,11 @@
 --      given back as "q" instead. X: the same, then the attempt
 -- A task whose cancellation was requested (PRE..cancels) ends cancelled on r, k,
 -- c and x alike.
+-- A lease of flag "S" holds a concurrency slot of its flow: the outcome frees it
+-- (lib.lua freeSlot), except a start mark. A task that goes to scheduled or
+-- recovering keeps its flow in PRE..flow, one given back goes to its lane.
 -- Each outcome first checks that the session still holds the lease: its lease hash
--- maps the id to FLAG:TOKEN:SCORE with this token (reclaim deletes the hash, and a
+-- maps the id to FLAG:TOKEN:SCORE[:FLOW] with this token (reclaim deletes the hash, and a
 -- session never reuses a token); if not (it was reclaimed, or this outcome already
 -- applied) it changes nothing. Destinations are written before the lease is
 -- released, so an error in between leaves a task leased twice, never nowhere.
@@ -178,6 +181,12 @@ for j = 1, n do
   if not v or released[id] or string.find(v, tok, 3, true) ~= 3 or string.byte(v, 3 + #tok) ~= 58 then
     status[j] = '0'
   elseif kind == 'a' and not metas[j] then
+    if string.byte(v, 1) == 83 then -- 'S': it holds a concurrency slot
+      local _, flow = leaseParts(v, 3 + #tok)
+      if flow and freeSlot(pre, flow) then
+        wake = true
+      end
+    end
     released[id] = true
     marks[id] = nil
     status[j] = '1'
@@ -188,7 +197,9 @@ for j = 1, n do
     end
   elseif kind == 's' then
     status[j] = '1'
-    marks[id] = 's' .. string.sub(v, 2)
+    if string.byte(v, 1) ~= 83 then -- 'S' is started already
+      marks[id] = 's' .. string.sub(v, 2)
+    end
   else
     status[j] = '1'
     released[id] = true
@@ -228,8 +239,11 @@ for j = 1, n do
       finish(pre, id, lower == 'a' and 's' or lower, nowMs, g, w, r, reason)
     else
       -- A malformed score (a foreign worker's) means the default priority.
-      local slot = math.floor((tonumber(string.sub(v, 4 + #tok)) or 2048 * P) / P)
+      local slot, flow = leaseParts(v, 3 + #tok)
       if lower == 'r' then
+        if flow then
+          redis.call('HSET', pre .. 'flow', id, flow)
+        end
         local score = (now + tonumber(ARGV[i + 3])) * 4096 + slot
         if not firstSched then
           local f = redis.call('ZRANGE', KEYS[4], 0, 0, 'WITHSCORES')
@@ -249,9 +263,18 @@ for j = 1, n do
       else -- 'q'
         if redis.call('HEXISTS', KEYS[6], id) == 1 then
           redis.call('ZADD', KEYS[7], string.format('%d', slot * P + now), id)
+          if flow then
+            redis.call('HSET', pre .. 'flow', id, flow)
+          end
         else
-          pend(pre, slot, id, true)
+          pend(pre, slot, id, true, flow)
         end
+        wake = true
+      end
+    end
+    if string.byte(v, 1) == 83 then -- 'S': it held a concurrency slot
+      local _, flow = leaseParts(v, 3 + #tok)
+      if flow and freeSlot(pre, flow) then
         wake = true
       end
     end
