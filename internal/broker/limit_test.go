@@ -250,3 +250,68 @@ func TestSetLimitUnblocks(t *testing.T) {
 		t.Fatalf("limits = %v, %v", ls, err)
 	}
 }
+
+// A blocked lane's tasks are still pending to every reader and writer:
+// listed and counted, cancelled and deleted from it, purged; a lane emptied
+// that way leaves blocked too.
+func TestBlockedLanesArePending(t *testing.T) {
+	t.Parallel()
+	b, q, rdb := setup(t)
+	ctx := context.Background()
+	setLimit(t, b, q, "a", broker.Limit{Rate: 1, Per: time.Hour})
+	enqueue(t, b, q, flowMsg("a1", "a"), flowMsg("a2", "a"), flowMsg("a3", "a"), flowMsg("a4", "a"), flowMsg("b1", "b"))
+	register(t, b, q, "A", time.Minute)
+	if got := fetch(t, b, "A", time.Minute, broker.FetchRequest{Queue: q, N: 10, StartNow: 10}); !slices.Equal(ids(got.Tasks), []string{"a1", "b1"}) {
+		t.Fatalf("fetched %v", ids(got.Tasks))
+	}
+	if bl := rdb.ZRange(ctx, q.PendingBlocked, 0, -1).Val(); !slices.Equal(bl, []string{"2048|a"}) {
+		t.Fatalf("blocked %v", bl)
+	}
+	if p, err := b.PendingIDs(ctx, q); err != nil || !slices.Equal(p, []string{"a2", "a3", "a4"}) {
+		t.Fatalf("pending %v, %v", p, err)
+	}
+	st, err := b.Stats(ctx, []string{"q"})
+	if err != nil || st[0].Pending != 3 {
+		t.Fatalf("stats %+v, %v; want 3 pending", st, err)
+	}
+	if now, err := b.Cancel(ctx, q, "a2"); !now || err != nil {
+		t.Fatalf("cancel of a blocked task = %v, %v", now, err)
+	}
+	if err := b.Delete(ctx, q, "a3"); err != nil {
+		t.Fatal(err)
+	}
+	if gone, err := b.PurgePending(ctx, q, 10); err != nil || len(gone) != 1 || gone[0].ID != "a4" {
+		t.Fatalf("purge = %+v, %v", gone, err)
+	}
+	if n := rdb.Exists(ctx, q.PendingBlocked, q.PendingList("2048|a")).Val(); n != 0 {
+		t.Fatalf("%d keys of the emptied lane remain", n)
+	}
+}
+
+// A fetch sent again (its reply lost) answers what it leased, and counts
+// nothing twice.
+func TestLimitedFetchSentTwice(t *testing.T) {
+	t.Parallel()
+	b, q, rdb := setup(t)
+	ctx := context.Background()
+	setLimit(t, b, q, "a", broker.Limit{Rate: 10, Per: time.Hour, Concurrency: 2})
+	enqueue(t, b, q, flowMsg("a1", "a"), flowMsg("a2", "a"), flowMsg("a3", "a"))
+	register(t, b, q, "A", time.Minute)
+	r := broker.FetchRequest{Queue: q, N: 10, TokenBase: 7, StartNow: 10}
+	first := fetch(t, b, "A", time.Minute, r)
+	again := fetch(t, b, "A", time.Minute, r)
+	if !again.Repeat || !slices.Equal(ids(first.Tasks), ids(again.Tasks)) || len(first.Tasks) != 2 {
+		t.Fatalf("first %v, again %v (repeat %v)", ids(first.Tasks), ids(again.Tasks), again.Repeat)
+	}
+	for _, l := range again.Tasks {
+		if !l.Started {
+			t.Fatalf("%s is not started in the repeated answer", l.ID)
+		}
+	}
+	if r := running(t, b, q); r["a"] != 2 {
+		t.Fatalf("running %v, want a: 2", r)
+	}
+	if n := rdb.LLen(ctx, q.Prefix+"lim:log:a").Val(); n != 2 {
+		t.Fatalf("%d starts logged, want 2", n)
+	}
+}

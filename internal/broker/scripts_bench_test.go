@@ -86,11 +86,15 @@ func benchSetup(b *testing.B) (*broker.Broker, *broker.Queue, *redis.Client) {
 	return br, br.Queue("bench"), rdb
 }
 
+// benchFlow is the flow of the benchmark's tasks: their type, as rediq's
+// producers send it.
+var benchFlow = "bench.task"
+
 func benchMessages(n int) []broker.Message {
 	msgs := make([]broker.Message, n)
 	now := time.Now()
 	for i := range msgs {
-		msgs[i] = broker.Message{ID: codec.NewID(now), Slot: 2048, Body: benchBody}
+		msgs[i] = broker.Message{ID: codec.NewID(now), Slot: 2048, Flow: benchFlow, Body: benchBody}
 	}
 	return msgs
 }
@@ -122,7 +126,7 @@ func BenchmarkScriptEnqueueOne(b *testing.B) {
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
 			id := ids[next.Add(1)-1]
-			if _, err := br.Enqueue1(context.Background(), q, broker.Message{ID: id, Slot: 2048, Body: benchBody}); err != nil {
+			if _, err := br.Enqueue1(context.Background(), q, broker.Message{ID: id, Slot: 2048, Flow: benchFlow, Body: benchBody}); err != nil {
 				b.Error(err)
 				return
 			}
@@ -188,8 +192,49 @@ const roundTasks = 5000
 
 // BenchmarkScriptFetch: fetch.lua leasing pending tasks, 50 per call, with
 // about 100 leases standing.
-func BenchmarkScriptFetch(b *testing.B) {
+func BenchmarkScriptFetch(b *testing.B) { benchFetch(b, nil) }
+
+// BenchmarkScriptFetchLimited: the same, the tasks' type under a rate and a
+// concurrency limit that never bind (1,000,000/s, 1,000 at once): what the
+// limits' bookkeeping costs the limited type.
+func BenchmarkScriptFetchLimited(b *testing.B) {
+	benchFetch(b, &broker.Limit{Rate: 1_000_000, Per: time.Second, Concurrency: 1000})
+}
+
+// BenchmarkScriptFetchBesideLimited: the same unlimited tasks while another
+// type of the queue has a limit: what a limit costs the types without one.
+func BenchmarkScriptFetchBesideLimited(b *testing.B) {
+	benchFetch(b, &broker.Limit{Rate: 1_000_000, Per: time.Second, Concurrency: 1000, Code: true}, "other.task")
+}
+
+// BenchmarkScriptSettleAckLimited: settle.lua acknowledging tasks that hold
+// a concurrency slot (freed with each ack).
+func BenchmarkScriptSettleAckLimited(b *testing.B) {
 	br, q, rdb := benchSetup(b)
+	if _, err := br.SetLimit(context.Background(), q, benchFlow, broker.Limit{Concurrency: 1000}); err != nil {
+		b.Fatal(err)
+	}
+	session := benchSession(b, br, q)
+	m := newCPUMeter(b, rdb)
+	b.StopTimer()
+	var base uint64
+	for range b.N {
+		cycle(b, br, q, session, &base, roundTasks, broker.Ack, nil, m)
+	}
+	m.report(b.N * roundTasks)
+}
+
+func benchFetch(b *testing.B, l *broker.Limit, limitedType ...string) {
+	br, q, rdb := benchSetup(b)
+	if l != nil {
+		typ := benchFlow
+		if len(limitedType) > 0 {
+			typ = limitedType[0]
+		}
+		if _, err := br.SetLimit(context.Background(), q, typ, *l); err != nil {
+			b.Fatal(err)
+		}
+	}
 	session := benchSession(b, br, q)
 	m := newCPUMeter(b, rdb)
 	b.StopTimer()

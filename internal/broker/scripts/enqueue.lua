@@ -52,18 +52,25 @@ local nowNeeded, npend = false, 0
 local pre = ARGV[4]
 local withOptions = false
 local slots, delays, flows = {}, {}, {} -- by argument index, parsed once
+local lanes = {} -- lane argument -> {slot, flow}: parsed once per lane
 for i = 5, #ARGV, 5 do
-  local lane, flow = ARGV[i + 1], nil
-  local b = string.find(lane, '|', 1, true)
-  if b then
-    flow = string.sub(lane, b + 1)
-    lane = string.sub(lane, 1, b - 1)
-    if flow == '' then
-      return redis.error_reply('ERR rediq: lane ' .. ARGV[i + 1] .. ' has an empty flow')
+  local lane = ARGV[i + 1]
+  local parsed = lanes[lane]
+  if not parsed then
+    local flow = nil
+    local b = string.find(lane, '|', 1, true)
+    if b then
+      flow = string.sub(lane, b + 1)
+      if flow == '' then
+        return redis.error_reply('ERR rediq: lane ' .. lane .. ' has an empty flow')
+      end
+      lane = string.sub(lane, 1, b - 1)
     end
+    parsed = {tonumber(lane), flow}
+    lanes[ARGV[i + 1]] = parsed
   end
-  local slot, delay = tonumber(lane), tonumber(ARGV[i + 2])
-  slots[i], delays[i], flows[i] = slot, delay, flow
+  local slot, delay = parsed[1], tonumber(ARGV[i + 2])
+  slots[i], delays[i], flows[i] = slot, delay, parsed[2]
   if ARGV[i + 4] ~= '' then
     withOptions = true
     nowNeeded = true
@@ -119,7 +126,7 @@ local seen = {}
 local function index(i, id)
   local slot, delay, flow = slots[i], delays[i], flows[i]
   if delay == 0 then
-    local lane = flow and (string.format('%d', slot) .. '|' .. flow) or string.format('%d', slot)
+    local lane = ARGV[i + 1] -- its lane: SLOT or SLOT|FLOW as the producer wrote it
     local n = np[lane]
     if not n then
       pend[lane], n = {}, 0

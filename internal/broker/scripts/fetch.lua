@@ -284,6 +284,7 @@ end
 local want = n - nt
 -- What producers of version 2 put in the zset, and lanes of unlimited flows.
 local rest, restScores, restFlows, nr = {}, {}, {}, 0
+local restFlow -- the flow of every task in rest, while they come from one lane
 if want > 0 and redis.call('EXISTS', KEYS[2]) == 1 then
   -- What producers of version 2 put in the zset goes first.
   local r = redis.call('ZPOPMIN', KEYS[2], want)
@@ -366,12 +367,19 @@ while want > 0 do
             flags = flags + 2 -- the rest waits for a runner
           end
         end
-      elseif nr == 0 and not flow then
-        rest, nr = r, #r
+      elseif nr == 0 then
+        -- The common case: one lane's tasks, its flow for them all.
+        rest, nr, restFlow = r, #r, flow
         for i = 1, nr do
           restScores[i] = score
         end
       else
+        if restFlow then -- a second lane: a flow per task from here on
+          for i = 1, nr do
+            restFlows[i] = restFlow
+          end
+          restFlow = nil
+        end
         for i = 1, #r do
           nr = nr + 1
           rest[nr], restScores[nr], restFlows[nr] = r[i], score, flow
@@ -402,12 +410,13 @@ if others then
     end
   end
 end
+local oneFlow -- the flow of every task taken, if they came from one lane
 if nt == 0 then
   ids, scores, flows = rest, restScores, restFlows
-  nt = nr
+  nt, oneFlow = nr, restFlow
 else
   for i = 1, nr do
-    add(rest[i], restScores[i], restFlows[i], nil)
+    add(rest[i], restScores[i], restFlow or restFlows[i], nil)
   end
 end
 local hasMeta = nt > 0 and redis.call('EXISTS', pre .. 'meta') == 1
@@ -470,8 +479,9 @@ for from = 1, nt, 1000 do
       local tok = base + leased
       local flag = counted[j] and 'S:' or (started and 's:' or 'p:')
       lease[nl + 1] = id
-      if flows[j] then
-        lease[nl + 2] = flag .. string.format('%d', tok) .. ':' .. scores[j] .. ':' .. flows[j]
+      local fl = oneFlow or flows[j]
+      if fl then
+        lease[nl + 2] = flag .. string.format('%d', tok) .. ':' .. scores[j] .. ':' .. fl
       else
         lease[nl + 2] = flag .. string.format('%d', tok) .. ':' .. scores[j]
       end

@@ -97,12 +97,13 @@ local function laneEmptied(pre, s)
   redis.call('ZREM', pre .. 'pending:blocked', s)
 end
 
--- freeSlot gives back the concurrency slot a task of flow held, and makes its
+-- freeSlot gives back the concurrency slot a task of flow held (n of them:
+-- default 1), and makes its
 -- flow's lanes that waited for one fetchable again: true if there were any
 -- (the caller wakes the idle workers).
-local function freeSlot(pre, flow)
+local function freeSlot(pre, flow, n)
   local run = pre .. 'lim:run'
-  if redis.call('HINCRBY', run, flow, -1) <= 0 then
+  if redis.call('HINCRBY', run, flow, -(n or 1)) <= 0 then
     redis.call('HDEL', run, flow)
   end
   local w = pre .. 'lim:cwait:' .. flow

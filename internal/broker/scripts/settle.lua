@@ -173,6 +173,20 @@ function writes.release(id)
     w.flush()
   end
 end
+-- The concurrency slots the call frees, by flow: freed together at the end
+-- (one HINCRBY per flow, not per task).
+local frees, nfree = {}, 0
+local function freeLater(v, tok)
+  local d = string.find(v, ':', 4 + #tok, true) -- after SCORE: the flow
+  local flow = d and string.sub(v, d + 1)
+  if flow and flow ~= '' then
+    if not frees[flow] then
+      frees[flow] = 0
+      nfree = nfree + 1
+    end
+    frees[flow] = frees[flow] + 1
+  end
+end
 local released = {} -- ids an earlier outcome of this call released
 for j = 1, n do
   local kind, tok, id, i = kinds[j], toks[j], ids[j], at[j]
@@ -182,10 +196,7 @@ for j = 1, n do
     status[j] = '0'
   elseif kind == 'a' and not metas[j] then
     if string.byte(v, 1) == 83 then -- 'S': it holds a concurrency slot
-      local _, flow = leaseParts(v, 3 + #tok)
-      if flow and freeSlot(pre, flow) then
-        wake = true
-      end
+      freeLater(v, tok)
     end
     released[id] = true
     marks[id] = nil
@@ -273,16 +284,20 @@ for j = 1, n do
       end
     end
     if string.byte(v, 1) == 83 then -- 'S': it held a concurrency slot
-      local _, flow = leaseParts(v, 3 + #tok)
-      if flow and freeSlot(pre, flow) then
-        wake = true
-      end
+      freeLater(v, tok)
     end
     writes.release(id)
   end
 end
 writes.flush()
 flushAcks()
+if nfree > 0 then
+  for flow, k in pairs(frees) do
+    if freeSlot(pre, flow, k) then
+      wake = true
+    end
+  end
+end
 local m, nm = {}, 0
 for id, v in pairs(marks) do
   m[nm + 1] = id
