@@ -311,7 +311,54 @@ func TestLimitedFetchSentTwice(t *testing.T) {
 	if r := running(t, b, q); r["a"] != 2 {
 		t.Fatalf("running %v, want a: 2", r)
 	}
+	// Readers see leases of flag S as started (CancelTask, rediq active).
+	act, err := b.Active(ctx, []*broker.Queue{q})
+	if err != nil || len(act[0]) != 2 || !act[0][0].Started || !act[0][1].Started {
+		t.Fatalf("active = %+v, %v; want both started", act, err)
+	}
 	if n := rdb.LLen(ctx, q.Prefix+"lim:log:a").Val(); n != 2 {
 		t.Fatalf("%d starts logged, want 2", n)
+	}
+}
+
+// A recovered task (its worker died running it) keeps its flow and its
+// flow's limit: it waits in recovering while the limit is reached, without
+// the answer asking for another try at once.
+func TestRecoveredTaskKeepsItsLimit(t *testing.T) {
+	t.Parallel()
+	b, q, rdb := setup(t)
+	ctx := context.Background()
+	setLimit(t, b, q, "a", broker.Limit{Concurrency: 1})
+	enqueue(t, b, q, flowMsg("a1", "a"), flowMsg("a2", "a"))
+	register(t, b, q, "dead", time.Minute)
+	if got := fetch(t, b, "dead", time.Minute, broker.FetchRequest{Queue: q, N: 1, StartNow: 1}); !slices.Equal(ids(got.Tasks), []string{"a1"}) {
+		t.Fatalf("fetched %v", ids(got.Tasks))
+	}
+	rdb.ZAdd(ctx, q.Workers, redis.Z{Score: 0, Member: "dead"})
+	if _, started, ok, err := b.Reclaim(ctx, q, "dead"); !ok || err != nil || started != 1 {
+		t.Fatalf("reclaim = %d, %v, %v", started, ok, err)
+	}
+	if f := rdb.HGet(ctx, q.Prefix+"flow", "a1").Val(); f != "a" {
+		t.Fatalf("the recovered task's flow = %q", f)
+	}
+	register(t, b, q, "B", time.Minute)
+	got := fetch(t, b, "B", time.Minute, broker.FetchRequest{Queue: q, N: 1, StartNow: 1})
+	if !slices.Equal(ids(got.Tasks), []string{"a2"}) {
+		t.Fatalf("fetched %v; want a2 (the recovered task is only given when asked)", ids(got.Tasks))
+	}
+	held := fetch(t, b, "B", time.Minute, broker.FetchRequest{Queue: q, N: 1, TokenBase: 10, StartNow: 1, Recovering: true})
+	if len(held.Tasks) != 0 || held.Recovering {
+		t.Fatalf("over the limit got %v (Recovering %v); want nothing, and no call to try again", ids(held.Tasks), held.Recovering)
+	}
+	settle(t, b, broker.Settlement{Queue: q, Session: "B", Token: got.Tasks[0].Token, ID: "a2", Outcome: broker.Ack})
+	rec := fetch(t, b, "B", time.Minute, broker.FetchRequest{Queue: q, N: 1, TokenBase: 20, StartNow: 1, Recovering: true})
+	if !slices.Equal(ids(rec.Tasks), []string{"a1"}) || rec.Tasks[0].Recovered != 1 {
+		t.Fatalf("after the slot freed got %+v", rec.Tasks)
+	}
+	if r := running(t, b, q); r["a"] != 1 {
+		t.Fatalf("running %v, want a: 1", r)
+	}
+	if n := rdb.HLen(ctx, q.Prefix+"flow").Val(); n != 0 {
+		t.Fatalf("%d flows left", n)
 	}
 }

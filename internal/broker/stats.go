@@ -120,5 +120,5 @@ func parseLease(v string) (token uint64, started, ok bool) {
 	if err != nil {
 		return 0, false, false
 	}
-	return tok, v[0] == 's', true
+	return tok, v[0] == 's' || v[0] == 'S', true // S: started, holding a concurrency slot
 }

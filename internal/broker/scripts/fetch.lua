@@ -253,6 +253,7 @@ end
 -- limited flows (and a recovered one) come first: they are the ones started at
 -- once. Taken from a list alone, ids is LRANGE's answer.
 local ids, scores, flows, counted, nt = {}, {}, {}, {}, 0
+local recoveringHeld = false
 local startLeft = tonumber(ARGV[8])
 local function add(id, score, flow, c)
   nt = nt + 1
@@ -277,7 +278,12 @@ if ARGV[7] == '1' and n > 0 then
       add(r[1], r[2], flow, l and l[3] > 0)
       startLeft = startLeft - 1
     else
-      redis.call('ZADD', KEYS[4], r[2], r[1]) -- its flow's limit: it waits
+      -- Its flow's limit: it waits, behind the others of its slot, and the
+      -- answer does not ask for another try at once (the next fetch or
+      -- heartbeat makes one).
+      local slot = math.floor(tonumber(r[2]) / P)
+      redis.call('ZADD', KEYS[4], string.format('%d', slot * P + now), r[1])
+      recoveringHeld = true
     end
   end
 end
@@ -521,6 +527,9 @@ if limited then
       out[2] = ms
     end
   end
+end
+if recoveringHeld and out[3] % 2 == 1 then
+  out[3] = out[3] - 1
 end
 out[3] = out[3] + flags
 return out
