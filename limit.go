@@ -41,11 +41,20 @@ func (l Limit) broker() broker.Limit {
 	return broker.Limit{Rate: l.Rate, Per: l.Per, Concurrency: l.Concurrency}
 }
 
-// String is the limit as the CLI shows it: "100/1s, 20 at once", or "none".
+// String is the limit as the CLI shows it: "100/s, 20 at once", "5/250ms", or "none".
 func (l Limit) String() string {
 	s := ""
 	if l.Rate > 0 {
-		s = fmt.Sprintf("%d/%s", l.Rate, l.Per)
+		per := l.Per.String()
+		switch l.Per {
+		case time.Second:
+			per = "s"
+		case time.Minute:
+			per = "m"
+		case time.Hour:
+			per = "h"
+		}
+		s = fmt.Sprintf("%d/%s", l.Rate, per)
 	}
 	if l.Concurrency > 0 {
 		if s != "" {
@@ -67,7 +76,10 @@ func (l Limit) String() string {
 // limiter keeps the window 2.5% longer than per, so that the few ms between
 // the fetch and the handler's start cannot let an extra start in, and so runs
 // at ≥ 97.5% of n per per while tasks wait. No burst beyond n is allowed.
-// Set in code, it is the default: App.SetLimit changes it at run time.
+// (The delay is measured in ms on a warm worker; a worker process just
+// started, under load, can take tens of ms for its first tasks, and starts
+// then may bunch past the margin.) Set in code, it is the default:
+// App.SetLimit changes it at run time.
 func RateLimit(n int, per time.Duration) TaskOption {
 	return taskOnly(func(o *taskOptions) {
 		l := Limit{Rate: n, Per: per, Concurrency: o.limit.Concurrency}
@@ -143,7 +155,7 @@ func (a *App) taskQueue(ctx context.Context, taskName string) (string, error) {
 		return "", fmt.Errorf("rediq: %w", err)
 	}
 	if q == "" {
-		return "", fmt.Errorf("rediq: task %q is not registered in this process and no worker running it has started", taskName)
+		return "", fmt.Errorf("rediq: task %q is unknown in namespace %q: no worker that runs it has started (and this process did not register it)", taskName, a.Namespace())
 	}
 	return q, nil
 }

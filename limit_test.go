@@ -50,7 +50,7 @@ func TestLimitsThroughTheAPI(t *testing.T) {
 	if err := app.SetLimit(ctx, "api.limited", rediq.Limit{Rate: 5}); !errors.Is(err, rediq.ErrInvalidOption) {
 		t.Errorf("a rate without a period = %v, want ErrInvalidOption", err)
 	}
-	if err := app.SetLimit(ctx, "nobody.runs.this", rediq.Limit{Concurrency: 1}); err == nil || !strings.Contains(err.Error(), "not registered") {
+	if err := app.SetLimit(ctx, "nobody.runs.this", rediq.Limit{Concurrency: 1}); err == nil || !strings.Contains(err.Error(), "unknown in namespace") {
 		t.Errorf("SetLimit of an unknown task = %v", err)
 	}
 	// A worker declares the code's limits at start.
@@ -77,7 +77,7 @@ func TestLimitsThroughTheAPI(t *testing.T) {
 	if got[0].Task != want.Task || got[0].Queue != want.Queue || got[0].Limit != want.Limit || !got[0].Code {
 		t.Fatalf("Limits = %+v, want %+v", got, want)
 	}
-	if s := got[0].Limit.String(); s != "100/1s, 3 at once" {
+	if s := got[0].Limit.String(); s != "100/s, 3 at once" {
 		t.Errorf("String = %q", s)
 	}
 	// Another process (a sibling App, as the CLI) sets it by name alone.

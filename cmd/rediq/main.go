@@ -4,6 +4,7 @@
 //	rediq tasks [--queue Q] [--state STATE] [--limit N] [--offset N] [--output json]
 //	rediq task show ID [--output json]
 //	rediq task result|cancel|delete|requeue ID
+//	rediq limit set TASK [--rate N/DURATION] [--concurrency N] [--clear] | show [--output json]
 //	rediq dead requeue --queue Q [--output json]
 //	rediq batch stat N|--latest, list [--last N], wait N|--latest, logs N [--follow],
 //	            dump N [--table T] [--limit N] [--file F [--append|--force]] [--pop], errors N, stop N
@@ -74,6 +75,7 @@ var commands = []command{
 	{"task", "show, cancel, delete or requeue one task by id, or print its result", runTask},
 	{"queue", "pause or resume a queue on every worker", runQueue},
 	{"cron", "list, pause, resume or trigger schedules", runCron},
+	{"limit", "set or show the rate and concurrency limits of tasks", runLimit},
 	{"dead", "requeue the dead tasks of a queue", runDead},
 	{"batch", "a batch's stat, output, tables and errors; list, wait for or stop batches", runBatch},
 	{"config", "set or show the settings file: Redis URL, TLS files, namespace", runConfig},
