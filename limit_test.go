@@ -134,7 +134,7 @@ func TestAFlowFollowsTheTask(t *testing.T) {
 	}, rediq.Retries(1), rediq.Backoff(func(int) time.Duration { return 10 * time.Millisecond }), rediq.Concurrency(1))
 	q := app.Broker().Queue(rediq.DefaultQueue)
 	lanes := func() []string {
-		return append(rdb.ZRange(ctx, q.PendingSlots, 0, -1).Val(), rdb.ZRange(ctx, q.PendingBlocked, 0, -1).Val()...)
+		return append(rdb.ZRange(ctx, q.PendingLanes, 0, -1).Val(), rdb.ZRange(ctx, q.PendingBlocked, 0, -1).Val()...)
 	}
 	id, err := task.Enqueue(ctx, 1, rediq.LimitKey("k"), rediq.Delay(20*time.Millisecond))
 	if err != nil {

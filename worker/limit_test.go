@@ -142,7 +142,7 @@ func TestRateLimitIsPreciseAcrossWorkers(t *testing.T) {
 	for e.rdb.HLen(ctx, e.ns+":done").Val() != int64(total) {
 		if time.Now().After(deadline) {
 			t.Fatalf("%d of %d tasks ran in 60 s; lanes %v, blocked %v", e.rdb.HLen(ctx, e.ns+":done").Val(), total,
-				e.rdb.ZRangeWithScores(ctx, lq.PendingSlots, 0, -1).Val(), e.rdb.ZRangeWithScores(ctx, lq.PendingBlocked, 0, -1).Val())
+				e.rdb.ZRangeWithScores(ctx, lq.PendingLanes, 0, -1).Val(), e.rdb.ZRangeWithScores(ctx, lq.PendingBlocked, 0, -1).Val())
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

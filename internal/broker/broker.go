@@ -57,7 +57,7 @@ func load(name string, libs ...string) *redis.Script {
 var (
 	enqueueScript   = load("enqueue")
 	fetchScript     = load("fetch", "lib")
-	heartbeatScript = load("heartbeat")
+	heartbeatScript = load("heartbeat", "lib")
 	reclaimScript   = load("reclaim", "lib")
 	settleScript    = load("settle", "lib")
 	cancelScript    = load("cancel", "lib")
@@ -92,8 +92,14 @@ type Queue struct {
 	// Pending is NS:{Q}:pending: the name the pending lists are built from
 	// (PendingList), and the zset (id -> slot*2^41 + sequence) where producers
 	// of protocol version 2 still put tasks; fetch takes from it first.
-	Pending      string
-	PendingSlots string // zset NS:{Q}:pending:slots: the fetchable lanes whose list holds tasks (member: the lane; score SLOT*2^40 + ms)
+	Pending string
+	// PendingLanes is the zset NS:{Q}:pending:lanes: the fetchable lanes whose
+	// list holds tasks (member: the lane, SLOT or SLOT|FLOW; score SLOT*2^40 + ms).
+	PendingLanes string
+	// PendingSlots is the zset NS:{Q}:pending:slots where producers of
+	// protocol version 3 list the slots whose list holds tasks (member and
+	// score: the slot); fetch merges them with the lanes by slot.
+	PendingSlots string
 	// PendingBlocked is the zset NS:{Q}:pending:blocked: lanes over their
 	// flow's limit (member: the lane; score: ms since Epoch when fetch looks
 	// again, or 2^41: until a running task of the flow ends).
@@ -128,7 +134,7 @@ type Queue struct {
 func (q *Queue) Lease(session string) string { return q.lease + session }
 
 // PendingList is the key of the list of the tasks pending in a lane (a
-// priority slot in decimal, and |FLOW for a flow's: as in PendingSlots), oldest first.
+// priority slot in decimal, and |FLOW for a flow's: as in PendingLanes), oldest first.
 func (q *Queue) PendingList(lane string) string { return q.Pending + ":" + lane }
 
 // ValidateQueueName reports why name cannot be a queue name, if it cannot.
@@ -157,7 +163,7 @@ func (b *Broker) Queue(name string) *Queue {
 	}
 	p := b.ns + ":{" + name + "}:"
 	q := &Queue{
-		Name: name, Records: p + "t", Pending: p + "pending", PendingSlots: p + "pending:slots", PendingBlocked: p + "pending:blocked", Scheduled: p + "scheduled",
+		Name: name, Records: p + "t", Pending: p + "pending", PendingLanes: p + "pending:lanes", PendingSlots: p + "pending:slots", PendingBlocked: p + "pending:blocked", Scheduled: p + "scheduled",
 		Recovering: p + "recovering", Recovered: p + "recovered", Orphaned: p + "orphaned", Dead: p + "dead",
 		Seq: p + "seq", Workers: p + "sessions", Paused: p + "paused", Window: p + "window", pauseAcks: p + "pause:acks", pauseVer: p + "pause:ver", legacyWorkers: p + "workers", legacyActive: p + "active", Channel: p + "wake", lease: p + "lease:", call: p + "call:", Prefix: p,
 	}

@@ -138,7 +138,7 @@ func TestLateSettleAfterReclaimChangesNothing(t *testing.T) {
 	if held := settle(t, b, broker.Settlement{Queue: q, Session: "B", Token: 201, ID: "m1", Outcome: broker.Ack}); !held[0] {
 		t.Fatal("B's ack was refused")
 	}
-	if n := rdb.Exists(ctx, q.Recovered, q.Pending, q.PendingSlots, q.PendingList("2048"), q.Recovering, q.Records).Val(); n != 0 {
+	if n := rdb.Exists(ctx, q.Recovered, q.Pending, q.PendingSlots, q.PendingLanes, q.PendingList("2048"), q.Recovering, q.Records).Val(); n != 0 {
 		t.Fatalf("%d keys remain after the ack", n)
 	}
 	if l, err := b.Leases(ctx, q, "B"); len(l) != 0 || err != nil {
@@ -242,12 +242,12 @@ func TestPendingByPriorityAndThePreviousFormat(t *testing.T) {
 	if n := rdb.Exists(ctx, q.Pending, q.Seq, q.PendingList("2047")).Val(); n != 0 {
 		t.Fatalf("%d emptied keys remain", n)
 	}
-	if s := rdb.ZRange(ctx, q.PendingSlots, 0, -1).Val(); !slices.Equal(s, []string{"2048"}) {
+	if s := rdb.ZRange(ctx, q.PendingLanes, 0, -1).Val(); !slices.Equal(s, []string{"2048"}) {
 		t.Fatalf("slots %v, want only 2048 left", s)
 	}
 	got = fetch(t, b, "S", time.Minute, broker.FetchRequest{Queue: q, N: 2, TokenBase: 10})
-	if !slices.Equal(ids(got.Tasks), want[3:]) || rdb.Exists(ctx, q.PendingSlots, q.PendingList("2048")).Val() != 0 {
-		t.Fatalf("fetched %v; slots %v", ids(got.Tasks), rdb.ZRange(ctx, q.PendingSlots, 0, -1).Val())
+	if !slices.Equal(ids(got.Tasks), want[3:]) || rdb.Exists(ctx, q.PendingLanes, q.PendingList("2048")).Val() != 0 {
+		t.Fatalf("fetched %v; slots %v", ids(got.Tasks), rdb.ZRange(ctx, q.PendingLanes, 0, -1).Val())
 	}
 }
 

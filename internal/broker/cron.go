@@ -39,7 +39,7 @@ func (b *Broker) FireCron(ctx context.Context, q *Queue, id string, tick int64, 
 		flags = "s"
 	}
 	keys := []string{q.Records, q.Pending, q.Scheduled, q.Seq, q.Dead, q.CronState(id)}
-	args := []any{q.Channel, "", Epoch, q.Prefix, m.ID, m.Slot, max(m.Delay.Milliseconds(), 0), m.Body, m.options(), t, flags}
+	args := []any{q.Channel, "", Epoch, q.Prefix, m.ID, m.lane(), max(m.Delay.Milliseconds(), 0), m.Body, m.options(), t, flags}
 	if !q.indexed.Load() {
 		if err := b.rdb.SAdd(ctx, b.indexKey(), q.Name).Err(); err != nil {
 			return 0, fmt.Errorf("fire schedule %q: %w", id, err)

@@ -24,7 +24,7 @@ func TestEnqueueRefusesAnEmptyID(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "empty task id") {
 		t.Fatalf("enqueue of an empty id = %v, want an error naming it", err)
 	}
-	if n := rdb.Exists(ctx, q.Records, q.Pending, q.PendingSlots, q.PendingList("2048")).Val(); n != 0 {
+	if n := rdb.Exists(ctx, q.Records, q.Pending, q.PendingSlots, q.PendingLanes, q.PendingList("2048")).Val(); n != 0 {
 		t.Fatalf("%d keys written by a refused call", n)
 	}
 }

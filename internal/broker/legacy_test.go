@@ -24,7 +24,7 @@ func TestLeasesOfThePreviousFormatAreTakenBack(t *testing.T) {
 	enqueue(t, b, q, msg("order-7", 2048), msg("12345", 2048))
 	// The old session "old/1" holds both: order-7 started (token 11), 12345
 	// prefetched (token 12); its deadline has passed.
-	if err := rdb.Del(ctx, q.PendingList("2048"), q.PendingSlots).Err(); err != nil {
+	if err := rdb.Del(ctx, q.PendingList("2048"), q.PendingSlots, q.PendingLanes).Err(); err != nil {
 		t.Fatal(err)
 	}
 	past := float64(time.Now().Add(-time.Minute).UnixMilli())

@@ -34,8 +34,10 @@ func (b *Broker) pendingOf(ctx context.Context, qs []*Queue) ([]pendingParts, er
 	slots := make([]*redis.StringSliceCmd, len(qs))
 	legacy := make([]*redis.IntCmd, len(qs))
 	blocked := make([]*redis.StringSliceCmd, len(qs))
+	lanes := make([]*redis.StringSliceCmd, len(qs))
 	for i, q := range qs {
 		slots[i] = p.ZRange(ctx, q.PendingSlots, 0, -1)
+		lanes[i] = p.ZRange(ctx, q.PendingLanes, 0, -1)
 		blocked[i] = p.ZRange(ctx, q.PendingBlocked, 0, -1)
 		legacy[i] = p.ZCard(ctx, q.Pending)
 	}
@@ -46,7 +48,16 @@ func (b *Broker) pendingOf(ctx context.Context, qs []*Queue) ([]pendingParts, er
 	lens := make([][]*redis.IntCmd, len(qs))
 	some := false
 	for i, q := range qs {
-		out[i] = pendingParts{legacy: legacy[i].Val(), slots: append(slots[i].Val(), blocked[i].Val()...)}
+		out[i] = pendingParts{legacy: legacy[i].Val()}
+		// A list listed in two indexes (version 3's slot and version 4's
+		// lane of no flow share their list) is counted once.
+		seen := map[string]bool{}
+		for _, s := range append(append(slots[i].Val(), lanes[i].Val()...), blocked[i].Val()...) {
+			if !seen[s] {
+				seen[s] = true
+				out[i].slots = append(out[i].slots, s)
+			}
+		}
 		for _, s := range out[i].slots {
 			lens[i] = append(lens[i], p.LLen(ctx, q.PendingList(s)))
 			some = true

@@ -17,9 +17,10 @@
 -- PRE..mlock:DIGEST names a task that still has a record, neither ("u", with that
 -- id); else the lock is set to the id for LOCKTTL ms.
 -- Pending: the list KEYS[2]:LANE holds the tasks of one lane, oldest first
--- (RPUSH); the zset KEYS[2]:slots (member LANE, score SLOT*2^40 + ms since the
+-- (RPUSH); the zset KEYS[2]:lanes (member LANE, score SLOT*2^40 + ms since the
 -- epoch) lists the fetchable lanes whose list is not empty, and fetch takes from
--- the lowest. A list is far smaller than a zset entry per task, and pushing and
+-- the lowest (a lane blocked by its flow's limit is in KEYS[2]:blocked instead,
+-- lib.lua: pushing to it changes nothing else). A list is far smaller than a zset entry per task, and pushing and
 -- popping cost less than ordering by score. A scheduled task with a flow has it
 -- in KEYS[2] minus "pending" .. "flow" (id -> FLOW), for the fetch that promotes it.
 -- Scheduled score = (due - epoch) ms * 4096 + slot.
@@ -112,8 +113,9 @@ if nowNeeded then
 end
 -- A worker only goes idle after finding the queue empty: pushing into a queue
 -- without pending slots is what it must hear of (below).
-local slotsKey = KEYS[2] .. ':slots'
-local wasEmpty = npend > 0 and redis.call('EXISTS', slotsKey) == 0
+local lanesKey = KEYS[2] .. ':lanes'
+local wasEmpty = npend > 0 and redis.call('EXISTS', lanesKey, KEYS[2] .. ':slots') == 0
+local laneAdded = false -- a lane became fetchable
 -- Counted, not measured with #: the length operator searches the table.
 local status, sched, rec = {}, {}, {}
 local pend, np = {}, {} -- by lane: the ids to push, and how many
@@ -163,7 +165,8 @@ local function pushAll()
         local t = redis.call('TIME')
         sinceEpoch = math.max(tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - tonumber(ARGV[3]), 0) % LANE
       end
-      redis.call('ZADD', slotsKey, string.format('%d', laneSlot[lane] * LANE + sinceEpoch), lane)
+      redis.call('ZADD', lanesKey, string.format('%d', laneSlot[lane] * LANE + sinceEpoch), lane)
+      laneAdded = true
     end
     added = added + n
   end
@@ -288,7 +291,7 @@ if call ~= '' then
 end
 -- A worker only goes idle after emptying the queue, so "was empty" is the only
 -- transition it must hear; a new earliest due time re-arms idle workers' timers.
-if (wasEmpty and added > 0) or wakeScheduled then
+if (wasEmpty and laneAdded) or wakeScheduled then
   redis.call('PUBLISH', ARGV[1], 'p')
 end
 return out

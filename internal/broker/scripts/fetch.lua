@@ -48,15 +48,31 @@ redis.call('ZADD', KEYS[6], now + epoch + tonumber(ARGV[4]), session)
 local n, base = tonumber(ARGV[1]), tonumber(ARGV[2])
 local out = {0, -1, 0}
 
+local blockedKey = KEYS[2] .. ':blocked'
+local limited -- whether the queue has limits (PRE..limits exists): read once
+
 -- nextDue fills in the reply's header: when the earliest scheduled task falls
--- due, and whether recovered tasks wait (the worker gives its one slot for a
--- recovered task to the queues that have some, in turn).
+-- due or blocked lane is looked at again, and whether recovered tasks wait
+-- (the worker gives its one slot for a recovered task to the queues that have
+-- some, in turn).
 local function nextDue()
   local nxt = redis.call('ZRANGE', KEYS[3], 0, 0, 'WITHSCORES')
   if nxt[2] then
     out[2] = math.max(math.floor(tonumber(nxt[2]) / 4096) - now, 0)
   end
   out[3] = redis.call('EXISTS', KEYS[4])
+  if limited == nil then
+    limited = redis.call('EXISTS', ARGV[9] .. 'limits') == 1
+  end
+  if limited then
+    local b = redis.call('ZRANGEBYSCORE', blockedKey, '-inf', '(' .. string.format('%d', CWAIT), 'WITHSCORES', 'LIMIT', 0, 1)
+    if b[2] then
+      local ms = math.max(tonumber(b[2]) - now, 0)
+      if out[2] < 0 or ms < out[2] then
+        out[2] = ms
+      end
+    end
+  end
 end
 
 local hasRecovered = redis.call('EXISTS', KEYS[5]) == 1
@@ -101,23 +117,26 @@ if redis.call('HGET', KEYS[7], '') == MARK then
     reply(m[1], m[2], redis.call('HGET', KEYS[1], m[2]), m[3], redis.call('HGET', pre .. 'meta', m[2]))
   end
   nextDue()
+  if limited then
+    out[3] = out[3] + 2 -- what it passed over is not known: a runner may look
+  end
   return out
 end
 
-local slotsKey = KEYS[2] .. ':slots'
-local blockedKey = KEYS[2] .. ':blocked'
+local lanesKey = KEYS[2] .. ':lanes'
+local legacyKey = KEYS[2] .. ':slots'
 local paused = redis.call('GET', pre .. 'paused')
 if paused then
   return {2, tonumber(paused) or 0, 0} -- 0: set by something else than pause.lua
 end
 local sinceEpoch = math.max(now, 0) % LANE
-local limited = redis.call('EXISTS', pre .. 'limits') == 1
+limited = redis.call('EXISTS', pre .. 'limits') == 1
 if limited then
   -- Blocked lanes whose time came are fetchable again (at the front of their slot).
   local back = redis.call('ZRANGEBYSCORE', blockedKey, '-inf', now, 'LIMIT', 0, 100)
   for _, s in ipairs(back) do
     redis.call('ZREM', blockedKey, s)
-    redis.call('ZADD', slotsKey, string.format('%d', (laneOf(s) or 2048) * LANE), s)
+    redis.call('ZADD', lanesKey, string.format('%d', (laneOf(s) or 2048) * LANE), s)
   end
 end
 local due = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now * 4096 + 4095, 'WITHSCORES', 'LIMIT', 0, 500)
@@ -150,7 +169,7 @@ if promoted > 0 then
   for _, lane in ipairs(order) do
     local ids = byLane[lane]
     if redis.call('RPUSH', KEYS[2] .. ':' .. lane, unpack(ids)) == #ids then
-      redis.call('ZADD', slotsKey, string.format('%d', slotOf[lane] * LANE + sinceEpoch), lane)
+      redis.call('ZADD', lanesKey, string.format('%d', slotOf[lane] * LANE + sinceEpoch), lane)
     end
   end
   redis.call('ZREM', KEYS[3], unpack(rem))
@@ -220,6 +239,9 @@ end
 
 -- account records k starts of flow (limit l).
 local function account(flow, l, k)
+  if k <= 0 then
+    return
+  end
   if l[3] > 0 then
     redis.call('HINCRBY', pre .. 'lim:run', flow, k)
   end
@@ -238,7 +260,7 @@ end
 -- block takes a lane out of the fetchable ones until untilMs (ms since the
 -- epoch), or until a running task of its flow ends ('c').
 local function block(s, flow, untilMs)
-  redis.call('ZREM', slotsKey, s)
+  redis.call('ZREM', lanesKey, s)
   if untilMs == 'c' then
     redis.call('ZADD', blockedKey, string.format('%d', CWAIT), s)
     redis.call('SADD', pre .. 'lim:cwait:' .. flow, s)
@@ -311,22 +333,79 @@ end
 -- that the lanes still to read are always from pos on. A lane partly taken
 -- goes behind the others of its slot at the end (they take turns).
 local flags = 0
-local pos, looked, others = 0, 0, false
+local pos, looked, skipped, others = 0, 0, 0, false
 local served = {}
+-- addRest adds what a list without limits gave (r, of flow; slot's score).
+local function addRest(r, score, flow)
+  if nr == 0 then
+    -- The common case: one lane's tasks, its flow for them all.
+    rest, nr, restFlow = r, #r, flow
+    for i = 1, nr do
+      restScores[i] = score
+    end
+    return
+  end
+  if restFlow then -- a second lane: a flow per task from here on
+    for i = 1, nr do
+      restFlows[i] = restFlow
+    end
+    restFlow = nil
+  end
+  for i = 1, #r do
+    nr = nr + 1
+    rest[nr], restScores[nr], restFlows[nr] = r[i], score, flow
+  end
+end
+-- Version 3's producers list their slots in legacyKey: those lists are taken
+-- in slot order with the lanes (no flow, no limits). takeLegacy takes from the
+-- ones at or below maxSlot.
+local hasLegacy = redis.call('EXISTS', legacyKey) == 1
+local function takeLegacy(maxSlot)
+  while hasLegacy and want > 0 do
+    local head = redis.call('ZRANGE', legacyKey, 0, 0, 'WITHSCORES')
+    if not head[1] then
+      hasLegacy = false
+      return
+    end
+    local slot = tonumber(head[2]) or 2048
+    if slot > maxSlot then
+      return
+    end
+    local list = KEYS[2] .. ':' .. head[1]
+    local r = redis.call('LRANGE', list, 0, want - 1)
+    if #r < want then
+      redis.call('DEL', list)
+      laneEmptied(pre, head[1])
+    else
+      redis.call('LTRIM', list, #r, -1)
+      if redis.call('EXISTS', list) == 0 then
+        laneEmptied(pre, head[1])
+      end
+    end
+    addRest(r, string.format('%d', slot * P), nil)
+    want = want - #r
+  end
+end
 while want > 0 do
   if looked >= 256 then
     flags = flags + 4 -- the rest next time: one call stays short
     break
   end
-  local ls = redis.call('ZRANGE', slotsKey, pos, pos + 3)
+  if skipped >= 1000 then
+    break -- all of them wait for a runner (flag 2)
+  end
+  local ls = redis.call('ZRANGE', lanesKey, pos, pos + 3)
   if #ls == 0 then
     break
   end
   others = others or #ls > 1 or pos > 0
   for _, s in ipairs(ls) do
-    looked = looked + 1
     local slot, flow = laneOf(s)
     slot = slot or 2048
+    takeLegacy(slot)
+    if want <= 0 then
+      break
+    end
     local l = limited and flow and limitOf(flow)
     local cap, untilMs = want, nil
     if l then
@@ -340,22 +419,23 @@ while want > 0 do
       end
     end
     if cap > 0 then
+      looked = looked + 1
       local list = KEYS[2] .. ':' .. s
       local r = redis.call('LRANGE', list, 0, cap - 1)
       local score = string.format('%d', slot * P)
       if #r < cap then
         redis.call('DEL', list)
-        redis.call('ZREM', slotsKey, s)
+        laneEmptied(pre, s)
       else
         redis.call('LTRIM', list, #r, -1)
         if redis.call('EXISTS', list) == 0 then
-          redis.call('ZREM', slotsKey, s)
+          laneEmptied(pre, s)
         else
           pos = pos + 1
           served[#served + 1] = {s, slot}
         end
       end
-      if l then
+      if l and #r > 0 then
         account(flow, l, #r)
         startLeft = startLeft - #r
         for i = 1, #r do
@@ -373,46 +453,34 @@ while want > 0 do
             flags = flags + 2 -- the rest waits for a runner
           end
         end
-      elseif nr == 0 then
-        -- The common case: one lane's tasks, its flow for them all.
-        rest, nr, restFlow = r, #r, flow
-        for i = 1, nr do
-          restScores[i] = score
-        end
-      else
-        if restFlow then -- a second lane: a flow per task from here on
-          for i = 1, nr do
-            restFlows[i] = restFlow
-          end
-          restFlow = nil
-        end
-        for i = 1, #r do
-          nr = nr + 1
-          rest[nr], restScores[nr], restFlows[nr] = r[i], score, flow
-        end
+      elseif #r > 0 then
+        addRest(r, score, flow)
       end
       want = want - #r
     elseif untilMs then
+      looked = looked + 1
       block(s, flow, untilMs)
     else
       pos = pos + 1
+      skipped = skipped + 1
     end
-    if want <= 0 or looked >= 256 then
+    if want <= 0 or looked >= 256 or skipped >= 1000 then
       break
     end
   end
 end
+takeLegacy(4095)
 if others then
   for _, sv in ipairs(served) do
     -- Behind the last of its slot: a turn of the same ms still goes to another.
     local lo = sv[2] * LANE
-    local last = redis.call('ZREVRANGEBYSCORE', slotsKey, lo + LANE - 1, lo, 'WITHSCORES', 'LIMIT', 0, 1)
+    local last = redis.call('ZREVRANGEBYSCORE', lanesKey, lo + LANE - 1, lo, 'WITHSCORES', 'LIMIT', 0, 1)
     local score = lo + sinceEpoch
     if last[1] and last[1] ~= sv[1] and tonumber(last[2]) >= score then
       score = tonumber(last[2]) + 1
     end
     if last[1] ~= sv[1] then
-      redis.call('ZADD', slotsKey, 'XX', string.format('%d', math.min(score, lo + LANE - 1)), sv[1])
+      redis.call('ZADD', lanesKey, 'XX', string.format('%d', math.min(score, lo + LANE - 1)), sv[1])
     end
   end
 end
@@ -515,19 +583,10 @@ for from = 1, nt, 1000 do
   end
 end
 -- Promoted tasks this fetch did not take are news to the other idle workers.
-if wake or ((promoted > 0 or dropped > 0) and redis.call('EXISTS', slotsKey, KEYS[2]) > 0) then
+if wake or ((promoted > 0 or dropped > 0) and redis.call('EXISTS', lanesKey, legacyKey, KEYS[2]) > 0) then
   redis.call('PUBLISH', ARGV[5], 'p')
 end
 nextDue()
-if limited then
-  local b = redis.call('ZRANGEBYSCORE', blockedKey, '-inf', '(' .. string.format('%d', CWAIT), 'WITHSCORES', 'LIMIT', 0, 1)
-  if b[2] then
-    local ms = math.max(tonumber(b[2]) - now, 0)
-    if out[2] < 0 or ms < out[2] then
-      out[2] = ms
-    end
-  end
-end
 if recoveringHeld and out[3] % 2 == 1 then
   out[3] = out[3] - 1
 end

@@ -4,6 +4,7 @@
 -- too when they expire, so that what they held is taken back
 -- KEYS[4] NS:{Q}:paused   KEYS[5] NS:{Q}:pause:ver (pause.lua)
 -- KEYS[6] NS:{Q}:window (the queue's run window, SetQueueWindow)
+-- (the queue's other keys are built from KEYS[4]'s prefix NS:{Q}:, lib.lua)
 -- ARGV[1] session id   ARGV[2] lease TTL ms   ARGV[3] "1" to register a new session
 -- Returns {status, ms until another live session's lease runs out (-1 if none),
 -- leases the session holds, the queue's pause state ("P:ID" paused, "R:ID" resumed,
@@ -43,6 +44,15 @@ for _, k in ipairs({KEYS[1], KEYS[3]}) do
       end
       break
     end
+  end
+end
+-- With concurrency limits in use, the counts of running tasks are checked
+-- against the leases (lib.lua recount) at most every 30 s: a count that
+-- drifted cannot hold a flow back for longer.
+local pre = string.sub(KEYS[4], 1, #KEYS[4] - #'paused')
+if redis.call('EXISTS', pre .. 'lim:run') == 1 and redis.call('SET', pre .. 'lim:recount', '1', 'NX', 'PX', 30000) then
+  if recount(pre) then
+    redis.call('PUBLISH', pre .. 'wake', 'p')
   end
 end
 return out

@@ -21,14 +21,17 @@ local FINAL_INDEX = {s = 'succeeded', c = 'cancelled', x = 'expired'}
 --
 -- Lanes (protocol version 4): pending is partitioned by priority slot and by
 -- flow. A flow is a task type, or a type and a limit key ("TYPE|KEY"): limits
--- (PRE..limits) apply per flow. The lane "SLOT" holds tasks without a flow
--- (producers of version 3), "SLOT|FLOW" those of one flow; its list is
--- PRE..pending:LANE. A lane whose list is not empty is in exactly one of
--- PRE..pending:slots (fetchable; score SLOT*2^40 + ms since the epoch when it
--- last came or was served, so the lanes of one slot take turns, oldest first)
--- and PRE..pending:blocked (over its flow's limit: score the ms since the epoch
--- when fetch looks at it again, or CWAIT when it waits for a running task of its
--- flow to end; those lanes are also in the set PRE..lim:cwait:FLOW).
+-- (PRE..limits) apply per flow. The lane "SLOT" holds tasks without a flow,
+-- "SLOT|FLOW" those of one flow; its list is PRE..pending:LANE. A lane whose
+-- list is not empty is in PRE..pending:lanes (fetchable; score SLOT*2^40 + ms
+-- since the epoch when it last came or was served, so the lanes of one slot
+-- take turns, oldest first) or in PRE..pending:blocked (over its flow's limit:
+-- score the ms since the epoch when fetch looks at it again, or CWAIT when it
+-- waits for a running task of its flow to end; those lanes are also in the set
+-- PRE..lim:cwait:FLOW). Producers of version 3 push to the list PRE..pending:SLOT
+-- and list the slot in PRE..pending:slots (member and score SLOT): fetch
+-- merges those in by slot, and a version-3 worker, which reads only that zset,
+-- never meets a lane of version 4.
 local LANE = 1099511627776 -- 2^40
 local CWAIT = 2199023255552 -- 2^41: blocked until a concurrency slot frees
 local LEASE_P = 2199023255552 -- a lease's SCORE is SLOT * 2^41
@@ -70,42 +73,41 @@ end
 
 -- pend puts one task back in pending at priority slot, in its flow's lane (nil:
 -- none): at the front of the list (a give-back: it runs next), or at the back.
--- A lane it creates goes first among its slot's.
+-- A lane it creates goes first among its slot's: then it answers true.
 local function pend(pre, slot, id, front, flow)
   if not (slot >= 0 and slot <= 4095) then -- a foreign worker's lease: the default
     slot = 2048
   end
   local lane = laneName(slot, flow)
   if redis.call(front and 'LPUSH' or 'RPUSH', pre .. 'pending:' .. lane, id) == 1 then
-    redis.call('ZADD', pre .. 'pending:slots', string.format('%d', slot * LANE), lane)
+    redis.call('ZADD', pre .. 'pending:lanes', string.format('%d', slot * LANE), lane)
+    return true
   end
+  return false
 end
 
--- lanes lists every lane with tasks: the fetchable ones in the order fetch
--- reads them, then the blocked ones.
+-- lanes lists every lane with tasks: version 3's slots, the fetchable lanes,
+-- then the blocked ones.
 local function lanes(pre)
   local all = redis.call('ZRANGE', pre .. 'pending:slots', 0, -1)
-  for _, s in ipairs(redis.call('ZRANGE', pre .. 'pending:blocked', 0, -1)) do
-    all[#all + 1] = s
+  for _, k in ipairs({'pending:lanes', 'pending:blocked'}) do
+    for _, s in ipairs(redis.call('ZRANGE', pre .. k, 0, -1)) do
+      all[#all + 1] = s
+    end
   end
   return all
 end
 
--- laneEmptied takes a lane whose list is now empty out of slots and blocked.
+-- laneEmptied takes a lane whose list is now empty out of every index.
 local function laneEmptied(pre, s)
-  redis.call('ZREM', pre .. 'pending:slots', s)
+  redis.call('ZREM', pre .. 'pending:lanes', s)
   redis.call('ZREM', pre .. 'pending:blocked', s)
+  redis.call('ZREM', pre .. 'pending:slots', s)
 end
 
--- freeSlot gives back the concurrency slot a task of flow held (n of them:
--- default 1), and makes its
--- flow's lanes that waited for one fetchable again: true if there were any
--- (the caller wakes the idle workers).
-local function freeSlot(pre, flow, n)
-  local run = pre .. 'lim:run'
-  if redis.call('HINCRBY', run, flow, -(n or 1)) <= 0 then
-    redis.call('HDEL', run, flow)
-  end
+-- unwait makes the lanes of flow that wait for a concurrency slot fetchable
+-- again: true if there were any.
+local function unwait(pre, flow)
   local w = pre .. 'lim:cwait:' .. flow
   local waiting = redis.call('SMEMBERS', w)
   if #waiting == 0 then
@@ -116,11 +118,23 @@ local function freeSlot(pre, flow, n)
   for _, s in ipairs(waiting) do
     if redis.call('ZREM', pre .. 'pending:blocked', s) == 1 then
       local slot = laneOf(s)
-      redis.call('ZADD', pre .. 'pending:slots', string.format('%d', (slot or 2048) * LANE), s)
+      redis.call('ZADD', pre .. 'pending:lanes', string.format('%d', (slot or 2048) * LANE), s)
       woke = true
     end
   end
   return woke
+end
+
+-- freeSlot gives back the concurrency slot a task of flow held (n of them:
+-- default 1), and makes its flow's lanes that waited for one fetchable again:
+-- true if there were any, or recovered tasks wait (one may have waited for the
+-- slot): the caller wakes the idle workers.
+local function freeSlot(pre, flow, n)
+  local run = pre .. 'lim:run'
+  if redis.call('HINCRBY', run, flow, -(n or 1)) <= 0 then
+    redis.call('HDEL', run, flow)
+  end
+  return unwait(pre, flow) or redis.call('EXISTS', pre .. 'recovering') == 1
 end
 
 -- unpend takes a task out of pending, wherever it waits: whether it was there.
@@ -271,4 +285,49 @@ local function died(pre, id)
     release(pre, id, lock)
   end
   redis.call('HDEL', pre .. 'cancels', id)
+end
+
+-- recount sets PRE..lim:run to the concurrency slots the live sessions' leases
+-- hold (flag S), flow by flow, and makes the lanes of a flow whose count fell
+-- fetchable again: what a count that drifted (a worker of version 3 took back
+-- a session of version 4 without freeing its slots) comes back to. True if a
+-- lane was unblocked.
+local function recount(pre)
+  local counts = {}
+  for _, sess in ipairs(redis.call('ZRANGE', pre .. 'sessions', 0, -1)) do
+    local all = redis.call('HGETALL', pre .. 'lease:' .. sess)
+    for i = 1, #all, 2 do
+      local v = all[i + 1]
+      if all[i] ~= '' and string.byte(v, 1) == 83 then
+        local c = string.find(v, ':', 3, true)
+        local d = c and string.find(v, ':', c + 1, true)
+        if d then
+          local f = string.sub(v, d + 1)
+          counts[f] = (counts[f] or 0) + 1
+        end
+      end
+    end
+  end
+  local run = pre .. 'lim:run'
+  local old = redis.call('HGETALL', run)
+  local woke = false
+  for i = 1, #old, 2 do
+    local f, n = old[i], tonumber(old[i + 1]) or 0
+    local m = counts[f] or 0
+    if m ~= n then
+      if m == 0 then
+        redis.call('HDEL', run, f)
+      else
+        redis.call('HSET', run, f, string.format('%d', m))
+      end
+      if m < n and unwait(pre, f) then
+        woke = true
+      end
+    end
+    counts[f] = nil
+  end
+  for f, m in pairs(counts) do -- held, but not counted
+    redis.call('HSET', run, f, string.format('%d', m))
+  end
+  return woke
 end

@@ -31,7 +31,7 @@ for _, s in ipairs(redis.call('ZRANGE', pre .. 'pending:blocked', 0, -1)) do
   if (c and string.sub(flow, 1, c - 1) or flow) == typ then
     local slot = tonumber(string.sub(s, 1, b - 1)) or 2048
     redis.call('ZREM', pre .. 'pending:blocked', s)
-    redis.call('ZADD', pre .. 'pending:slots', string.format('%d', slot * 1099511627776), s)
+    redis.call('ZADD', pre .. 'pending:lanes', string.format('%d', slot * 1099511627776), s)
     redis.call('DEL', pre .. 'lim:cwait:' .. flow)
   end
 end

@@ -35,7 +35,8 @@ if mode == 'p' then
   end
   local slots = KEYS[1] .. ':slots'
   while want > #ids do
-    local s = redis.call('ZRANGE', slots, 0, 0)[1] or redis.call('ZRANGE', KEYS[1] .. ':blocked', 0, 0)[1]
+    local s = redis.call('ZRANGE', slots, 0, 0)[1] or redis.call('ZRANGE', KEYS[1] .. ':lanes', 0, 0)[1] or
+        redis.call('ZRANGE', KEYS[1] .. ':blocked', 0, 0)[1]
     if not s then
       break
     end

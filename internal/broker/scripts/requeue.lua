@@ -29,7 +29,8 @@ for i = 2, #ARGV, 3 do
 end
 if #ok > 0 then
   local pre = string.sub(KEYS[2], 1, #KEYS[2] - #'pending')
-  local wasEmpty = redis.call('EXISTS', KEYS[2] .. ':slots') == 0
+  local wasEmpty = redis.call('EXISTS', KEYS[2] .. ':lanes', KEYS[2] .. ':slots') == 0
+  local laneAdded = false
   for _, i in ipairs(ok) do
     local id = ARGV[i]
     redis.call('ZREM', KEYS[4], id)
@@ -46,10 +47,12 @@ if #ok > 0 then
     end
     redis.call('HDEL', pre .. 'flow', id)
     local slot, flow = laneOf(ARGV[i + 1])
-    pend(pre, slot, id, false, flow)
+    if pend(pre, slot, id, false, flow) then
+      laneAdded = true
+    end
     status[(i + 1) / 3] = '1'
   end
-  if wasEmpty then
+  if wasEmpty and laneAdded then
     redis.call('PUBLISH', ARGV[1], 'p')
   end
 end
