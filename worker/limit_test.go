@@ -190,7 +190,7 @@ func TestConcurrencyLimitSurvivesKills(t *testing.T) {
 	ctx := context.Background()
 	const ttl = time.Second
 	var want []string
-	for i := range 80 {
+	for i := range 250 {
 		id, err := tasks["conc"].Enqueue(ctx, limitArgs{SleepMs: 30 + rand.IntN(70)})
 		if err != nil {
 			t.Fatal(err)
