@@ -52,26 +52,26 @@ end
 local nowNeeded, npend = false, 0
 local pre = ARGV[4]
 local withOptions = false
-local slots, delays, flows = {}, {}, {} -- by argument index, parsed once
-local lanes = {} -- lane argument -> {slot, flow}: parsed once per lane
+local slots, delays = {}, {} -- by argument index, parsed once
+local laneSlots = {} -- lane argument -> its slot: parsed once per lane
+local flowAt = {} -- lane argument "SLOT|FLOW" -> where FLOW starts in it
 for i = 5, #ARGV, 5 do
   local lane = ARGV[i + 1]
-  local parsed = lanes[lane]
-  if not parsed then
-    local flow = nil
-    local b = string.find(lane, '|', 1, true)
-    if b then
-      flow = string.sub(lane, b + 1)
-      if flow == '' then
-        return redis.error_reply('ERR rediq: lane ' .. lane .. ' has an empty flow')
+  local slot = laneSlots[lane]
+  if not slot then
+    slot = tonumber(lane) -- "SLOT": no flow
+    if not slot then
+      local digits = string.match(lane, '^(%d+)|.')
+      if not digits then
+        return redis.error_reply('ERR rediq: lane ' .. lane .. ' is not SLOT or SLOT|FLOW (a flow is not empty)')
       end
-      lane = string.sub(lane, 1, b - 1)
+      slot = tonumber(digits)
+      flowAt[lane] = #digits + 2
     end
-    parsed = {tonumber(lane), flow}
-    lanes[ARGV[i + 1]] = parsed
+    laneSlots[lane] = slot
   end
-  local slot, delay = parsed[1], tonumber(ARGV[i + 2])
-  slots[i], delays[i], flows[i] = slot, delay, parsed[2]
+  local delay = tonumber(ARGV[i + 2])
+  slots[i], delays[i] = slot, delay
   if ARGV[i + 4] ~= '' then
     withOptions = true
     nowNeeded = true
@@ -82,7 +82,7 @@ for i = 5, #ARGV, 5 do
     return redis.error_reply('ERR rediq: empty task id')
   end
   if not slot or slot < 0 or slot > 4095 or slot % 1 ~= 0 then
-    return redis.error_reply('ERR rediq: priority slot ' .. lane .. ' is outside [0, 4095]')
+    return redis.error_reply('ERR rediq: priority slot ' .. tostring(slot) .. ' is outside [0, 4095]')
   end
   if not delay or delay < 0 or delay % 1 ~= 0 or delay >= P then
     return redis.error_reply('ERR rediq: delay ' .. ARGV[i + 2] .. ' ms is not a whole number of ms until 2094')
@@ -126,7 +126,7 @@ local seen = {}
 -- Scores go to ZADD (and slots into key names) as strings made with %d: a Lua number passed to Redis is
 -- formatted with %.17g, a float conversion that costs more than the ZADD.
 local function index(i, id)
-  local slot, delay, flow = slots[i], delays[i], flows[i]
+  local slot, delay = slots[i], delays[i]
   if delay == 0 then
     local lane = ARGV[i + 1] -- its lane: SLOT or SLOT|FLOW as the producer wrote it
     local n = np[lane]
@@ -137,9 +137,10 @@ local function index(i, id)
     n = n + 1
     pend[lane][n], np[lane] = id, n
   else
-    if flow then
+    local at = flowAt[ARGV[i + 1]]
+    if at then
       flowOf[nf + 1] = id
-      flowOf[nf + 2] = flow
+      flowOf[nf + 2] = string.sub(ARGV[i + 1], at)
       nf = nf + 2
     end
     local score = (now + delay) * 4096 + slot

@@ -130,7 +130,10 @@ if paused then
   return {2, tonumber(paused) or 0, 0} -- 0: set by something else than pause.lua
 end
 local sinceEpoch = math.max(now, 0) % LANE
-limited = redis.call('EXISTS', pre .. 'limits') == 1
+-- One call for the two rare things (limits; version 3's producers, below):
+-- a queue with neither pays one EXISTS.
+local rare = redis.call('EXISTS', pre .. 'limits', legacyKey)
+limited = rare > 0 and redis.call('EXISTS', pre .. 'limits') == 1
 if limited then
   -- Blocked lanes whose time came are fetchable again (at the front of their slot).
   local back = redis.call('ZRANGEBYSCORE', blockedKey, '-inf', now, 'LIMIT', 0, 100)
@@ -359,7 +362,7 @@ end
 -- Version 3's producers list their slots in legacyKey: those lists are taken
 -- in slot order with the lanes (no flow, no limits). takeLegacy takes from the
 -- ones at or below maxSlot.
-local hasLegacy = redis.call('EXISTS', legacyKey) == 1
+local hasLegacy = rare > 0 and redis.call('EXISTS', legacyKey) == 1
 local function takeLegacy(maxSlot)
   while hasLegacy and want > 0 do
     local head = redis.call('ZRANGE', legacyKey, 0, 0, 'WITHSCORES')
@@ -516,6 +519,9 @@ local function ended(id, meta, cancel)
   return false
 end
 local startN = tonumber(ARGV[8])
+-- Tasks of one lane share what their lease value has after TOKEN.
+local tail = oneFlow and nt > 0 and (':' .. scores[1] .. ':' .. oneFlow)
+local anyCounted = next(counted) ~= nil
 local leased = 0
 local dropped = 0
 local wake = false
@@ -536,28 +542,36 @@ for from = 1, nt, 1000 do
     -- An index entry without a record (deleted meanwhile) is dropped, with
     -- any counts it left, and the answer comes back short: wake the idle
     -- workers below if pending still has tasks.
-    local gone = not bodies[k]
-    if gone then
+    local gone = false
+    if not bodies[k] then
+      gone = true
       redis.call('HDEL', KEYS[5], id)
-    else
-      gone = (metas[k] or cancels[k]) and ended(id, metas[k], cancels[k])
+    elseif (metas[k] or cancels[k]) and ended(id, metas[k], cancels[k]) then
+      gone = true
     end
     if gone then
       dropped = dropped + 1
-      if counted[j] and freeSlot(pre, flows[j]) then
+      if anyCounted and counted[j] and freeSlot(pre, flows[j]) then
         wake = true
       end
     else
       leased = leased + 1
       local started = leased <= startN
       local tok = base + leased
-      local flag = counted[j] and 'S:' or (started and 's:' or 'p:')
+      local flag = started and 's:' or 'p:'
+      if anyCounted and counted[j] then
+        flag = 'S:'
+      end
       lease[nl + 1] = id
-      local fl = oneFlow or flows[j]
-      if fl then
-        lease[nl + 2] = flag .. string.format('%d', tok) .. ':' .. scores[j] .. ':' .. fl
+      if tail then
+        lease[nl + 2] = flag .. string.format('%d', tok) .. tail
       else
-        lease[nl + 2] = flag .. string.format('%d', tok) .. ':' .. scores[j]
+        local fl = flows[j]
+        if fl then
+          lease[nl + 2] = flag .. string.format('%d', tok) .. ':' .. scores[j] .. ':' .. fl
+        else
+          lease[nl + 2] = flag .. string.format('%d', tok) .. ':' .. scores[j]
+        end
       end
       nl = nl + 2
       -- The reply's six (reply() above, inline: this is the hot loop).

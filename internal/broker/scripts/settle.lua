@@ -82,6 +82,8 @@ local hasRecovered = redis.call('EXISTS', KEYS[6]) == 1
 local hasOrphaned = redis.call('EXISTS', KEYS[8]) == 1
 local hasMeta = redis.call('EXISTS', pre .. 'meta') == 1
 local hasCancels = redis.call('EXISTS', pre .. 'cancels') == 1
+-- A lease of flag S is counted in PRE..lim:run: without it, none has S.
+local hasRun = redis.call('EXISTS', pre .. 'lim:run') == 1
 -- hmget reads fields of a hash, a thousand per HMGET (what unpack takes).
 local function hmget(key, fields)
   local out = {}
@@ -195,7 +197,7 @@ for j = 1, n do
   if not v or released[id] or string.find(v, tok, 3, true) ~= 3 or string.byte(v, 3 + #tok) ~= 58 then
     status[j] = '0'
   elseif kind == 'a' and not metas[j] then
-    if string.byte(v, 1) == 83 then -- 'S': it holds a concurrency slot
+    if hasRun and string.byte(v, 1) == 83 then -- 'S': it holds a concurrency slot
       freeLater(v, tok)
     end
     released[id] = true
