@@ -337,6 +337,7 @@ end
 -- goes behind the others of its slot at the end (they take turns).
 local flags = 0
 local pos, looked, skipped, others = 0, 0, 0, false
+local lanesRead = false -- the loop read every lane there is
 local served = {}
 -- addRest adds what a list without limits gave (r, of flow; slot's score).
 local function addRest(r, score, flow)
@@ -399,6 +400,7 @@ while want > 0 do
   end
   local ls = redis.call('ZRANGE', lanesKey, pos, pos + 3)
   if #ls == 0 then
+    lanesRead = true
     break
   end
   others = others or #ls > 1 or pos > 0
@@ -472,7 +474,11 @@ while want > 0 do
     end
   end
 end
-takeLegacy(4095)
+-- Version 3's lists below every lane read: all of them once the lanes ran out
+-- (not when the loop stopped early: higher lanes still wait).
+if lanesRead then
+  takeLegacy(4095)
+end
 if others then
   for _, sv in ipairs(served) do
     -- Behind the last of its slot: a turn of the same ms still goes to another.
