@@ -72,7 +72,7 @@ func (l Limit) String() string {
 // worker of the namespace (per key with LimitKey). It is decided where tasks
 // are fetched: a task over the limit stays pending — no attempt counted, no
 // retry used — and becomes fetchable exactly when the limit allows, by a
-// timer, not by polling. In any window of length per at most n start; the
+// timer, not by polling. In any window of length per at most n of them start; the
 // limiter keeps the window 2.5% longer than per, so that the few ms between
 // the fetch and the handler's start cannot let an extra start in, and so runs
 // at ≥ 97.5% of n per per while tasks wait. No burst beyond n is allowed.
