@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/rediq/rediq/internal/broker"
@@ -210,8 +211,8 @@ func (a *App) Limits(ctx context.Context) ([]LimitInfo, error) {
 			for flow, n := range run {
 				if flow == t {
 					li.Running[""] = n
-				} else if len(flow) > len(t) && flow[:len(t)+1] == t+"|" {
-					li.Running[flow[len(t)+1:]] = n
+				} else if key, ok := strings.CutPrefix(flow, t+"|"); ok {
+					li.Running[key] = n
 				}
 			}
 			out = append(out, li)

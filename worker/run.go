@@ -213,9 +213,10 @@ func (w *Worker) join(ctx context.Context) error {
 // defaults: a limit set at run time stands over them.
 func (w *Worker) declareTasks(ctx context.Context) error {
 	queueOf := map[string]string{}
+	mine := w.queueNames()
 	for _, name := range w.app.TaskNames() {
 		def, ok := w.app.Task(name)
-		if !ok || !slices.Contains(w.queueNames(), def.Queue) {
+		if !ok || !slices.Contains(mine, def.Queue) {
 			continue
 		}
 		queueOf[name] = def.Queue

@@ -10,7 +10,7 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-var limitSetScript = load("limit_set")
+var limitSetScript = load("limit_set", "lib")
 
 // Limit is a task type's limit on one queue (fetch.lua decides it): at most
 // Rate starts per Per, and at most Concurrency running at once, per flow (the

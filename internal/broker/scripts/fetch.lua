@@ -138,8 +138,7 @@ if limited then
   -- Blocked lanes whose time came are fetchable again (at the front of their slot).
   local back = redis.call('ZRANGEBYSCORE', blockedKey, '-inf', now, 'LIMIT', 0, 100)
   for _, s in ipairs(back) do
-    redis.call('ZREM', blockedKey, s)
-    redis.call('ZADD', lanesKey, string.format('%d', (laneOf(s) or 2048) * LANE), s)
+    unblock(pre, s)
   end
 end
 local due = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now * 4096 + 4095, 'WITHSCORES', 'LIMIT', 0, 500)
@@ -360,6 +359,23 @@ local function addRest(r, score, flow)
     rest[nr], restScores[nr], restFlows[nr] = r[i], score, flow
   end
 end
+-- takeFrom takes up to cap tasks from the head of lane s's list (LRANGE and
+-- LTRIM: LPOP takes a count only since Redis 6.2): the ids, and whether the
+-- list still holds tasks (if not, the lane leaves every index).
+local function takeFrom(s, cap)
+  local list = KEYS[2] .. ':' .. s
+  local r = redis.call('LRANGE', list, 0, cap - 1)
+  if #r == cap then
+    redis.call('LTRIM', list, #r, -1)
+    if redis.call('EXISTS', list) == 1 then
+      return r, true
+    end
+  else
+    redis.call('DEL', list)
+  end
+  laneEmptied(pre, s)
+  return r, false
+end
 -- Version 3's producers list their slots in legacyKey: those lists are taken
 -- in slot order with the lanes (no flow, no limits). takeLegacy takes from the
 -- ones at or below maxSlot.
@@ -375,17 +391,7 @@ local function takeLegacy(maxSlot)
     if slot > maxSlot then
       return
     end
-    local list = KEYS[2] .. ':' .. head[1]
-    local r = redis.call('LRANGE', list, 0, want - 1)
-    if #r < want then
-      redis.call('DEL', list)
-      laneEmptied(pre, head[1])
-    else
-      redis.call('LTRIM', list, #r, -1)
-      if redis.call('EXISTS', list) == 0 then
-        laneEmptied(pre, head[1])
-      end
-    end
+    local r = takeFrom(head[1], want)
     addRest(r, string.format('%d', slot * P), nil)
     want = want - #r
   end
@@ -425,20 +431,11 @@ while want > 0 do
     end
     if cap > 0 then
       looked = looked + 1
-      local list = KEYS[2] .. ':' .. s
-      local r = redis.call('LRANGE', list, 0, cap - 1)
+      local r, left = takeFrom(s, cap)
       local score = string.format('%d', slot * P)
-      if #r < cap then
-        redis.call('DEL', list)
-        laneEmptied(pre, s)
-      else
-        redis.call('LTRIM', list, #r, -1)
-        if redis.call('EXISTS', list) == 0 then
-          laneEmptied(pre, s)
-        else
-          pos = pos + 1
-          served[#served + 1] = {s, slot}
-        end
+      if left then
+        pos = pos + 1
+        served[#served + 1] = {s, slot}
       end
       if l and #r > 0 then
         account(flow, l, #r)

@@ -54,6 +54,17 @@ local function laneName(slot, flow)
   return s
 end
 
+-- leaseFlow answers the flow of a lease value FLAG:TOKEN:SCORE[:FLOW] (c: the
+-- position of the colon after TOKEN), or nil.
+local function leaseFlow(v, c)
+  local d = string.find(v, ':', c + 1, true)
+  local flow = d and string.sub(v, d + 1)
+  if flow == '' then
+    return nil
+  end
+  return flow
+end
+
 -- leaseParts parses a lease value FLAG:TOKEN:SCORE[:FLOW] (c: the position of
 -- the colon after TOKEN): the task's slot (a malformed score, a foreign
 -- worker's, means the default), its flow (nil: none), and whether it holds a
@@ -64,11 +75,7 @@ local function leaseParts(v, c)
   if not (slot >= 0 and slot <= 4095) then
     slot = 2048
   end
-  local flow = d and string.sub(v, d + 1) or nil
-  if flow == '' then
-    flow = nil
-  end
-  return slot, flow, string.byte(v, 1) == 83 -- 'S'
+  return slot, leaseFlow(v, c), string.byte(v, 1) == 83 -- 'S'
 end
 
 -- pend puts one task back in pending at priority slot, in its flow's lane (nil:
@@ -105,6 +112,16 @@ local function laneEmptied(pre, s)
   redis.call('ZREM', pre .. 'pending:slots', s)
 end
 
+-- unblock makes a blocked lane fetchable again, first among its slot's
+-- lanes: false if it was not blocked.
+local function unblock(pre, s)
+  if redis.call('ZREM', pre .. 'pending:blocked', s) == 0 then
+    return false
+  end
+  redis.call('ZADD', pre .. 'pending:lanes', string.format('%d', (laneOf(s) or 2048) * LANE), s)
+  return true
+end
+
 -- unwait makes the lanes of flow that wait for a concurrency slot fetchable
 -- again: true if there were any.
 local function unwait(pre, flow)
@@ -116,9 +133,7 @@ local function unwait(pre, flow)
   redis.call('DEL', w)
   local woke = false
   for _, s in ipairs(waiting) do
-    if redis.call('ZREM', pre .. 'pending:blocked', s) == 1 then
-      local slot = laneOf(s)
-      redis.call('ZADD', pre .. 'pending:lanes', string.format('%d', (slot or 2048) * LANE), s)
+    if unblock(pre, s) then
       woke = true
     end
   end
@@ -298,13 +313,10 @@ local function recount(pre)
     local all = redis.call('HGETALL', pre .. 'lease:' .. sess)
     for i = 1, #all, 2 do
       local v = all[i + 1]
-      if all[i] ~= '' and string.byte(v, 1) == 83 then
-        local c = string.find(v, ':', 3, true)
-        local d = c and string.find(v, ':', c + 1, true)
-        if d then
-          local f = string.sub(v, d + 1)
-          counts[f] = (counts[f] or 0) + 1
-        end
+      local c = all[i] ~= '' and string.byte(v, 1) == 83 and string.find(v, ':', 3, true)
+      local f = c and leaseFlow(v, c)
+      if f then
+        counts[f] = (counts[f] or 0) + 1
       end
     end
   end

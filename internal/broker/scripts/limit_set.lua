@@ -25,13 +25,11 @@ else
   redis.call('HSET', KEYS[1], typ, v)
 end
 for _, s in ipairs(redis.call('ZRANGE', pre .. 'pending:blocked', 0, -1)) do
-  local b = string.find(s, '|', 1, true)
-  local flow = b and string.sub(s, b + 1) or ''
+  local _, flow = laneOf(s)
+  flow = flow or ''
   local c = string.find(flow, '|', 1, true)
   if (c and string.sub(flow, 1, c - 1) or flow) == typ then
-    local slot = tonumber(string.sub(s, 1, b - 1)) or 2048
-    redis.call('ZREM', pre .. 'pending:blocked', s)
-    redis.call('ZADD', pre .. 'pending:lanes', string.format('%d', slot * 1099511627776), s)
+    unblock(pre, s)
     redis.call('DEL', pre .. 'lim:cwait:' .. flow)
   end
 end

@@ -179,9 +179,8 @@ end
 -- (one HINCRBY per flow, not per task).
 local frees, nfree = {}, 0
 local function freeLater(v, tok)
-  local d = string.find(v, ':', 4 + #tok, true) -- after SCORE: the flow
-  local flow = d and string.sub(v, d + 1)
-  if flow and flow ~= '' then
+  local flow = leaseFlow(v, 3 + #tok)
+  if flow then
     if not frees[flow] then
       frees[flow] = 0
       nfree = nfree + 1
