@@ -2,6 +2,7 @@ package broker_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand"
 	"os"
@@ -138,22 +139,42 @@ func fuzzSeeds() int {
 	return 6
 }
 
+// fuzzCase shapes a fuzzer run.
+type fuzzCase struct {
+	steps      int  // random operations
+	enqueueMax int  // tasks per enqueue call, at most
+	manyKeys   bool // half the tasks get one of 300 limit keys per type
+	fetchMax   int  // tasks per fetch, at most
+	drainMax   int  // fetches to drain the queue, at most
+	checkEvery int  // while draining, check the invariants every this many fetches
+}
+
 // TestFuzz runs random mixes of version-4 and version-3 enqueues and
 // fetches, settles, reclaims, heartbeats, cancels, deletes, requeues, purges
 // and limit changes on one queue, and checks after every step that each task
 // is in exactly one place with its own slot and flow, every non-empty list is
 // indexed, and lim:run equals the S leases; at the end every task drains.
 func TestFuzz(t *testing.T) {
-	seeds := fuzzSeeds()
-	for seed := range seeds {
+	runFuzz(t, fuzzCase{steps: 600, enqueueMax: 4, fetchMax: 6, drainMax: 200, checkEvery: 1})
+}
+
+// TestFuzzMany is TestFuzz with up to 300 limit keys per type and fetches
+// of up to 300, so that fetch's caps on lanes looked at and passed over, its
+// position and the lanes' turns are exercised.
+func TestFuzzMany(t *testing.T) {
+	runFuzz(t, fuzzCase{steps: 300, enqueueMax: 60, manyKeys: true, fetchMax: 300, drainMax: 3000, checkEvery: 50})
+}
+
+func runFuzz(t *testing.T, c fuzzCase) {
+	for seed := range fuzzSeeds() {
 		t.Run(fmt.Sprint(seed), func(t *testing.T) {
 			t.Parallel()
-			fuzzOne(t, int64(seed))
+			fuzzOne(t, int64(seed), c)
 		})
 	}
 }
 
-func fuzzOne(t *testing.T, seed int64) {
+func fuzzOne(t *testing.T, seed int64, c fuzzCase) {
 	b, q, rdb := setup(t)
 	ctx := context.Background()
 	r := rand.New(rand.NewSource(seed))
@@ -177,7 +198,7 @@ func fuzzOne(t *testing.T, seed int64) {
 	var leases []held
 	base := map[string]uint64{}
 	n := 0
-	for step := range 600 {
+	for step := range c.steps {
 		op := ""
 		switch k := r.Intn(19); {
 		case k >= 17:
@@ -206,12 +227,16 @@ func fuzzOne(t *testing.T, seed int64) {
 
 		case k == 12:
 			id := fmt.Sprintf("t%d", 1+r.Intn(n+1))
+			var err error
 			if r.Intn(2) == 0 {
-				b.Cancel(ctx, q, id)
+				_, err = b.Cancel(ctx, q, id)
 				op = "cancel " + id
 			} else {
-				b.Delete(ctx, q, id)
+				err = b.Delete(ctx, q, id)
 				op = "delete " + id
+			}
+			if err != nil && !errors.Is(err, broker.ErrNotFound) && !errors.Is(err, broker.ErrFinished) && !errors.Is(err, broker.ErrActive) {
+				t.Fatalf("%s: %v", op, err)
 			}
 		case k == 13:
 			for _, id := range rdb.ZRange(ctx, q.Dead, 0, 2).Val() {
@@ -248,10 +273,13 @@ func fuzzOne(t *testing.T, seed int64) {
 
 		case k < 3:
 			var ms []broker.Message
-			for range 1 + r.Intn(4) {
+			for range 1 + r.Intn(c.enqueueMax) {
 				n++
 				m := msg(fmt.Sprintf("t%d", n), slots[r.Intn(len(slots))])
 				m.Flow = flows[r.Intn(len(flows))]
+				if c.manyKeys && r.Intn(2) == 0 {
+					m.Flow = fmt.Sprintf("%s|k%d", []string{"a", "b", "c", "d"}[r.Intn(4)], r.Intn(300))
+				}
 				if r.Intn(6) == 0 {
 					m.Delay = time.Duration(r.Intn(30)) * time.Millisecond
 				}
@@ -281,7 +309,7 @@ func fuzzOne(t *testing.T, seed int64) {
 			op = "v2 enqueue"
 		case k < 8:
 			s := sessions[r.Intn(len(sessions))]
-			nn := 1 + r.Intn(6)
+			nn := 1 + r.Intn(c.fetchMax)
 			req := broker.FetchRequest{Queue: q, N: nn, TokenBase: base[s], StartNow: r.Intn(nn + 1), Recovering: r.Intn(2) == 0}
 			base[s] += uint64(nn)
 			got := fetch(t, b, s, time.Minute, req)
@@ -340,20 +368,38 @@ func fuzzOne(t *testing.T, seed int64) {
 		settle(t, b, broker.Settlement{Queue: q, Session: h.sess, Token: h.tok, ID: h.id, Outcome: broker.Ack})
 	}
 	time.Sleep(50 * time.Millisecond)
-	for i := range 200 {
+	for i := range c.drainMax {
 		got := fetch(t, b, "A", time.Minute, broker.FetchRequest{Queue: q, N: 50, TokenBase: base["A"], StartNow: 50, Recovering: true})
 		base["A"] += 50
 		for _, tk := range got.Tasks {
 			settle(t, b, broker.Settlement{Queue: q, Session: "A", Token: tk.Token, ID: tk.ID, Outcome: broker.Ack})
 		}
-		fzCheck(t, rdb, q, model, 1000+i, "drain")
+		if i%c.checkEvery == 0 {
+			fzCheck(t, rdb, q, model, 1000+i, "drain")
+		}
 		if len(got.Tasks) == 0 && rdb.Exists(ctx, q.Scheduled, q.Recovering).Val() == 0 {
 			break
 		}
-		time.Sleep(5 * time.Millisecond)
+		if len(got.Tasks) == 0 { // until the earliest scheduled task or blocked lane is due
+			time.Sleep(min(max(got.NextDue, time.Millisecond), 50*time.Millisecond))
+		}
 	}
 	dead := rdb.ZCard(ctx, q.Dead).Val()
 	if left := rdb.HLen(ctx, q.Records).Val(); left != dead {
+		for id := range rdb.HGetAll(ctx, q.Records).Val() {
+			for _, k := range rdb.Keys(ctx, q.Prefix+"lease:*").Val() {
+				if v := rdb.HGet(ctx, k, id).Val(); v != "" {
+					t.Logf("%s in %s: %s", id, k, v)
+				}
+			}
+			for _, z := range []string{q.Pending, q.Scheduled, q.Recovering, q.Dead} {
+				if rdb.ZScore(ctx, z, id).Err() == nil {
+					t.Logf("%s in %s", id, z)
+				}
+			}
+			t.Logf("%s: keys %v", id, rdb.Keys(ctx, q.Prefix+"pending*").Val())
+			break
+		}
 		t.Fatalf("after draining, %d records left (%d dead): lanes %v blocked %v slots %v", left, dead,
 			rdb.ZRange(ctx, q.PendingLanes, 0, -1).Val(), rdb.ZRangeWithScores(ctx, q.PendingBlocked, 0, -1).Val(), rdb.ZRange(ctx, q.PendingSlots, 0, -1).Val())
 	}
