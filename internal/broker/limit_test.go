@@ -362,3 +362,28 @@ func TestRecoveredTaskKeepsItsLimit(t *testing.T) {
 		t.Fatalf("%d flows left", n)
 	}
 }
+
+// A settlement sent again (its reply lost) frees a concurrency slot once:
+// the second finds no lease and changes nothing, so another running task of
+// the flow keeps its slot counted.
+func TestSlotFreedOnceWhenSettleIsSentTwice(t *testing.T) {
+	t.Parallel()
+	b, q, _ := setup(t)
+	setLimit(t, b, q, "a", broker.Limit{Concurrency: 2})
+	enqueue(t, b, q, flowMsg("a1", "a"), flowMsg("a2", "a"))
+	register(t, b, q, "A", time.Minute)
+	got := fetch(t, b, "A", time.Minute, broker.FetchRequest{Queue: q, N: 2, StartNow: 2})
+	if len(got.Tasks) != 2 {
+		t.Fatalf("fetched %v", ids(got.Tasks))
+	}
+	ack := broker.Settlement{Queue: q, Session: "A", Token: got.Tasks[0].Token, ID: got.Tasks[0].ID, Outcome: broker.Ack}
+	if held := settle(t, b, ack); !held[0] {
+		t.Fatal("the first ack was refused")
+	}
+	if held := settle(t, b, ack); held[0] {
+		t.Fatal("the second ack applied")
+	}
+	if r := running(t, b, q); r["a"] != 1 {
+		t.Fatalf("running %v after one task ended twice over; want a: 1", r)
+	}
+}
