@@ -62,8 +62,9 @@ type Fetched struct {
 	Err     error
 }
 
-// fetchFields is how many values fetch.lua answers per task.
-const fetchFields = 6
+// fetchHeader is how many values fetch.lua answers before its tasks: status,
+// next due, flags, tasks, started.
+const fetchHeader = 5
 
 // Fetch leases tasks from several queues in one round trip. With
 // SetReplication, an error matching ErrNotReplicated comes with the answer:
@@ -88,7 +89,7 @@ func (b *Broker) Fetch(ctx context.Context, session string, ttl time.Duration, r
 	out := make([]Fetched, len(reqs))
 	for i, c := range cmds {
 		vals, err := c.Slice()
-		if err != nil || len(vals) < 3 || (len(vals)-3)%fetchFields != 0 {
+		if err != nil || len(vals) < 3 {
 			return nil, fmt.Errorf("fetch from %q: unexpected reply %v (%v)", reqs[i].Queue.Name, vals, err)
 		}
 		f := &out[i]
@@ -103,30 +104,56 @@ func (b *Broker) Fetch(ctx context.Context, session string, ttl time.Duration, r
 			f.PauseID, _ = vals[1].(int64)
 			continue
 		}
+		if f.Tasks, err = leasedTasks(vals, reqs[i].TokenBase); err != nil {
+			return nil, fmt.Errorf("fetch from %q: %w", reqs[i].Queue.Name, err)
+		}
 		f.NextDue = relative(vals[1])
 		waiting, _ := vals[2].(int64)
 		f.Recovering = waiting&1 != 0
 		f.WaitRunner = waiting&2 != 0
 		f.More = waiting&4 != 0
-		n := (len(vals) - 3) / fetchFields
-		f.Tasks = make([]Leased, n)
-		for j := range n {
-			v := vals[3+fetchFields*j:]
-			tok, _ := v[0].(int64)
-			id, _ := v[1].(string)
-			body, _ := v[2].(string)
-			rec, _ := v[3].(int64)
-			started, _ := v[4].(int64)
-			f.Tasks[j] = Leased{Token: uint64(tok), ID: id, Recovered: int(rec), Started: started == 1, ExpiresIn: relative(v[5])}
-			if body != "" {
-				f.Tasks[j].Body = readOnlyBytes(body)
-			}
-		}
 	}
 	if xerr != nil {
 		return out, fmt.Errorf("fetch: %w", xerr) // the leases hold on the master
 	}
 	return out, nil
+}
+
+// leasedTasks reads the tasks of a fetch.lua answer (status 0 or 1): the
+// header, two values per task, then four per task that is not plain (its
+// place, token, recovered count, ms until its expiry); a plain task's token is
+// base plus its place (from 1), it was never recovered and has no expiry.
+func leasedTasks(vals []any, base uint64) ([]Leased, error) {
+	if len(vals) < fetchHeader {
+		return nil, fmt.Errorf("unexpected reply %v", vals)
+	}
+	n, _ := vals[3].(int64)
+	started, _ := vals[4].(int64)
+	rest := len(vals) - fetchHeader - 2*int(n)
+	if n < 0 || rest < 0 || rest%4 != 0 {
+		return nil, fmt.Errorf("unexpected reply of %d values for %d tasks", len(vals), n)
+	}
+	tasks := make([]Leased, n)
+	for j := range tasks {
+		v := vals[fetchHeader+2*j:]
+		id, _ := v[0].(string)
+		body, _ := v[1].(string)
+		tasks[j] = Leased{Token: base + uint64(j) + 1, ID: id, Started: int64(j) < started, ExpiresIn: -1}
+		if body != "" {
+			tasks[j].Body = readOnlyBytes(body)
+		}
+	}
+	for x := vals[fetchHeader+2*int(n):]; len(x) >= 4; x = x[4:] {
+		k, _ := x[0].(int64)
+		if k < 1 || k > n {
+			return nil, fmt.Errorf("unexpected reply: task %d of %d", k, n)
+		}
+		t := &tasks[k-1]
+		tok, _ := x[1].(int64)
+		rec, _ := x[2].(int64)
+		t.Token, t.Recovered, t.ExpiresIn = uint64(tok), int(rec), relative(x[3])
+	}
+	return tasks, nil
 }
 
 func relative(v any) time.Duration {

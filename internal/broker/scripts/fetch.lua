@@ -28,10 +28,13 @@
 -- looked at again (-1 if none), flags: 1 if recovering still holds tasks after
 -- this fetch, + 2 if lanes of limited flows were passed over for want of a task
 -- to start at once (ARGV[8]), + 4 if the fetch stopped looking at lanes before
--- it had n tasks (more may be fetchable), then six per task: token,
--- id, message, recovered count, 1 if marked started, ms until its expiry (its meta's
--- EXPIREAT less the server's now; -1 if none)}: the worker checks the expiry again
--- when the task starts, by its own clock. Status 0: a
+-- it had n tasks (more may be fetchable), the number of tasks leased, how many
+-- of them (the first ones) are marked started, then two per task: id, message;
+-- then four per task that is not plain: its place in the answer (1 for the
+-- first), token, recovered count, ms until its expiry (its meta's EXPIREAT
+-- less the server's now; -1 if none)}. A plain task's token is the token base
+-- plus its place, it was never recovered, and it has no expiry. The worker
+-- checks the expiry again when the task starts, by its own clock. Status 0: a
 -- fresh fetch; 1: this fetch (same session and token base) had already run, and the
 -- reply repeats what it leased (nothing else changes); -1: the session is unknown (its
 -- leases were reclaimed) and nothing was fetched; 2: the queue is paused (pause.lua),
@@ -46,7 +49,7 @@ if not redis.call('ZSCORE', KEYS[6], session) then
 end
 redis.call('ZADD', KEYS[6], now + epoch + tonumber(ARGV[4]), session)
 local n, base = tonumber(ARGV[1]), tonumber(ARGV[2])
-local out = {0, -1, 0}
+local out = {0, -1, 0, 0, 0}
 
 local blockedKey = KEYS[2] .. ':blocked'
 local limited -- whether the queue has limits (PRE..limits exists): read once
@@ -78,19 +81,34 @@ end
 local hasRecovered = redis.call('EXISTS', KEYS[5]) == 1
 local pre = ARGV[9]
 local nowMs = now + epoch
-local no = 3 -- entries in out
+local no = 5 -- entries in out
+local nx, extra = 0, {} -- what tasks that are not plain add at the end
 
--- reply adds one leased task to the answer: its token, id, message, recovered
--- count, whether it started, and ms until its expiry (-1: none).
-local function reply(tok, id, body, started, meta)
-  out[no + 1] = tok
-  out[no + 2] = id
-  out[no + 3] = body or ''
-  out[no + 4] = hasRecovered and tonumber(redis.call('HGET', KEYS[5], id) or '0') or 0
-  out[no + 5] = started and 1 or 0
+-- reply adds the k-th leased task to the answer: its id and message, and, if
+-- it is not plain (its token is not base+k, it was recovered, or it has an
+-- expiry: meta), those.
+local function reply(k, tok, id, body, meta)
+  out[no + 1] = id
+  out[no + 2] = body or ''
+  no = no + 2
+  local rec = hasRecovered and tonumber(redis.call('HGET', KEYS[5], id) or '0') or 0
   local at = meta and parseMeta(meta) or 0
-  out[no + 6] = at > 0 and math.max(at - nowMs, 0) or -1
-  no = no + 6
+  if tok ~= base + k or rec > 0 or at > 0 then
+    extra[nx + 1] = k
+    extra[nx + 2] = tok
+    extra[nx + 3] = rec
+    extra[nx + 4] = at > 0 and math.max(at - nowMs, 0) or -1
+    nx = nx + 4
+  end
+end
+
+-- finishReply sets the answer's count of tasks (k) and of started ones, and
+-- adds what the tasks that are not plain need.
+local function finishReply(k, started)
+  out[4], out[5] = k, started
+  for i = 1, nx do
+    out[no + i] = extra[i]
+  end
 end
 
 -- The lease hash maps each leased id to FLAG:TOKEN:SCORE, and its field ""
@@ -113,9 +131,16 @@ if redis.call('HGET', KEYS[7], '') == MARK then
     end
   end
   table.sort(mine, function(a, b) return a[1] < b[1] end)
-  for _, m in ipairs(mine) do
-    reply(m[1], m[2], redis.call('HGET', KEYS[1], m[2]), m[3], redis.call('HGET', pre .. 'meta', m[2]))
+  -- Started ones come first (the fetch leased them first): the answer counts
+  -- them.
+  local started = 0
+  for k, m in ipairs(mine) do
+    reply(k, m[1], m[2], redis.call('HGET', KEYS[1], m[2]), redis.call('HGET', pre .. 'meta', m[2]))
+    if m[3] and started == k - 1 then
+      started = k
+    end
   end
+  finishReply(#mine, started)
   nextDue()
   if limited then
     out[3] = out[3] + 2 -- what it passed over is not known: a runner may look
@@ -533,23 +558,25 @@ local wake = false
 -- (ids, scores) and the token made with %d: a Lua number passed to Redis, or
 -- joined to a string, is formatted as a float (%.17g, %.14g), which costs more
 -- than the rest of a task's lease.
+local sformat = string.format
 for from = 1, nt, 1000 do
   local to = math.min(from + 999, nt)
   local bodies = redis.call('HMGET', KEYS[1], unpack(ids, from, to))
-  local metas = hasMeta and redis.call('HMGET', pre .. 'meta', unpack(ids, from, to)) or {}
-  local cancels = hasCancels and redis.call('HMGET', pre .. 'cancels', unpack(ids, from, to)) or {}
+  local metas = hasMeta and redis.call('HMGET', pre .. 'meta', unpack(ids, from, to))
+  local cancels = hasCancels and redis.call('HMGET', pre .. 'cancels', unpack(ids, from, to))
   local lease, nl = {}, 0
   for k = 1, to - from + 1 do
     local j = from + k - 1
-    local id = ids[j]
+    local id, body = ids[j], bodies[k]
+    local meta = metas and metas[k]
     -- An index entry without a record (deleted meanwhile) is dropped, with
     -- any counts it left, and the answer comes back short: wake the idle
     -- workers below if pending still has tasks.
     local gone = false
-    if not bodies[k] then
+    if not body then
       gone = true
       redis.call('HDEL', KEYS[5], id)
-    elseif (metas[k] or cancels[k]) and ended(id, metas[k], cancels[k]) then
+    elseif (meta or (cancels and cancels[k])) and ended(id, meta, cancels and cancels[k]) then
       gone = true
     end
     if gone then
@@ -559,33 +586,37 @@ for from = 1, nt, 1000 do
       end
     else
       leased = leased + 1
-      local started = leased <= startN
-      local tok = base + leased
-      local flag = started and 's:' or 'p:'
+      local flag = leased <= startN and 's:' or 'p:'
       if anyCounted and counted[j] then
         flag = 'S:'
       end
       lease[nl + 1] = id
       if tail then
-        lease[nl + 2] = flag .. string.format('%d', tok) .. tail
+        lease[nl + 2] = flag .. sformat('%d', base + leased) .. tail
       else
         local fl = flows[j]
         if fl then
-          lease[nl + 2] = flag .. string.format('%d', tok) .. ':' .. scores[j] .. ':' .. fl
+          lease[nl + 2] = flag .. sformat('%d', base + leased) .. ':' .. scores[j] .. ':' .. fl
         else
-          lease[nl + 2] = flag .. string.format('%d', tok) .. ':' .. scores[j]
+          lease[nl + 2] = flag .. sformat('%d', base + leased) .. ':' .. scores[j]
         end
       end
       nl = nl + 2
-      -- The reply's six (reply() above, inline: this is the hot loop).
-      out[no + 1] = tok
-      out[no + 2] = id
-      out[no + 3] = bodies[k]
-      out[no + 4] = hasRecovered and tonumber(redis.call('HGET', KEYS[5], id) or '0') or 0
-      out[no + 5] = started and 1 or 0
-      local at = metas[k] and parseMeta(metas[k]) or 0
-      out[no + 6] = at > 0 and math.max(at - nowMs, 0) or -1
-      no = no + 6
+      -- reply() above, inline: this is the hot loop.
+      out[no + 1] = id
+      out[no + 2] = body
+      no = no + 2
+      if hasRecovered or meta then
+        local rec = hasRecovered and tonumber(redis.call('HGET', KEYS[5], id) or '0') or 0
+        local at = meta and parseMeta(meta) or 0
+        if rec > 0 or at > 0 then
+          extra[nx + 1] = leased
+          extra[nx + 2] = base + leased
+          extra[nx + 3] = rec
+          extra[nx + 4] = at > 0 and math.max(at - nowMs, 0) or -1
+          nx = nx + 4
+        end
+      end
     end
   end
   if leased > 0 and to == nt then
@@ -599,6 +630,7 @@ for from = 1, nt, 1000 do
     redis.call('HSET', KEYS[7], unpack(lease, 1, nl))
   end
 end
+finishReply(leased, math.min(leased, startN))
 -- Promoted tasks this fetch did not take are news to the other idle workers.
 if wake or ((promoted > 0 or dropped > 0) and redis.call('EXISTS', lanesKey, legacyKey, KEYS[2]) > 0) then
   redis.call('PUBLISH', ARGV[5], 'p')

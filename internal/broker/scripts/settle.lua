@@ -41,17 +41,21 @@
 local P = 2199023255552
 local EXTRA = {a = 0, s = 0, q = 0, A = 1, c = 0, C = 1, x = 0, X = 1, k = 1, r = 2}
 local session, pre = ARGV[1], ARGV[6]
--- Check every outcome before the first write; collect tokens and ids.
-local kinds, toks, ids, at = {}, {}, {}, {}
+-- Check every outcome before the first write; collect ids and where each
+-- outcome starts in ARGV.
+local ids, at = {}, {}
 local n = 0
 local i = 7
-while i <= #ARGV do
+local nargv = #ARGV
+while i <= nargv do
   local kind = ARGV[i]
   local extra = EXTRA[kind]
-  if not extra or i + 2 + extra > #ARGV then
+  if not extra or i + 2 + extra > nargv then
     return redis.error_reply('ERR rediq: bad outcome ' .. tostring(kind) .. ' at argument ' .. i)
   end
-  if kind == 'r' then
+  if extra == 0 then
+    -- a, s, q, c, x: nothing more to check
+  elseif kind == 'r' then
     local delay = tonumber(ARGV[i + 3])
     if not delay or delay < 0 or delay % 1 ~= 0 or delay > 31622400000 then
       return redis.error_reply('ERR rediq: bad outcome r / delay ' .. ARGV[i + 3])
@@ -69,13 +73,13 @@ while i <= #ARGV do
     return redis.error_reply('ERR rediq: bad outcome ' .. kind .. ' / empty task id')
   end
   n = n + 1
-  kinds[n], toks[n], ids[n], at[n] = kind, ARGV[i + 1], ARGV[i + 2], i
+  ids[n], at[n] = ARGV[i + 2], i
   i = i + 3 + extra
 end
 local t = redis.call('TIME')
 local nowMs = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local now = nowMs - tonumber(ARGV[2])
-local status = {}
+local status = {} -- the outcomes not held, by their place (the others are "1")
 local killed, wake = false, false
 local firstSched
 local hasRecovered = redis.call('EXISTS', KEYS[6]) == 1
@@ -86,6 +90,9 @@ local hasCancels = redis.call('EXISTS', pre .. 'cancels') == 1
 local hasRun = redis.call('EXISTS', pre .. 'lim:run') == 1
 -- hmget reads fields of a hash, a thousand per HMGET (what unpack takes).
 local function hmget(key, fields)
+  if #fields <= 1000 then
+    return redis.call('HMGET', key, unpack(fields))
+  end
   local out = {}
   for from = 1, #fields, 1000 do
     local vals = redis.call('HMGET', key, unpack(fields, from, math.min(from + 999, #fields)))
@@ -104,7 +111,7 @@ local leased = hmget(KEYS[1], ids)
 local metas = hasMeta and hmget(pre .. 'meta', ids) or {}
 local cancels = hasCancels and hmget(pre .. 'cancels', ids) or {}
 local acks, na = {}, 0
-local marks = {} -- id -> the lease value marked started
+local marks, nmarks = {}, 0 -- id -> the lease value marked started
 local function flushAcks()
   if na > 0 then
     redis.call('HDEL', KEYS[2], unpack(acks))
@@ -189,31 +196,33 @@ local function freeLater(v, tok)
   end
 end
 local released = {} -- ids an earlier outcome of this call released
+local sfind, sbyte = string.find, string.byte
 for j = 1, n do
-  local kind, tok, id, i = kinds[j], toks[j], ids[j], at[j]
+  local id, i = ids[j], at[j]
+  local kind, tok = ARGV[i], ARGV[i + 1]
   local v = leased[j]
   -- Held: the lease value is FLAG:TOKEN:SCORE with this token.
-  if not v or released[id] or string.find(v, tok, 3, true) ~= 3 or string.byte(v, 3 + #tok) ~= 58 then
+  if not v or released[id] or sfind(v, tok, 3, true) ~= 3 or sbyte(v, 3 + #tok) ~= 58 then
     status[j] = '0'
   elseif kind == 'a' and not metas[j] then
-    if hasRun and string.byte(v, 1) == 83 then -- 'S': it holds a concurrency slot
+    if hasRun and sbyte(v, 1) == 83 then -- 'S': it holds a concurrency slot
       freeLater(v, tok)
     end
     released[id] = true
-    marks[id] = nil
-    status[j] = '1'
+    if nmarks > 0 then
+      marks[id] = nil
+    end
     na = na + 1
     acks[na] = id
     if na >= 1000 then
       flushAcks()
     end
   elseif kind == 's' then
-    status[j] = '1'
     if string.byte(v, 1) ~= 83 then -- 'S' is started already
       marks[id] = 's' .. string.sub(v, 2)
+      nmarks = nmarks + 1
     end
   else
-    status[j] = '1'
     released[id] = true
     marks[id] = nil
     local lower = string.lower(kind)
@@ -334,5 +343,11 @@ if killed then
 end
 if wake then
   redis.call('PUBLISH', ARGV[3], 's')
+end
+if next(status) == nil then
+  return string.rep('1', n)
+end
+for j = 1, n do
+  status[j] = status[j] or '1'
 end
 return table.concat(status)
