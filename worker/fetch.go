@@ -123,7 +123,7 @@ func (w *Worker) accept(ctx context.Context, reqs []broker.FetchRequest, qs []*q
 		}
 		q.heldMu.Lock()
 		for _, t := range r.Tasks {
-			q.held[t.Token] = struct{}{}
+			q.held[leaseKey{t.ID, t.Token}] = struct{}{}
 		}
 		q.heldMu.Unlock()
 		for _, t := range r.Tasks {
@@ -146,9 +146,10 @@ func (w *Worker) accept(ctx context.Context, reqs []broker.FetchRequest, qs []*q
 
 // reconcileAll compares, on the queues where a heartbeat saw more leases in
 // Redis than the worker knows of, the leases Redis says this session holds with
-// the tokens the worker knows, and gives back the ones it does not know (a
-// fetch reply lost for good). It runs between fetches, so that no fetch is in
-// flight: a token the worker does not know then is one it will never learn.
+// the leases (id and token) the worker knows, and gives back the ones it does
+// not know (a fetch reply lost for good). It runs between fetches, so that no
+// fetch is in flight: a lease the worker does not know then is one it will
+// never learn.
 func (w *Worker) reconcileAll(ctx context.Context) {
 	for _, q := range w.queues {
 		if q.reconcile.CompareAndSwap(true, false) {
@@ -169,8 +170,8 @@ func (w *Worker) reconcile(ctx context.Context, q *queue) error {
 	}
 	var give []broker.Settlement
 	q.heldMu.Lock()
-	for tok, id := range leases {
-		if _, ok := q.held[tok]; !ok && tok <= w.prefetch.tokens.Load() {
+	for id, tok := range leases {
+		if _, ok := q.held[leaseKey{id, tok}]; !ok && tok <= w.prefetch.tokens.Load() {
 			give = append(give, broker.Settlement{Queue: q.Queue, Session: w.session, Token: tok, ID: id, Outcome: broker.Requeue})
 		}
 	}

@@ -120,11 +120,11 @@ func (w *Worker) free(j *job) {
 	})
 }
 
-// forget drops j's token from those the session holds in Redis (for
+// forget drops j's lease from those the session holds in Redis (for
 // reconciliation): its outcome reached Redis, or its lease was lost.
 func (w *Worker) forget(j *job) {
 	j.q.heldMu.Lock()
-	delete(j.q.held, j.token)
+	delete(j.q.held, leaseKey{j.id, j.token})
 	j.q.heldMu.Unlock()
 }
 

@@ -184,6 +184,13 @@ type cancelRegistry struct {
 	n   atomic.Int32 // len(ids)
 }
 
+// leaseKey is one lease: a task id and the token its lease names (its
+// fetch's; every task of a fetch shares it).
+type leaseKey struct {
+	id    string
+	token uint64
+}
+
 type queue struct {
 	*broker.Queue
 	weight    int
@@ -198,7 +205,7 @@ type queue struct {
 	reconcile  atomic.Bool // the heartbeat saw a lease count the worker does not hold
 
 	heldMu sync.Mutex
-	held   map[uint64]struct{} // lease tokens fetched and not yet settled in Redis
+	held   map[leaseKey]struct{} // leases fetched and not yet settled in Redis
 
 	// The start gate (pause.go): paused, pauseID and the window are guarded by
 	// startMu; starting counts runners past the gate whose handlers are not
@@ -377,7 +384,7 @@ func New(app *rediq.App, cfg Config) (*Worker, error) {
 			}
 			weight = wt
 		}
-		q := &queue{Queue: b.Queue(n), weight: weight, held: map[uint64]struct{}{}}
+		q := &queue{Queue: b.Queue(n), weight: weight, held: map[leaseKey]struct{}{}}
 		q.recovered.Store(true) // unknown until its first fetch: offer it the turn
 		w.queues = append(w.queues, q)
 		w.byName[q.Name] = q

@@ -146,6 +146,34 @@ func TestLateSettleAfterReclaimChangesNothing(t *testing.T) {
 	}
 }
 
+// The leases of one fetch share its token (base+1); a lease is the pair of
+// task id and token, so a settlement of an earlier lease of the same task, in
+// the same session, applies no more once the task was given back and leased
+// again by a later fetch.
+func TestLeaseIsTheTaskAndItsFetchsToken(t *testing.T) {
+	t.Parallel()
+	b, q, _ := setup(t)
+	enqueue(t, b, q, msg("a", 2048), msg("b", 2048))
+	register(t, b, q, "S", time.Minute)
+	first := fetch(t, b, "S", time.Minute, broker.FetchRequest{Queue: q, N: 2, TokenBase: 0, StartNow: 2})
+	if len(first.Tasks) != 2 || first.Tasks[0].Token != 1 || first.Tasks[1].Token != 1 {
+		t.Fatalf("first fetch %+v, want a and b with token 1", first.Tasks)
+	}
+	settle(t, b, broker.Settlement{Queue: q, Session: "S", Token: 1, ID: "a", Outcome: broker.Requeue})
+	again := fetch(t, b, "S", time.Minute, broker.FetchRequest{Queue: q, N: 1, TokenBase: 2, StartNow: 1})
+	if len(again.Tasks) != 1 || again.Tasks[0].ID != "a" || again.Tasks[0].Token != 3 {
+		t.Fatalf("second fetch %+v, want a with token 3", again.Tasks)
+	}
+	held := settle(t, b,
+		broker.Settlement{Queue: q, Session: "S", Token: 1, ID: "a", Outcome: broker.Ack}, // the first lease of a
+		broker.Settlement{Queue: q, Session: "S", Token: 1, ID: "b", Outcome: broker.Ack},
+		broker.Settlement{Queue: q, Session: "S", Token: 3, ID: "a", Outcome: broker.Start},
+	)
+	if !slices.Equal(held, []bool{false, true, true}) {
+		t.Fatalf("held %v, want the stale settlement of a refused", held)
+	}
+}
+
 // A fetch whose reply is lost and which is sent again leases nothing
 // new: the second run answers what the first leased, so no task sits in a lease
 // under a token the worker never learned.
@@ -161,7 +189,7 @@ func TestFetchSentTwiceAnswersTheSame(t *testing.T) {
 	if !slices.Equal(ids(first.Tasks), []string{"a", "b"}) || !slices.Equal(ids(again.Tasks), ids(first.Tasks)) || !again.Repeat {
 		t.Fatalf("first %v, again %v (repeat %v)", ids(first.Tasks), ids(again.Tasks), again.Repeat)
 	}
-	if first.Tasks[0].Token != 11 || again.Tasks[1].Token != 12 || !again.Tasks[0].Started || again.Tasks[1].Started {
+	if first.Tasks[0].Token != 11 || again.Tasks[1].Token != 11 || !again.Tasks[0].Started || again.Tasks[1].Started {
 		t.Fatalf("tokens/started differ: %+v", again.Tasks)
 	}
 	if l, err := b.Leases(ctx, q, "S"); len(l) != 2 || err != nil {
@@ -263,8 +291,8 @@ func TestRetryKillRequeue(t *testing.T) {
 	}
 	held := settle(t, b,
 		broker.Settlement{Queue: q, Session: "S", Token: 1, ID: "r", Outcome: broker.Retry, Body: []byte("r2"), Delay: time.Hour},
-		broker.Settlement{Queue: q, Session: "S", Token: 2, ID: "k", Outcome: broker.Kill, Body: []byte("k-dead")},
-		broker.Settlement{Queue: q, Session: "S", Token: 3, ID: "q", Outcome: broker.Requeue},
+		broker.Settlement{Queue: q, Session: "S", Token: 1, ID: "k", Outcome: broker.Kill, Body: []byte("k-dead")},
+		broker.Settlement{Queue: q, Session: "S", Token: 1, ID: "q", Outcome: broker.Requeue},
 	)
 	if !slices.Equal(held, []bool{true, true, true}) {
 		t.Fatalf("held %v", held)
@@ -297,7 +325,7 @@ func TestReclaimCountsOnlyStartedTasks(t *testing.T) {
 	enqueue(t, b, q, msg("a", 2048), msg("b", 2048), msg("c", 2048), msg("d", 2048))
 	register(t, b, q, "A", 30*time.Millisecond)
 	fetch(t, b, "A", 30*time.Millisecond, broker.FetchRequest{Queue: q, N: 3, StartNow: 1}) // a started
-	if held := settle(t, b, broker.Settlement{Queue: q, Session: "A", Token: 2, ID: "b", Outcome: broker.Start}); !held[0] {
+	if held := settle(t, b, broker.Settlement{Queue: q, Session: "A", Token: 1, ID: "b", Outcome: broker.Start}); !held[0] {
 		t.Fatal("start mark refused")
 	}
 	var pre, started int
@@ -356,7 +384,7 @@ func TestDeadSetIsTrimmedWithItsRecords(t *testing.T) {
 	fetch(t, b, "S", time.Minute, broker.FetchRequest{Queue: q, N: 10})
 	var ss []broker.Settlement
 	for i := range 10 {
-		ss = append(ss, broker.Settlement{Queue: q, Session: "S", Token: uint64(i + 1), ID: fmt.Sprint(i), Outcome: broker.Kill, Body: []byte("dead")})
+		ss = append(ss, broker.Settlement{Queue: q, Session: "S", Token: 1, ID: fmt.Sprint(i), Outcome: broker.Kill, Body: []byte("dead")})
 	}
 	if _, err := b.Settle(ctx, broker.DeadRetention{MaxAge: time.Hour, MaxLen: 4}, ss); err != nil {
 		t.Fatal(err)
@@ -532,9 +560,9 @@ func TestSettleSentTwiceChangesNothing(t *testing.T) {
 	fetch(t, b, "S", time.Minute, broker.FetchRequest{Queue: q, N: 4, StartNow: 4})
 	ss := []broker.Settlement{
 		{Queue: q, Session: "S", Token: 1, ID: "a", Outcome: broker.Ack},
-		{Queue: q, Session: "S", Token: 2, ID: "r", Outcome: broker.Retry, Body: []byte("r2"), Delay: time.Hour},
-		{Queue: q, Session: "S", Token: 3, ID: "k", Outcome: broker.Kill, Body: []byte("k2")},
-		{Queue: q, Session: "S", Token: 4, ID: "q", Outcome: broker.Requeue},
+		{Queue: q, Session: "S", Token: 1, ID: "r", Outcome: broker.Retry, Body: []byte("r2"), Delay: time.Hour},
+		{Queue: q, Session: "S", Token: 1, ID: "k", Outcome: broker.Kill, Body: []byte("k2")},
+		{Queue: q, Session: "S", Token: 1, ID: "q", Outcome: broker.Requeue},
 	}
 	snapshot := func() string {
 		var out []string

@@ -21,13 +21,16 @@ var ErrLeaseLost = errors.New("lease lost")
 type FetchRequest struct {
 	Queue      *Queue
 	N          int
-	TokenBase  uint64 // the tasks get tokens TokenBase+1, TokenBase+2, …
+	TokenBase  uint64 // the request takes tokens TokenBase+1 … TokenBase+N; its leases name TokenBase+1
 	Recovering bool   // the session may take one task from recovering
 	StartNow   int    // how many of them are marked started at once
 }
 
 // Leased is one leased task.
 type Leased struct {
+	// Token is what its lease names, for its settlement: its fetch's
+	// TokenBase+1, shared by every task of that fetch (a lease is the pair
+	// of id and token).
 	Token     uint64
 	ID        string
 	Body      []byte // read-only: it shares memory with the reply's strings; nil if the record is gone
@@ -70,7 +73,50 @@ const fetchHeader = 5
 // SetReplication, an error matching ErrNotReplicated comes with the answer:
 // the leases were taken on the master, and a failover may undo them.
 func (b *Broker) Fetch(ctx context.Context, session string, ttl time.Duration, reqs []FetchRequest) ([]Fetched, error) {
+	out, _, err := b.SettleAndFetch(ctx, DeadRetention{}, nil, session, ttl, reqs)
+	return out, err
+}
+
+// SettleAndFetch applies settlements and then leases tasks, in one round trip
+// (Redis reads and answers them as one). Either part may be empty. An error
+// other than ErrNotReplicated means nothing is known of either part: send
+// both again (both are safe to repeat).
+//
+// A worker that sent its outcomes with its fetches (one round trip where it
+// now makes two) cost Redis no less at concurrency 50: the outcomes then
+// waited for the next fetch, runners waited for room to queue theirs, and
+// throughput fell by a quarter (measured). The worker sends them apart.
+func (b *Broker) SettleAndFetch(ctx context.Context, keep DeadRetention, ss []Settlement,
+	session string, ttl time.Duration, reqs []FetchRequest) (fetched []Fetched, held []bool, err error) {
+	what := "settle and fetch"
+	switch {
+	case len(reqs) == 0:
+		what = "settle"
+	case len(ss) == 0:
+		what = "fetch"
+	}
 	t := b.newTaskPipeline()
+	settled := b.addSettle(ctx, t, keep, ss)
+	cmds := b.addFetch(ctx, t, session, ttl, reqs)
+	xerr := t.exec(ctx)
+	if xerr != nil && !errors.Is(xerr, ErrNotReplicated) {
+		return nil, nil, fmt.Errorf("%s: %w", what, xerr)
+	}
+	if held, err = settled(); err != nil {
+		return nil, nil, err
+	}
+	if fetched, err = fetchAnswers(reqs, cmds); err != nil {
+		return nil, nil, err
+	}
+	if xerr != nil {
+		// Applied on the master: the leases and settlements hold there.
+		return fetched, held, fmt.Errorf("%s: %w", what, xerr)
+	}
+	return fetched, held, nil
+}
+
+// addFetch adds reqs' fetch.lua calls to t.
+func (b *Broker) addFetch(ctx context.Context, t *pipeline, session string, ttl time.Duration, reqs []FetchRequest) []*redis.Cmd {
 	cmds := make([]*redis.Cmd, len(reqs))
 	for i, r := range reqs {
 		q := r.Queue
@@ -82,10 +128,11 @@ func (b *Broker) Fetch(ctx context.Context, session string, ttl time.Duration, r
 			[]string{q.Records, q.Pending, q.Scheduled, q.Recovering, q.Recovered, q.Workers, q.Lease(session), q.Seq},
 			r.N, r.TokenBase, session, ttl.Milliseconds(), q.Channel, Epoch, rec, r.StartNow, q.Prefix)
 	}
-	xerr := t.exec(ctx)
-	if xerr != nil && !errors.Is(xerr, ErrNotReplicated) {
-		return nil, fmt.Errorf("fetch: %w", xerr)
-	}
+	return cmds
+}
+
+// fetchAnswers reads what the fetch.lua calls of reqs answered.
+func fetchAnswers(reqs []FetchRequest, cmds []*redis.Cmd) ([]Fetched, error) {
 	out := make([]Fetched, len(reqs))
 	for i, c := range cmds {
 		vals, err := c.Slice()
@@ -113,16 +160,13 @@ func (b *Broker) Fetch(ctx context.Context, session string, ttl time.Duration, r
 		f.WaitRunner = waiting&2 != 0
 		f.More = waiting&4 != 0
 	}
-	if xerr != nil {
-		return out, fmt.Errorf("fetch: %w", xerr) // the leases hold on the master
-	}
 	return out, nil
 }
 
 // leasedTasks reads the tasks of a fetch.lua answer (status 0 or 1): the
-// header, two values per task, then four per task that is not plain (its
-// place, token, recovered count, ms until its expiry); a plain task's token is
-// base plus its place (from 1), it was never recovered and has no expiry.
+// header, two values per task, then three per task that is not plain (its
+// place, recovered count, ms until its expiry); a plain task was never
+// recovered and has no expiry. Every lease of a fetch names token base+1.
 func leasedTasks(vals []any, base uint64) ([]Leased, error) {
 	if len(vals) < fetchHeader {
 		return nil, fmt.Errorf("unexpected reply %v", vals)
@@ -130,7 +174,7 @@ func leasedTasks(vals []any, base uint64) ([]Leased, error) {
 	n, _ := vals[3].(int64)
 	started, _ := vals[4].(int64)
 	rest := len(vals) - fetchHeader - 2*int(n)
-	if n < 0 || rest < 0 || rest%4 != 0 {
+	if n < 0 || rest < 0 || rest%3 != 0 {
 		return nil, fmt.Errorf("unexpected reply of %d values for %d tasks", len(vals), n)
 	}
 	tasks := make([]Leased, n)
@@ -138,20 +182,19 @@ func leasedTasks(vals []any, base uint64) ([]Leased, error) {
 		v := vals[fetchHeader+2*j:]
 		id, _ := v[0].(string)
 		body, _ := v[1].(string)
-		tasks[j] = Leased{Token: base + uint64(j) + 1, ID: id, Started: int64(j) < started, ExpiresIn: -1}
+		tasks[j] = Leased{Token: base + 1, ID: id, Started: int64(j) < started, ExpiresIn: -1}
 		if body != "" {
 			tasks[j].Body = readOnlyBytes(body)
 		}
 	}
-	for x := vals[fetchHeader+2*int(n):]; len(x) >= 4; x = x[4:] {
+	for x := vals[fetchHeader+2*int(n):]; len(x) >= 3; x = x[3:] {
 		k, _ := x[0].(int64)
 		if k < 1 || k > n {
 			return nil, fmt.Errorf("unexpected reply: task %d of %d", k, n)
 		}
 		t := &tasks[k-1]
-		tok, _ := x[1].(int64)
-		rec, _ := x[2].(int64)
-		t.Token, t.Recovered, t.ExpiresIn = uint64(tok), int(rec), relative(x[3])
+		rec, _ := x[1].(int64)
+		t.Recovered, t.ExpiresIn = int(rec), relative(x[2])
 	}
 	return tasks, nil
 }
@@ -240,17 +283,17 @@ func (b *Broker) Leave(ctx context.Context, q *Queue, session string) (stranded 
 	return n, nil
 }
 
-// Leases lists the leases the session holds on q, token -> task id (for
+// Leases lists the leases the session holds on q, task id -> token (for
 // reconciliation).
-func (b *Broker) Leases(ctx context.Context, q *Queue, session string) (map[uint64]string, error) {
+func (b *Broker) Leases(ctx context.Context, q *Queue, session string) (map[string]uint64, error) {
 	m, err := b.rdb.HGetAll(ctx, q.Lease(session)).Result()
 	if err != nil {
 		return nil, fmt.Errorf("leases on %q: %w", q.Name, err)
 	}
-	out := make(map[uint64]string, len(m))
+	out := make(map[string]uint64, len(m))
 	for id, v := range m {
 		if tok, _, ok := parseLease(v); ok && id != "" {
-			out[tok] = id
+			out[id] = tok
 		}
 	}
 	return out, nil
@@ -332,11 +375,19 @@ type DeadRetention struct {
 // ErrNotReplicated comes with held: the settlements were applied on the
 // master, and a failover may undo them.
 func (b *Broker) Settle(ctx context.Context, keep DeadRetention, ss []Settlement) (held []bool, err error) {
+	_, held, err = b.SettleAndFetch(ctx, keep, ss, "", 0, nil)
+	return held, err
+}
+
+// addSettle adds ss's settle.lua calls to t, one per queue and session; the
+// function it returns reads, once t ran, which of them applied.
+func (b *Broker) addSettle(ctx context.Context, t *pipeline, keep DeadRetention, ss []Settlement) func() ([]bool, error) {
 	type group struct {
 		q       *Queue
 		session string
 		args    []any
 		idx     []int
+		cmd     *redis.Cmd
 	}
 	var groups []*group
 	find := func(q *Queue, session string) *group {
@@ -356,32 +407,28 @@ func (b *Broker) Settle(ctx context.Context, keep DeadRetention, ss []Settlement
 		g.args = s.appendArgs(g.args)
 		g.idx = append(g.idx, i)
 	}
-	t := b.newTaskPipeline()
-	cmds := make([]*redis.Cmd, len(groups))
-	for i, g := range groups {
+	for _, g := range groups {
 		q := g.q
-		cmds[i] = t.script(ctx, settleScript,
+		g.cmd = t.script(ctx, settleScript,
 			[]string{q.Lease(g.session), q.Records, q.Pending, q.Scheduled, q.Dead, q.Recovered, q.Recovering, q.Orphaned},
 			g.args...)
 	}
-	xerr := t.exec(ctx)
-	if xerr != nil && !errors.Is(xerr, ErrNotReplicated) {
-		return nil, fmt.Errorf("settle: %w", xerr)
-	}
-	held = make([]bool, len(ss))
-	for i, g := range groups {
-		s, err := cmds[i].Text()
-		if err != nil || len(s) != len(g.idx) {
-			return nil, fmt.Errorf("settle on %q: unexpected reply %q (%v)", g.q.Name, s, err)
+	return func() ([]bool, error) {
+		if len(ss) == 0 {
+			return nil, nil
 		}
-		for k, j := range g.idx {
-			held[j] = s[k] == '1'
+		held := make([]bool, len(ss))
+		for _, g := range groups {
+			s, err := g.cmd.Text()
+			if err != nil || len(s) != len(g.idx) {
+				return nil, fmt.Errorf("settle on %q: unexpected reply %q (%v)", g.q.Name, s, err)
+			}
+			for k, j := range g.idx {
+				held[j] = s[k] == '1'
+			}
 		}
+		return held, nil
 	}
-	if xerr != nil {
-		return held, fmt.Errorf("settle: %w", xerr) // applied on the master
-	}
-	return held, nil
 }
 
 // readOnlyBytes returns s's bytes without copying; they must not be modified.

@@ -4,8 +4,10 @@
 -- and the name the lists are built from (lib.lua)   KEYS[3] scheduled   KEYS[4] recovering
 -- KEYS[5] recovered (id -> times a worker died running it)   KEYS[6] sessions
 -- KEYS[7] the session's lease hash (id -> "FLAG:TOKEN:SCORE"; "" -> the last fetch's token base)
+-- (a lease's TOKEN is its fetch's token base + 1: the leases of one fetch share it)
 -- KEYS[8] sequence counter (of version 2's producers: deleted when their zset empties)
--- ARGV[1] n   ARGV[2] token base (tokens are base+1 .. base+n)   ARGV[3] session id
+-- ARGV[1] n   ARGV[2] token base (the fetch takes tokens base+1 .. base+n; its
+-- leases name base+1)   ARGV[3] session id
 -- ARGV[4] lease TTL ms   ARGV[5] wake channel   ARGV[6] epoch (Unix ms)
 -- ARGV[7] "1" if the session may take a recovering task (it runs none now)
 -- ARGV[8] how many of the leased tasks start at once (marked started, flag "s"; the
@@ -30,10 +32,10 @@
 -- to start at once (ARGV[8]), + 4 if the fetch stopped looking at lanes before
 -- it had n tasks (more may be fetchable), the number of tasks leased, how many
 -- of them (the first ones) are marked started, then two per task: id, message;
--- then four per task that is not plain: its place in the answer (1 for the
--- first), token, recovered count, ms until its expiry (its meta's EXPIREAT
--- less the server's now; -1 if none)}. A plain task's token is the token base
--- plus its place, it was never recovered, and it has no expiry. The worker
+-- then three per task that is not plain: its place in the answer (1 for the
+-- first), recovered count, ms until its expiry (its meta's EXPIREAT less the
+-- server's now; -1 if none)}. A plain task was never recovered and has no
+-- expiry. Every task's lease token is base+1. The worker
 -- checks the expiry again when the task starts, by its own clock. Status 0: a
 -- fresh fetch; 1: this fetch (same session and token base) had already run, and the
 -- reply repeats what it leased (nothing else changes); -1: the session is unknown (its
@@ -85,20 +87,18 @@ local no = 5 -- entries in out
 local nx, extra = 0, {} -- what tasks that are not plain add at the end
 
 -- reply adds the k-th leased task to the answer: its id and message, and, if
--- it is not plain (its token is not base+k, it was recovered, or it has an
--- expiry: meta), those.
-local function reply(k, tok, id, body, meta)
+-- it is not plain (it was recovered, or it has an expiry: meta), those.
+local function reply(k, id, body, meta)
   out[no + 1] = id
   out[no + 2] = body or ''
   no = no + 2
   local rec = hasRecovered and tonumber(redis.call('HGET', KEYS[5], id) or '0') or 0
   local at = meta and parseMeta(meta) or 0
-  if tok ~= base + k or rec > 0 or at > 0 then
+  if rec > 0 or at > 0 then
     extra[nx + 1] = k
-    extra[nx + 2] = tok
-    extra[nx + 3] = rec
-    extra[nx + 4] = at > 0 and math.max(at - nowMs, 0) or -1
-    nx = nx + 4
+    extra[nx + 2] = rec
+    extra[nx + 3] = at > 0 and math.max(at - nowMs, 0) or -1
+    nx = nx + 3
   end
 end
 
@@ -113,7 +113,8 @@ end
 
 -- The lease hash maps each leased id to FLAG:TOKEN:SCORE, and its field ""
 -- to the token base of the session's last fetch: this is that fetch again
--- (its reply was lost), so answer what it leased.
+-- (its reply was lost), so answer what it leased: the leases whose TOKEN is
+-- base+1, started ones first.
 -- The value is padded past 64 bytes: Redis then keeps the hash as a hash
 -- table, where a lease is found in O(1), not in a listpack scanned entry by
 -- entry (hash-max-listpack-value is 64 unless configured otherwise).
@@ -121,26 +122,26 @@ local MARK = ARGV[2] .. ':' .. string.rep('-', 64)
 if redis.call('HGET', KEYS[7], '') == MARK then
   out[1] = 1
   local all = redis.call('HGETALL', KEYS[7])
-  local mine = {}
+  local mine, started = {}, {}
+  local stamp = ':' .. string.format('%d', base + 1) .. ':'
   for i = 1, #all, 2 do
     local v = all[i + 1]
-    local c = all[i] ~= '' and string.find(v, ':', 3, true) -- "" is the marker
-    local tok = c and tonumber(string.sub(v, 3, c - 1))
-    if tok and tok > base and tok <= base + n then
-      mine[#mine + 1] = {tok, all[i], string.lower(string.sub(v, 1, 1)) == 's'}
+    if all[i] ~= '' and string.find(v, stamp, 2, true) == 2 then -- "" is the marker
+      if string.lower(string.sub(v, 1, 1)) == 's' then
+        started[#started + 1] = all[i]
+      else
+        mine[#mine + 1] = all[i]
+      end
     end
   end
-  table.sort(mine, function(a, b) return a[1] < b[1] end)
-  -- Started ones come first (the fetch leased them first): the answer counts
-  -- them.
-  local started = 0
-  for k, m in ipairs(mine) do
-    reply(k, m[1], m[2], redis.call('HGET', KEYS[1], m[2]), redis.call('HGET', pre .. 'meta', m[2]))
-    if m[3] and started == k - 1 then
-      started = k
-    end
+  local ns = #started
+  for k, id in ipairs(mine) do
+    started[ns + k] = id
   end
-  finishReply(#mine, started)
+  for k, id in ipairs(started) do
+    reply(k, id, redis.call('HGET', KEYS[1], id), redis.call('HGET', pre .. 'meta', id))
+  end
+  finishReply(#started, ns)
   nextDue()
   if limited then
     out[3] = out[3] + 2 -- what it passed over is not known: a runner may look
@@ -554,11 +555,14 @@ local leased = 0
 local dropped = 0
 local wake = false
 -- One HMGET and one HSET per thousand tasks: a call into Redis costs more
--- than the Lua around it. The lease value is built from strings Redis gave
--- (ids, scores) and the token made with %d: a Lua number passed to Redis, or
--- joined to a string, is formatted as a float (%.17g, %.14g), which costs more
--- than the rest of a task's lease.
-local sformat = string.format
+-- than the Lua around it. Every lease of this fetch names the same TOKEN,
+-- base+1 (made once with %d: a Lua number passed to Redis, or joined to a
+-- string, is formatted as a float), so that the tasks of one lane share their
+-- whole lease value (tailS if started, tailP if not): a string made per task
+-- (a token, a value) cost more than the rest of a task's lease.
+local stamp = string.format('%d', base + 1)
+local tailS = tail and ('s:' .. stamp .. tail)
+local tailP = tail and ('p:' .. stamp .. tail)
 for from = 1, nt, 1000 do
   local to = math.min(from + 999, nt)
   local bodies = redis.call('HMGET', KEYS[1], unpack(ids, from, to))
@@ -586,19 +590,19 @@ for from = 1, nt, 1000 do
       end
     else
       leased = leased + 1
-      local flag = leased <= startN and 's:' or 'p:'
-      if anyCounted and counted[j] then
-        flag = 'S:'
-      end
+      local started = leased <= startN
       lease[nl + 1] = id
-      if tail then
-        lease[nl + 2] = flag .. sformat('%d', base + leased) .. tail
+      if anyCounted and counted[j] then
+        lease[nl + 2] = 'S:' .. stamp .. ':' .. scores[j] .. ':' .. flows[j]
+      elseif tail then
+        lease[nl + 2] = started and tailS or tailP
       else
         local fl = flows[j]
+        local flag = started and 's:' or 'p:'
         if fl then
-          lease[nl + 2] = flag .. sformat('%d', base + leased) .. ':' .. scores[j] .. ':' .. fl
+          lease[nl + 2] = flag .. stamp .. ':' .. scores[j] .. ':' .. fl
         else
-          lease[nl + 2] = flag .. sformat('%d', base + leased) .. ':' .. scores[j]
+          lease[nl + 2] = flag .. stamp .. ':' .. scores[j]
         end
       end
       nl = nl + 2
@@ -611,10 +615,9 @@ for from = 1, nt, 1000 do
         local at = meta and parseMeta(meta) or 0
         if rec > 0 or at > 0 then
           extra[nx + 1] = leased
-          extra[nx + 2] = base + leased
-          extra[nx + 3] = rec
-          extra[nx + 4] = at > 0 and math.max(at - nowMs, 0) or -1
-          nx = nx + 4
+          extra[nx + 2] = rec
+          extra[nx + 3] = at > 0 and math.max(at - nowMs, 0) or -1
+          nx = nx + 3
         end
       end
     end
