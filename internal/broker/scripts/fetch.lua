@@ -54,21 +54,31 @@ local n, base = tonumber(ARGV[1]), tonumber(ARGV[2])
 local out = {0, -1, 0, 0, 0}
 
 local blockedKey = KEYS[2] .. ':blocked'
-local limited -- whether the queue has limits (PRE..limits exists): read once
+local legacyKey = KEYS[2] .. ':slots'
+local pre = ARGV[9]
+-- One EXISTS for all a plain queue lacks: recovered tasks and their counts, a
+-- pause, limits, version 3's and version 2's producers, metas, cancel requests. A queue that
+-- has none of them pays one call for them all (exists answers false without
+-- asking again).
+local rare = redis.call('EXISTS', KEYS[5], KEYS[4], pre .. 'paused', pre .. 'limits', legacyKey,
+  pre .. 'meta', pre .. 'cancels', KEYS[2]) > 0
+local function exists(key)
+  return rare and redis.call('EXISTS', key) == 1
+end
+local limited = exists(pre .. 'limits') -- whether the queue has limits
 
 -- nextDue fills in the reply's header: when the earliest scheduled task falls
 -- due or blocked lane is looked at again, and whether recovered tasks wait
 -- (the worker gives its one slot for a recovered task to the queues that have
 -- some, in turn).
-local function nextDue()
-  local nxt = redis.call('ZRANGE', KEYS[3], 0, 0, 'WITHSCORES')
+-- head is the first scheduled task (ZRANGE 0 0 WITHSCORES) if it was read
+-- after the last change to scheduled; nil: read it.
+local function nextDue(head)
+  local nxt = head or redis.call('ZRANGE', KEYS[3], 0, 0, 'WITHSCORES')
   if nxt[2] then
     out[2] = math.max(math.floor(tonumber(nxt[2]) / 4096) - now, 0)
   end
-  out[3] = redis.call('EXISTS', KEYS[4])
-  if limited == nil then
-    limited = redis.call('EXISTS', ARGV[9] .. 'limits') == 1
-  end
+  out[3] = exists(KEYS[4]) and 1 or 0 -- made only by putting back what it took
   if limited then
     local b = redis.call('ZRANGEBYSCORE', blockedKey, '-inf', '(' .. string.format('%d', CWAIT), 'WITHSCORES', 'LIMIT', 0, 1)
     if b[2] then
@@ -80,8 +90,7 @@ local function nextDue()
   end
 end
 
-local hasRecovered = redis.call('EXISTS', KEYS[5]) == 1
-local pre = ARGV[9]
+local hasRecovered = exists(KEYS[5])
 local nowMs = now + epoch
 local no = 5 -- entries in out
 local nx, extra = 0, {} -- what tasks that are not plain add at the end
@@ -150,16 +159,11 @@ if redis.call('HGET', KEYS[7], '') == MARK then
 end
 
 local lanesKey = KEYS[2] .. ':lanes'
-local legacyKey = KEYS[2] .. ':slots'
-local paused = redis.call('GET', pre .. 'paused')
+local paused = rare and redis.call('GET', pre .. 'paused')
 if paused then
   return {2, tonumber(paused) or 0, 0} -- 0: set by something else than pause.lua
 end
 local sinceEpoch = math.max(now, 0) % LANE
--- One call for the two rare things (limits; version 3's producers, below):
--- a queue with neither pays one EXISTS.
-local rare = redis.call('EXISTS', pre .. 'limits', legacyKey)
-limited = rare > 0 and redis.call('EXISTS', pre .. 'limits') == 1
 if limited then
   -- Blocked lanes whose time came are fetchable again (at the front of their slot).
   local back = redis.call('ZRANGEBYSCORE', blockedKey, '-inf', now, 'LIMIT', 0, 100)
@@ -167,7 +171,14 @@ if limited then
     unblock(pre, s)
   end
 end
-local due = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now * 4096 + 4095, 'WITHSCORES', 'LIMIT', 0, 500)
+-- The first scheduled task tells whether any is due; if none is, it is also
+-- the answer's next due time (nextDue reads it again only after promotion).
+local head = redis.call('ZRANGE', KEYS[3], 0, 0, 'WITHSCORES')
+local due = {}
+if head[2] and tonumber(head[2]) <= now * 4096 + 4095 then
+  due = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now * 4096 + 4095, 'WITHSCORES', 'LIMIT', 0, 500)
+  head = nil
+end
 local promoted = #due / 2
 if promoted > 0 then
   -- Due tasks go to the back of their lanes' lists, in the order they fell due.
@@ -309,7 +320,7 @@ local function add(id, score, flow, c)
   nt = nt + 1
   ids[nt], scores[nt], flows[nt], counted[nt] = id, score, flow, c
 end
-if ARGV[7] == '1' and n > 0 then
+if ARGV[7] == '1' and n > 0 and exists(KEYS[4]) then
   local r = redis.call('ZPOPMIN', KEYS[4], 1)
   if r[1] then
     local flow = redis.call('HGET', pre .. 'flow', r[1]) or nil
@@ -341,7 +352,7 @@ local want = n - nt
 -- What producers of version 2 put in the zset, and lanes of unlimited flows.
 local rest, restScores, restFlows, nr = {}, {}, {}, 0
 local restFlow -- the flow of every task in rest, while they come from one lane
-if want > 0 and redis.call('EXISTS', KEYS[2]) == 1 then
+if want > 0 and exists(KEYS[2]) then
   -- What producers of version 2 put in the zset goes first.
   local r = redis.call('ZPOPMIN', KEYS[2], want)
   for i = 1, #r, 2 do
@@ -390,22 +401,21 @@ end
 -- list still holds tasks (if not, the lane leaves every index).
 local function takeFrom(s, cap)
   local list = KEYS[2] .. ':' .. s
-  local r = redis.call('LRANGE', list, 0, cap - 1)
-  if #r == cap then
-    redis.call('LTRIM', list, #r, -1)
-    if redis.call('EXISTS', list) == 1 then
-      return r, true
-    end
-  else
-    redis.call('DEL', list)
+  -- One more than it takes: whether the list still holds tasks after.
+  local r = redis.call('LRANGE', list, 0, cap)
+  if #r > cap then
+    r[cap + 1] = nil
+    redis.call('LTRIM', list, cap, -1)
+    return r, true
   end
+  redis.call('DEL', list)
   laneEmptied(pre, s)
   return r, false
 end
 -- Version 3's producers list their slots in legacyKey: those lists are taken
 -- in slot order with the lanes (no flow, no limits). takeLegacy takes from the
 -- ones at or below maxSlot.
-local hasLegacy = rare > 0 and redis.call('EXISTS', legacyKey) == 1
+local hasLegacy = exists(legacyKey)
 local function takeLegacy(maxSlot)
   while hasLegacy and want > 0 do
     local head = redis.call('ZRANGE', legacyKey, 0, 0, 'WITHSCORES')
@@ -525,8 +535,8 @@ else
     add(rest[i], restScores[i], restFlow or restFlows[i], nil)
   end
 end
-local hasMeta = nt > 0 and redis.call('EXISTS', pre .. 'meta') == 1
-local hasCancels = nt > 0 and redis.call('EXISTS', pre .. 'cancels') == 1
+local hasMeta = nt > 0 and exists(pre .. 'meta')
+local hasCancels = nt > 0 and exists(pre .. 'cancels')
 -- ended finishes a taken task that must not run: cancelled, or expired. meta
 -- and cancel are its entries (false: none).
 local function ended(id, meta, cancel)
@@ -638,7 +648,7 @@ finishReply(leased, math.min(leased, startN))
 if wake or ((promoted > 0 or dropped > 0) and redis.call('EXISTS', lanesKey, legacyKey, KEYS[2]) > 0) then
   redis.call('PUBLISH', ARGV[5], 'p')
 end
-nextDue()
+nextDue(head)
 if recoveringHeld and out[3] % 2 == 1 then
   out[3] = out[3] - 1
 end

@@ -82,12 +82,19 @@ local now = nowMs - tonumber(ARGV[2])
 local status = {} -- the outcomes not held, by their place (the others are "1")
 local killed, wake = false, false
 local firstSched
-local hasRecovered = redis.call('EXISTS', KEYS[6]) == 1
-local hasOrphaned = redis.call('EXISTS', KEYS[8]) == 1
-local hasMeta = redis.call('EXISTS', pre .. 'meta') == 1
-local hasCancels = redis.call('EXISTS', pre .. 'cancels') == 1
+-- One EXISTS for all a plain queue lacks (counts of recovered tasks, metas,
+-- cancel requests, running counts of limited flows): a queue without any
+-- pays one call for them all.
+local rare = redis.call('EXISTS', KEYS[6], KEYS[8], pre .. 'meta', pre .. 'cancels', pre .. 'lim:run') > 0
+local function exists(key)
+  return rare and redis.call('EXISTS', key) == 1
+end
+local hasRecovered = exists(KEYS[6])
+local hasOrphaned = exists(KEYS[8])
+local hasMeta = exists(pre .. 'meta')
+local hasCancels = exists(pre .. 'cancels')
 -- A lease of flag S is counted in PRE..lim:run: without it, none has S.
-local hasRun = redis.call('EXISTS', pre .. 'lim:run') == 1
+local hasRun = exists(pre .. 'lim:run')
 -- hmget reads fields of a hash, a thousand per HMGET (what unpack takes).
 local function hmget(key, fields)
   if #fields <= 1000 then
