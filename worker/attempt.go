@@ -69,11 +69,12 @@ func (w *Worker) settleNow(j *job, o broker.Outcome) {
 // watchdog settled it already, or the lease ran out and was not renewed.
 func (w *Worker) execute(sl *slot, r *run) (result any, err, cause error, ok bool) {
 	j := r.j
-	cctx, cancel := context.WithCancelCause(r.ctx)
-	tctx, cancelTimeout := context.WithTimeout(cctx, r.timeout)
+	tctx, cancel := context.WithCancelCause(r.ctx)
+	timesOut := time.Now().Add(r.timeout) // the real clock, as context.WithTimeout's
+	r.started = w.clock.Now()
 	sl.mu.Lock()
-	sl.cancel, sl.gen = cancel, j.gen
-	sl.deadline = w.clock.Now().Add(r.timeout + w.cfg.TimeoutGrace)
+	sl.cancel, sl.gen, sl.timesOut = cancel, j.gen, timesOut
+	sl.deadline = r.started.Add(r.timeout + w.cfg.TimeoutGrace)
 	sl.running = attempt{j: j, env: r.env.Envelope, def: r.def, maxRetries: r.maxRetries, timeout: r.timeout}
 	sl.mu.Unlock()
 	// A cancel may have passed this slot just before it was set.
@@ -86,10 +87,15 @@ func (w *Worker) execute(sl *slot, r *run) (result any, err, cause error, ok boo
 		cancel(errFenced)
 	case w.cancelRequested(j.id):
 		cancel(rediq.ErrCancelled)
+	case r.timeout <= 0:
+		cancel(context.DeadlineExceeded)
 	}
-	r.started = w.clock.Now()
+	if r.timeout > 0 {
+		sl.arm(r.timeout)
+	}
 	w.entered(j)
-	result, err = handler()(&leaseContext{Context: tctx, lease: &w.lease, cancel: cancel}, r.def, r.env.Args)
+	r.hctx = leaseContext{Context: tctx, lease: &w.lease, cancel: cancel, deadline: timesOut}
+	result, err = handler()(&r.hctx, r.def, r.env.Args)
 	// Decided past the lease clock (the handler returned after a freeze, or
 	// while Redis was away): the task may run elsewhere already.
 	late := !w.lease.valid()
@@ -99,7 +105,9 @@ func (w *Worker) execute(sl *slot, r *run) (result any, err, cause error, ok boo
 	sl.cancel, sl.gen, sl.running = nil, nil, attempt{}
 	sl.mu.Unlock()
 	cause = context.Cause(tctx) // DeadlineExceeded: timed out; else why it was cancelled
-	cancelTimeout()
+	if sl.timer != nil {
+		sl.timer.Stop()
+	}
 	cancel(nil)
 	if abandoned { // the watchdog settled it as failed already
 		w.pool.slotMu.Lock()

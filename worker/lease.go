@@ -64,11 +64,19 @@ func (l *leaseClock) changed() <-chan struct{} {
 // handler whose own timer fired during the freeze may resume before the
 // fencer; the first time it consults its context it finds it cancelled, so a
 // handler that checks its context before acting never acts past the lease.
+//
+// It is also the handler's timeout, as context.WithTimeout would be: Deadline
+// answers it, and once its slot's timer cancelled the context with cause
+// DeadlineExceeded, Err answers DeadlineExceeded (contexts derived from it
+// see Canceled, with that cause).
 type leaseContext struct {
 	context.Context
-	lease  *leaseClock
-	cancel context.CancelCauseFunc // cancels the handler's context with a cause
+	lease    *leaseClock
+	cancel   context.CancelCauseFunc // cancels the handler's context with a cause
+	deadline time.Time
 }
+
+func (c *leaseContext) Deadline() (time.Time, bool) { return c.deadline, true }
 
 func (c *leaseContext) check() {
 	if !c.lease.valid() {
@@ -83,7 +91,11 @@ func (c *leaseContext) Done() <-chan struct{} {
 
 func (c *leaseContext) Err() error {
 	c.check()
-	return c.Context.Err()
+	err := c.Context.Err()
+	if err != nil && context.Cause(c.Context) == context.DeadlineExceeded {
+		return context.DeadlineExceeded
+	}
+	return err
 }
 
 // awaitLease holds an outcome of j decided while the worker's lease clock had

@@ -34,6 +34,7 @@ type run struct {
 	st         *core.State     // the handler's view of the task (prepare)
 	ctx        context.Context // the handler's context before its timeout and cancel (prepare)
 	started    time.Time       // when the handler was called
+	hctx       leaseContext    // the handler's context (execute; one allocation with the run)
 }
 
 // gate decides whether r may start now. One that says no has settled the

@@ -25,6 +25,11 @@ type settler struct {
 	signal  chan struct{}
 	room    chan struct{} // a token per outcome queued or in flight: the backlog's bound
 	stopped chan struct{} // closed when the settler has stopped: add waits no more
+	// spare is a flush sent and done with, whose array the next take reuses;
+	// ss is send's, reused from one send to the next (only the settler's
+	// goroutine sends).
+	spare []settleItem
+	ss    []broker.Settlement
 }
 
 type settleItem struct {
@@ -48,10 +53,15 @@ func (s *settler) add(j *job, x broker.Settlement) {
 	it := settleItem{s: x, j: j}
 	if x.Outcome != broker.Start {
 		select {
-		case s.room <- struct{}{}:
+		case s.room <- struct{}{}: // the usual case, without a full select
 			it.room = true
-		case <-s.w.pool.abort:
-		case <-s.stopped:
+		default:
+			select {
+			case s.room <- struct{}{}:
+				it.room = true
+			case <-s.w.pool.abort:
+			case <-s.stopped:
+			}
 		}
 	}
 	s.push(it)
@@ -104,7 +114,7 @@ func (s *settler) take() []settleItem {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	flush := s.pending
-	s.pending = make([]settleItem, 0, len(flush))
+	s.pending, s.spare = s.spare[:0], nil
 	kept := flush[:0]
 	for _, it := range flush {
 		if it.s.Outcome == broker.Start && it.mark == nil && it.j != nil && it.j.outcome {
@@ -123,11 +133,13 @@ func (s *settler) putBack(flush []settleItem) {
 
 // send applies one flush of outcomes; on error it puts them back.
 func (s *settler) send(ctx context.Context, flush []settleItem) error {
-	ss := make([]broker.Settlement, len(flush))
+	ss := s.ss[:0]
 	for i := range flush {
-		ss[i] = flush[i].s
+		ss = append(ss, flush[i].s)
 	}
 	held, err := s.w.b.Settle(ctx, s.w.keep, ss)
+	clear(ss) // what the items point to may go
+	s.ss = ss
 	if err != nil && !s.w.unconfirmed("settle", err) {
 		s.putBack(flush)
 		return err
@@ -147,6 +159,10 @@ func (s *settler) send(ctx context.Context, flush []settleItem) error {
 		s.done(it)
 		s.w.forget(it.j)
 	}
+	clear(flush)
+	s.mu.Lock()
+	s.spare = flush[:0]
+	s.mu.Unlock()
 	return nil
 }
 

@@ -248,6 +248,35 @@ type slot struct {
 	deadline  time.Time // past it (timeout + grace) the handler is stuck
 	running   attempt   // what the watchdog needs to fail it; running.j is nil when idle
 	abandoned bool      // the watchdog gave up on it: its runner exits
+	// The handler's timeout: one timer per slot, set again for each attempt
+	// (a context.WithTimeout per attempt cost a timer, a context and a map
+	// entry in its parent: a seventh of the worker's CPU for short tasks). It
+	// cancels the handler's context with cause DeadlineExceeded once the
+	// real clock passes timesOut (a late run for an earlier attempt does
+	// nothing).
+	timer    *time.Timer
+	timesOut time.Time
+}
+
+// timedOut is the slot timer's: it ends the running handler's context if
+// its timeout passed.
+func (sl *slot) timedOut() {
+	sl.mu.Lock()
+	cancel := sl.cancel
+	due := !time.Now().Before(sl.timesOut)
+	sl.mu.Unlock()
+	if cancel != nil && due {
+		cancel(context.DeadlineExceeded)
+	}
+}
+
+// arm sets the slot's timer for an attempt that times out after d.
+func (sl *slot) arm(d time.Duration) {
+	if sl.timer == nil {
+		sl.timer = time.AfterFunc(d, sl.timedOut)
+		return
+	}
+	sl.timer.Reset(d)
 }
 
 // attempt is a running attempt as the watchdog would settle it: a copy of its

@@ -559,3 +559,52 @@ func TestLostLeaseCancelsTheTask(t *testing.T) {
 		t.Fatal("a task whose lease was lost went to dead")
 	}
 }
+
+// Each attempt on a runner gets its own timeout: the handler's context
+// reports it as its deadline, and a short timeout of an earlier attempt on
+// the same runner does not end a later one (the runner's timer is set again
+// for each attempt).
+func TestHandlerTimeoutIsPerAttempt(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	type seen struct {
+		left time.Duration // deadline less the start
+		err  error         // the context's error after the handler's work
+	}
+	quick := newRecorder[seen]()
+	slow := newRecorder[seen]()
+	q := rediq.Register(e.app, "quick", func(ctx context.Context, _ int) (int, error) {
+		d, ok := ctx.Deadline()
+		if !ok {
+			return 0, errors.New("no deadline")
+		}
+		quick.add(seen{left: time.Until(d), err: ctx.Err()})
+		return 0, nil
+	}, rediq.Timeout(30*time.Millisecond))
+	s := rediq.Register(e.app, "slow", func(ctx context.Context, _ int) (int, error) {
+		d, _ := ctx.Deadline()
+		time.Sleep(150 * time.Millisecond) // past every quick attempt's timeout
+		slow.add(seen{left: time.Until(d), err: ctx.Err()})
+		return 0, nil
+	}, rediq.Timeout(5*time.Second))
+	ctx := context.Background()
+	for i := range 5 {
+		if _, err := q.Enqueue(ctx, i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := s.Enqueue(ctx, 0); err != nil {
+		t.Fatal(err)
+	}
+	_, stop := e.start(e.app, worker.Config{Concurrency: 1})
+	slow.wait(t, 1, 10*time.Second)
+	stop()
+	for _, x := range quick.get() {
+		if x.left <= 0 || x.left > 30*time.Millisecond || x.err != nil {
+			t.Fatalf("quick attempt: deadline in %v, err %v; want within 30ms, nil", x.left, x.err)
+		}
+	}
+	if x := slow.get()[0]; x.err != nil || x.left < 4*time.Second {
+		t.Fatalf("slow attempt after quick ones: err %v, deadline in %v; want nil, about 5s less 150ms", x.err, x.left)
+	}
+}

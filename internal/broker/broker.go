@@ -249,6 +249,30 @@ func (t *pipeline) script(ctx context.Context, s *redis.Script, keys []string, a
 	return c.cmd
 }
 
+// scriptFull is script for a call whose whole EVALSHA command the caller
+// built: full is "evalsha", s's hash, len(keys), the keys, then the
+// arguments. A call with many arguments (settle's, a few per task) is then
+// not copied into a second slice.
+func (t *pipeline) scriptFull(ctx context.Context, s *redis.Script, keys []string, full []any) *redis.Cmd {
+	c := &call{script: s, keys: keys, args: full[3+len(keys):]}
+	t.calls = append(t.calls, c)
+	c.cmd = redis.NewCmd(ctx, full...)
+	c.cmd.SetFirstKeyPos(3)
+	pipe := t.pipe
+	if t.wait {
+		n, err := t.nodeFor(ctx, keys[0])
+		if err != nil {
+			c.cmd.SetErr(err)
+			t.err = cmp.Or(t.err, err)
+			return c.cmd
+		}
+		pipe = n.pipe
+		n.calls = append(n.calls, c)
+	}
+	_ = pipe.Process(ctx, c.cmd)
+	return c.cmd
+}
+
 // exec runs the pipeline and returns its first error. An error of the pipeline as a
 // whole (a failed dial, a wrong password: no command carries it) is returned
 // too: a pipeline never reports success for commands that did not run. With

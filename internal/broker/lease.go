@@ -345,21 +345,23 @@ func (s *Settlement) attempt() string {
 	return strconv.FormatInt(a.Started.UnixMilli(), 10) + "\x00" + a.Worker + "\x00" + string(a.Result)
 }
 
-// appendArgs adds the settlement as settle.lua reads it: kind, token, id, then
-// what the kind needs (the attempt, the delay, the record) and no more.
-func (s *Settlement) appendArgs(args []any) []any {
+// appendArgs adds the settlement as settle.lua reads it: kind, token (tok:
+// s.Token, boxed by the caller, who shares one box among the settlements of
+// one fetch), id, then what the kind needs (the attempt, the delay, the
+// record) and no more.
+func (s *Settlement) appendArgs(args []any, tok any) []any {
 	kind := outcomeKind[s.Outcome]
 	switch s.Outcome {
 	case Retry:
-		return append(args, kind, s.Token, s.ID, max(s.Delay.Milliseconds(), 0), s.Body)
+		return append(args, kind, tok, s.ID, max(s.Delay.Milliseconds(), 0), s.Body)
 	case Kill:
-		return append(args, kind, s.Token, s.ID, s.Body)
+		return append(args, kind, tok, s.ID, s.Body)
 	case Ack, Cancel, Expire:
 		if s.Attempt != nil {
-			return append(args, strings.ToUpper(kind), s.Token, s.ID, s.attempt())
+			return append(args, strings.ToUpper(kind), tok, s.ID, s.attempt())
 		}
 	}
-	return append(args, kind, s.Token, s.ID)
+	return append(args, kind, tok, s.ID)
 }
 
 // DeadRetention bounds the dead set of every queue.
@@ -385,6 +387,7 @@ func (b *Broker) addSettle(ctx context.Context, t *pipeline, keep DeadRetention,
 	type group struct {
 		q       *Queue
 		session string
+		keys    []string
 		args    []any
 		idx     []int
 		cmd     *redis.Cmd
@@ -396,22 +399,31 @@ func (b *Broker) addSettle(ctx context.Context, t *pipeline, keep DeadRetention,
 				return g
 			}
 		}
-		g := &group{q: q, session: session,
-			args: []any{session, Epoch, q.Channel, keep.MaxAge.Milliseconds(), keep.MaxLen, q.Prefix}}
+		// The whole EVALSHA command (scriptFull), with room for three
+		// arguments per settlement.
+		keys := []string{q.Lease(session), q.Records, q.Pending, q.Scheduled, q.Dead, q.Recovered, q.Recovering, q.Orphaned}
+		args := make([]any, 0, 3+len(keys)+6+3*len(ss))
+		args = append(args, "evalsha", settleScript.Hash(), len(keys))
+		for _, k := range keys {
+			args = append(args, k)
+		}
+		g := &group{q: q, session: session, keys: keys,
+			args: append(args, session, Epoch, q.Channel, keep.MaxAge.Milliseconds(), keep.MaxLen, q.Prefix)}
 		groups = append(groups, g)
 		return g
 	}
+	var tok any // the last token, boxed once for the settlements that share it
 	for i := range ss {
 		s := &ss[i]
 		g := find(s.Queue, s.Session)
-		g.args = s.appendArgs(g.args)
+		if tok == nil || tok.(uint64) != s.Token {
+			tok = s.Token
+		}
+		g.args = s.appendArgs(g.args, tok)
 		g.idx = append(g.idx, i)
 	}
 	for _, g := range groups {
-		q := g.q
-		g.cmd = t.script(ctx, settleScript,
-			[]string{q.Lease(g.session), q.Records, q.Pending, q.Scheduled, q.Dead, q.Recovered, q.Recovering, q.Orphaned},
-			g.args...)
+		g.cmd = t.scriptFull(ctx, settleScript, g.keys, g.args)
 	}
 	return func() ([]bool, error) {
 		if len(ss) == 0 {

@@ -2,11 +2,19 @@ package codec
 
 import (
 	"math/rand/v2"
-	"strings"
 	"time"
 )
 
 const crockford = "0123456789abcdefghjkmnpqrstvwxyz"
+
+// crockfordValue maps a byte to its value in crockford plus one (0: not a
+// digit): IDTime runs for every task a worker starts.
+var crockfordValue = func() (t [256]uint8) {
+	for i := range len(crockford) {
+		t[crockford[i]] = uint8(i + 1)
+	}
+	return t
+}()
 
 // NewID returns a 20-character task id: 48 bits of Unix milliseconds then 48
 // random bits, in lowercase Crockford base32, so ids sort by creation time and two
@@ -32,12 +40,12 @@ func IDTime(id string) (ms int64, ok bool) {
 	}
 	var hi, lo uint64 // the 100 bits: the top 4 are zero
 	for i := range 20 {
-		v := strings.IndexByte(crockford, id[i])
-		if v < 0 {
+		v := crockfordValue[id[i]]
+		if v == 0 {
 			return 0, false
 		}
 		hi = hi<<5 | lo>>59
-		lo = lo<<5 | uint64(v)
+		lo = lo<<5 | uint64(v-1)
 	}
 	if hi>>32 != 0 {
 		return 0, false
