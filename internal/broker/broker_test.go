@@ -648,3 +648,37 @@ func TestFindNeverSeesHalfASettle(t *testing.T) {
 		})
 	}
 }
+
+// Plain acks of one fetch's tasks go as one "m" outcome (settle.lua): each
+// answers for itself, a task with a meta (here a unique lock) is finished as
+// an ack is, a lease not held answers false, and an id acked twice in the
+// run applies once.
+func TestManyAcksInOneOutcome(t *testing.T) {
+	t.Parallel()
+	b, q, rdb := setup(t)
+	ctx := context.Background()
+	locked := msg("u", 2048)
+	locked.Lock, locked.LockTTL = broker.UniqueLock("digest"), time.Hour
+	enqueue(t, b, q, msg("a", 2048), locked, msg("c", 2048))
+	register(t, b, q, "S", time.Minute)
+	got := fetch(t, b, "S", time.Minute, broker.FetchRequest{Queue: q, N: 3, TokenBase: 40, StartNow: 3})
+	if len(got.Tasks) != 3 {
+		t.Fatalf("fetched %v", ids(got.Tasks))
+	}
+	ack := func(id string, tok uint64) broker.Settlement {
+		return broker.Settlement{Queue: q, Session: "S", Token: tok, ID: id, Outcome: broker.Ack}
+	}
+	held := settle(t, b, ack("a", 41), ack("u", 41), ack("gone", 41), ack("a", 41), ack("c", 41))
+	if !slices.Equal(held, []bool{true, true, false, false, true}) {
+		t.Fatalf("held %v, want a, u and c once, the unknown and the second a not", held)
+	}
+	if n := rdb.HLen(ctx, q.Records).Val(); n != 0 {
+		t.Fatalf("%d records left", n)
+	}
+	if n := rdb.HLen(ctx, q.Lease("S")).Val(); n != 1 { // the fetch marker
+		t.Fatalf("%d lease fields left, want the marker only", n)
+	}
+	if rdb.Exists(ctx, q.Prefix+"uniq:digest").Val() != 0 {
+		t.Fatal("the unique lock of the acked task stayed")
+	}
+}

@@ -345,6 +345,10 @@ func (s *Settlement) attempt() string {
 	return strconv.FormatInt(a.Started.UnixMilli(), 10) + "\x00" + a.Worker + "\x00" + string(a.Result)
 }
 
+// plainAck reports whether s is an ack without an attempt: settle.lua's "a",
+// which runs of them share as "m".
+func (s *Settlement) plainAck() bool { return s.Outcome == Ack && s.Attempt == nil }
+
 // appendArgs adds the settlement as settle.lua reads it: kind, token (tok:
 // s.Token, boxed by the caller, who shares one box among the settlements of
 // one fetch), id, then what the kind needs (the attempt, the delay, the
@@ -413,14 +417,31 @@ func (b *Broker) addSettle(ctx context.Context, t *pipeline, keep DeadRetention,
 		return g
 	}
 	var tok any // the last token, boxed once for the settlements that share it
-	for i := range ss {
+	for i := 0; i < len(ss); {
 		s := &ss[i]
 		g := find(s.Queue, s.Session)
 		if tok == nil || tok.(uint64) != s.Token {
 			tok = s.Token
 		}
+		// Plain acks of one group and token in a row go as one "m" (settle.lua):
+		// the acks of one fetch's tasks, the usual flush.
+		k := i + 1
+		for s.plainAck() && k < len(ss) && ss[k].plainAck() && ss[k].Token == s.Token &&
+			ss[k].Queue == s.Queue && ss[k].Session == s.Session {
+			k++
+		}
+		if k-i > 1 {
+			g.args = append(g.args, "m", tok, k-i)
+			for j := i; j < k; j++ {
+				g.args = append(g.args, ss[j].ID)
+				g.idx = append(g.idx, j)
+			}
+			i = k
+			continue
+		}
 		g.args = s.appendArgs(g.args, tok)
 		g.idx = append(g.idx, i)
+		i++
 	}
 	for _, g := range groups {
 		g.cmd = t.scriptFull(ctx, settleScript, g.keys, g.args)

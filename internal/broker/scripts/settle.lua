@@ -9,6 +9,8 @@
 -- then the outcomes, each its kind, token and id, and for some kinds more:
 --   a  succeeded: the lease is released and the task finished (lib.lua: with a
 --      retention its record and result are kept, else deleted)
+--   m  many a: "m TOKEN COUNT ID1 … IDCOUNT" is "a TOKEN ID1 … a TOKEN IDCOUNT"
+--      (the acks of one fetch's tasks share its token: two arguments a task less)
 --   A  succeeded, then the attempt: "STARTED\0WORKER\0RESULT" (Unix ms the
 --      attempt started, the worker's name, the result as msgpack), sent for tasks
 --      with a retention or Memoize
@@ -47,18 +49,20 @@ local ids, at = {}, {}
 local n = 0
 local i = 7
 local nargv = #ARGV
-while i <= nargv do
+-- checkOutcome checks the outcome at ARGV[i] (not m) and answers how many
+-- arguments follow its id, or an error reply.
+local function checkOutcome(i)
   local kind = ARGV[i]
   local extra = EXTRA[kind]
   if not extra or i + 2 + extra > nargv then
-    return redis.error_reply('ERR rediq: bad outcome ' .. tostring(kind) .. ' at argument ' .. i)
+    return nil, redis.error_reply('ERR rediq: bad outcome ' .. tostring(kind) .. ' at argument ' .. i)
   end
   if extra == 0 then
     -- a, s, q, c, x: nothing more to check
   elseif kind == 'r' then
     local delay = tonumber(ARGV[i + 3])
     if not delay or delay < 0 or delay % 1 ~= 0 or delay > 31622400000 then
-      return redis.error_reply('ERR rediq: bad outcome r / delay ' .. ARGV[i + 3])
+      return nil, redis.error_reply('ERR rediq: bad outcome r / delay ' .. ARGV[i + 3])
     end
   elseif extra == 1 and kind ~= 'k' then
     -- An attempt is "" or STARTED\0WORKER\0RESULT: anything else would fail
@@ -66,15 +70,37 @@ while i <= nargv do
     local a = ARGV[i + 3]
     local x = string.find(a, '\0', 1, true)
     if a ~= '' and not (x and string.find(a, '\0', x + 1, true)) then
-      return redis.error_reply('ERR rediq: bad outcome ' .. kind .. ' / attempt without its two NULs')
+      return nil, redis.error_reply('ERR rediq: bad outcome ' .. kind .. ' / attempt without its two NULs')
     end
   end
   if ARGV[i + 2] == '' then
-    return redis.error_reply('ERR rediq: bad outcome ' .. kind .. ' / empty task id')
+    return nil, redis.error_reply('ERR rediq: bad outcome ' .. kind .. ' / empty task id')
   end
-  n = n + 1
-  ids[n], at[n] = ARGV[i + 2], i
-  i = i + 3 + extra
+  return extra
+end
+while i <= nargv do
+  if ARGV[i] == 'm' then
+    local count = tonumber(ARGV[i + 2])
+    if not count or count < 1 or count % 1 ~= 0 or i + 2 + count > nargv then
+      return redis.error_reply('ERR rediq: bad outcome m / count ' .. tostring(ARGV[i + 2]) .. ' at argument ' .. i)
+    end
+    for k = i + 3, i + 2 + count do
+      if ARGV[k] == '' then
+        return redis.error_reply('ERR rediq: bad outcome m / empty task id')
+      end
+      n = n + 1
+      ids[n], at[n] = ARGV[k], i
+    end
+    i = i + 3 + count
+  else
+    local extra, bad = checkOutcome(i)
+    if bad then
+      return bad
+    end
+    n = n + 1
+    ids[n], at[n] = ARGV[i + 2], i
+    i = i + 3 + extra
+  end
 end
 local t = redis.call('TIME')
 local nowMs = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -211,7 +237,7 @@ for j = 1, n do
   -- Held: the lease value is FLAG:TOKEN:SCORE with this token.
   if not v or released[id] or sfind(v, tok, 3, true) ~= 3 or sbyte(v, 3 + #tok) ~= 58 then
     status[j] = '0'
-  elseif kind == 'a' and not metas[j] then
+  elseif (kind == 'a' or kind == 'm') and not metas[j] then
     if hasRun and sbyte(v, 1) == 83 then -- 'S': it holds a concurrency slot
       freeLater(v, tok)
     end
@@ -232,7 +258,7 @@ for j = 1, n do
   else
     released[id] = true
     marks[id] = nil
-    local lower = string.lower(kind)
+    local lower = kind == 'm' and 'a' or string.lower(kind)
     if lower == 'r' or lower == 'k' or lower == 'c' or lower == 'x' then
       if cancels[j] then
         lower = 'c'
