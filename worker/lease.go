@@ -65,15 +65,20 @@ func (l *leaseClock) changed() <-chan struct{} {
 // fencer; the first time it consults its context it finds it cancelled, so a
 // handler that checks its context before acting never acts past the lease.
 //
-// It is also the handler's timeout, as context.WithTimeout would be: Deadline
-// answers it, and once its slot's timer cancelled the context with cause
-// DeadlineExceeded, Err answers DeadlineExceeded (contexts derived from it
-// see Canceled, with that cause).
+// It is also the handler's timeout, as context.WithTimeout would be, without
+// a timer and a context per attempt: Deadline answers it, and once its slot's
+// timer cancelled the context with cause DeadlineExceeded, Err answers
+// DeadlineExceeded. So do the contexts derived from it: Done is a channel of
+// its own (made when first asked for, closed when the context ends), so the
+// context package does not take it for the cancelCtx inside, and derives
+// through AfterFunc, which hands a child this context's Err and Cause.
 type leaseContext struct {
 	context.Context
 	lease    *leaseClock
 	cancel   context.CancelCauseFunc // cancels the handler's context with a cause
 	deadline time.Time
+	mu       sync.Mutex
+	done     chan struct{}
 }
 
 func (c *leaseContext) Deadline() (time.Time, bool) { return c.deadline, true }
@@ -86,7 +91,14 @@ func (c *leaseContext) check() {
 
 func (c *leaseContext) Done() <-chan struct{} {
 	c.check()
-	return c.Context.Done()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.done == nil {
+		done := make(chan struct{})
+		c.done = done
+		context.AfterFunc(c.Context, func() { close(done) })
+	}
+	return c.done
 }
 
 func (c *leaseContext) Err() error {
@@ -96,6 +108,12 @@ func (c *leaseContext) Err() error {
 		return context.DeadlineExceeded
 	}
 	return err
+}
+
+// AfterFunc makes a context derived from c end as c does (the context
+// package's afterFuncer).
+func (c *leaseContext) AfterFunc(f func()) (stop func() bool) {
+	return context.AfterFunc(c.Context, f)
 }
 
 // awaitLease holds an outcome of j decided while the worker's lease clock had

@@ -403,18 +403,26 @@ func (b *Broker) addSettle(ctx context.Context, t *pipeline, keep DeadRetention,
 				return g
 			}
 		}
-		// The whole EVALSHA command (scriptFull), with room for three
-		// arguments per settlement.
-		keys := []string{q.Lease(session), q.Records, q.Pending, q.Scheduled, q.Dead, q.Recovered, q.Recovering, q.Orphaned}
-		args := make([]any, 0, 3+len(keys)+6+3*len(ss))
-		args = append(args, "evalsha", settleScript.Hash(), len(keys))
-		for _, k := range keys {
-			args = append(args, k)
-		}
-		g := &group{q: q, session: session, keys: keys,
-			args: append(args, session, Epoch, q.Channel, keep.MaxAge.Milliseconds(), keep.MaxLen, q.Prefix)}
+		g := &group{q: q, session: session}
 		groups = append(groups, g)
 		return g
+	}
+	// The whole EVALSHA command of each group (scriptFull), with room for
+	// three arguments per settlement of the group.
+	for i := range ss {
+		g := find(ss[i].Queue, ss[i].Session)
+		g.idx = append(g.idx, i) // counted here, filled in order below
+	}
+	for _, g := range groups {
+		q := g.q
+		g.keys = []string{q.Lease(g.session), q.Records, q.Pending, q.Scheduled, q.Dead, q.Recovered, q.Recovering, q.Orphaned}
+		args := make([]any, 0, 3+len(g.keys)+6+3*len(g.idx))
+		args = append(args, "evalsha", settleScript.Hash(), len(g.keys))
+		for _, k := range g.keys {
+			args = append(args, k)
+		}
+		g.args = append(args, g.session, Epoch, q.Channel, keep.MaxAge.Milliseconds(), keep.MaxLen, q.Prefix)
+		g.idx = g.idx[:0]
 	}
 	var tok any // the last token, boxed once for the settlements that share it
 	for i := 0; i < len(ss); {

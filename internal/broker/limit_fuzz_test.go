@@ -1,11 +1,13 @@
 package broker_test
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"math/rand"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -147,6 +149,12 @@ type fuzzCase struct {
 	fetchMax   int  // tasks per fetch, at most
 	drainMax   int  // fetches to drain the queue, at most
 	checkEvery int  // while draining, check the invariants every this many fetches
+	// batch: settlements go in calls of 1 to 8, sorted by session and token as
+	// the settler's flushes are (so plain acks of one fetch go as one "m"
+	// outcome), now and then one sent twice in a call; repeat: one fetch in
+	// three is sent again with its token base (its reply lost) and must answer
+	// the same leases, field by field.
+	batch, repeat bool
 }
 
 // TestFuzz runs random mixes of version-4 and version-3 enqueues and
@@ -163,6 +171,13 @@ func TestFuzz(t *testing.T) {
 // position and the lanes' turns are exercised.
 func TestFuzzMany(t *testing.T) {
 	runFuzz(t, fuzzCase{steps: 300, enqueueMax: 60, manyKeys: true, fetchMax: 300, drainMax: 3000, checkEvery: 50})
+}
+
+// TestFuzzBatched is TestFuzz with settlements in batches (runs of plain acks
+// as settle.lua's "m") and fetches sent twice (written by a review of
+// protocol version 5).
+func TestFuzzBatched(t *testing.T) {
+	runFuzz(t, fuzzCase{steps: 600, enqueueMax: 4, fetchMax: 6, drainMax: 200, checkEvery: 1, batch: true, repeat: true})
 }
 
 func runFuzz(t *testing.T, c fuzzCase) {
@@ -316,22 +331,57 @@ func fuzzOne(t *testing.T, seed int64, c fuzzCase) {
 			for _, tk := range got.Tasks {
 				leases = append(leases, held{s, tk.Token, tk.ID})
 			}
+			if c.repeat && len(got.Tasks) > 0 && r.Intn(3) == 0 {
+				again := fetch(t, b, s, time.Minute, req)
+				if !again.Repeat || len(again.Tasks) != len(got.Tasks) {
+					t.Fatalf("step %d: repeat of %v answered %v (repeat %v)", step, ids(got.Tasks), ids(again.Tasks), again.Repeat)
+				}
+				first := map[string]broker.Leased{}
+				for _, tk := range got.Tasks {
+					first[tk.ID] = tk
+				}
+				for _, tk := range again.Tasks {
+					f, ok := first[tk.ID]
+					if !ok || f.Token != tk.Token || f.Started != tk.Started || f.Recovered != tk.Recovered ||
+						(f.ExpiresIn >= 0) != (tk.ExpiresIn >= 0) || string(f.Body) != string(tk.Body) {
+						t.Fatalf("step %d: repeat answered %+v for %+v", step, tk, f)
+					}
+				}
+			}
 			op = fmt.Sprintf("fetch %s n=%d start=%d rec=%v -> %v", s, nn, req.StartNow, req.Recovering, ids(got.Tasks))
 		case k < 10:
 			if len(leases) == 0 {
 				continue
 			}
-			i := r.Intn(len(leases))
-			h := leases[i]
-			leases = append(leases[:i], leases[i+1:]...)
+			var ss []broker.Settlement
 			outs := []broker.Outcome{broker.Ack, broker.Requeue, broker.Retry, broker.Kill, broker.Start}
-			o := outs[r.Intn(len(outs))]
-			st := broker.Settlement{Queue: q, Session: h.sess, Token: h.tok, ID: h.id, Outcome: o, Body: []byte("x")}
-			if o == broker.Start {
-				leases = append(leases, h)
+			calls := 1
+			if c.batch {
+				outs = append(outs, broker.Ack, broker.Ack) // runs of acks
+				calls = 1 + r.Intn(8)
 			}
-			settle(t, b, st)
-			op = fmt.Sprintf("settle %s %v", h.id, o)
+			for range calls {
+				if len(leases) == 0 {
+					break
+				}
+				i := r.Intn(len(leases))
+				h := leases[i]
+				o := outs[r.Intn(len(outs))]
+				if o != broker.Start {
+					leases = append(leases[:i], leases[i+1:]...)
+				}
+				ss = append(ss, broker.Settlement{Queue: q, Session: h.sess, Token: h.tok, ID: h.id, Outcome: o, Body: []byte("x")})
+				if c.batch && r.Intn(6) == 0 { // sent twice in the call
+					ss = append(ss, ss[len(ss)-1])
+				}
+			}
+			if c.batch {
+				slices.SortStableFunc(ss, func(x, y broker.Settlement) int {
+					return cmp.Or(strings.Compare(x.Session, y.Session), cmp.Compare(x.Token, y.Token))
+				})
+			}
+			settle(t, b, ss...)
+			op = fmt.Sprintf("settle %v", ss)
 		case k == 10:
 			// a session dies and is reclaimed
 			s := sessions[r.Intn(len(sessions))]
