@@ -70,8 +70,11 @@ func (w *Worker) settleNow(j *job, o broker.Outcome) {
 func (w *Worker) execute(sl *slot, r *run) (result any, err, cause error, ok bool) {
 	j := r.j
 	tctx, cancel := context.WithCancelCause(r.ctx)
-	timesOut := time.Now().Add(r.timeout) // the real clock, as context.WithTimeout's
 	r.started = w.clock.Now()
+	timesOut := r.started.Add(r.timeout) // the real clock, as context.WithTimeout's
+	if w.cfg.skewed {
+		timesOut = time.Now().Add(r.timeout)
+	}
 	sl.mu.Lock()
 	sl.cancel, sl.gen, sl.timesOut = cancel, j.gen, timesOut
 	sl.deadline = r.started.Add(r.timeout + w.cfg.TimeoutGrace)

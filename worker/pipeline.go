@@ -35,6 +35,8 @@ type run struct {
 	ctx        context.Context // the handler's context before its timeout and cancel (prepare)
 	started    time.Time       // when the handler was called
 	hctx       leaseContext    // the handler's context (execute; one allocation with the run)
+	state      core.State      // what st points to (prepare), and its context (sctx): the same
+	sctx       core.StateContext
 }
 
 // gate decides whether r may start now. One that says no has settled the
@@ -215,16 +217,18 @@ func (w *Worker) notExpiredBeforeStart(r *run) bool {
 // starts.
 func (w *Worker) prepare(r *run) {
 	env := r.env
-	r.st = &core.State{
+	r.state = core.State{
 		ID: env.ID, Name: env.Name, Queue: r.j.q.Name, Priority: env.Priority, Args: env.Args,
 		EnqueuedAt: time.UnixMilli(env.EnqueuedAt), Worker: w.cfg.Name, MaxRetries: r.maxRetries,
 		Timeout: r.timeout, Retried: env.Retried, Recovered: r.j.recovered, LimitKey: env.LimitKey,
 		Exec: w.exec, Log: w.log,
 	}
+	r.st = &r.state
 	for _, o := range w.observers {
 		o.starting(r)
 	}
-	r.ctx = core.WithState(w.base, r.st)
+	r.sctx = core.StateContext{Context: w.base, State: r.st}
+	r.ctx = &r.sctx
 	w.fireTaskHooks(r.ctx, r.st, rediq.BeforeTaskStart)
 }
 

@@ -107,6 +107,8 @@ type Config struct {
 
 	// now is the worker's clock (tests skew it); default time.Now.
 	now func() time.Time
+	// skewed: now was set (not time.Now): the real clock must be read apart.
+	skewed bool
 }
 
 // Defaults of Config.
@@ -334,6 +336,8 @@ func (cfg *Config) complete(c *core.App) error {
 	}
 	if cfg.now == nil {
 		cfg.now = time.Now
+	} else {
+		cfg.skewed = true
 	}
 	if cfg.Name == "" {
 		host, _ := os.Hostname()

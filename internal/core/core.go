@@ -234,6 +234,22 @@ func WithState(ctx context.Context, s *State) context.Context {
 	return context.WithValue(ctx, stateKey{}, s)
 }
 
+// StateContext is a context carrying a task's State, as WithState makes one,
+// for a caller that keeps it in a struct of its own (the worker's attempt):
+// one allocation less per task.
+type StateContext struct {
+	context.Context
+	State *State
+}
+
+// Value answers the State for StateFrom, and asks the parent for other keys.
+func (c *StateContext) Value(key any) any {
+	if key == (stateKey{}) {
+		return c.State
+	}
+	return c.Context.Value(key)
+}
+
 // StateFrom returns the state ctx carries, or nil.
 func StateFrom(ctx context.Context) *State {
 	s, _ := ctx.Value(stateKey{}).(*State)
