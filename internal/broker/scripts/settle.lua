@@ -230,12 +230,20 @@ local function freeLater(v, tok)
 end
 local released = {} -- ids an earlier outcome of this call released
 local sfind, sbyte = string.find, string.byte
+-- The last lease value and token found to match: the tasks of one lane
+-- leased by one fetch share their lease value (one string), so a run of
+-- their acks checks it once.
+local okV, okTok
 for j = 1, n do
   local id, i = ids[j], at[j]
   local kind, tok = ARGV[i], ARGV[i + 1]
   local v = leased[j]
   -- Held: the lease value is FLAG:TOKEN:SCORE with this token.
-  if not v or released[id] or sfind(v, tok, 3, true) ~= 3 or sbyte(v, 3 + #tok) ~= 58 then
+  local held = v and ((v == okV and tok == okTok) or (sfind(v, tok, 3, true) == 3 and sbyte(v, 3 + #tok) == 58))
+  if held then
+    okV, okTok = v, tok
+  end
+  if not held or released[id] then
     status[j] = '0'
   elseif (kind == 'a' or kind == 'm') and not metas[j] then
     if hasRun and sbyte(v, 1) == 83 then -- 'S': it holds a concurrency slot
