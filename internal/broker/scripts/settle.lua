@@ -102,9 +102,16 @@ while i <= nargv do
     i = i + 3 + extra
   end
 end
-local t = redis.call('TIME')
-local nowMs = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local now = nowMs - tonumber(ARGV[2])
+-- The server's time (Unix ms, and ms since the epoch), read when first
+-- needed: plain acks need none, so a call of only those asks no TIME.
+local nowMs, now
+local function clock()
+  if not nowMs then
+    local t = redis.call('TIME')
+    nowMs = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+    now = nowMs - tonumber(ARGV[2])
+  end
+end
 local status = {} -- the outcomes not held, by their place (the others are "1")
 local killed, wake = false, false
 local firstSched
@@ -298,9 +305,11 @@ for j = 1, n do
           reason = cancels[j]
         end
       end
+      clock()
       finish(pre, id, lower == 'a' and 's' or lower, nowMs, g, w, r, reason)
     else
       -- A malformed score (a foreign worker's) means the default priority.
+      clock()
       local slot, flow = leaseParts(v, 3 + #tok)
       if lower == 'r' then
         if flow then
@@ -363,6 +372,7 @@ if nm > 0 then
   redis.call('HSET', KEYS[1], unpack(m, 1, nm))
 end
 if killed then
+  clock()
   local old = redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', nowMs - tonumber(ARGV[4]), 'LIMIT', 0, 1000)
   local excess = redis.call('ZCARD', KEYS[5]) - #old - tonumber(ARGV[5])
   if excess > 0 then
