@@ -19,14 +19,15 @@ import (
 // it (see leaseContext).
 type leaseClock struct {
 	now     func() time.Time
+	real    bool         // now is time.Now: time.Since(base) reads one clock, not two
 	base    time.Time    // the clock's origin (monotonic): until is kept from it
 	until   atomic.Int64 // ns after base
 	mu      sync.Mutex
 	renewed chan struct{} // closed and replaced at each renewal
 }
 
-func (l *leaseClock) init(now func() time.Time) {
-	l.now = now
+func (l *leaseClock) init(now func() time.Time, real bool) {
+	l.now, l.real = now, real
 	l.base = now()
 	l.renewed = make(chan struct{})
 }
@@ -47,6 +48,9 @@ func (l *leaseClock) valid() bool { return l.left() > 0 }
 
 // left is how long the lease has to run (<= 0: expired).
 func (l *leaseClock) left() time.Duration {
+	if l.real {
+		return time.Duration(l.until.Load() - int64(time.Since(l.base)))
+	}
 	return time.Duration(l.until.Load() - int64(l.now().Sub(l.base)))
 }
 

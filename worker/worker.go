@@ -439,7 +439,7 @@ func New(app *rediq.App, cfg Config) (*Worker, error) {
 	w.clock = realClock{now: cfg.now}
 	w.settler.init(w)
 	w.out.init(w)
-	w.lease.init(w.clock.Now)
+	w.lease.init(w.clock.Now, !cfg.skewed)
 	return w, nil
 }
 
