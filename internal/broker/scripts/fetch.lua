@@ -95,12 +95,9 @@ local nowMs = now + epoch
 local no = 5 -- entries in out
 local nx, extra = 0, {} -- what tasks that are not plain add at the end
 
--- reply adds the k-th leased task to the answer: its id and message, and, if
--- it is not plain (it was recovered, or it has an expiry: meta), those.
-local function reply(k, id, body, meta)
-  out[no + 1] = id
-  out[no + 2] = body or ''
-  no = no + 2
+-- noteExtra adds what the k-th leased task needs if it is not plain: its
+-- recovered count and its expiry (meta). Called only where either may be.
+local function noteExtra(k, id, meta)
   local rec = hasRecovered and tonumber(redis.call('HGET', KEYS[5], id) or '0') or 0
   local at = meta and parseMeta(meta) or 0
   if rec > 0 or at > 0 then
@@ -109,6 +106,15 @@ local function reply(k, id, body, meta)
     extra[nx + 3] = at > 0 and math.max(at - nowMs, 0) or -1
     nx = nx + 3
   end
+end
+
+-- reply adds the k-th leased task to the answer: its id and message, and
+-- what it needs if it is not plain.
+local function reply(k, id, body, meta)
+  out[no + 1] = id
+  out[no + 2] = body or ''
+  no = no + 2
+  noteExtra(k, id, meta)
 end
 
 -- finishReply sets the answer's count of tasks (k) and of started ones, and
@@ -621,14 +627,7 @@ for from = 1, nt, 1000 do
       out[no + 2] = body
       no = no + 2
       if hasRecovered or meta then
-        local rec = hasRecovered and tonumber(redis.call('HGET', KEYS[5], id) or '0') or 0
-        local at = meta and parseMeta(meta) or 0
-        if rec > 0 or at > 0 then
-          extra[nx + 1] = leased
-          extra[nx + 2] = rec
-          extra[nx + 3] = at > 0 and math.max(at - nowMs, 0) or -1
-          nx = nx + 3
-        end
+        noteExtra(leased, id, meta)
       end
     end
   end
