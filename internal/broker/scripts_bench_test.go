@@ -192,55 +192,52 @@ const roundTasks = 5000
 
 // BenchmarkScriptFetch: fetch.lua leasing pending tasks, 50 per call, with
 // about 100 leases standing.
-func BenchmarkScriptFetch(b *testing.B) { benchFetch(b, nil) }
+func BenchmarkScriptFetch(b *testing.B) { benchCycle(b, broker.Ack, true, nil, "") }
 
 // BenchmarkScriptFetchLimited: the same, the tasks' type under a rate and a
 // concurrency limit that never bind (1,000,000/s, 1,000 at once): what the
 // limits' bookkeeping costs the limited type.
 func BenchmarkScriptFetchLimited(b *testing.B) {
-	benchFetch(b, &broker.Limit{Rate: 1_000_000, Per: time.Second, Concurrency: 1000})
+	benchCycle(b, broker.Ack, true, &broker.Limit{Rate: 1_000_000, Per: time.Second, Concurrency: 1000}, benchFlow)
 }
 
 // BenchmarkScriptFetchBesideLimited: the same unlimited tasks while another
 // type of the queue has a limit: what a limit costs the types without one.
 func BenchmarkScriptFetchBesideLimited(b *testing.B) {
-	benchFetch(b, &broker.Limit{Rate: 1_000_000, Per: time.Second, Concurrency: 1000, Code: true}, "other.task")
+	benchCycle(b, broker.Ack, true, &broker.Limit{Rate: 1_000_000, Per: time.Second, Concurrency: 1000, Code: true}, "other.task")
 }
 
 // BenchmarkScriptSettleAckLimited: settle.lua acknowledging tasks that hold
 // a concurrency slot (freed with each ack).
 func BenchmarkScriptSettleAckLimited(b *testing.B) {
-	br, q, rdb := benchSetup(b)
-	if _, err := br.SetLimit(context.Background(), q, benchFlow, broker.Limit{Concurrency: 1000}); err != nil {
-		b.Fatal(err)
-	}
-	session := benchSession(b, br, q)
-	m := newCPUMeter(b, rdb)
-	b.StopTimer()
-	var base uint64
-	for range b.N {
-		cycle(b, br, q, session, &base, roundTasks, broker.Ack, nil, m)
-	}
-	m.report(b.N * roundTasks)
+	benchCycle(b, broker.Ack, false, &broker.Limit{Concurrency: 1000}, benchFlow)
 }
 
-func benchFetch(b *testing.B, l *broker.Limit, limitedType ...string) {
+// benchCycle runs cycles of roundTasks tasks settled with outcome o, timing
+// the fetches (timeFetch) or the settles; with l, the queue's type typ has
+// that limit first.
+func benchCycle(b *testing.B, o broker.Outcome, timeFetch bool, l *broker.Limit, typ string) {
 	br, q, rdb := benchSetup(b)
 	if l != nil {
-		typ := benchFlow
-		if len(limitedType) > 0 {
-			typ = limitedType[0]
-		}
 		if _, err := br.SetLimit(context.Background(), q, typ, *l); err != nil {
 			b.Fatal(err)
 		}
 	}
 	session := benchSession(b, br, q)
 	m := newCPUMeter(b, rdb)
+	fm, sm := m, (*cpuMeter)(nil)
+	if !timeFetch {
+		fm, sm = nil, m
+	}
 	b.StopTimer()
 	var base uint64
 	for range b.N {
-		cycle(b, br, q, session, &base, roundTasks, broker.Ack, m, nil)
+		cycle(b, br, q, session, &base, roundTasks, o, fm, sm)
+		if o == broker.Retry { // the retried tasks' records and schedule go
+			if err := rdb.Del(context.Background(), q.Scheduled, q.Records).Err(); err != nil {
+				b.Fatal(err)
+			}
+		}
 	}
 	m.report(b.N * roundTasks)
 }
@@ -274,27 +271,9 @@ func settleAll(b *testing.B, br *broker.Broker, q *broker.Queue, session string,
 	}
 }
 
-func benchSettle(b *testing.B, o broker.Outcome) {
-	br, q, rdb := benchSetup(b)
-	session := benchSession(b, br, q)
-	m := newCPUMeter(b, rdb)
-	b.StopTimer()
-	var base uint64
-	for range b.N {
-		cycle(b, br, q, session, &base, roundTasks, o, nil, m)
-		if o == broker.Retry {
-			b.StopTimer()
-			if err := rdb.Del(context.Background(), q.Scheduled, q.Records).Err(); err != nil {
-				b.Fatal(err)
-			}
-		}
-	}
-	m.report(b.N * roundTasks)
-}
-
 // BenchmarkScriptSettleAck: settle.lua acknowledging successes, 50 per call.
-func BenchmarkScriptSettleAck(b *testing.B) { benchSettle(b, broker.Ack) }
+func BenchmarkScriptSettleAck(b *testing.B) { benchCycle(b, broker.Ack, false, nil, "") }
 
 // BenchmarkScriptSettleRetry: settle.lua sending failures back to run again
 // (the record rewritten, indexed in scheduled), 50 per call.
-func BenchmarkScriptSettleRetry(b *testing.B) { benchSettle(b, broker.Retry) }
+func BenchmarkScriptSettleRetry(b *testing.B) { benchCycle(b, broker.Retry, false, nil, "") }
