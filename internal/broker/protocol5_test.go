@@ -2,6 +2,7 @@ package broker_test
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"testing"
 	"time"
@@ -114,5 +115,36 @@ func TestRepeatKeepsExtras(t *testing.T) {
 				t.Fatalf("%s: %+v", id, by[id])
 			}
 		}
+	}
+}
+
+// A settle call of "m" acks whose reply was lost, sent again, changes nothing
+// the second time: every ack answers "not held".
+func TestManyAcksSentTwiceChangeNothing(t *testing.T) {
+	t.Parallel()
+	b, q, rdb := setup(t)
+	ctx := context.Background()
+	enqueue(t, b, q, msg("a", 2048), msg("b", 2048), msg("c", 2048), msg("d", 2048))
+	register(t, b, q, "S", time.Minute)
+	got := fetch(t, b, "S", time.Minute, broker.FetchRequest{Queue: q, N: 3, TokenBase: 0, StartNow: 3})
+	if len(got.Tasks) != 3 {
+		t.Fatalf("fetched %v", ids(got.Tasks))
+	}
+	var ss []broker.Settlement
+	for _, tk := range got.Tasks {
+		ss = append(ss, broker.Settlement{Queue: q, Session: "S", Token: tk.Token, ID: tk.ID, Outcome: broker.Ack})
+	}
+	snapshot := func() string {
+		return fmt.Sprint(rdb.HGetAll(ctx, q.Records).Val(), rdb.HGetAll(ctx, q.Lease("S")).Val(), pendingIDs(t, b, q))
+	}
+	if held := settle(t, b, ss...); !slices.Equal(held, []bool{true, true, true}) {
+		t.Fatalf("first run: %v", held)
+	}
+	after := snapshot()
+	if held := settle(t, b, ss...); !slices.Equal(held, []bool{false, false, false}) {
+		t.Fatalf("second run: %v, want none held", held)
+	}
+	if again := snapshot(); again != after {
+		t.Fatalf("the second run changed %s into %s", after, again)
 	}
 }
