@@ -224,11 +224,46 @@ func (q *Queue) enqueueKeys(l lane) []string {
 }
 
 func enqueueArgs(q *Queue, c laneCall) []any {
+	if runsOnly(c.msgs) {
+		return runArgs(q, c)
+	}
 	args := make([]any, 0, 4+5*len(c.msgs))
 	args = append(args, q.Channel, c.lane.call, Epoch, q.Prefix)
 	for i := range c.msgs {
 		m := &c.msgs[i]
 		args = append(args, m.ID, m.lane(), max(m.Delay.Milliseconds(), 0), m.Body, m.options())
+	}
+	return args
+}
+
+// runsOnly reports whether msgs can go in enqueue.lua's runs form: every one
+// pending now and without options.
+func runsOnly(msgs []Message) bool {
+	for i := range msgs {
+		m := &msgs[i]
+		if m.Delay > 0 || m.options() != "" {
+			return false
+		}
+	}
+	return true
+}
+
+// runArgs is enqueue.lua's ARGV in the runs form: after the four fixed ones,
+// for each run of messages of one lane "", LANE, COUNT, then ID, BODY each.
+func runArgs(q *Queue, c laneCall) []any {
+	args := make([]any, 0, 7+2*len(c.msgs))
+	args = append(args, q.Channel, c.lane.call, Epoch, q.Prefix)
+	for i := 0; i < len(c.msgs); {
+		m := &c.msgs[i]
+		j := i + 1
+		for j < len(c.msgs) && c.msgs[j].Slot == m.Slot && c.msgs[j].Flow == m.Flow {
+			j++
+		}
+		args = append(args, "", m.lane(), j-i)
+		for k := i; k < j; k++ {
+			args = append(args, c.msgs[k].ID, c.msgs[k].Body)
+		}
+		i = j
 	}
 	return args
 }

@@ -79,7 +79,7 @@ func (m *cpuMeter) report(tasks int) {
 	m.b.ReportMetric(float64(m.b.Elapsed().Nanoseconds())/float64(tasks), "ns/task")
 }
 
-func benchSetup(b *testing.B) (*broker.Broker, *broker.Queue, *redis.Client) {
+func benchSetup(b testing.TB) (*broker.Broker, *broker.Queue, *redis.Client) {
 	rdb := testredis.Client(b)
 	br := broker.New(rdb, testredis.Namespace(b))
 	b.Cleanup(func() { _, _ = br.DeleteNamespace(context.Background()) })

@@ -47,6 +47,122 @@ if call ~= '' then
     end
   end
 end
+local lanesKey = KEYS[2] .. ':lanes'
+-- The runs form: ARGV[5] "" (no task has an empty id), then runs of tasks of
+-- one lane, pending now and without options: "" LANE COUNT then COUNT pairs
+-- id, message (three arguments a task less than five per task, and a loop
+-- with nothing to decide per task).
+if ARGV[5] == '' then
+  local nargv = #ARGV
+  local runs, nruns, total = {}, 0, 0
+  local j = 5
+  while j <= nargv do
+    local lane, count = ARGV[j + 1], tonumber(ARGV[j + 2])
+    if ARGV[j] ~= '' or not lane or not count or count < 1 or count % 1 ~= 0 or j + 2 + 2 * count > nargv then
+      return redis.error_reply('ERR rediq: bad run of tasks at argument ' .. j)
+    end
+    local slot = tonumber(lane) or tonumber(string.match(lane, '^(%d+)|.') or '')
+    if not slot or slot < 0 or slot > 4095 or slot % 1 ~= 0 then
+      return redis.error_reply('ERR rediq: lane ' .. lane .. ' is not SLOT or SLOT|FLOW (a flow is not empty)')
+    end
+    for k = j + 3, j + 1 + 2 * count, 2 do
+      if ARGV[k] == '' then
+        -- A lease hash keeps its fetch marker under the field "": a task
+        -- with an empty id would be leased onto it, and lost.
+        return redis.error_reply('ERR rediq: empty task id')
+      end
+    end
+    nruns = nruns + 1
+    runs[nruns] = {lane, slot, j + 3, count}
+    total = total + count
+    j = j + 3 + 2 * count
+  end
+  local wasEmpty = redis.call('EXISTS', lanesKey, KEYS[2] .. ':slots') == 0
+  local laneAdded, since = false, nil -- since: ms since the epoch, read once
+  local skipped = {} -- place -> "0": ids that exist already (the others are "1")
+  local pos = 0
+  for r = 1, nruns do
+    local lane, slot, from, count = runs[r][1], runs[r][2], runs[r][3], runs[r][4]
+    -- A thousand per HMGET and HSET: what unpack takes.
+    for c0 = 0, count - 1, 1000 do
+      local m = math.min(1000, count - c0)
+      local a0 = from + 2 * c0
+      local push, np = {}, 0
+      if total == 1 then -- one task, a single Enqueue: one HSETNX
+        if redis.call('HSETNX', KEYS[1], ARGV[a0], ARGV[a0 + 1]) == 1 then
+          push[1], np = ARGV[a0], 1
+        else
+          skipped[1] = '0'
+        end
+      else
+        local ids = {}
+        for k = 1, m do
+          ids[k] = ARGV[a0 + 2 * k - 2]
+        end
+        local ex = redis.call('HMGET', KEYS[1], unpack(ids, 1, m))
+        local rec, nr = {}, 0
+        for k = 1, m do
+          if ex[k] then
+            skipped[pos + k] = '0'
+          else
+            local a = a0 + 2 * k - 2
+            rec[nr + 1], rec[nr + 2] = ARGV[a], ARGV[a + 1]
+            nr = nr + 2
+            np = np + 1
+            push[np] = ARGV[a]
+          end
+        end
+        if nr > 0 and redis.call('HSET', KEYS[1], unpack(rec, 1, nr)) * 2 < nr then
+          -- An id twice in these: HSET kept the last message of each. The
+          -- first of each is the task (the others are "0"), with its message.
+          local seen = {}
+          rec, nr, push, np = {}, 0, {}, 0
+          for k = 1, m do
+            local id = ids[k]
+            if not ex[k] then
+              if seen[id] then
+                skipped[pos + k] = '0'
+              else
+                seen[id] = true
+                rec[nr + 1], rec[nr + 2] = id, ARGV[a0 + 2 * k - 1]
+                nr = nr + 2
+                np = np + 1
+                push[np] = id
+              end
+            end
+          end
+          redis.call('HSET', KEYS[1], unpack(rec, 1, nr))
+        end
+      end
+      if np > 0 and redis.call('RPUSH', KEYS[2] .. ':' .. lane, unpack(push, 1, np)) == np then
+        if not since then
+          local t = redis.call('TIME')
+          since = math.max(tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - tonumber(ARGV[3]), 0) % LANE
+        end
+        redis.call('ZADD', lanesKey, string.format('%d', slot * LANE + since), lane)
+        laneAdded = true
+      end
+      pos = pos + m
+    end
+  end
+  local out
+  if next(skipped) == nil then
+    out = string.rep('1', total)
+  else
+    local st = {}
+    for k = 1, total do
+      st[k] = skipped[k] or '1'
+    end
+    out = table.concat(st)
+  end
+  if call ~= '' then
+    redis.call('SET', KEYS[5], call .. ':' .. out, 'PX', 300000)
+  end
+  if wasEmpty and laneAdded then
+    redis.call('PUBLISH', ARGV[1], 'p')
+  end
+  return out
+end
 -- Check every argument before the first write: an error after it would leave
 -- half a call done.
 local nowNeeded, npend = false, 0
@@ -113,7 +229,6 @@ if nowNeeded then
 end
 -- A worker only goes idle after finding the queue empty: pushing into a queue
 -- without pending slots is what it must hear of (below).
-local lanesKey = KEYS[2] .. ':lanes'
 local wasEmpty = npend > 0 and redis.call('EXISTS', lanesKey, KEYS[2] .. ':slots') == 0
 local laneAdded = false -- a lane became fetchable
 -- Counted, not measured with #: the length operator searches the table.
