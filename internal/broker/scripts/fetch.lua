@@ -49,7 +49,7 @@ local session = ARGV[3]
 if not redis.call('ZSCORE', KEYS[6], session) then
   return {-1, -1, 0}
 end
-redis.call('ZADD', KEYS[6], now + epoch + tonumber(ARGV[4]), session)
+redis.call('ZADD', KEYS[6], string.format('%d', now + epoch + tonumber(ARGV[4])), session)
 local n, base = tonumber(ARGV[1]), tonumber(ARGV[2])
 local out = {0, -1, 0, 0, 0}
 
@@ -74,7 +74,7 @@ local limited = exists(pre .. 'limits') -- whether the queue has limits
 -- head is the first scheduled task (ZRANGE 0 0 WITHSCORES) if it was read
 -- after the last change to scheduled; nil: read it.
 local function nextDue(head)
-  local nxt = head or redis.call('ZRANGE', KEYS[3], 0, 0, 'WITHSCORES')
+  local nxt = head or redis.call('ZRANGE', KEYS[3], '0', '0', 'WITHSCORES')
   if nxt[2] then
     out[2] = math.max(math.floor(tonumber(nxt[2]) / 4096) - now, 0)
   end
@@ -179,7 +179,7 @@ if limited then
 end
 -- The first scheduled task tells whether any is due; if none is, it is also
 -- the answer's next due time (nextDue reads it again only after promotion).
-local head = redis.call('ZRANGE', KEYS[3], 0, 0, 'WITHSCORES')
+local head = redis.call('ZRANGE', KEYS[3], '0', '0', 'WITHSCORES')
 local due = {}
 if head[2] and tonumber(head[2]) <= now * 4096 + 4095 then
   due = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now * 4096 + 4095, 'WITHSCORES', 'LIMIT', 0, 500)
@@ -408,10 +408,10 @@ end
 local function takeFrom(s, cap)
   local list = KEYS[2] .. ':' .. s
   -- One more than it takes: whether the list still holds tasks after.
-  local r = redis.call('LRANGE', list, 0, cap)
+  local r = redis.call('LRANGE', list, '0', string.format('%d', cap))
   if #r > cap then
     r[cap + 1] = nil
-    redis.call('LTRIM', list, cap, -1)
+    redis.call('LTRIM', list, string.format('%d', cap), '-1')
     return r, true
   end
   redis.call('DEL', list)
@@ -446,7 +446,7 @@ while want > 0 do
   if skipped >= 1000 then
     break -- all of them wait for a runner (flag 2)
   end
-  local ls = redis.call('ZRANGE', lanesKey, pos, pos + 3)
+  local ls = redis.call('ZRANGE', lanesKey, string.format('%d', pos), string.format('%d', pos + 3))
   if #ls == 0 then
     lanesRead = true
     break

@@ -47,6 +47,7 @@ local session, pre = ARGV[1], ARGV[6]
 -- outcome starts in ARGV.
 local ids, at = {}, {}
 local n = 0
+local mixed = false -- an outcome other than a or m
 local i = 7
 local nargv = #ARGV
 -- checkOutcome checks the outcome at ARGV[i] (not m) and answers how many
@@ -97,6 +98,7 @@ while i <= nargv do
     if bad then
       return bad
     end
+    mixed = mixed or ARGV[i] ~= 'a'
     n = n + 1
     ids[n], at[n] = ARGV[i + 2], i
     i = i + 3 + extra
@@ -152,6 +154,7 @@ local metas = hasMeta and hmget(pre .. 'meta', ids) or {}
 local cancels = hasCancels and hmget(pre .. 'cancels', ids) or {}
 local acks, na = {}, 0
 local marks, nmarks = {}, 0 -- id -> the lease value marked started
+local unheld = 0 -- acks whose lease another ack of this call had released
 local function flushAcks()
   if na > 0 then
     redis.call('HDEL', KEYS[2], unpack(acks))
@@ -164,7 +167,7 @@ local function flushAcks()
     if hasCancels then -- a request that came too late: the task succeeded
       redis.call('HDEL', pre .. 'cancels', unpack(acks))
     end
-    redis.call('HDEL', KEYS[1], unpack(acks))
+    unheld = unheld + na - redis.call('HDEL', KEYS[1], unpack(acks))
     acks, na = {}, 0
   end
 end
@@ -235,7 +238,11 @@ local function freeLater(v, tok)
     frees[flow] = frees[flow] + 1
   end
 end
-local released = {} -- ids an earlier outcome of this call released
+-- ids an earlier outcome of this call released. A call of acks alone (no
+-- slot to free) does without: an id acked twice is found by the count of
+-- leases the HDEL released (below), and no write differs.
+local released = {}
+local track = mixed or hasRun
 local sfind, sbyte = string.find, string.byte
 -- The last lease value and token found to match: the tasks of one lane
 -- leased by one fetch share their lease value (one string), so a run of
@@ -256,7 +263,9 @@ for j = 1, n do
     if hasRun and sbyte(v, 1) == 83 then -- 'S': it holds a concurrency slot
       freeLater(v, tok)
     end
-    released[id] = true
+    if track then
+      released[id] = true
+    end
     if nmarks > 0 then
       marks[id] = nil
     end
@@ -351,6 +360,18 @@ for j = 1, n do
 end
 writes.flush()
 flushAcks()
+if unheld > 0 then
+  -- An id acked twice (or more): its first ack applied, the others did not.
+  local seen = {}
+  for j = 1, n do
+    if not status[j] then
+      if seen[ids[j]] then
+        status[j] = '0'
+      end
+      seen[ids[j]] = true
+    end
+  end
+end
 if nfree > 0 then
   for flow, k in pairs(frees) do
     if freeSlot(pre, flow, k) then
