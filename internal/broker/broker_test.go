@@ -682,3 +682,41 @@ func TestManyAcksInOneOutcome(t *testing.T) {
 		t.Fatal("the unique lock of the acked task stayed")
 	}
 }
+
+// Acks alone on a plain queue take settle.lua's short way (runs read and
+// deleted straight from ARGV): an id acked twice applies once, runs of two
+// fetches' tokens go in one call, and a lease not held sends the whole call
+// the general way, which answers per outcome.
+func TestPlainAcksTakeTheShortWay(t *testing.T) {
+	t.Parallel()
+	b, q, rdb := setup(t)
+	ctx := context.Background()
+	enqueue(t, b, q, msg("a", 2048), msg("b", 2048), msg("c", 2048))
+	register(t, b, q, "S", time.Minute)
+	first := fetch(t, b, "S", time.Minute, broker.FetchRequest{Queue: q, N: 2, TokenBase: 10, StartNow: 2})
+	second := fetch(t, b, "S", time.Minute, broker.FetchRequest{Queue: q, N: 1, TokenBase: 20, StartNow: 1})
+	if !slices.Equal(ids(first.Tasks), []string{"a", "b"}) || !slices.Equal(ids(second.Tasks), []string{"c"}) {
+		t.Fatalf("fetched %v, %v", ids(first.Tasks), ids(second.Tasks))
+	}
+	ack := func(id string, tok uint64) broker.Settlement {
+		return broker.Settlement{Queue: q, Session: "S", Token: tok, ID: id, Outcome: broker.Ack}
+	}
+	if held := settle(t, b, ack("a", 11), ack("a", 11), ack("c", 21), ack("b", 11)); !slices.Equal(held, []bool{true, false, true, true}) {
+		t.Fatalf("held %v, want the second a alone not held", held)
+	}
+	if n := rdb.HLen(ctx, q.Records).Val(); n != 0 {
+		t.Fatalf("%d records left", n)
+	}
+	if n := rdb.HLen(ctx, q.Lease("S")).Val(); n != 1 { // the fetch marker
+		t.Fatalf("%d lease fields left, want the marker only", n)
+	}
+	// A lease not held (acked above) among held ones: the general way.
+	enqueue(t, b, q, msg("d", 2048))
+	third := fetch(t, b, "S", time.Minute, broker.FetchRequest{Queue: q, N: 1, TokenBase: 30, StartNow: 1})
+	if held := settle(t, b, ack("d", 31), ack("b", 11)); !slices.Equal(held, []bool{true, false}) || len(third.Tasks) != 1 {
+		t.Fatalf("held %v, want d held and b not", held)
+	}
+	if n := rdb.HLen(ctx, q.Records).Val(); n != 0 {
+		t.Fatalf("%d records left", n)
+	}
+}

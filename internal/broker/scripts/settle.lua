@@ -43,13 +43,107 @@
 local P = 2199023255552
 local EXTRA = {a = 0, s = 0, q = 0, A = 1, c = 0, C = 1, x = 0, X = 1, k = 1, r = 2}
 local session, pre = ARGV[1], ARGV[6]
+-- One EXISTS for all a plain queue lacks (counts of recovered tasks, metas,
+-- cancel requests, running counts of limited flows): a queue without any
+-- pays one call for them all.
+local rare = redis.call('EXISTS', KEYS[6], KEYS[8], pre .. 'meta', pre .. 'cancels', pre .. 'lim:run') > 0
+local function exists(key)
+  return rare and redis.call('EXISTS', key) == 1
+end
+local hasRecovered = exists(KEYS[6])
+local hasOrphaned = exists(KEYS[8])
+local hasMeta = exists(pre .. 'meta')
+local hasCancels = exists(pre .. 'cancels')
+-- A lease of flag S is counted in PRE..lim:run: without it, none has S.
+local hasRun = exists(pre .. 'lim:run')
+local sfind, sbyte = string.find, string.byte
+local nargv = #ARGV
+-- The common call, on a queue without metas, cancel requests or running
+-- counts: plain acks ("a", and runs of them, "m") alone, every lease held.
+-- Its leases are read, and its records and leases deleted, straight from
+-- ARGV, a run per command: nothing is copied or decided per task but the
+-- check of its lease, which for a run's tasks (one fetch's, one lane's) is
+-- one string compared to the last. Anything else, a lease not held
+-- included, takes the general way below, which checks and answers per
+-- outcome.
+if (ARGV[7] == 'm' or ARGV[7] == 'a') and not (hasMeta or hasCancels or hasRun) then
+  -- runs: per outcome, where its token, first and last id are in ARGV.
+  local runs, nr, i = {}, 0, 7
+  while i <= nargv do
+    local kind, first, last = ARGV[i], i + 2, i + 2
+    if kind == 'm' then
+      local count = tonumber(ARGV[i + 2])
+      if not count or count < 1 or count > 1000 or count % 1 ~= 0 then
+        runs = nil -- the general way refuses it
+        break
+      end
+      first, last = i + 3, i + 2 + count
+    elseif kind ~= 'a' then
+      runs = nil
+      break
+    end
+    if last > nargv then
+      runs = nil
+      break
+    end
+    runs[nr + 1], runs[nr + 2], runs[nr + 3] = i + 1, first, last
+    nr = nr + 3
+    i = last + 1
+  end
+  for r = 1, runs and nr or 0, 3 do
+    local tok = ARGV[runs[r]]
+    local vals = redis.call('HMGET', KEYS[1], unpack(ARGV, runs[r + 1], runs[r + 2]))
+    local okV
+    for k = 1, #vals do
+      local v = vals[k]
+      if not (v and v == okV) then
+        -- Held: the lease value is FLAG:TOKEN:SCORE with this token.
+        if v and sfind(v, tok, 3, true) == 3 and sbyte(v, 3 + #tok) == 58 then
+          okV = v
+        else
+          runs = nil
+          break
+        end
+      end
+    end
+    if not runs then
+      break
+    end
+  end
+  if runs then
+    local n, released = 0, 0
+    for r = 1, nr, 3 do
+      local first, last = runs[r + 1], runs[r + 2]
+      redis.call('HDEL', KEYS[2], unpack(ARGV, first, last))
+      if hasRecovered then
+        redis.call('HDEL', KEYS[6], unpack(ARGV, first, last))
+      end
+      if hasOrphaned then
+        redis.call('HDEL', KEYS[8], unpack(ARGV, first, last))
+      end
+      released = released + redis.call('HDEL', KEYS[1], unpack(ARGV, first, last))
+      n = n + last - first + 1
+    end
+    if released == n then
+      return string.rep('1', n)
+    end
+    -- An id acked twice (or more): its first ack applied, the others did not.
+    local seen, st = {}, {}
+    for r = 1, nr, 3 do
+      for k = runs[r + 1], runs[r + 2] do
+        st[#st + 1] = seen[ARGV[k]] and '0' or '1'
+        seen[ARGV[k]] = true
+      end
+    end
+    return table.concat(st)
+  end
+end
 -- Check every outcome before the first write; collect ids and where each
 -- outcome starts in ARGV.
 local ids, at = {}, {}
 local n = 0
 local mixed = false -- an outcome other than a or m
 local i = 7
-local nargv = #ARGV
 -- checkOutcome checks the outcome at ARGV[i] (not m) and answers how many
 -- arguments follow its id, or an error reply.
 local function checkOutcome(i)
@@ -117,19 +211,6 @@ end
 local status = {} -- the outcomes not held, by their place (the others are "1")
 local killed, wake = false, false
 local firstSched
--- One EXISTS for all a plain queue lacks (counts of recovered tasks, metas,
--- cancel requests, running counts of limited flows): a queue without any
--- pays one call for them all.
-local rare = redis.call('EXISTS', KEYS[6], KEYS[8], pre .. 'meta', pre .. 'cancels', pre .. 'lim:run') > 0
-local function exists(key)
-  return rare and redis.call('EXISTS', key) == 1
-end
-local hasRecovered = exists(KEYS[6])
-local hasOrphaned = exists(KEYS[8])
-local hasMeta = exists(pre .. 'meta')
-local hasCancels = exists(pre .. 'cancels')
--- A lease of flag S is counted in PRE..lim:run: without it, none has S.
-local hasRun = exists(pre .. 'lim:run')
 -- hmget reads fields of a hash, a thousand per HMGET (what unpack takes).
 local function hmget(key, fields)
   if #fields <= 1000 then
@@ -243,7 +324,6 @@ end
 -- leases the HDEL released (below), and no write differs.
 local released = {}
 local track = mixed or hasRun
-local sfind, sbyte = string.find, string.byte
 -- The last lease value and token found to match: the tasks of one lane
 -- leased by one fetch share their lease value (one string), so a run of
 -- their acks checks it once.
