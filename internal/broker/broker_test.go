@@ -720,3 +720,31 @@ func TestPlainAcksTakeTheShortWay(t *testing.T) {
 		t.Fatalf("%d records left", n)
 	}
 }
+
+// A fetch of one lane's plain tasks answers two arrays (ids, messages); when a
+// record went missing meanwhile it takes the general way, which drops that
+// task and leases the others, in order, with their messages.
+func TestFetchDropsATaskWhoseRecordIsGone(t *testing.T) {
+	t.Parallel()
+	b, q, rdb := setup(t)
+	ctx := context.Background()
+	flow := func(id string) broker.Message { m := msg(id, 2048); m.Flow = "f"; return m }
+	enqueue(t, b, q, flow("a"), flow("b"), flow("c"), flow("d"))
+	register(t, b, q, "S", time.Minute)
+	got := fetch(t, b, "S", time.Minute, broker.FetchRequest{Queue: q, N: 2, TokenBase: 0, StartNow: 1})
+	if !slices.Equal(ids(got.Tasks), []string{"a", "b"}) || string(got.Tasks[1].Body) != "body-b" ||
+		!got.Tasks[0].Started || got.Tasks[1].Started {
+		t.Fatalf("fetched %+v", got.Tasks)
+	}
+	if err := rdb.HDel(ctx, q.Records, "c").Err(); err != nil {
+		t.Fatal(err)
+	}
+	got = fetch(t, b, "S", time.Minute, broker.FetchRequest{Queue: q, N: 2, TokenBase: 2, StartNow: 2})
+	if !slices.Equal(ids(got.Tasks), []string{"d"}) || string(got.Tasks[0].Body) != "body-d" {
+		t.Fatalf("fetched %+v, want d alone", got.Tasks)
+	}
+	lease := rdb.HGetAll(ctx, q.Lease("S")).Val()
+	if _, ok := lease["c"]; ok || len(lease) != 4 { // a, b, d and the marker
+		t.Fatalf("leases %v", lease)
+	}
+}

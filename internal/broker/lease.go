@@ -160,26 +160,42 @@ func fetchAnswers(reqs []FetchRequest, cmds []*redis.Cmd) ([]Fetched, error) {
 // leasedTasks reads the tasks of a fetch.lua answer (status 0 or 1): the
 // header, two values per task, then three per task that is not plain (its
 // place, recovered count, ms until its expiry); a plain task was never
-// recovered and has no expiry. Every lease of a fetch names token base+1.
+// recovered and has no expiry. Or, when every task is plain, the header and
+// two arrays: the ids and the messages. Every lease of a fetch names token
+// base+1.
 func leasedTasks(vals []any, base uint64) ([]Leased, error) {
 	if len(vals) < fetchHeader {
 		return nil, fmt.Errorf("unexpected reply %v", vals)
 	}
 	n, _ := vals[3].(int64)
 	started, _ := vals[4].(int64)
+	tasks := make([]Leased, max(n, 0))
+	task := func(j int, id, body any) {
+		tasks[j] = Leased{Token: base + 1, Started: int64(j) < started, ExpiresIn: -1}
+		tasks[j].ID, _ = id.(string)
+		if b, _ := body.(string); b != "" {
+			tasks[j].Body = readOnlyBytes(b)
+		}
+	}
+	if len(vals) == fetchHeader+2 {
+		if ids, ok := vals[fetchHeader].([]any); ok { // two arrays: every task plain
+			bodies, _ := vals[fetchHeader+1].([]any)
+			if int64(len(ids)) != n || len(bodies) != len(ids) {
+				return nil, fmt.Errorf("unexpected reply of %d ids and %d messages for %d tasks", len(ids), len(bodies), n)
+			}
+			for j := range tasks {
+				task(j, ids[j], bodies[j])
+			}
+			return tasks, nil
+		}
+	}
 	rest := len(vals) - fetchHeader - 2*int(n)
 	if n < 0 || rest < 0 || rest%3 != 0 {
 		return nil, fmt.Errorf("unexpected reply of %d values for %d tasks", len(vals), n)
 	}
-	tasks := make([]Leased, n)
 	for j := range tasks {
 		v := vals[fetchHeader+2*j:]
-		id, _ := v[0].(string)
-		body, _ := v[1].(string)
-		tasks[j] = Leased{Token: base + 1, ID: id, Started: int64(j) < started, ExpiresIn: -1}
-		if body != "" {
-			tasks[j].Body = readOnlyBytes(body)
-		}
+		task(j, v[0], v[1])
 	}
 	for x := vals[fetchHeader+2*int(n):]; len(x) >= 3; x = x[3:] {
 		k, _ := x[0].(int64)

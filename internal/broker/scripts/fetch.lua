@@ -579,67 +579,95 @@ local wake = false
 local stamp = string.format('%d', base + 1)
 local tailS = tail and ('s:' .. stamp .. tail)
 local tailP = tail and ('p:' .. stamp .. tail)
-for from = 1, nt, 1000 do
-  local to = math.min(from + 999, nt)
-  local bodies = redis.call('HMGET', KEYS[1], unpack(ids, from, to))
-  local metas = hasMeta and redis.call('HMGET', pre .. 'meta', unpack(ids, from, to))
-  local cancels = hasCancels and redis.call('HMGET', pre .. 'cancels', unpack(ids, from, to))
+-- The common fetch: one lane's tasks (they share their lease value), at most
+-- a thousand, none with a meta, a cancel request, a recovered count or a
+-- concurrency slot, every record there. Its answer carries LRANGE's ids and
+-- HMGET's messages as they came, as two arrays: nothing is copied per task
+-- but into the lease HSET.
+local fast = tail and nt <= 1000 and not (hasMeta or hasCancels or hasRecovered or anyCounted)
+if fast then
+  local bodies = redis.call('HMGET', KEYS[1], unpack(ids, 1, nt))
   local lease, nl = {}, 0
-  for k = 1, to - from + 1 do
-    local j = from + k - 1
-    local id, body = ids[j], bodies[k]
-    local meta = metas and metas[k]
-    -- An index entry without a record (deleted meanwhile) is dropped, with
-    -- any counts it left, and the answer comes back short: wake the idle
-    -- workers below if pending still has tasks.
-    local gone = false
-    if not body then
-      gone = true
-      redis.call('HDEL', KEYS[5], id)
-    elseif (meta or (cancels and cancels[k])) and ended(id, meta, cancels and cancels[k]) then
-      gone = true
+  for k = 1, nt do
+    if not bodies[k] then
+      fast = false -- deleted meanwhile: the general way drops it
+      break
     end
-    if gone then
-      dropped = dropped + 1
-      if anyCounted and counted[j] and freeSlot(pre, flows[j]) then
-        wake = true
-      end
-    else
-      leased = leased + 1
-      local started = leased <= startN
-      lease[nl + 1] = id
-      if anyCounted and counted[j] then
-        lease[nl + 2] = 'S:' .. stamp .. ':' .. scores[j] .. ':' .. flows[j]
-      elseif tail then
-        lease[nl + 2] = started and tailS or tailP
-      else
-        local fl = flows[j]
-        local flag = started and 's:' or 'p:'
-        if fl then
-          lease[nl + 2] = flag .. stamp .. ':' .. scores[j] .. ':' .. fl
-        else
-          lease[nl + 2] = flag .. stamp .. ':' .. scores[j]
-        end
-      end
-      nl = nl + 2
-      -- reply() above, inline: this is the hot loop.
-      out[no + 1] = id
-      out[no + 2] = body
-      no = no + 2
-      if hasRecovered or meta then
-        noteExtra(leased, id, meta)
-      end
-    end
-  end
-  if leased > 0 and to == nt then
-    -- The marker goes with the last leases. A fetch that leased nothing
-    -- needs none: run again, it leases afresh.
-    lease[nl + 1] = ''
-    lease[nl + 2] = MARK
+    lease[nl + 1] = ids[k]
+    lease[nl + 2] = k <= startN and tailS or tailP
     nl = nl + 2
   end
-  if nl > 0 then
-    redis.call('HSET', KEYS[7], unpack(lease, 1, nl))
+  if fast then
+    lease[nl + 1] = ''
+    lease[nl + 2] = MARK
+    redis.call('HSET', KEYS[7], unpack(lease, 1, nl + 2))
+    leased = nt
+    out[6], out[7] = ids, bodies
+  end
+end
+if not fast then
+  for from = 1, nt, 1000 do
+    local to = math.min(from + 999, nt)
+    local bodies = redis.call('HMGET', KEYS[1], unpack(ids, from, to))
+    local metas = hasMeta and redis.call('HMGET', pre .. 'meta', unpack(ids, from, to))
+    local cancels = hasCancels and redis.call('HMGET', pre .. 'cancels', unpack(ids, from, to))
+    local lease, nl = {}, 0
+    for k = 1, to - from + 1 do
+      local j = from + k - 1
+      local id, body = ids[j], bodies[k]
+      local meta = metas and metas[k]
+      -- An index entry without a record (deleted meanwhile) is dropped, with
+      -- any counts it left, and the answer comes back short: wake the idle
+      -- workers below if pending still has tasks.
+      local gone = false
+      if not body then
+        gone = true
+        redis.call('HDEL', KEYS[5], id)
+      elseif (meta or (cancels and cancels[k])) and ended(id, meta, cancels and cancels[k]) then
+        gone = true
+      end
+      if gone then
+        dropped = dropped + 1
+        if anyCounted and counted[j] and freeSlot(pre, flows[j]) then
+          wake = true
+        end
+      else
+        leased = leased + 1
+        local started = leased <= startN
+        lease[nl + 1] = id
+        if anyCounted and counted[j] then
+          lease[nl + 2] = 'S:' .. stamp .. ':' .. scores[j] .. ':' .. flows[j]
+        elseif tail then
+          lease[nl + 2] = started and tailS or tailP
+        else
+          local fl = flows[j]
+          local flag = started and 's:' or 'p:'
+          if fl then
+            lease[nl + 2] = flag .. stamp .. ':' .. scores[j] .. ':' .. fl
+          else
+            lease[nl + 2] = flag .. stamp .. ':' .. scores[j]
+          end
+        end
+        nl = nl + 2
+        -- reply() above, inline: this is the hot loop.
+        out[no + 1] = id
+        out[no + 2] = body
+        no = no + 2
+        if hasRecovered or meta then
+          noteExtra(leased, id, meta)
+        end
+      end
+    end
+    if leased > 0 and to == nt then
+      -- The marker goes with the last leases. A fetch that leased nothing
+      -- needs none: run again, it leases afresh.
+      lease[nl + 1] = ''
+      lease[nl + 2] = MARK
+      nl = nl + 2
+    end
+    if nl > 0 then
+      redis.call('HSET', KEYS[7], unpack(lease, 1, nl))
+    end
   end
 end
 finishReply(leased, math.min(leased, startN))
