@@ -3,6 +3,7 @@ package rediq
 import (
 	"context"
 	"slices"
+	"time"
 
 	"go.uber.org/zap"
 
@@ -19,7 +20,7 @@ func CurrentTask(ctx context.Context) (info TaskInfo, ok bool) {
 	return TaskInfo{
 		// Args is copied: the worker's buffer is not the handler's to keep.
 		ID: TaskID(s.ID), Name: s.Name, Queue: s.Queue, Priority: s.Priority, Args: slices.Clone(s.Args),
-		EnqueuedAt: s.EnqueuedAt, Worker: s.Worker, MaxRetries: s.MaxRetries, Timeout: s.Timeout,
+		EnqueuedAt: time.UnixMilli(s.EnqueuedAt), Worker: s.Worker, MaxRetries: s.MaxRetries, Timeout: s.Timeout,
 		Recovered: s.Recovered, LimitKey: s.LimitKey,
 	}, true
 }

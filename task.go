@@ -101,13 +101,20 @@ func Register[A, R any](app *App, name string, fn func(context.Context, A) (R, e
 	if !o.limit.IsZero() && codec.Flow(name, "") == "" {
 		panic(fmt.Sprintf("rediq: Register %q: a task with '|' in its name cannot have limits", name))
 	}
+	// The arguments are decoded into a pooled A and copied out: an A of the
+	// call's own, handed to msgpack as an interface, is an allocation per task.
+	argsPool := sync.Pool{New: func() any { return new(A) }}
 	def := &core.TaskDef{
 		Name: name, Queue: o.queue, Priority: o.priority, Retries: o.retries, Timeout: o.timeout, Backoff: o.backoff,
 		Retention: o.retention, Unique: o.unique, ExpireIn: o.expireIn, Memo: o.memo, ResultTable: o.resultTable,
 		Window: o.window, Limit: o.limit,
 		Run: func(ctx context.Context, raw []byte) (any, error) {
-			var args A
-			if err := decodeArgs(raw, &args); err != nil {
+			p := argsPool.Get().(*A)
+			err := decodeArgs(raw, p)
+			args := *p
+			*p = *new(A) // holds nothing of this task's while pooled
+			argsPool.Put(p)
+			if err != nil {
 				return nil, SkipRetry(fmt.Errorf("decode arguments: %w", err))
 			}
 			return fn(ctx, args)

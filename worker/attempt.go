@@ -69,16 +69,19 @@ func (w *Worker) settleNow(j *job, o broker.Outcome) {
 // watchdog settled it already, or the lease ran out and was not renewed.
 func (w *Worker) execute(sl *slot, r *run) (result any, err, cause error, ok bool) {
 	j := r.j
-	tctx, cancel := context.WithCancelCause(r.ctx)
+	tctx, cancel := context.WithCancelCause(r.ctx())
 	r.started = w.clock.Now()
-	timesOut := r.started.Add(r.timeout) // the real clock, as context.WithTimeout's
+	timesOut := r.started.Add(r.state.Timeout) // the real clock, as context.WithTimeout's
 	if w.cfg.skewed {
-		timesOut = time.Now().Add(r.timeout)
+		timesOut = time.Now().Add(r.state.Timeout)
 	}
 	sl.mu.Lock()
 	sl.cancel, sl.gen, sl.timesOut = cancel, j.gen, timesOut
-	sl.deadline = r.started.Add(r.timeout + w.cfg.TimeoutGrace)
-	sl.running = attempt{j: j, env: r.env.Envelope, def: r.def, maxRetries: r.maxRetries, timeout: r.timeout}
+	sl.deadline = r.started.Add(r.state.Timeout + w.cfg.TimeoutGrace)
+	sl.running = attempt{j: j, env: &r.env.Envelope, def: r.def, maxRetries: r.state.MaxRetries, timeout: r.state.Timeout}
+	if r.state.Timeout > 0 {
+		sl.armLocked(r.state.Timeout, timesOut)
+	}
 	sl.mu.Unlock()
 	// A cancel may have passed this slot just before it was set.
 	switch {
@@ -90,11 +93,8 @@ func (w *Worker) execute(sl *slot, r *run) (result any, err, cause error, ok boo
 		cancel(errFenced)
 	case w.cancelRequested(j.id):
 		cancel(rediq.ErrCancelled)
-	case r.timeout <= 0:
+	case r.state.Timeout <= 0:
 		cancel(context.DeadlineExceeded)
-	}
-	if r.timeout > 0 {
-		sl.arm(r.timeout)
 	}
 	w.entered(j)
 	r.hctx = leaseContext{Context: tctx, lease: &w.lease, cancel: cancel, deadline: timesOut}
@@ -108,9 +108,6 @@ func (w *Worker) execute(sl *slot, r *run) (result any, err, cause error, ok boo
 	sl.cancel, sl.gen, sl.running = nil, nil, attempt{}
 	sl.mu.Unlock()
 	cause = context.Cause(tctx) // DeadlineExceeded: timed out; else why it was cancelled
-	if sl.timer != nil {
-		sl.timer.Stop()
-	}
 	cancel(nil)
 	if abandoned { // the watchdog settled it as failed already
 		w.pool.slotMu.Lock()
@@ -142,11 +139,11 @@ func (w *Worker) outcome(r *run, result any, err, cause error) {
 		return
 	}
 	if errors.Is(cause, context.DeadlineExceeded) && err != nil {
-		err = fmt.Errorf("%w after %s", rediq.ErrTimeout, r.timeout)
+		err = fmt.Errorf("%w after %s", rediq.ErrTimeout, r.state.Timeout)
 	}
 	if err == nil {
 		st.Result, st.HasResult = result, true
-		w.fireTaskHooks(r.ctx, st, rediq.AfterTaskSuccess)
+		w.fireTaskHooks(r.ctx(), st, rediq.AfterTaskSuccess)
 		if att != nil {
 			att.Result = w.encodeResult(st, result)
 		}
@@ -158,13 +155,13 @@ func (w *Worker) outcome(r *run, result any, err, cause error) {
 		return
 	}
 	st.Err = err
-	retry := willRetry(err, env.Retried, r.maxRetries)
+	retry := willRetry(err, env.Retried, r.state.MaxRetries)
 	if retry {
-		w.fireTaskHooks(r.ctx, st, rediq.BeforeTaskRetry)
+		w.fireTaskHooks(r.ctx(), st, rediq.BeforeTaskRetry)
 	} else {
-		w.fireTaskHooks(r.ctx, st, rediq.AfterTaskFailure)
+		w.fireTaskHooks(r.ctx(), st, rediq.AfterTaskFailure)
 	}
-	w.failed(j, env.Envelope, r.def, r.maxRetries, err)
+	w.failed(j, env.Envelope, r.def, r.state.MaxRetries, err)
 	w.observe(j, &env.Envelope, st, failedEnding(err, retry))
 }
 
@@ -184,13 +181,13 @@ func (w *Worker) cancelled(r *run, err, cause error, att *broker.Attempt) {
 	switch {
 	case errors.Is(cause, rediq.ErrBatchStopped) && r.env.Batch > 0:
 		st.Err = fmt.Errorf("%w: %w", cause, err)
-		w.fireTaskHooks(r.ctx, st, rediq.AfterTaskFailure)
+		w.fireTaskHooks(r.ctx(), st, rediq.AfterTaskFailure)
 		reason := strings.TrimPrefix(cause.Error(), rediq.ErrBatchStopped.Error()+": ")
 		w.endStopped(w.base, j, &r.env.Envelope, st, broker.EndCancelled, reason, cause)
 	case errors.Is(cause, rediq.ErrCancelled):
 		// CancelTask: not retried; it ends cancelled.
 		st.Err = fmt.Errorf("%w: %w", rediq.ErrCancelled, err)
-		w.fireTaskHooks(r.ctx, st, rediq.AfterTaskFailure)
+		w.fireTaskHooks(r.ctx(), st, rediq.AfterTaskFailure)
 		if att == nil {
 			att = &broker.Attempt{Started: r.started, Worker: w.cfg.Name}
 		}

@@ -81,6 +81,8 @@ func (w *Worker) running() []*attempt {
 		sl.mu.Lock()
 		if sl.running.j != nil && !sl.abandoned {
 			a := sl.running
+			env := *a.env // the runner's returns to a pool once the slot is cleared
+			a.env = &env
 			out = append(out, &a)
 		}
 		sl.mu.Unlock()

@@ -25,19 +25,23 @@ import (
 // see each start and each end without the attempt branching on them.
 
 // run is one attempt on its way through the pipeline.
+//
+// Its limits, the retries and the timeout (resolve), are state's MaxRetries
+// and Timeout, set before the rest of state (prepare): fields of their own
+// would make every task's allocation a size class bigger.
 type run struct {
-	j          *job
-	env        *envelope
-	def        *core.TaskDef
-	maxRetries int
-	timeout    time.Duration
-	st         *core.State     // the handler's view of the task (prepare)
-	ctx        context.Context // the handler's context before its timeout and cancel (prepare)
-	started    time.Time       // when the handler was called
-	hctx       leaseContext    // the handler's context (execute; one allocation with the run)
-	state      core.State      // what st points to (prepare), and its context (sctx): the same
-	sctx       core.StateContext
+	j       *job
+	env     *envelope
+	def     *core.TaskDef
+	st      *core.State  // the handler's view of the task (prepare)
+	started time.Time    // when the handler was called
+	hctx    leaseContext // the handler's context (execute; one allocation with the run)
+	state   core.State   // what st points to (prepare), and its context (sctx): the same
+	sctx    core.StateContext
 }
+
+// ctx is the handler's context before its timeout and cancel (prepare).
+func (r *run) ctx() context.Context { return &r.sctx }
 
 // gate decides whether r may start now. One that says no has settled the
 // task (given it back, ended it, or set it aside) and told the observers.
@@ -102,7 +106,8 @@ func (w *Worker) process(sl *slot, j *job) {
 	if !w.decode(j, env) {
 		return
 	}
-	r := &run{j: j, env: env}
+	r := &j.run
+	r.j, r.env = j, env
 	if !w.resolve(r) {
 		return
 	}
@@ -142,12 +147,12 @@ func (w *Worker) resolve(r *run) bool {
 		w.unknownTask(r.j, r.env)
 		return false
 	}
-	r.def, r.maxRetries, r.timeout = def, def.Retries, def.Timeout
+	r.def, r.state.MaxRetries, r.state.Timeout = def, def.Retries, def.Timeout
 	if r.env.MaxRetries >= 0 {
-		r.maxRetries = r.env.MaxRetries
+		r.state.MaxRetries = r.env.MaxRetries
 	}
 	if r.env.TimeoutMs > 0 {
-		r.timeout = time.Duration(r.env.TimeoutMs) * time.Millisecond
+		r.state.Timeout = time.Duration(r.env.TimeoutMs) * time.Millisecond
 	}
 	return true
 }
@@ -217,10 +222,11 @@ func (w *Worker) notExpiredBeforeStart(r *run) bool {
 // starts.
 func (w *Worker) prepare(r *run) {
 	env := r.env
+	maxRetries, timeout := r.state.MaxRetries, r.state.Timeout // resolve's
 	r.state = core.State{
 		ID: env.ID, Name: env.Name, Queue: r.j.q.Name, Priority: env.Priority, Args: env.Args,
-		EnqueuedAt: time.UnixMilli(env.EnqueuedAt), Worker: w.cfg.Name, MaxRetries: r.maxRetries,
-		Timeout: r.timeout, Retried: env.Retried, Recovered: r.j.recovered, LimitKey: env.LimitKey,
+		EnqueuedAt: env.EnqueuedAt, Worker: w.cfg.Name, MaxRetries: maxRetries,
+		Timeout: timeout, Retried: env.Retried, Recovered: r.j.recovered, LimitKey: env.LimitKey,
 		Exec: w.exec, Log: w.log,
 	}
 	r.st = &r.state
@@ -228,8 +234,7 @@ func (w *Worker) prepare(r *run) {
 		o.starting(r)
 	}
 	r.sctx = core.StateContext{Context: w.base, State: r.st}
-	r.ctx = &r.sctx
-	w.fireTaskHooks(r.ctx, r.st, rediq.BeforeTaskStart)
+	w.fireTaskHooks(r.ctx(), r.st, rediq.BeforeTaskStart)
 }
 
 // cancelCause sorts why a handler's context ended before it returned: its

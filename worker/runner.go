@@ -20,6 +20,9 @@ type job struct {
 	outcome   bool      // its outcome is queued in the settler (guarded by the settler's mu)
 	gated     bool      // past its queue's start gate, its handler not yet called (pause.go)
 	freed     sync.Once // its prefetch slot was freed
+	// run is its attempt (process): a job is processed once at most, and
+	// its attempt comes with it, one allocation per task instead of two.
+	run run
 }
 
 // startRunner adds a runner goroutine with a slot of its own.
@@ -33,6 +36,7 @@ func (w *Worker) startRunner() {
 }
 
 func (w *Worker) runner(sl *slot) {
+	defer sl.stopTimer() // it outlives the attempts it timed
 	for j := range w.prefetch.jobs {
 		switch {
 		case w.aborted():

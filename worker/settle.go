@@ -113,6 +113,9 @@ func (s *settler) mark(j *job, abort <-chan struct{}) (held, ok bool) {
 func (s *settler) take() []settleItem {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if len(s.pending) == 0 { // a kick for what the last flush took: keep both arrays
+		return nil
+	}
 	flush := s.pending
 	s.pending, s.spare = s.spare[:0], nil
 	kept := flush[:0]

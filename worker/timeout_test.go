@@ -88,3 +88,46 @@ func TestStaleTimerNeverEndsALaterAttempt(t *testing.T) {
 	}
 	shorts.wait(t, 1, time.Second)
 }
+
+// A runner's timer is left set when an attempt ends and set again only for
+// an attempt due earlier: an attempt after one with a longer timeout, and one
+// after a shorter one whose timer fires while it runs, must each still time
+// out on time.
+func TestTimerLeftSetStillTimesOutLaterAttempts(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	type seen struct {
+		name   string
+		waited time.Duration
+		err    error
+	}
+	rec := newRecorder[seen]()
+	quick := func(timeout time.Duration) *rediq.Task[string, int] {
+		return rediq.Register(e.app, "quick"+timeout.String(), func(context.Context, string) (int, error) {
+			return 0, nil
+		}, rediq.Timeout(timeout), rediq.Retries(0))
+	}
+	long, short := quick(time.Minute), quick(20*time.Millisecond)
+	blocked := rediq.Register(e.app, "blocked", func(ctx context.Context, name string) (int, error) {
+		start := time.Now()
+		<-ctx.Done()
+		rec.add(seen{name: name, waited: time.Since(start), err: ctx.Err()})
+		return 0, ctx.Err()
+	}, rediq.Timeout(150*time.Millisecond), rediq.Retries(0))
+	ctx := context.Background()
+	for _, step := range []struct {
+		t    *rediq.Task[string, int]
+		name string
+	}{{long, "-"}, {blocked, "after a longer timeout"}, {short, "-"}, {blocked, "after a shorter timeout"}} {
+		if _, err := step.t.Enqueue(ctx, step.name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, stop := e.start(e.app, worker.Config{Concurrency: 1})
+	defer stop()
+	for _, got := range rec.wait(t, 2, 10*time.Second) {
+		if !errors.Is(got.err, context.DeadlineExceeded) || got.waited < 100*time.Millisecond || got.waited > 2*time.Second {
+			t.Errorf("attempt %s: ended after %v with %v; want DeadlineExceeded after about 150ms", got.name, got.waited, got.err)
+		}
+	}
+}

@@ -47,13 +47,14 @@ func (w *Worker) abandon(sl *slot) {
 		sl.mu.Unlock()
 		return
 	}
+	env := *a.env // the runner's returns to a pool once the handler returns
 	sl.abandoned = true
 	sl.mu.Unlock()
 	err := fmt.Errorf("%w after %s, and the handler did not return within %s more: abandoned",
 		rediq.ErrTimeout, a.timeout, w.cfg.TimeoutGrace)
-	w.failed(a.j, a.env, a.def, a.maxRetries, err)
+	w.failed(a.j, env, a.def, a.maxRetries, err)
 	// Off the watchdog's goroutine: observers may take round trips.
-	go w.observe(a.j, &a.env, nil, failedEnding(err, willRetry(err, a.env.Retried, a.maxRetries)))
+	go w.observe(a.j, &env, nil, failedEnding(err, willRetry(err, env.Retried, a.maxRetries)))
 	w.pool.slotMu.Lock()
 	delete(w.pool.slots, sl)
 	w.pool.abandoned++

@@ -250,42 +250,69 @@ type slot struct {
 	deadline  time.Time // past it (timeout + grace) the handler is stuck
 	running   attempt   // what the watchdog needs to fail it; running.j is nil when idle
 	abandoned bool      // the watchdog gave up on it: its runner exits
-	// The handler's timeout: one timer per slot, set again for each attempt
-	// (a context.WithTimeout per attempt cost a timer, a context and a map
-	// entry in its parent: a seventh of the worker's CPU for short tasks). It
-	// cancels the handler's context with cause DeadlineExceeded once the
-	// real clock passes timesOut (a late run for an earlier attempt does
-	// nothing).
+	// The handler's timeout: one timer per slot (a context.WithTimeout per
+	// attempt cost a timer, a context and a map entry in its parent: a
+	// seventh of the worker's CPU for short tasks). It cancels the handler's
+	// context with cause DeadlineExceeded once the real clock passes
+	// timesOut (a run for an earlier attempt, not yet due, does nothing).
+	// It is not stopped when an attempt ends, nor set again for the next
+	// one while it fires no later than that one's timeout: short tasks
+	// under the default timeout set it once, not twice per task; a run that
+	// finds the attempt not yet due sets it for the rest. timerAt is when
+	// it is set to fire (zero: not set).
 	timer    *time.Timer
+	timerAt  time.Time
 	timesOut time.Time
 }
 
 // timedOut is the slot timer's: it ends the running handler's context if
-// its timeout passed.
+// its timeout passed, and sets the timer again for one not yet due.
 func (sl *slot) timedOut() {
 	sl.mu.Lock()
+	sl.timerAt = time.Time{}
 	cancel := sl.cancel
-	due := !time.Now().Before(sl.timesOut)
+	left := time.Until(sl.timesOut)
+	if cancel != nil && left > 0 {
+		sl.timer.Reset(left)
+		sl.timerAt = sl.timesOut
+	}
 	sl.mu.Unlock()
-	if cancel != nil && due {
+	if cancel != nil && left <= 0 {
 		cancel(context.DeadlineExceeded)
 	}
 }
 
-// arm sets the slot's timer for an attempt that times out after d.
-func (sl *slot) arm(d time.Duration) {
-	if sl.timer == nil {
+// armLocked makes the slot's timer fire by timesOut, d from now, for the
+// attempt that starts; sl.mu is held.
+func (sl *slot) armLocked(d time.Duration, timesOut time.Time) {
+	switch {
+	case sl.timer == nil:
 		sl.timer = time.AfterFunc(d, sl.timedOut)
+	case sl.timerAt.IsZero() || sl.timerAt.After(timesOut):
+		sl.timer.Reset(d)
+	default: // it fires before this attempt is due, and sets itself again then
 		return
 	}
-	sl.timer.Reset(d)
+	sl.timerAt = timesOut
 }
 
-// attempt is a running attempt as the watchdog would settle it: a copy of its
-// envelope (the runner's returns to a pool) and its limits.
+// stopTimer stops the slot's timer: its runner is done.
+func (sl *slot) stopTimer() {
+	sl.mu.Lock()
+	if sl.timer != nil {
+		sl.timer.Stop()
+		sl.timerAt = time.Time{}
+	}
+	sl.mu.Unlock()
+}
+
+// attempt is a running attempt as the watchdog would settle it: its envelope
+// and its limits. env is the runner's, which returns to a pool once the
+// attempt is cleared from its slot: read it under the slot's lock, and copy
+// what is kept past it (running and abandon do).
 type attempt struct {
 	j          *job
-	env        codec.Envelope
+	env        *codec.Envelope
 	def        *core.TaskDef
 	maxRetries int
 	timeout    time.Duration

@@ -190,7 +190,7 @@ type State struct {
 	Queue      string
 	Priority   int
 	Args       []byte
-	EnqueuedAt time.Time
+	EnqueuedAt int64 // Unix milliseconds (a time.Time would be 16 bytes more per task)
 	Worker     string
 	MaxRetries int
 	Timeout    time.Duration
@@ -198,9 +198,8 @@ type State struct {
 	Recovered  int
 	LimitKey   string
 
-	Result    any
-	HasResult bool
-	Err       error
+	Result any
+	Err    error
 
 	Exec *executor.Pool
 	Log  *zap.Logger // the worker's logger; Logger adds the task's fields
@@ -211,8 +210,9 @@ type State struct {
 	Print   func(line string)
 	Collect func(table string, rows [][]byte) error
 
-	logOnce sync.Once
-	taskLog *zap.Logger
+	HasResult bool // beside logOnce, in its padding
+	logOnce   sync.Once
+	taskLog   *zap.Logger
 }
 
 // Logger returns a logger carrying the task's fields, built on first use.
