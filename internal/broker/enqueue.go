@@ -248,18 +248,19 @@ func runsOnly(msgs []Message) bool {
 	return true
 }
 
-// runArgs is enqueue.lua's ARGV in the runs form: after the four fixed ones,
-// for each run of messages of one lane "", LANE, COUNT, then ID, BODY each.
+// runArgs is enqueue.lua's ARGV in the runs form: after the four fixed ones
+// "" and "runs", then for each run of messages of one lane LANE, COUNT, then
+// ID, BODY each.
 func runArgs(q *Queue, c laneCall) []any {
-	args := make([]any, 0, 7+2*len(c.msgs))
-	args = append(args, q.Channel, c.lane.call, Epoch, q.Prefix)
+	args := make([]any, 0, 8+2*len(c.msgs))
+	args = append(args, q.Channel, c.lane.call, Epoch, q.Prefix, "", "runs")
 	for i := 0; i < len(c.msgs); {
 		m := &c.msgs[i]
 		j := i + 1
 		for j < len(c.msgs) && c.msgs[j].Slot == m.Slot && c.msgs[j].Flow == m.Flow {
 			j++
 		}
-		args = append(args, "", m.lane(), j-i)
+		args = append(args, m.lane(), j-i)
 		for k := i; k < j; k++ {
 			args = append(args, c.msgs[k].ID, c.msgs[k].Body)
 		}

@@ -84,13 +84,16 @@ func TestEnqueueRunsRefusesMalformedCalls(t *testing.T) {
 		name string
 		runs []any
 	}{
-		{"count past the end", []any{"", "2048", 2, "x", "bx"}},
-		{"no count", []any{"", "2048"}},
-		{"count 0", []any{"", "2048", 0}},
-		{"bad slot", []any{"", "5000", 1, "x", "bx"}},
-		{"empty flow", []any{"", "2048|", 1, "x", "bx"}},
-		{"empty id", []any{"", "2048", 2, "x", "bx", "", "b"}},
-		{"a second run without its marker", []any{"", "2048", 1, "x", "bx", "y", "2048", 1, "z", "bz"}},
+		{"count past the end", []any{"", "runs", "2048", 2, "x", "bx"}},
+		{"no count", []any{"", "runs", "2048"}},
+		{"count 0", []any{"", "runs", "2048", 0}},
+		{"bad slot", []any{"", "runs", "5000", 1, "x", "bx"}},
+		{"empty flow", []any{"", "runs", "2048|", 1, "x", "bx"}},
+		{"empty id", []any{"", "runs", "2048", 2, "x", "bx", "", "b"}},
+		{"a second run cut short", []any{"", "runs", "2048", 1, "x", "bx", "2048", 2, "z", "bz"}},
+		// The other form with an empty first id is not a runs call.
+		{"five per task, the first id empty", []any{"", "2048", 1, "msg", ""}},
+		{"five per task, the first id empty, delay 0", []any{"", "2048", 0, "msg", ""}},
 	} {
 		args := append([]any{q.Channel, 0, broker.Epoch, q.Prefix}, c.runs...)
 		if err := rdb.Eval(ctx, src, keys, args...).Err(); err == nil || !strings.Contains(err.Error(), "rediq:") {

@@ -48,24 +48,25 @@ if call ~= '' then
   end
 end
 local lanesKey = KEYS[2] .. ':lanes'
--- The runs form: ARGV[5] "" (no task has an empty id), then runs of tasks of
--- one lane, pending now and without options: "" LANE COUNT then COUNT pairs
--- id, message (three arguments a task less than five per task, and a loop
--- with nothing to decide per task).
-if ARGV[5] == '' then
+-- The runs form: ARGV[5] "" and ARGV[6] "runs" (in the other form ARGV[5] is
+-- an id, never empty, and ARGV[6] a lane, which starts with a digit), then
+-- runs of tasks of one lane, pending now and without options: LANE COUNT
+-- then COUNT pairs id, message (three arguments a task less than five per
+-- task, and a loop with nothing to decide per task).
+if ARGV[5] == '' and ARGV[6] == 'runs' then
   local nargv = #ARGV
   local runs, nruns, total = {}, 0, 0
-  local j = 5
+  local j = 7
   while j <= nargv do
-    local lane, count = ARGV[j + 1], tonumber(ARGV[j + 2])
-    if ARGV[j] ~= '' or not lane or not count or count < 1 or count % 1 ~= 0 or j + 2 + 2 * count > nargv then
+    local lane, count = ARGV[j], tonumber(ARGV[j + 1])
+    if not count or count < 1 or count % 1 ~= 0 or j + 1 + 2 * count > nargv then
       return redis.error_reply('ERR rediq: bad run of tasks at argument ' .. j)
     end
     local slot = tonumber(lane) or tonumber(string.match(lane, '^(%d+)|.') or '')
     if not slot or slot < 0 or slot > 4095 or slot % 1 ~= 0 then
       return redis.error_reply('ERR rediq: lane ' .. lane .. ' is not SLOT or SLOT|FLOW (a flow is not empty)')
     end
-    for k = j + 3, j + 1 + 2 * count, 2 do
+    for k = j + 2, j + 2 * count, 2 do
       if ARGV[k] == '' then
         -- A lease hash keeps its fetch marker under the field "": a task
         -- with an empty id would be leased onto it, and lost.
@@ -73,9 +74,9 @@ if ARGV[5] == '' then
       end
     end
     nruns = nruns + 1
-    runs[nruns] = {lane, slot, j + 3, count}
+    runs[nruns] = {lane, slot, j + 2, count}
     total = total + count
-    j = j + 3 + 2 * count
+    j = j + 2 + 2 * count
   end
   local wasEmpty = redis.call('EXISTS', lanesKey, KEYS[2] .. ':slots') == 0
   local laneAdded, since = false, nil -- since: ms since the epoch, read once

@@ -97,8 +97,10 @@ if (ARGV[7] == 'm' or ARGV[7] == 'a') and not (hasMeta or hasCancels or hasRun) 
     for k = 1, #vals do
       local v = vals[k]
       if not (v and v == okV) then
-        -- Held: the lease value is FLAG:TOKEN:SCORE with this token.
-        if v and sfind(v, tok, 3, true) == 3 and sbyte(v, 3 + #tok) == 58 then
+        -- Held: the lease value is FLAG:TOKEN:SCORE with this token (an id
+        -- "" finds the fetch marker, BASE:----, which this never matches: the
+        -- general way refuses the call).
+        if v and sbyte(v, 2) == 58 and sfind(v, tok, 3, true) == 3 and sbyte(v, 3 + #tok) == 58 then
           okV = v
         else
           runs = nil
@@ -333,7 +335,7 @@ for j = 1, n do
   local kind, tok = ARGV[i], ARGV[i + 1]
   local v = leased[j]
   -- Held: the lease value is FLAG:TOKEN:SCORE with this token.
-  local held = v and ((v == okV and tok == okTok) or (sfind(v, tok, 3, true) == 3 and sbyte(v, 3 + #tok) == 58))
+  local held = v and ((v == okV and tok == okTok) or (sbyte(v, 2) == 58 and sfind(v, tok, 3, true) == 3 and sbyte(v, 3 + #tok) == 58))
   if held then
     okV, okTok = v, tok
   end
