@@ -168,6 +168,12 @@ func TestRateLimitIsPreciseAcrossWorkers(t *testing.T) {
 		span := time.Duration(ats[len(ats)-1] - ats[0])
 		t.Logf("%s: %d starts in %s; most in any 1s window %d (limit %d, overshoot %.2f%%); %.1f%% of the limit used",
 			c.typ, len(ats), span.Round(time.Millisecond), most, c.n, 100*float64(most-c.n)/float64(c.n), 100*used)
+		if !testredis.Real() {
+			// An in-process fake that shares the CPU with the whole suite:
+			// the starts' spacing says little about the limit.
+			t.Logf("%s: on miniredis the timing is not checked (run with redis-server for it)", c.typ)
+			continue
+		}
 		if float64(most) > float64(c.n)*1.01 {
 			t.Errorf("%s: %d starts in a 1s window, limit %d", c.typ, most, c.n)
 		}
@@ -361,7 +367,7 @@ func TestLimitedBacklogDoesNotBlockOthers(t *testing.T) {
 		slices.Sort(lat)
 		p99 := lat[len(lat)*99/100]
 		t.Logf("behind %d held tasks: enqueue to start p50 %s, p99 %s, max %s", n, lat[len(lat)/2], p99, lat[len(lat)-1])
-		if p99 <= 10*time.Millisecond {
+		if p99 <= 10*time.Millisecond || !testredis.Real() { // miniredis: timing not checked
 			break
 		}
 		if round == 1 {

@@ -25,8 +25,14 @@ import (
 func (w *Worker) passGate(j *job) bool {
 	q := j.q
 	q.startMu.RLock()
-	if q.paused || q.closed {
+	// The window's own timer closes the gate when the window closes, and may
+	// fire late (a loaded machine): its clock decides here too.
+	late := !q.closed && q.window != nil && !q.window.Open(w.clock.Now())
+	if q.paused || q.closed || late {
 		q.startMu.RUnlock()
+		if late {
+			w.evalWindow(q) // closes the gate and gives the prefetched back
+		}
 		// Outside the lock: settle may wait for room in the settler's
 		// backlog, and a pause being applied must not wait for that.
 		w.settle(j, broker.Requeue, nil, 0)
