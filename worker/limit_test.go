@@ -174,11 +174,22 @@ func TestRateLimitIsPreciseAcrossWorkers(t *testing.T) {
 			t.Logf("%s: on miniredis the timing is not checked (run with redis-server for it)", c.typ)
 			continue
 		}
-		if float64(most) > float64(c.n)*1.01 {
-			t.Errorf("%s: %d starts in a 1s window, limit %d", c.typ, most, c.n)
+		// The limit is kept when tasks are fetched, with a margin of 2.5% of
+		// the window for the time to their handlers. Under the race detector
+		// five processes on a two-core machine start some handlers far later
+		// than that (seen: up to 66 of 50 in a window; 54 and 59 at earlier
+		// commits): there the check is only that the limit holds at all;
+		// .ci/run runs this test again without the race detector, where the
+		// precise bounds apply.
+		over, use := 0.01, 0.95
+		if raceDetector {
+			over, use = 0.50, 0.80
 		}
-		if used < 0.95 {
-			t.Errorf("%s: %.1f%% of the limit used while tasks waited, want ≥ 95%%", c.typ, 100*used)
+		if float64(most) > float64(c.n)*(1+over) {
+			t.Errorf("%s: %d starts in a 1s window, limit %d (+%.0f%%)", c.typ, most, c.n, 100*over)
+		}
+		if used < use {
+			t.Errorf("%s: %.1f%% of the limit used while tasks waited, want ≥ %.0f%%", c.typ, 100*used, 100*use)
 		}
 	}
 }
@@ -367,11 +378,18 @@ func TestLimitedBacklogDoesNotBlockOthers(t *testing.T) {
 		slices.Sort(lat)
 		p99 := lat[len(lat)*99/100]
 		t.Logf("behind %d held tasks: enqueue to start p50 %s, p99 %s, max %s", n, lat[len(lat)/2], p99, lat[len(lat)-1])
-		if p99 <= 10*time.Millisecond || !testredis.Real() { // miniredis: timing not checked
+		// Under the race detector, beside the other packages' tests, a
+		// trial now and then waits on a collection of the million tasks'
+		// garbage: a blocked head of line would take seconds, not this.
+		want := 10 * time.Millisecond
+		if raceDetector {
+			want = 150 * time.Millisecond
+		}
+		if p99 <= want || !testredis.Real() { // miniredis: timing not checked
 			break
 		}
 		if round == 1 {
-			t.Errorf("p99 %s behind the held backlog, in two rounds of 100; want ≤ 10ms", p99)
+			t.Errorf("p99 %s behind the held backlog, in two rounds of 100; want ≤ %s", p99, want)
 		}
 	}
 	if pending := e.pendingLen("hol"); pending != int64(n-1) {
