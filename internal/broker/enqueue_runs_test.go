@@ -73,7 +73,10 @@ func firstDiff(a, b string) int {
 	return min(len(a), len(b))
 }
 
-// A malformed runs call is refused before it writes anything.
+// A malformed runs call is refused before it writes anything; so is a call
+// of the other form whose first id is empty (its ARGV[5] is "" too, and with a
+// delay of 1 it would parse as a run of one task: the runs form opens with
+// "" "runs" so that it cannot).
 func TestEnqueueRunsRefusesMalformedCalls(t *testing.T) {
 	t.Parallel()
 	b, q, rdb := setup(t)
@@ -83,21 +86,26 @@ func TestEnqueueRunsRefusesMalformedCalls(t *testing.T) {
 	for _, c := range []struct {
 		name string
 		runs []any
+		want string // in the error
 	}{
-		{"count past the end", []any{"", "runs", "2048", 2, "x", "bx"}},
-		{"no count", []any{"", "runs", "2048"}},
-		{"count 0", []any{"", "runs", "2048", 0}},
-		{"bad slot", []any{"", "runs", "5000", 1, "x", "bx"}},
-		{"empty flow", []any{"", "runs", "2048|", 1, "x", "bx"}},
-		{"empty id", []any{"", "runs", "2048", 2, "x", "bx", "", "b"}},
-		{"a second run cut short", []any{"", "runs", "2048", 1, "x", "bx", "2048", 2, "z", "bz"}},
+		{"count past the end", []any{"", "runs", "2048", 2, "x", "bx"}, ""},
+		{"no count", []any{"", "runs", "2048"}, ""},
+		{"count 0", []any{"", "runs", "2048", 0}, ""},
+		{"bad slot", []any{"", "runs", "5000", 1, "x", "bx"}, ""},
+		{"empty flow", []any{"", "runs", "2048|", 1, "x", "bx"}, ""},
+		{"empty id", []any{"", "runs", "2048", 2, "x", "bx", "", "b"}, "empty task id"},
+		{"a second run cut short", []any{"", "runs", "2048", 1, "x", "bx", "2048", 2, "z", "bz"}, ""},
 		// The other form with an empty first id is not a runs call.
-		{"five per task, the first id empty", []any{"", "2048", 1, "msg", ""}},
-		{"five per task, the first id empty, delay 0", []any{"", "2048", 0, "msg", ""}},
+		{"five per task, the first id empty", []any{"", "2048", 1, "\x83\xa1v\x01\xa1n\xa1x\xa1a\xc0", ""}, "empty task id"},
+		{"five per task, the first id empty, delay 0", []any{"", "2048", 0, "msg", ""}, "empty task id"},
 	} {
 		args := append([]any{q.Channel, 0, broker.Epoch, q.Prefix}, c.runs...)
-		if err := rdb.Eval(ctx, src, keys, args...).Err(); err == nil || !strings.Contains(err.Error(), "rediq:") {
-			t.Errorf("%s: %v; want an error", c.name, err)
+		want := c.want
+		if want == "" {
+			want = "rediq:"
+		}
+		if err := rdb.Eval(ctx, src, keys, args...).Err(); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: %v; want an error with %q", c.name, err, want)
 		}
 	}
 	if n, err := rdb.HLen(ctx, q.Records).Result(); err != nil || n != 0 {

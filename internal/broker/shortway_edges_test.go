@@ -1,35 +1,14 @@
-// Edge cases of the short ways of enqueue.lua (runs), settle.lua (acks alone)
-// and fetch.lua (the nested answer), found by a review of 45887d7..6725b95.
+// An edge case of settle.lua's short way (acks alone), found by a review of
+// 45887d7..6725b95 (its enqueue.lua case is in enqueue_runs_test.go).
 package broker_test
 
 import (
 	"context"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/rediq/rediq/internal/broker"
 )
-
-// enqueue.lua, 5-per-task form, first task with an empty id: §5.1 says the call
-// is refused ("ERR rediq: empty task id") and writes nothing. Since 9d453bb
-// ARGV[5] == "" selects the runs form, and with one task whose delay is 1 the
-// call parses as a valid run ("" LANE COUNT=1 id=MSG message=OPTS): it writes a
-// task whose id is the message bytes and whose record is "".
-func TestEnqueueEmptyFirstIDIsNotARunsCall(t *testing.T) {
-	t.Parallel()
-	b, q, rdb := setup(t)
-	ctx := context.Background()
-	src := mustRead(t, "scripts/enqueue.lua")
-	keys := []string{q.Records, q.Pending, q.Scheduled, q.Seq}
-	args := []any{q.Channel, "", broker.Epoch, q.Prefix, "", "2048", 1, "\x83\xa1v\x01\xa1n\xa1x\xa1a\xc0", ""}
-	res, err := rdb.Eval(ctx, src, keys, args...).Result()
-	if err == nil || !strings.Contains(err.Error(), "empty task id") {
-		recs, _ := rdb.HGetAll(ctx, q.Records).Result()
-		t.Errorf("5-form call with an empty id: reply %q, err %v; want ERR rediq: empty task id. Records now: %q, pending %q",
-			res, err, recs, pendingIDs(t, b, q))
-	}
-}
 
 // settle.lua's short way does not refuse an empty id (the general way does,
 // "bad outcome a / empty task id", before any write). The lease hash's field

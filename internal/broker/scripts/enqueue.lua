@@ -48,6 +48,54 @@ if call ~= '' then
   end
 end
 local lanesKey = KEYS[2] .. ':lanes'
+-- A lease hash keeps its fetch marker under the field "": a task with an
+-- empty id would be leased onto it, and lost.
+local EMPTY_ID = 'ERR rediq: empty task id'
+
+-- parseLane answers a lane argument's priority slot and where its flow starts
+-- in it (nil: no flow), or nil and an error reply.
+local function parseLane(lane)
+  local slot, at = tonumber(lane), nil -- "SLOT": no flow
+  if not slot then
+    local digits = string.match(lane, '^(%d+)|.')
+    if not digits then
+      return nil, redis.error_reply('ERR rediq: lane ' .. lane .. ' is not SLOT or SLOT|FLOW (a flow is not empty)')
+    end
+    slot, at = tonumber(digits), #digits + 2
+  end
+  if slot < 0 or slot > 4095 or slot % 1 ~= 0 then
+    return nil, redis.error_reply('ERR rediq: priority slot ' .. tostring(slot) .. ' is outside [0, 4095]')
+  end
+  return slot, at
+end
+
+-- pushLane appends n ids to the back of lane's list; a list that was empty
+-- puts its lane in the fetchable ones, behind the lanes of its slot there
+-- already (the server's time read once per call).
+local laneAdded, sinceEpoch = false, nil
+local function pushLane(lane, slot, ids, n)
+  if redis.call('RPUSH', KEYS[2] .. ':' .. lane, unpack(ids, 1, n)) == n then
+    if not sinceEpoch then
+      local t = redis.call('TIME')
+      sinceEpoch = math.max(tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - tonumber(ARGV[3]), 0) % LANE
+    end
+    redis.call('ZADD', lanesKey, string.format('%d', slot * LANE + sinceEpoch), lane)
+    laneAdded = true
+  end
+end
+
+-- answer stores the reply under the call's guard, wakes the idle workers if
+-- wake, and returns it.
+local function answer(out, wake)
+  if call ~= '' then
+    redis.call('SET', KEYS[5], call .. ':' .. out, 'PX', 300000)
+  end
+  if wake then
+    redis.call('PUBLISH', ARGV[1], 'p')
+  end
+  return out
+end
+
 -- The runs form: ARGV[5] "" and ARGV[6] "runs" (in the other form ARGV[5] is
 -- an id, never empty, and ARGV[6] a lane, which starts with a digit), then
 -- runs of tasks of one lane, pending now and without options: LANE COUNT
@@ -62,15 +110,13 @@ if ARGV[5] == '' and ARGV[6] == 'runs' then
     if not count or count < 1 or count % 1 ~= 0 or j + 1 + 2 * count > nargv then
       return redis.error_reply('ERR rediq: bad run of tasks at argument ' .. j)
     end
-    local slot = tonumber(lane) or tonumber(string.match(lane, '^(%d+)|.') or '')
-    if not slot or slot < 0 or slot > 4095 or slot % 1 ~= 0 then
-      return redis.error_reply('ERR rediq: lane ' .. lane .. ' is not SLOT or SLOT|FLOW (a flow is not empty)')
+    local slot, bad = parseLane(lane)
+    if not slot then
+      return bad
     end
     for k = j + 2, j + 2 * count, 2 do
       if ARGV[k] == '' then
-        -- A lease hash keeps its fetch marker under the field "": a task
-        -- with an empty id would be leased onto it, and lost.
-        return redis.error_reply('ERR rediq: empty task id')
+        return redis.error_reply(EMPTY_ID)
       end
     end
     nruns = nruns + 1
@@ -79,7 +125,6 @@ if ARGV[5] == '' and ARGV[6] == 'runs' then
     j = j + 2 + 2 * count
   end
   local wasEmpty = redis.call('EXISTS', lanesKey, KEYS[2] .. ':slots') == 0
-  local laneAdded, since = false, nil -- since: ms since the epoch, read once
   local skipped = {} -- place -> "0": ids that exist already (the others are "1")
   local pos = 0
   for r = 1, nruns do
@@ -135,13 +180,8 @@ if ARGV[5] == '' and ARGV[6] == 'runs' then
           redis.call('HSET', KEYS[1], unpack(rec, 1, nr))
         end
       end
-      if np > 0 and redis.call('RPUSH', KEYS[2] .. ':' .. lane, unpack(push, 1, np)) == np then
-        if not since then
-          local t = redis.call('TIME')
-          since = math.max(tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - tonumber(ARGV[3]), 0) % LANE
-        end
-        redis.call('ZADD', lanesKey, string.format('%d', slot * LANE + since), lane)
-        laneAdded = true
+      if np > 0 then
+        pushLane(lane, slot, push, np)
       end
       pos = pos + m
     end
@@ -156,13 +196,7 @@ if ARGV[5] == '' and ARGV[6] == 'runs' then
     end
     out = table.concat(st)
   end
-  if call ~= '' then
-    redis.call('SET', KEYS[5], call .. ':' .. out, 'PX', 300000)
-  end
-  if wasEmpty and laneAdded then
-    redis.call('PUBLISH', ARGV[1], 'p')
-  end
-  return out
+  return answer(out, wasEmpty and laneAdded)
 end
 -- Check every argument before the first write: an error after it would leave
 -- half a call done.
@@ -176,16 +210,12 @@ for i = 5, #ARGV, 5 do
   local lane = ARGV[i + 1]
   local slot = laneSlots[lane]
   if not slot then
-    slot = tonumber(lane) -- "SLOT": no flow
+    local at
+    slot, at = parseLane(lane)
     if not slot then
-      local digits = string.match(lane, '^(%d+)|.')
-      if not digits then
-        return redis.error_reply('ERR rediq: lane ' .. lane .. ' is not SLOT or SLOT|FLOW (a flow is not empty)')
-      end
-      slot = tonumber(digits)
-      flowAt[lane] = #digits + 2
+      return at
     end
-    laneSlots[lane] = slot
+    laneSlots[lane], flowAt[lane] = slot, at
   end
   local delay = tonumber(ARGV[i + 2])
   slots[i], delays[i] = slot, delay
@@ -194,12 +224,7 @@ for i = 5, #ARGV, 5 do
     nowNeeded = true
   end
   if ARGV[i] == '' then
-    -- A lease hash keeps its fetch marker under the field "": a task with
-    -- an empty id would be leased onto it, and lost.
-    return redis.error_reply('ERR rediq: empty task id')
-  end
-  if not slot or slot < 0 or slot > 4095 or slot % 1 ~= 0 then
-    return redis.error_reply('ERR rediq: priority slot ' .. tostring(slot) .. ' is outside [0, 4095]')
+    return redis.error_reply(EMPTY_ID)
   end
   if not delay or delay < 0 or delay % 1 ~= 0 or delay >= P then
     return redis.error_reply('ERR rediq: delay ' .. ARGV[i + 2] .. ' ms is not a whole number of ms until 2094')
@@ -231,7 +256,6 @@ end
 -- A worker only goes idle after finding the queue empty: pushing into a queue
 -- without pending slots is what it must hear of (below).
 local wasEmpty = npend > 0 and redis.call('EXISTS', lanesKey, KEYS[2] .. ':slots') == 0
-local laneAdded = false -- a lane became fetchable
 -- Counted, not measured with #: the length operator searches the table.
 local status, sched, rec = {}, {}, {}
 local pend, np = {}, {} -- by lane: the ids to push, and how many
@@ -270,21 +294,12 @@ local function index(i, id)
   end
 end
 local added = 0
--- pushAll appends the pending tasks gathered so far to their lanes' lists; a
--- list that was empty puts its lane in KEYS[2]:slots, behind the lanes of its
--- slot that are there already.
-local sinceEpoch
+-- pushAll appends the pending tasks gathered so far to their lanes' lists
+-- (pushLane), and keeps the flows of the scheduled ones.
 local function pushAll()
   for lane, ids in pairs(pend) do
     local n = np[lane]
-    if redis.call('RPUSH', KEYS[2] .. ':' .. lane, unpack(ids, 1, n)) == n then
-      if not sinceEpoch then
-        local t = redis.call('TIME')
-        sinceEpoch = math.max(tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - tonumber(ARGV[3]), 0) % LANE
-      end
-      redis.call('ZADD', lanesKey, string.format('%d', laneSlot[lane] * LANE + sinceEpoch), lane)
-      laneAdded = true
-    end
+    pushLane(lane, laneSlot[lane], ids, n)
     added = added + n
   end
   pend, np = {}, {}
@@ -402,13 +417,6 @@ for _, h in ipairs(holders) do
   ns = ns + 1
   status[ns] = #h .. ':' .. h
 end
-local out = table.concat(status)
-if call ~= '' then
-  redis.call('SET', KEYS[5], call .. ':' .. out, 'PX', 300000)
-end
 -- A worker only goes idle after emptying the queue, so "was empty" is the only
 -- transition it must hear; a new earliest due time re-arms idle workers' timers.
-if (wasEmpty and laneAdded) or wakeScheduled then
-  redis.call('PUBLISH', ARGV[1], 'p')
-end
-return out
+return answer(table.concat(status), (wasEmpty and laneAdded) or wakeScheduled)

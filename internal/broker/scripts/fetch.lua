@@ -579,6 +579,19 @@ local wake = false
 local stamp = string.format('%d', base + 1)
 local tailS = tail and ('s:' .. stamp .. tail)
 local tailP = tail and ('p:' .. stamp .. tail)
+-- writeLeases writes the leases lease[1..nl] (id, value pairs), and the
+-- fetch marker with the last leases of a fetch that leased any (last): a
+-- fetch that leased nothing needs none (run again, it leases afresh).
+local function writeLeases(lease, nl, last)
+  if last then
+    lease[nl + 1] = ''
+    lease[nl + 2] = MARK
+    nl = nl + 2
+  end
+  if nl > 0 then
+    redis.call('HSET', KEYS[7], unpack(lease, 1, nl))
+  end
+end
 -- The common fetch: one lane's tasks (they share their lease value), at most
 -- a thousand, none with a meta, a cancel request, a recovered count or a
 -- concurrency slot, every record there. Its answer carries LRANGE's ids and
@@ -598,9 +611,7 @@ if fast then
     nl = nl + 2
   end
   if fast then
-    lease[nl + 1] = ''
-    lease[nl + 2] = MARK
-    redis.call('HSET', KEYS[7], unpack(lease, 1, nl + 2))
+    writeLeases(lease, nl, true)
     leased = nt
     out[6], out[7] = ids, bodies
   end
@@ -658,16 +669,7 @@ if not fast then
         end
       end
     end
-    if leased > 0 and to == nt then
-      -- The marker goes with the last leases. A fetch that leased nothing
-      -- needs none: run again, it leases afresh.
-      lease[nl + 1] = ''
-      lease[nl + 2] = MARK
-      nl = nl + 2
-    end
-    if nl > 0 then
-      redis.call('HSET', KEYS[7], unpack(lease, 1, nl))
-    end
+    writeLeases(lease, nl, leased > 0 and to == nt)
   end
 end
 finishReply(leased, math.min(leased, startN))

@@ -58,6 +58,29 @@ local hasCancels = exists(pre .. 'cancels')
 local hasRun = exists(pre .. 'lim:run')
 local sfind, sbyte = string.find, string.byte
 local nargv = #ARGV
+-- holds answers whether lease value v is held under token tok: it is
+-- FLAG:TOKEN:SCORE with this token (an id "" finds the fetch marker,
+-- BASE:----, which this never matches).
+local function holds(v, tok)
+  return sbyte(v, 2) == 58 and sfind(v, tok, 3, true) == 3 and sbyte(v, 3 + #tok) == 58
+end
+-- ackAll finishes the acked tasks list[first..last] (at most a thousand): their
+-- records, the counts and cancel requests they left and their leases go. It
+-- answers how many of those leases it released (fewer when an id was acked
+-- twice).
+local function ackAll(list, first, last)
+  redis.call('HDEL', KEYS[2], unpack(list, first, last))
+  if hasRecovered then
+    redis.call('HDEL', KEYS[6], unpack(list, first, last))
+  end
+  if hasOrphaned then
+    redis.call('HDEL', KEYS[8], unpack(list, first, last))
+  end
+  if hasCancels then -- a request that came too late: the task succeeded
+    redis.call('HDEL', pre .. 'cancels', unpack(list, first, last))
+  end
+  return redis.call('HDEL', KEYS[1], unpack(list, first, last))
+end
 -- The common call, on a queue without metas, cancel requests or running
 -- counts: plain acks ("a", and runs of them, "m") alone, every lease held.
 -- Its leases are read, and its records and leases deleted, straight from
@@ -97,10 +120,7 @@ if (ARGV[7] == 'm' or ARGV[7] == 'a') and not (hasMeta or hasCancels or hasRun) 
     for k = 1, #vals do
       local v = vals[k]
       if not (v and v == okV) then
-        -- Held: the lease value is FLAG:TOKEN:SCORE with this token (an id
-        -- "" finds the fetch marker, BASE:----, which this never matches: the
-        -- general way refuses the call).
-        if v and sbyte(v, 2) == 58 and sfind(v, tok, 3, true) == 3 and sbyte(v, 3 + #tok) == 58 then
+        if v and holds(v, tok) then
           okV = v
         else
           runs = nil
@@ -116,14 +136,7 @@ if (ARGV[7] == 'm' or ARGV[7] == 'a') and not (hasMeta or hasCancels or hasRun) 
     local n, released = 0, 0
     for r = 1, nr, 3 do
       local first, last = runs[r + 1], runs[r + 2]
-      redis.call('HDEL', KEYS[2], unpack(ARGV, first, last))
-      if hasRecovered then
-        redis.call('HDEL', KEYS[6], unpack(ARGV, first, last))
-      end
-      if hasOrphaned then
-        redis.call('HDEL', KEYS[8], unpack(ARGV, first, last))
-      end
-      released = released + redis.call('HDEL', KEYS[1], unpack(ARGV, first, last))
+      released = released + ackAll(ARGV, first, last)
       n = n + last - first + 1
     end
     if released == n then
@@ -240,17 +253,7 @@ local marks, nmarks = {}, 0 -- id -> the lease value marked started
 local unheld = 0 -- acks whose lease another ack of this call had released
 local function flushAcks()
   if na > 0 then
-    redis.call('HDEL', KEYS[2], unpack(acks))
-    if hasRecovered then
-      redis.call('HDEL', KEYS[6], unpack(acks))
-    end
-    if hasOrphaned then
-      redis.call('HDEL', KEYS[8], unpack(acks))
-    end
-    if hasCancels then -- a request that came too late: the task succeeded
-      redis.call('HDEL', pre .. 'cancels', unpack(acks))
-    end
-    unheld = unheld + na - redis.call('HDEL', KEYS[1], unpack(acks))
+    unheld = unheld + na - ackAll(acks, 1, na)
     acks, na = {}, 0
   end
 end
@@ -335,7 +338,7 @@ for j = 1, n do
   local kind, tok = ARGV[i], ARGV[i + 1]
   local v = leased[j]
   -- Held: the lease value is FLAG:TOKEN:SCORE with this token.
-  local held = v and ((v == okV and tok == okTok) or (sbyte(v, 2) == 58 and sfind(v, tok, 3, true) == 3 and sbyte(v, 3 + #tok) == 58))
+  local held = v and ((v == okV and tok == okTok) or holds(v, tok))
   if held then
     okV, okTok = v, tok
   end
