@@ -8,6 +8,8 @@ import (
 	"context"
 	"testing"
 	"time"
+
+	"github.com/rediq/rediq/internal/testredis"
 )
 
 // start is execute's part: an attempt of timeout d begins in sl.
@@ -62,7 +64,11 @@ func TestSlotTimerOrders(t *testing.T) {
 	// The timer fires while the slot is idle; the next attempt arms it again.
 	_, _ = sl.timerTestStart(20 * time.Millisecond)
 	sl.timerTestEnd()
-	time.Sleep(60 * time.Millisecond)
+	testredis.WaitFor(t, 5*time.Second, "the timer to fire on the idle slot", func() bool {
+		sl.mu.Lock()
+		defer sl.mu.Unlock()
+		return sl.timerAt.IsZero() // timedOut clears it
+	})
 	ctx, at = sl.timerTestStart(100 * time.Millisecond)
 	timerTestWait(t, "after an idle firing", ctx, at, 100*time.Millisecond)
 	sl.timerTestEnd()
