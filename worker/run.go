@@ -261,6 +261,7 @@ func (w *Worker) drain(drainCtx context.Context) (stuck int64) {
 	case <-drainCtx.Done():
 	case <-w.pool.forced:
 	}
+	w.life.cut.Store(true)
 	close(w.pool.abort)
 	w.cancelRunning(errStopping, func(*slot) bool { return true })
 	select {

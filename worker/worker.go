@@ -160,6 +160,7 @@ type lifecycle struct {
 	started atomic.Bool
 	stopReq chan context.Context // Shutdown hands its context to Run
 	done    chan struct{}        // closed when Run returns
+	cut     atomic.Bool          // the drain was cut short: its context ended, or a forced stop
 	runErr  error
 }
 
@@ -517,6 +518,11 @@ func (w *Worker) Shutdown(ctx context.Context) error {
 	}
 	select {
 	case <-w.life.done:
+		// Run may have returned before this select: a ctx already done cut
+		// the drain as surely as one that ends while it waits.
+		if w.life.cut.Load() {
+			return ctx.Err()
+		}
 		return nil
 	case <-ctx.Done():
 		w.force()
