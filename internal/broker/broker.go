@@ -126,6 +126,49 @@ type Queue struct {
 	call          string // prefix of the producers' call guards
 	combiner      combiner
 	indexed       atomic.Bool // this process has recorded the queue in the queue index
+	// heads is the start of the session's last fetch.lua and settle.lua
+	// calls: a worker has one session, so its calls on the queue start alike.
+	heads atomic.Pointer[callHeads]
+}
+
+// callHeads is the start of a session's fetch.lua and settle.lua calls on a
+// queue, made once instead of for every call: their keys, and settle's
+// whole command up to its settlements, boxed.
+type callHeads struct {
+	session    string
+	fetchKeys  []string
+	settleKeys []string
+	keep       DeadRetention
+	settle     []any // "evalsha", the hash, the keys, session, Epoch, channel, keep, prefix
+}
+
+// fetchKeys answers the keys of session's fetch.lua calls on q.
+func (q *Queue) fetchKeys(session string) []string {
+	if h := q.heads.Load(); h != nil && h.session == session {
+		return h.fetchKeys
+	}
+	return q.headsFor(session, DeadRetention{}).fetchKeys
+}
+
+// headsFor answers q's call heads for session (and keep, settle's
+// retention), made anew only when either differs from the last call's. They
+// are read-only.
+func (q *Queue) headsFor(session string, keep DeadRetention) *callHeads {
+	if h := q.heads.Load(); h != nil && h.session == session && h.keep == keep {
+		return h
+	}
+	lease := q.Lease(session)
+	h := &callHeads{session: session, keep: keep,
+		fetchKeys:  []string{q.Records, q.Pending, q.Scheduled, q.Recovering, q.Recovered, q.Workers, lease, q.Seq},
+		settleKeys: []string{lease, q.Records, q.Pending, q.Scheduled, q.Dead, q.Recovered, q.Recovering, q.Orphaned},
+	}
+	h.settle = append(make([]any, 0, 3+len(h.settleKeys)+6), "evalsha", settleScript.Hash(), len(h.settleKeys))
+	for _, k := range h.settleKeys {
+		h.settle = append(h.settle, k)
+	}
+	h.settle = append(h.settle, session, Epoch, q.Channel, keep.MaxAge.Milliseconds(), keep.MaxLen, q.Prefix)
+	q.heads.Store(h)
+	return h
 }
 
 // Lease is the key of a session's lease hash on this queue: task id ->

@@ -118,8 +118,7 @@ func (b *Broker) addFetch(ctx context.Context, t *pipeline, session string, ttl 
 		if r.Recovering {
 			rec = "1"
 		}
-		cmds[i] = t.script(ctx, fetchScript,
-			[]string{q.Records, q.Pending, q.Scheduled, q.Recovering, q.Recovered, q.Workers, q.Lease(session), q.Seq},
+		cmds[i] = t.script(ctx, fetchScript, q.fetchKeys(session),
 			r.N, r.TokenBase, session, ttl.Milliseconds(), q.Channel, Epoch, rec, r.StartNow, q.Prefix)
 	}
 	return cmds
@@ -424,14 +423,9 @@ func (b *Broker) addSettle(ctx context.Context, t *pipeline, keep DeadRetention,
 		g.idx = append(g.idx, i) // counted here, filled in order below
 	}
 	for _, g := range groups {
-		q := g.q
-		g.keys = []string{q.Lease(g.session), q.Records, q.Pending, q.Scheduled, q.Dead, q.Recovered, q.Recovering, q.Orphaned}
-		args := make([]any, 0, 3+len(g.keys)+6+3*len(g.idx))
-		args = append(args, "evalsha", settleScript.Hash(), len(g.keys))
-		for _, k := range g.keys {
-			args = append(args, k)
-		}
-		g.args = append(args, g.session, Epoch, q.Channel, keep.MaxAge.Milliseconds(), keep.MaxLen, q.Prefix)
+		h := g.q.headsFor(g.session, keep)
+		g.keys = h.settleKeys
+		g.args = append(make([]any, 0, len(h.settle)+3*len(g.idx)), h.settle...)
 		g.idx = g.idx[:0]
 	}
 	var tok any // the last token, boxed once for the settlements that share it
