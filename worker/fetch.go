@@ -26,9 +26,15 @@ import (
 // therefore sends the very same request (same token bases) again until it gets
 // an answer, and the script, seeing its tokens already leased, answers what it
 // leased the first time instead of leasing more.
+//
+// What the settler has queued goes with each fetch (sendWithFetch); before
+// the fetcher waits for anything, and when it stops, it hands the sending
+// back to the settler (fetcherAway).
 func (w *Worker) fetcher(ctx context.Context) {
 	due := stoppedTimer(w.clock)
 	defer due.Stop()
+	defer w.settler.fetcherAway()
+	var ss []broker.Settlement // the settlements that go with a fetch, reused
 	var dueAt int64
 	retry := backoff.Retrier{Policy: redisRetry}
 	rotate := 0
@@ -41,6 +47,7 @@ func (w *Worker) fetcher(ctx context.Context) {
 		if reqs == nil {
 			w.reconcileAll(ctx)
 			if !w.lease.valid() { // fenced: fetch nothing until the lease is renewed
+				w.settler.fetcherAway()
 				select {
 				case <-ctx.Done():
 					return
@@ -53,6 +60,7 @@ func (w *Worker) fetcher(ctx context.Context) {
 			rotate++
 			if len(reqs) == 0 {
 				reqs = nil
+				w.settler.fetcherAway()
 				select {
 				case <-ctx.Done():
 					return
@@ -71,12 +79,15 @@ func (w *Worker) fetcher(ctx context.Context) {
 			}
 		}
 		sent := w.clock.Now()
-		res, err := w.b.Fetch(ctx, w.session, w.cfg.LeaseTTL, reqs)
+		var res []broker.Fetched
+		var err error
+		res, ss, err = w.settler.sendWithFetch(ctx, ss, w.cfg.LeaseTTL, reqs)
 		if err != nil && !w.unconfirmed("fetch", err) {
 			if ctx.Err() != nil {
 				return // what it may have leased is given back by Leave
 			}
 			w.log.Warn("fetch failed; will send it again", zap.Error(err), zap.Int("failures", retry.Failures()+1))
+			w.settler.fetcherAway()
 			if !retry.Pause(ctx, nil, nil) {
 				return
 			}
@@ -104,10 +115,12 @@ func (w *Worker) accept(ctx context.Context, reqs []broker.FetchRequest, qs []*q
 	for i, r := range res {
 		q, gen := qs[i], gens[i]
 		if errors.Is(r.Err, broker.ErrLeaseLost) {
+			w.settler.fetcherAway() // it waits on Redis: the settler goes on meanwhile
 			w.leaseLost(ctx, q, gen)
 			continue
 		}
 		if r.Paused {
+			w.settler.fetcherAway() // it may wait for runners' starts, which may wait on the settler
 			w.applyPause(ctx, q, r.PauseID)
 			continue
 		}

@@ -195,3 +195,83 @@ func countOver(m map[string]string, n int) int {
 	}
 	return c
 }
+
+// A busy worker settles with its fetches, one round trip for both. When that
+// round trip fails — its reply lost (held past the client's read timeout,
+// without go-redis's retries: the settlements ran), or its connection cut as
+// the settlements went out (they never ran) — both parts are sent again: the
+// settlements apply once, the fetch answers what it leased. Every task runs
+// once, none is dead, nothing stays leased.
+func TestFailedSettleAndFetchLosesNothing(t *testing.T) {
+	t.Parallel()
+	testredis.RequireReal(t)
+	// settle.lua is the one call with both the dead set and the orphaned
+	// counts among its keys.
+	settles := func(req []byte) bool {
+		return bytes.Contains(req, []byte("}:dead")) && bytes.Contains(req, []byte("}:orphaned"))
+	}
+	for name, fault := range map[string]func(*testredis.Proxy) (left func() int){
+		"reply lost": func(p *testredis.Proxy) func() int {
+			p.HoldRepliesTo(settles, 1, 400*time.Millisecond)
+			return p.HoldsLeft
+		},
+		"never ran": func(p *testredis.Proxy) func() int {
+			p.CutAtRequests(settles, 1)
+			return p.CutsLeft
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			e := newEnv(t)
+			proxy := testredis.NewProxy(t, testredis.URL()[len("redis://"):])
+			app, err := rediq.New(rediq.Config{RedisURL: proxy.URL() + "?read_timeout=200ms&max_retries=-1", Namespace: e.ns})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { app.Close() })
+			ran := newRecorder[string]()
+			rediq.Register(app, "job", func(ctx context.Context, _ int) (int, error) {
+				info, _ := rediq.CurrentTask(ctx)
+				ran.add(string(info.ID))
+				time.Sleep(time.Millisecond) // the worker stays busy: it fetches while tasks end
+				return 0, nil
+			})
+			core, logs := observer.New(zap.WarnLevel)
+			e.start(app, worker.Config{Concurrency: 4, LeaseTTL: time.Minute, Logger: zap.New(core)})
+			producer := rediq.Register(e.app, "job", func(context.Context, int) (int, error) { return 0, nil })
+			// Whether the settlements hit went alone or with a fetch depends
+			// on timing: rounds go on until some went with a fetch (the
+			// failure is then the fetch's).
+			var want []string
+			deadline := time.Now().Add(60 * time.Second)
+			for round := 0; logs.FilterMessage("fetch failed; will send it again").Len() == 0; round++ {
+				if time.Now().After(deadline) {
+					t.Fatalf("after %d rounds no settlement hit had gone with a fetch", round)
+				}
+				left := fault(proxy)
+				ids, err := producer.EnqueueMany(context.Background(), make([]int, 200))
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, id := range ids {
+					want = append(want, string(id))
+				}
+				ran.wait(t, len(want), 20*time.Second)
+				testredis.WaitFor(t, 10*time.Second, "nothing left leased", func() bool { return e.active("default") == 0 })
+				if left() != 0 {
+					t.Fatal("no settlement was hit: the fault did not happen")
+				}
+			}
+			t.Logf("%d rounds of 200 tasks until the settlements hit had gone with a fetch", len(want)/200)
+			got := ran.get()
+			slices.Sort(got)
+			slices.Sort(want)
+			if !slices.Equal(got, want) {
+				t.Fatalf("ran %d tasks (%d distinct), want each of %d once", len(got), len(slices.Compact(slices.Clone(got))), len(want))
+			}
+			if d := e.dead("default"); len(d) != 0 {
+				t.Fatalf("%d tasks dead, want none", len(d))
+			}
+		})
+	}
+}

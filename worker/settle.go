@@ -3,6 +3,7 @@ package worker
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -18,6 +19,13 @@ import (
 // the backlog of outcomes is bounded by the worker's capacity (room): when
 // Redis is slow or away, runners wait to queue theirs, and with no free slot
 // the fetcher fetches nothing.
+//
+// While the fetcher fetches (withFetch), what is queued goes with its next
+// fetch, in the same round trip (sendWithFetch), and the settler's own loop
+// sends nothing: a busy worker then pays one round trip, not two, for each
+// fetch and the outcomes that freed its room. The fetcher hands the sending
+// back (fetcherAway) before it waits for anything — work, a renewal, a retry
+// — or stops.
 type settler struct {
 	w       *Worker
 	mu      sync.Mutex
@@ -30,6 +38,8 @@ type settler struct {
 	// goroutine sends).
 	spare []settleItem
 	ss    []broker.Settlement
+	// withFetch: the fetcher is fetching and takes what is queued.
+	withFetch atomic.Bool
 }
 
 type settleItem struct {
@@ -136,15 +146,60 @@ func (s *settler) putBack(flush []settleItem) {
 
 // send applies one flush of outcomes; on error it puts them back.
 func (s *settler) send(ctx context.Context, flush []settleItem) error {
-	ss := s.ss[:0]
-	for i := range flush {
-		ss = append(ss, flush[i].s)
-	}
+	ss := settlements(s.ss[:0], flush)
 	held, err := s.w.b.Settle(ctx, s.w.keep, ss)
 	clear(ss) // what the items point to may go
 	s.ss = ss
+	return s.settled(flush, held, err)
+}
+
+// settlements appends flush's settlements to ss.
+func settlements(ss []broker.Settlement, flush []settleItem) []broker.Settlement {
+	for i := range flush {
+		ss = append(ss, flush[i].s)
+	}
+	return ss
+}
+
+// sendWithFetch is the fetcher's Fetch of reqs, with what is queued here
+// settled in the same round trip (the fetcher takes the sending over until
+// fetcherAway). ss is the fetcher's buffer for the settlements, given back
+// for its next call.
+func (s *settler) sendWithFetch(ctx context.Context, ss []broker.Settlement, ttl time.Duration,
+	reqs []broker.FetchRequest) ([]broker.Fetched, []broker.Settlement, error) {
+	s.withFetch.Store(true)
+	var flush []settleItem
+	if s.w.lease.valid() { // as the loop: nothing is settled past the lease clock
+		flush = s.take()
+	}
+	ss = settlements(ss[:0], flush)
+	res, held, err := s.w.b.SettleAndFetch(ctx, s.w.keep, ss, s.w.session, ttl, reqs)
+	clear(ss)
+	if len(flush) > 0 {
+		// An error is the fetch's too: the flush goes back for the next send.
+		_ = s.settled(flush, held, err)
+	}
+	return res, ss, err
+}
+
+// fetcherAway hands the sending back to the settler's loop: the fetcher is
+// about to wait, or stops.
+func (s *settler) fetcherAway() {
+	s.withFetch.Store(false)
+	s.mu.Lock()
+	queued := len(s.pending) > 0
+	s.mu.Unlock()
+	if queued {
+		s.kick()
+	}
+}
+
+// settled finishes a flush sent: marks answered, outcomes done with; on an
+// error it is put back whole, for the next send.
+func (s *settler) settled(flush []settleItem, held []bool, err error) error {
 	if err != nil && !s.w.unconfirmed("settle", err) {
 		s.putBack(flush)
+		s.kick()
 		return err
 	}
 	for i, it := range flush {
@@ -192,6 +247,9 @@ func (s *settler) loop(ctx context.Context, stop <-chan struct{}) {
 				return
 			}
 			continue
+		}
+		if s.withFetch.Load() {
+			continue // it goes with the next fetch (or fetcherAway kicks again)
 		}
 		flush := s.take()
 		if len(flush) == 0 {

@@ -73,14 +73,16 @@ const fetchHeader = 5
 // SetReplication, an error matching ErrNotReplicated comes with the answer:
 // the leases were taken on the master, and a failover may undo them.
 func (b *Broker) Fetch(ctx context.Context, session string, ttl time.Duration, reqs []FetchRequest) ([]Fetched, error) {
-	out, _, err := b.settleAndFetch(ctx, DeadRetention{}, nil, session, ttl, reqs)
+	out, _, err := b.SettleAndFetch(ctx, DeadRetention{}, nil, session, ttl, reqs)
 	return out, err
 }
 
-// settleAndFetch is Settle and Fetch: settlements, then fetches, in one
-// pipeline (either part may be empty), with one way of reading its errors.
-// An error other than ErrNotReplicated means nothing is known of either part.
-func (b *Broker) settleAndFetch(ctx context.Context, keep DeadRetention, ss []Settlement,
+// SettleAndFetch is Settle and Fetch: settlements, then fetches, in one
+// round trip (either part may be empty), with one way of reading its errors.
+// An error other than ErrNotReplicated means nothing is known of either part:
+// both may be sent again (a settlement applied twice changes nothing the
+// second time; a fetch sent again answers what it leased).
+func (b *Broker) SettleAndFetch(ctx context.Context, keep DeadRetention, ss []Settlement,
 	session string, ttl time.Duration, reqs []FetchRequest) (fetched []Fetched, held []bool, err error) {
 	what := "settle and fetch"
 	switch {
@@ -390,7 +392,7 @@ type DeadRetention struct {
 // ErrNotReplicated comes with held: the settlements were applied on the
 // master, and a failover may undo them.
 func (b *Broker) Settle(ctx context.Context, keep DeadRetention, ss []Settlement) (held []bool, err error) {
-	_, held, err = b.settleAndFetch(ctx, keep, ss, "", 0, nil)
+	_, held, err = b.SettleAndFetch(ctx, keep, ss, "", 0, nil)
 	return held, err
 }
 

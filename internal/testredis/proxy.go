@@ -45,6 +45,9 @@ type Proxy struct {
 	holdMatch  func(req []byte) bool
 	holdMatchN int
 	holdMatchD time.Duration
+	// CutAtRequests: requests that match, n more of them
+	cutMatch  func(req []byte) bool
+	cutMatchN int
 }
 
 // replyBacklog bounds the replies queued on a connection (delayed or held)
@@ -281,6 +284,10 @@ func (p *Proxy) forwardRequests(l *link) {
 		if p.blackholed() {
 			continue
 		}
+		if p.cutAt(req) {
+			l.close(true) // neither this request nor any behind it reaches the server
+			return
+		}
 		hold := p.matchRequest(req)
 		l.mu.Lock()
 		l.holds = append(l.holds, hold)
@@ -299,6 +306,33 @@ func (p *Proxy) matchRequest(req []byte) time.Duration {
 		return p.holdMatchD
 	}
 	return 0
+}
+
+// CutAtRequests resets the connection of each of the next n requests for
+// which match (given the request's raw RESP bytes) is true, before that
+// request reaches the server: "the command was sent, and never ran". The
+// requests before it on the connection ran; their replies may not arrive.
+func (p *Proxy) CutAtRequests(match func(req []byte) bool, n int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.cutMatch, p.cutMatchN = match, n
+}
+
+// CutsLeft is how many of CutAtRequests' cuts have not matched a request yet.
+func (p *Proxy) CutsLeft() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.cutMatchN
+}
+
+func (p *Proxy) cutAt(req []byte) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cutMatchN > 0 && p.cutMatch(req) {
+		p.cutMatchN--
+		return true
+	}
+	return false
 }
 
 // HoldsLeft is how many of HoldRepliesTo's holds have not matched a request yet.
