@@ -46,12 +46,13 @@ func (w *Worker) fetcher(ctx context.Context) {
 	for {
 		if reqs == nil {
 			w.reconcileAll(ctx)
-			if !w.lease.valid() { // fenced: fetch nothing until the lease is renewed
+			renewed := w.lease.changed() // before valid: a renewal between the two is not missed
+			if !w.lease.valid() {        // fenced: fetch nothing until the lease is renewed
 				w.settler.fetcherAway()
 				select {
 				case <-ctx.Done():
 					return
-				case <-w.lease.changed():
+				case <-renewed:
 				}
 				continue
 			}

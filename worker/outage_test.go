@@ -275,3 +275,61 @@ func TestFailedSettleAndFetchLosesNothing(t *testing.T) {
 		})
 	}
 }
+
+// A fetch whose reply is slow (held 1.5 s here) holds back no outcome: what
+// waits for the fetcher's next fetch goes alone after withFetchWait. (Found
+// by review: the settler had left everything to the fetcher while it fetched.)
+func TestSlowFetchHoldsNoOutcomeBack(t *testing.T) {
+	t.Parallel()
+	testredis.RequireReal(t)
+	e := newEnv(t)
+	proxy := testredis.NewProxy(t, testredis.URL()[len("redis://"):])
+	app, err := rediq.New(rediq.Config{RedisURL: proxy.URL(), Namespace: e.ns})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { app.Close() })
+	started := make(chan string, 1)
+	release := make(chan struct{})
+	returned := make(chan time.Time, 1)
+	rediq.Register(app, "slow", func(ctx context.Context, _ int) (int, error) {
+		info, _ := rediq.CurrentTask(ctx)
+		started <- string(info.ID)
+		<-release
+		returned <- time.Now()
+		return 0, nil
+	})
+	rediq.Register(app, "quick", func(context.Context, int) (int, error) { return 0, nil })
+	e.start(app, worker.Config{Concurrency: 4, LeaseTTL: time.Minute})
+	slowP := rediq.Register(e.app, "slow", func(context.Context, int) (int, error) { return 0, nil })
+	quickP := rediq.Register(e.app, "quick", func(context.Context, int) (int, error) { return 0, nil })
+	if _, err := slowP.Enqueue(context.Background(), 0); err != nil {
+		t.Fatal(err)
+	}
+	var id string
+	select {
+	case id = <-started:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the slow task did not start")
+	}
+	// fetch.lua's keys: the sequence and the session's lease hash
+	// (settle.lua's have the dead set).
+	const hold = 1500 * time.Millisecond
+	proxy.HoldRepliesTo(func(req []byte) bool {
+		return bytes.Contains(req, []byte("}:seq")) && bytes.Contains(req, []byte("}:lease:")) && !bytes.Contains(req, []byte("}:dead"))
+	}, 1, hold)
+	if _, err := quickP.Enqueue(context.Background(), 0); err != nil { // the fetcher wakes: its reply is held
+		t.Fatal(err)
+	}
+	testredis.WaitFor(t, 10*time.Second, "the fetch held", func() bool { return proxy.HoldsLeft() == 0 })
+	close(release)
+	ret := <-returned
+	q := e.queue("default")
+	testredis.WaitFor(t, 10*time.Second, "the slow task's ack in Redis", func() bool {
+		return !e.rdb.HExists(context.Background(), q.Records, id).Val()
+	})
+	// Well before the fetch's reply comes back: the ack did not wait for it.
+	if d := time.Since(ret); d > hold/3 {
+		t.Fatalf("the ack reached Redis %v after the handler returned: it waited for the fetch in flight", d)
+	}
+}

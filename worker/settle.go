@@ -2,6 +2,7 @@ package worker
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -22,10 +23,11 @@ import (
 //
 // While the fetcher fetches (withFetch), what is queued goes with its next
 // fetch, in the same round trip (sendWithFetch), and the settler's own loop
-// sends nothing: a busy worker then pays one round trip, not two, for each
-// fetch and the outcomes that freed its room. The fetcher hands the sending
-// back (fetcherAway) before it waits for anything — work, a renewal, a retry
-// — or stops.
+// sends only what waited longer than withFetchWait for it: a busy worker then
+// pays one round trip, not two, for each fetch and the outcomes that freed
+// its room, and a slow fetch holds nothing back for long. The fetcher hands
+// the sending back (fetcherAway) before it waits for anything — work, a
+// renewal, a retry — or stops.
 type settler struct {
 	w       *Worker
 	mu      sync.Mutex
@@ -40,7 +42,16 @@ type settler struct {
 	ss    []broker.Settlement
 	// withFetch: the fetcher is fetching and takes what is queued.
 	withFetch atomic.Bool
+	// since is when pending last went from empty to not (zero: put back,
+	// due at once), under mu.
+	since time.Time
 }
+
+// withFetchWait bounds how long what is queued waits for the fetcher's next
+// fetch: a fetch in flight that is slow (Redis slow, a reply lost until the
+// read timeout) must not hold outcomes back. Several times a busy worker's
+// round trip (0.3–1 ms on loopback), so that it rarely sends alone.
+const withFetchWait = 2 * time.Millisecond
 
 type settleItem struct {
 	s    broker.Settlement
@@ -88,6 +99,9 @@ func (s *settler) push(it settleItem) {
 	s.mu.Lock()
 	if it.s.Outcome != broker.Start && it.j != nil {
 		it.j.outcome = true
+	}
+	if len(s.pending) == 0 {
+		s.since = time.Now()
 	}
 	s.pending = append(s.pending, it)
 	s.mu.Unlock()
@@ -141,7 +155,22 @@ func (s *settler) take() []settleItem {
 func (s *settler) putBack(flush []settleItem) {
 	s.mu.Lock()
 	s.pending = append(flush, s.pending...)
+	s.since = time.Time{}
 	s.mu.Unlock()
+}
+
+// waited is how long the oldest of what is queued has waited; ok is false
+// when nothing is.
+func (s *settler) waited() (d time.Duration, ok bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.pending) == 0 {
+		return 0, false
+	}
+	if s.since.IsZero() {
+		return withFetchWait, true
+	}
+	return time.Since(s.since), true
 }
 
 // send applies one flush of outcomes; on error it puts them back.
@@ -150,7 +179,7 @@ func (s *settler) send(ctx context.Context, flush []settleItem) error {
 	held, err := s.w.b.Settle(ctx, s.w.keep, ss)
 	clear(ss) // what the items point to may go
 	s.ss = ss
-	return s.settled(flush, held, err)
+	return s.settled(flush, held, err, err != nil && s.w.unconfirmed("settle", err))
 }
 
 // settlements appends flush's settlements to ss.
@@ -176,8 +205,9 @@ func (s *settler) sendWithFetch(ctx context.Context, ss []broker.Settlement, ttl
 	res, held, err := s.w.b.SettleAndFetch(ctx, s.w.keep, ss, s.w.session, ttl, reqs)
 	clear(ss)
 	if len(flush) > 0 {
-		// An error is the fetch's too: the flush goes back for the next send.
-		_ = s.settled(flush, held, err)
+		// An error is the fetch's too (the fetcher reports it): the flush
+		// goes back for the next send, unless only replication failed.
+		_ = s.settled(flush, held, err, errors.Is(err, broker.ErrNotReplicated))
 	}
 	return res, ss, err
 }
@@ -195,9 +225,10 @@ func (s *settler) fetcherAway() {
 }
 
 // settled finishes a flush sent: marks answered, outcomes done with; on an
-// error it is put back whole, for the next send.
-func (s *settler) settled(flush []settleItem, held []bool, err error) error {
-	if err != nil && !s.w.unconfirmed("settle", err) {
+// error it is put back whole, for the next send — unless the error only says
+// that the replicas did not confirm (applied: the caller reported it).
+func (s *settler) settled(flush []settleItem, held []bool, err error, applied bool) error {
+	if err != nil && !applied {
 		s.putBack(flush)
 		s.kick()
 		return err
@@ -227,9 +258,13 @@ func (s *settler) settled(flush []settleItem, held []bool, err error) error {
 // loop settles until stop is closed, then flushes what is left.
 func (s *settler) loop(ctx context.Context, stop <-chan struct{}) {
 	retry := backoff.Retrier{Policy: redisRetry}
+	late := time.NewTimer(time.Hour) // what the fetcher did not take in time
+	late.Stop()
+	defer late.Stop()
 	for {
 		select {
 		case <-s.signal:
+		case <-late.C:
 		case <-stop:
 			s.final(ctx)
 			return
@@ -249,7 +284,16 @@ func (s *settler) loop(ctx context.Context, stop <-chan struct{}) {
 			continue
 		}
 		if s.withFetch.Load() {
-			continue // it goes with the next fetch (or fetcherAway kicks again)
+			// It goes with the next fetch (or fetcherAway kicks again) —
+			// unless that does not come within withFetchWait.
+			d, ok := s.waited()
+			if !ok {
+				continue
+			}
+			if d < withFetchWait {
+				late.Reset(withFetchWait - d)
+				continue
+			}
 		}
 		flush := s.take()
 		if len(flush) == 0 {
