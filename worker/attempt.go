@@ -57,8 +57,9 @@ func (w *Worker) encodeResult(st *core.State, result any) []byte {
 	return b
 }
 
-// settleNow is settle for the fetcher, which must not wait for room: it gives
-// back tasks it cannot hand to a runner, rarely, and must stay stoppable.
+// settleNow is settle for the fetcher and the heartbeater, which must not
+// wait for room: they give back tasks no runner will take (rarely: a record
+// gone, a pause), and must stay stoppable.
 func (w *Worker) settleNow(j *job, o broker.Outcome) {
 	w.settler.push(settleItem{s: w.settlement(j, o), j: j})
 	w.free(j)

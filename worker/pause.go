@@ -35,7 +35,7 @@ func (w *Worker) passGate(j *job) bool {
 		}
 		// Outside the lock: settle may wait for room in the settler's
 		// backlog, and a pause being applied must not wait for that.
-		w.settle(j, broker.Requeue, nil, 0)
+		w.settleNow(j, broker.Requeue)
 		return false
 	}
 	q.starting.Add(1)
@@ -123,8 +123,11 @@ func (w *Worker) givePrefetchedBack(q *queue) {
 		w.prefetch.jobs <- j
 	}
 	w.prefetch.mu.Unlock()
+	// Pushed without waiting for backlog room: the heartbeater comes here
+	// before it renews the lease clock, and with the clock run out the
+	// settler frees no room until a renewal.
 	for _, j := range back {
-		w.settle(j, broker.Requeue, nil, 0)
+		w.settleNow(j, broker.Requeue)
 	}
 }
 
