@@ -105,7 +105,9 @@ func (s *settler) push(it settleItem) {
 	}
 	s.pending = append(s.pending, it)
 	s.mu.Unlock()
-	s.kick()
+	if !s.withFetch.Load() { // else the fetcher takes it, or the loop's watch finds it
+		s.kick()
+	}
 }
 
 // kick wakes the loop.
@@ -196,7 +198,9 @@ func settlements(ss []broker.Settlement, flush []settleItem) []broker.Settlement
 // for its next call.
 func (s *settler) sendWithFetch(ctx context.Context, ss []broker.Settlement, ttl time.Duration,
 	reqs []broker.FetchRequest) ([]broker.Fetched, []broker.Settlement, error) {
-	s.withFetch.Store(true)
+	if !s.withFetch.Swap(true) {
+		s.kick() // the loop starts its watch
+	}
 	var flush []settleItem
 	if s.w.lease.valid() { // as the loop: nothing is settled past the lease clock
 		flush = s.take()
@@ -284,10 +288,13 @@ func (s *settler) loop(ctx context.Context, stop <-chan struct{}) {
 			continue
 		}
 		if s.withFetch.Load() {
-			// It goes with the next fetch (or fetcherAway kicks again) —
-			// unless that does not come within withFetchWait.
+			// What is queued goes with the next fetch (or fetcherAway kicks
+			// again), unless that does not come within withFetchWait: the
+			// loop looks every withFetchWait while the fetcher fetches
+			// (what is queued meanwhile does not wake it).
 			d, ok := s.waited()
 			if !ok {
+				late.Reset(withFetchWait)
 				continue
 			}
 			if d < withFetchWait {
