@@ -35,7 +35,7 @@ func (w *Worker) passGate(j *job) bool {
 		}
 		// Outside the lock: settle may wait for room in the settler's
 		// backlog, and a pause being applied must not wait for that.
-		w.settleNow(j, broker.Requeue)
+		w.settle(j, broker.Requeue, nil, 0)
 		return false
 	}
 	q.starting.Add(1)
