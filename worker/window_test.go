@@ -8,6 +8,7 @@ import (
 
 	"github.com/rediq/rediq"
 	"github.com/rediq/rediq/internal/testredis"
+	"github.com/rediq/rediq/internal/window"
 	"github.com/rediq/rediq/worker"
 )
 
@@ -16,7 +17,13 @@ import (
 func windowAhead(in, length time.Duration) (spec string, open, close time.Time) {
 	open = time.Now().UTC().Truncate(time.Second).Add(time.Second + in)
 	close = open.Add(length)
-	return fmt.Sprintf("%s-%s UTC", open.Format(time.TimeOnly), close.Format(time.TimeOnly)), open, close
+	// In the form a window is stored and answered in ("02:20-02:20:02 UTC"
+	// when it opens on a whole minute), so that tests may compare with it.
+	w, err := window.Parse(fmt.Sprintf("%s-%s UTC", open.Format(time.TimeOnly), close.Format(time.TimeOnly)))
+	if err != nil {
+		panic(err)
+	}
+	return w.String(), open, close
 }
 
 // A task with a run window starts only inside it: fetched before, it waits
